@@ -1,0 +1,168 @@
+"""``tf-boneage`` command line: one subcommand per job.
+
+* ``tf-boneage synth --out DIR``: the embedded default dataset (hand-radiograph phantoms).
+* ``tf-boneage manifest SOURCE... --out manifest.csv``: RSNA layouts -> validated canonical
+  manifest, split and landmark import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+
+def _parse_holdout(text: str) -> dict[str, int]:
+    """``val=1000`` or ``val=200,test=200`` -> dict."""
+    out = {}
+    for part in text.split(","):
+        name, _, size = part.partition("=")
+        if not size.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"hold-out {part!r} is not NAME=COUNT")
+        out[name.strip()] = int(size)
+    return out
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not N or HxW") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not N or HxW")
+    return values
+
+
+def cmd_synth(args) -> int:
+    from tf_boneage.data.synthetic import generate
+
+    out = Path(args.out)
+    if (out / "manifest.csv").exists() and not args.overwrite:
+        print(f"error: {out}/manifest.csv exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    table = generate(out, args.n, args.size, args.seed, args.bits, args.holdout, args.workers)
+    seconds = time.perf_counter() - start
+    counts = table["split"].value_counts().to_dict()
+    print(f"wrote {len(table)} phantoms of {args.size[0]}x{args.size[1]} px to {out} "
+          f"in {seconds:.1f} s; splits {counts}; manifest {out / 'manifest.csv'}")  # fmt: skip
+    return 0
+
+
+def _read_landmarks(path: Path, images_dir: Path | None):
+    from tf_boneage.data import annotations
+
+    if path.suffix.lower() == ".csv":
+        return annotations.read_handpose_csv(path)
+    import json
+
+    doc = json.loads(path.read_text())
+    if isinstance(doc, dict) and "annotations" in doc and "images" in doc:
+        return annotations.read_coco_keypoints(path)
+    return annotations.read_via_json(path, images_dir=images_dir)
+
+
+def cmd_manifest(args) -> int:
+    from tf_boneage.data import annotations, manifest, split
+
+    tables, inputs = [], []
+    for source in args.sources:
+        src = Path(source)
+        tables.append(manifest.read_layout_dir(src, args.split))
+        inputs += list(src.glob("*.csv"))
+    if len(args.csv) != len(args.images):
+        print("error: give one --images folder per --csv file", file=sys.stderr)
+        return 2
+    for csv, images in zip(args.csv, args.images, strict=True):
+        tables.append(manifest.read_rsna_csv(csv, images, args.split))
+        inputs.append(Path(csv))
+    if not tables:
+        print("error: nothing to read: give a folder or --csv/--images", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    try:
+        table, report = manifest.build_manifest(
+            tables, strict=not args.lenient, check_images=args.check_images, progress=True
+        )
+    except manifest.ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.holdout:
+        previous = split.load_split(args.previous_split) if args.previous_split else None
+        train = table["split"] == "train"
+        table.loc[train, "split"] = split.assign_split(
+            table[train], args.holdout, args.seed, previous
+        )
+    for path in args.landmarks:
+        table = annotations.attach(table, _read_landmarks(Path(path), None))
+    manifest.save_table(table, out, protect=inputs)
+    print(f"manifest: {len(table)} rows -> {out}; splits {table['split'].value_counts().to_dict()}")
+    if args.split_out:
+        split.save_split(table, args.split_out)
+        print(f"split definition (ids only) -> {args.split_out}")
+    if len(report):
+        report_path = Path(args.report or out.with_suffix(".skipped.csv"))
+        manifest.save_table(report, report_path, protect=inputs)
+        print(f"skipped {len(report)} row(s); report -> {report_path}")
+        print(pd.Series(report["problem"]).str.replace(r"'.*'", "'...'", regex=True)
+              .value_counts().head(10).to_string())  # fmt: skip
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tf-boneage", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="generate the embedded synthetic dataset")
+    p.add_argument("--out", default="boneage_synth", help="output folder (default %(default)s)")
+    p.add_argument("--n", type=int, default=1000, help="number of images (default %(default)s)")
+    p.add_argument("--size", type=_size, default=(256, 256), help="N or HxW pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="PNG bit depth")
+    p.add_argument("--holdout", type=_parse_holdout, default=None,
+                   help="hold-outs, e.g. val=150,test=150 (default 15%% each)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=None, help="processes (default 2)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("manifest", help="validate RSNA CSVs / folders into a canonical manifest")
+    p.add_argument("sources", nargs="*", help="folders with labels.csv and images/ (rsna100)")
+    p.add_argument("--csv", action="append", default=[], help="an RSNA CSV (any layout)")
+    p.add_argument("--images", action="append", default=[], help="image folder of each --csv")
+    p.add_argument("--split", choices=("train", "val", "test"), default=None,
+                   help="split of every row (default from the CSV layout)")  # fmt: skip
+    p.add_argument("--out", required=True, help="canonical manifest CSV to write")
+    p.add_argument("--lenient", action="store_true",
+                   help="skip bad rows and write a report instead of stopping")  # fmt: skip
+    p.add_argument("--report", default=None, help="skipped-rows report (lenient mode)")
+    p.add_argument("--check-images", choices=("none", "exists", "header", "decode"),
+                   default="header", help="how hard to check each image (default %(default)s)")  # fmt: skip
+    p.add_argument("--holdout", type=_parse_holdout, default=None,
+                   help="hold out from train rows, e.g. val=1000 (the paper's)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the split hash")
+    p.add_argument("--previous-split", default=None,
+                   help="earlier split file: its ids keep their split")  # fmt: skip
+    p.add_argument("--split-out", default=None, help="write the ids-only split definition here")
+    p.add_argument("--landmarks", action="append", default=[],
+                   help="VIA JSON, COCO keypoint JSON or 21-point pose CSV to attach")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=cmd_manifest)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Data stage: image IO, manifests, splits, annotations, tf.data pipelines, synthetic phantoms."""

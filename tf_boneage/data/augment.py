@@ -1,0 +1,138 @@
+"""In-graph batch augmentation: one geometric affine for images, masks and landmarks together,
+plus photometric changes from Keras preprocessing layers.
+
+Coordinates: pixel *index* coordinates have pixel centres at integers (what
+``ImageProjectiveTransformV3`` samples); landmarks are normalised, ``x_norm = (x_index + 0.5) / W``
+(fractions of the width / height, invariant to resizing).
+
+The geometric augmentation draws, per image, a rotation about the image centre, an isotropic
+scale, a shift and an optional horizontal mirror, builds the forward 3x3 matrix ``F`` (input
+index -> output index), and warps with ``F^-1`` (``ImageProjectiveTransformV3`` maps output
+points to input points: the 8 numbers ``a0, a1, a2, b0, b1, b2, c0, c1`` are the first 8 entries
+of ``F^-1`` with the last one 1). Landmarks move with ``F``. Randomness is stateless: the same
+``seed`` (shape (2,) int) gives the same transform on every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class AffineRange:
+    """Ranges of the geometric augmentation (rotation in degrees, scale factor, shift as a
+    fraction of the image size, probability of a horizontal mirror)."""
+
+    rotation: float = 15.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    shift: float = 0.05
+    mirror: float = 0.0
+
+    def __post_init__(self):
+        if self.rotation < 0:
+            raise ValueError(f"rotation must be >= 0 degrees, got {self.rotation!r}")
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {self.scale!r}")
+        if not 0 <= self.shift < 1:
+            raise ValueError(f"shift must be in [0, 1), got {self.shift!r}")
+        if not 0 <= self.mirror <= 1:
+            raise ValueError(f"mirror must be a probability, got {self.mirror!r}")
+
+
+def random_affine(batch: int, height: int, width: int, seed, ranges: AffineRange) -> tf.Tensor:
+    """Forward matrices (input index -> output index), float32 (batch, 3, 3)."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
+
+    def uniform(k, lo, hi):
+        return tf.random.stateless_uniform([batch], seeds[k], lo, hi)
+
+    angle = uniform(0, -ranges.rotation, ranges.rotation) * (math.pi / 180.0)
+    scale = uniform(1, ranges.scale[0], ranges.scale[1])
+    tx = uniform(2, -ranges.shift, ranges.shift) * width
+    ty = uniform(3, -ranges.shift, ranges.shift) * height
+    flip = tf.where(uniform(4, 0.0, 1.0) < ranges.mirror, -1.0, 1.0)
+    return affine_matrix(angle, scale, tx, ty, flip, height, width)
+
+
+def affine_matrix(angle, scale, tx, ty, flip, height: int, width: int) -> tf.Tensor:
+    """Forward matrices from per-image parameters (each shape (B,)): mirror ``x -> -x`` about
+    the centre if ``flip == -1``, then rotate by ``angle`` (radians, clockwise on screen for
+    positive values since y points down) and scale about the centre, then shift by (tx, ty)
+    pixels. Returns float32 (B, 3, 3)."""
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    c, s = tf.cos(angle) * scale, tf.sin(angle) * scale
+    zero, one = tf.zeros_like(c), tf.ones_like(c)
+    # out = R S Flip (in - centre) + centre + t
+    a00, a01, a10, a11 = c * flip, -s, s * flip, c
+    b0 = cx + tx - (a00 * cx + a01 * cy)
+    b1 = cy + ty - (a10 * cx + a11 * cy)
+    rows = [tf.stack([a00, a01, b0], -1), tf.stack([a10, a11, b1], -1),
+            tf.stack([zero, zero, one], -1)]  # fmt: skip
+    return tf.cast(tf.stack(rows, 1), tf.float32)
+
+
+def projective_params(forward: tf.Tensor) -> tf.Tensor:
+    """The 8-number transforms of ``ImageProjectiveTransformV3`` for forward matrices (B, 3, 3)."""
+    inverse = tf.linalg.inv(forward)
+    inverse = inverse / inverse[:, 2:3, 2:3]
+    return tf.reshape(inverse, [-1, 9])[:, :8]
+
+
+def warp(images: tf.Tensor, forward: tf.Tensor, interpolation: str = "BILINEAR") -> tf.Tensor:
+    """Warp float images (B, H, W, C) by forward matrices; outside is filled with 0."""
+    shape = tf.shape(images)[1:3]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=projective_params(forward), output_shape=shape,
+        fill_value=0.0, interpolation=interpolation, fill_mode="CONSTANT",
+    )  # fmt: skip
+
+
+def transform_points(points: tf.Tensor, forward: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """Move normalised points (B, K*2) = (x0, y0, x1, y1, ...) by forward matrices (B, 3, 3)."""
+    size = tf.constant([width, height], tf.float32)
+    xy = tf.reshape(points, [tf.shape(points)[0], -1, 2]) * size - 0.5
+    moved = tf.einsum("bij,bkj->bki", forward[:, :2, :2], xy) + forward[:, None, :2, 2]
+    return tf.reshape((moved + 0.5) / size, tf.shape(points))
+
+
+def photometric_layers(seed: int = 0, brightness: float = 0.1, contrast: float = 0.2):
+    """Keras preprocessing layers for exposure changes on images in [0, 1]."""
+    return [
+        keras.layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=seed),
+        keras.layers.RandomContrast(contrast, value_range=(0.0, 1.0), seed=seed + 1),
+    ]
+
+
+class BatchAugmenter:
+    """Augments a batch dict in graph: ``image`` (B, H, W, 1) and, when present, ``mask``
+    (B, H, W, 1, nearest-neighbour) and ``landmarks`` (B, 6, normalised) with one matrix each.
+
+    Args:
+        ranges: geometric ranges; ``None`` for no geometric augmentation.
+        photometric: apply the Keras brightness / contrast layers to ``image``.
+        seed: integer seed of the photometric layers.
+    """
+
+    def __init__(self, ranges: AffineRange | None = AffineRange(), photometric=True, seed=0):
+        self.ranges = ranges
+        self.layers = photometric_layers(seed) if photometric else []
+
+    def __call__(self, batch: dict, seed) -> dict:
+        out = dict(batch)
+        image = batch["image"]
+        height, width = int(image.shape[1]), int(image.shape[2])
+        if self.ranges is not None:
+            forward = random_affine(tf.shape(image)[0], height, width, seed, self.ranges)
+            out["image"] = warp(image, forward)
+            if "mask" in batch:
+                out["mask"] = warp(batch["mask"], forward, "NEAREST")
+            if "landmarks" in batch:
+                out["landmarks"] = transform_points(batch["landmarks"], forward, height, width)
+        for layer in self.layers:
+            out["image"] = layer(out["image"], training=True)
+        out["image"] = tf.clip_by_value(out["image"], 0.0, 1.0)
+        return out

@@ -1,0 +1,272 @@
+"""Image IO: PNG / JPEG (8 or 16 bit, grey / RGB / RGBA) and DICOM -> float32 grey in [0, 1].
+
+One decoder for PNG and JPEG, written in TensorFlow ops (:func:`decode_image_bytes`), serves
+the tf.data pipelines, the Python loader (:func:`load_image`) and, later, the exported serving
+graph, so the three can never disagree. DICOM goes through pydicom (not a TF op).
+
+Before anything is decoded, :func:`sniff` reads only the file header to refuse, with an
+:class:`ImageError` naming the file: empty or truncated files, non-images, zero-sized images and
+images over ``max_pixels`` (decompression bombs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+#: Default refusal threshold: RSNA radiographs are at most ~3000 x 2500 = 7.5 MP.
+MAX_PIXELS = 50_000_000
+
+#: ITU-R BT.601 luma weights, the same as ``tf.image.rgb_to_grayscale``.
+LUMA = (0.2989, 0.5870, 0.1140)
+
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"IEND\xae\x42\x60\x82"
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as an image; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What the header says: ``format`` in {'png', 'jpeg', 'dicom'}, size in pixels."""
+
+    format: str
+    width: int
+    height: int
+
+
+@dataclasses.dataclass
+class LoadedImage:
+    """A decoded image: ``pixels`` float32 (H, W) in [0, 1] and DICOM ``meta`` (else empty).
+
+    ``meta`` keys (DICOM only, when present): ``sex`` ('M' / 'F'), ``birth_date`` and
+    ``study_date`` (``YYYYMMDD`` strings), ``photometric``.
+    """
+
+    pixels: np.ndarray
+    meta: dict
+
+
+def _png_size(path, head: bytes) -> tuple[int, int]:
+    if len(head) < 33 or head[12:16] != b"IHDR":
+        raise ImageError(path, "truncated PNG header")
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
+def _jpeg_size(path, f) -> tuple[int, int]:
+    f.seek(2)
+    while True:
+        byte = f.read(1)
+        while byte and byte != b"\xff":
+            byte = f.read(1)
+        while byte == b"\xff":
+            byte = f.read(1)
+        if not byte:
+            raise ImageError(path, "truncated JPEG: no frame header (SOF) found")
+        marker = byte[0]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            continue
+        seg = f.read(2)
+        if len(seg) < 2:
+            raise ImageError(path, "truncated JPEG segment")
+        length = struct.unpack(">H", seg)[0]
+        if marker in _JPEG_SOF:
+            body = f.read(5)
+            if len(body) < 5:
+                raise ImageError(path, "truncated JPEG frame header")
+            height, width = struct.unpack(">HH", body[1:5])
+            return width, height
+        f.seek(length - 2, os.SEEK_CUR)
+
+
+def _is_dicom(head: bytes) -> bool:
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def sniff(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """Read only the header of ``path`` and check that it is a usable image.
+
+    Raises:
+        ImageError: missing, empty, truncated, not an image, zero-sized, or over ``max_pixels``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(path, "file not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise ImageError(path, "file is empty (0 bytes)")
+    with open(path, "rb") as f:
+        head = f.read(256)
+        if head.startswith(_PNG_SIG):
+            fmt = "png"
+            width, height = _png_size(path, head)
+            f.seek(max(0, size - 12))
+            if not f.read().endswith(_PNG_IEND):
+                raise ImageError(path, "truncated PNG (no IEND chunk at the end)")
+        elif head.startswith(_JPEG_SOI):
+            fmt = "jpeg"
+            width, height = _jpeg_size(path, f)
+            f.seek(max(0, size - 1024))
+            if b"\xff\xd9" not in f.read():
+                raise ImageError(path, "truncated JPEG (no end-of-image marker)")
+        elif _is_dicom(head) or path.suffix.lower() in (".dcm", ".dicom"):
+            fmt = "dicom"
+            width, height = _dicom_size(path)
+        else:
+            raise ImageError(path, "not a PNG, JPEG or DICOM image")
+    if width <= 0 or height <= 0:
+        raise ImageError(path, f"zero-sized image ({width} x {height})")
+    if width * height > max_pixels:
+        raise ImageError(
+            path,
+            f"image of {width} x {height} = {width * height:,} pixels exceeds the limit of "
+            f"{max_pixels:,} (possible decompression bomb; raise max_pixels if it is genuine)",
+        )
+    return ImageInfo(fmt, width, height)
+
+
+def _dicom_size(path) -> tuple[int, int]:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as exc:  # pydicom raises many types for bad files
+        raise ImageError(path, f"not a readable DICOM file ({exc})") from exc
+    if "Rows" not in ds or "Columns" not in ds:
+        raise ImageError(path, "DICOM file has no image (no Rows/Columns)")
+    return int(ds.Columns), int(ds.Rows)
+
+
+def decode_image_bytes(contents):
+    """Decode PNG or JPEG bytes to float32 grey in [0, 1] with TensorFlow ops.
+
+    Args:
+        contents: scalar ``tf.string`` tensor, an encoded PNG (8 / 16 bit) or JPEG.
+
+    Returns:
+        ``tf.float32`` tensor of shape (H, W, 1). RGB(A) is converted with :data:`LUMA`
+        weights (alpha ignored); 16-bit values are divided by 65535, 8-bit by 255.
+    """
+    import tensorflow as tf
+
+    image = tf.io.decode_image(contents, channels=0, dtype=tf.uint16, expand_animations=False)
+    image = tf.cast(image, tf.float32) / 65535.0
+    channels = tf.shape(image)[-1]
+    # Weights per channel count 1..4: grey, grey+alpha, RGB, RGBA.
+    table = tf.constant(
+        [[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [*LUMA, 0.0], [*LUMA, 0.0]], tf.float32
+    )
+    weights = table[channels - 1][:channels]
+    grey = tf.tensordot(image, weights, axes=[[2], [0]])
+    return tf.clip_by_value(grey, 0.0, 1.0)[..., tf.newaxis]
+
+
+def _read_dicom(path) -> LoadedImage:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:
+        raise ImageError(path, f"not a readable DICOM file ({exc})") from exc
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", str(syntax))
+        raise ImageError(
+            path,
+            f"cannot decode DICOM pixel data with transfer syntax {name!r} ({exc}); "
+            "JPEG / JPEG-LS / JPEG 2000 need a pylibjpeg plugin that supports it",
+        ) from exc
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        arr = arr[0]
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
+    if arr.ndim == 3:  # colour DICOM (RGB / YBR converted by pydicom)
+        arr = np.tensordot(arr[..., :3].astype(np.float64), np.asarray(LUMA), axes=([2], [0]))
+    else:
+        arr = apply_modality_lut(arr, ds)
+        arr = apply_voi_lut(arr, ds)
+    arr = np.asarray(arr, np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    # DICOM values have no absolute scale across vendors: after the modality and VOI LUTs
+    # the image is min-max scaled to [0, 1].
+    out = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    if photometric == "MONOCHROME1":
+        out = 1.0 - out
+    return LoadedImage(out.astype(np.float32), {"photometric": photometric, **_dicom_meta(ds)})
+
+
+def _dicom_meta(ds) -> dict:
+    meta = {}
+    sex = str(getattr(ds, "PatientSex", "") or "").strip().upper()
+    if sex in ("M", "F"):
+        meta["sex"] = sex
+    for key, name in (("birth_date", "PatientBirthDate"), ("study_date", "StudyDate")):
+        value = str(getattr(ds, name, "") or "").strip()
+        if value:
+            meta[key] = value
+    return meta
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+    """Check and decode one image file (PNG, JPEG or DICOM) to float32 grey in [0, 1].
+
+    Raises:
+        ImageError: naming the file and the problem, for any file that cannot be used.
+    """
+    info = sniff(path, max_pixels)
+    if info.format == "dicom":
+        return _read_dicom(path)
+    import tensorflow as tf
+
+    contents = Path(path).read_bytes()
+    try:
+        pixels = decode_image_bytes(tf.constant(contents)).numpy()[..., 0]
+    except tf.errors.OpError as exc:
+        raise ImageError(path, f"cannot decode {info.format.upper()}: {exc.message}") from exc
+    return LoadedImage(pixels, {})
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Pixels of :func:`read_image`: float32 array (H, W) in [0, 1]."""
+    return read_image(path, max_pixels).pixels
+
+
+def read_dicom_meta(path: str | os.PathLike) -> dict:
+    """DICOM header fields (``sex``, ``birth_date``, ``study_date``) without decoding pixels."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as exc:
+        raise ImageError(path, f"not a readable DICOM file ({exc})") from exc
+    return _dicom_meta(ds)
+
+
+def write_png(path: str | os.PathLike, pixels: np.ndarray, bits: int = 8) -> None:
+    """Write float [0, 1] grey ``pixels`` (H, W) as an 8- or 16-bit PNG (used by the generator)."""
+    import cv2
+
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits!r}")
+    scale = 255.0 if bits == 8 else 65535.0
+    dtype = np.uint8 if bits == 8 else np.uint16
+    data = np.clip(np.rint(np.asarray(pixels, np.float64) * scale), 0, scale).astype(dtype)
+    if not cv2.imwrite(str(path), data):
+        raise OSError(f"{path}: could not write PNG")
