@@ -111,7 +111,8 @@ def read_coco_keypoints(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_via_json(
-    path: str | os.PathLike, image_sizes: dict[str, tuple[int, int]] | None = None,
+    path: str | os.PathLike,
+    image_sizes: dict[str, tuple[int, int]] | None = None,
     images_dir: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Import VIA 2 JSON with three ``point`` regions per image.

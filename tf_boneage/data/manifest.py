@@ -321,8 +321,7 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
     table["image_path"] = [str((base / p).resolve()) for p in table["image_path"]]
     if "mask_path" in table.columns:
         table["mask_path"] = [
-            str((base / p).resolve()) if isinstance(p, str) and p else p
-            for p in table["mask_path"]
+            str((base / p).resolve()) if isinstance(p, str) and p else p for p in table["mask_path"]
         ]
     return table
 

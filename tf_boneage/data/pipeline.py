@@ -98,11 +98,9 @@ def _finish(ds: tf.data.Dataset, n: int, cfg: PipelineConfig, augmenter) -> tf.d
     ds = ds.batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
     if augmenter is not None:
         seeds = tf.data.Dataset.random(seed=cfg.seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda batch, seed: augmenter(batch, seed),
-            num_parallel_calls=None if cfg.deterministic else AUTOTUNE,
-            deterministic=cfg.deterministic or None,
-        )
+        # sequential when deterministic: the Keras photometric layers carry seed state
+        parallel = {} if cfg.deterministic else {"num_parallel_calls": AUTOTUNE}
+        ds = tf.data.Dataset.zip(ds, seeds).map(augmenter, **parallel)
     options = tf.data.Options()
     options.deterministic = cfg.deterministic
     return ds.with_options(options).prefetch(AUTOTUNE)
@@ -135,7 +133,10 @@ def segmentation_dataset(manifest: pd.DataFrame, cfg: PipelineConfig) -> tf.data
         (rows["image_path"].to_numpy(str), rows["mask_path"].to_numpy(str))
     )
     ds = ds.map(
-        lambda p, m: {"image": load_image(p, cfg.image_size), "mask": _load_mask(m, cfg.image_size)},
+        lambda p, m: {
+            "image": load_image(p, cfg.image_size),
+            "mask": _load_mask(m, cfg.image_size),
+        },
         **_map_kw(cfg),
     )
     ds = _finish(ds, len(rows), cfg, _augmenter(cfg))

@@ -49,7 +49,7 @@ RAYS = (
     ("ring", (-0.11, -0.08), -8.0, (0.36, 0.22, 0.13, 0.06), (0.072, 0.07, 0.06, 0.05)),
     ("little", (-0.21, -0.04), -17.0, (0.31, 0.17, 0.09, 0.055), (0.065, 0.06, 0.052, 0.045)),
 )
-JOINT_GAP = 0.02
+JOINT_GAP = 0.03
 
 # Carpal bones in order of ossification: name, centre, semi-axes, angle, onset (months, boys).
 CARPALS = (
@@ -175,8 +175,13 @@ class _Pen:
 
     def ellipse(self, img, centre, axes, angle_deg, value):
         ang = -angle_deg if self.mirror else angle_deg
-        ax = (max(1, int(round(axes[0] * self.s * _ONE))), max(1, int(round(axes[1] * self.s * _ONE))))
-        cv2.ellipse(img, self.fx(centre), ax, ang + self.angle, 0, 360, value, -1, cv2.LINE_AA, _SHIFT)
+        ax = (
+            max(1, int(round(axes[0] * self.s * _ONE))),
+            max(1, int(round(axes[1] * self.s * _ONE))),
+        )
+        cv2.ellipse(
+            img, self.fx(centre), ax, ang + self.angle, 0, 360, value, -1, cv2.LINE_AA, _SHIFT
+        )
 
     def capsule(self, img, a, b, width, value, line=cv2.LINE_AA):
         thick = max(1, int(round(width * self.s)))
@@ -196,22 +201,35 @@ def _long_bone(pen, bones, a, b, width, epi_at_end, kind, m, density):
     d = (b - a) / np.linalg.norm(b - a)
     n = np.array([-d[1], d[0]])
     present, ratio, fusion = epiphysis_state(m, kind)
-    t_epi = 0.32 * width
-    gap = 0.22 * width * (1.0 - fusion)
+    t_epi = 0.4 * width
+    gap = 0.35 * width * (1.0 - fusion)
     shaft_end = b - d * (t_epi + gap)
     half = width / 2
     flare = half * 1.12  # metaphysis slightly wider than the shaft
     cortex, marrow = int(235 * density), int(185 * density)
-    pen.polygon(bones, [a + n * half, shaft_end + n * flare, shaft_end - n * flare, a - n * half], cortex)
-    pen.ellipse(bones, a, (half, half * 0.8), math.degrees(math.atan2(d[0], -d[1])), cortex)
-    pen.capsule(bones, a + d * half, shaft_end - d * half * 0.5, 0.45 * width, marrow)
+    cap = a + d * half * 0.8  # the rounded far end stays inside the bone's length
+    pen.polygon(
+        bones,
+        [cap + n * half, shaft_end + n * flare, shaft_end - n * flare, cap - n * half],
+        cortex,
+    )
+    pen.ellipse(bones, cap, (half, half * 0.8), math.degrees(math.atan2(d[0], -d[1])), cortex)
+    pen.capsule(bones, cap + d * half * 0.5, shaft_end - d * half * 0.5, 0.45 * width, marrow)
     if present:
         centre = b - d * t_epi / 2
         angle = math.degrees(math.atan2(d[0], -d[1]))
         pen.ellipse(bones, centre, (ratio * flare, t_epi / 2), angle, int(225 * density))
         if fusion >= 1.0:
-            pen.polygon(bones, [shaft_end + n * flare, centre + n * ratio * flare * 0.9,
-                                centre - n * ratio * flare * 0.9, shaft_end - n * flare], cortex)
+            pen.polygon(
+                bones,
+                [
+                    shaft_end + n * flare,
+                    centre + n * ratio * flare * 0.9,
+                    centre - n * ratio * flare * 0.9,
+                    shaft_end - n * flare,
+                ],
+                cortex,
+            )
 
 
 def _draw_hand(pen, m, rng, tissue, bones, jitter):
@@ -225,21 +243,31 @@ def _draw_hand(pen, m, rng, tissue, bones, jitter):
         segs = []
         for k, (seg_len, w) in enumerate(zip(lengths, widths, strict=True)):
             q = p + direction * seg_len * length
-            segs.append((p, q, w * wscale * length ** 0.3, k))
+            segs.append((p, q, w * wscale * length**0.3, k))
             p = q + direction * JOINT_GAP * length
         tip = segs[-1][1] + direction * segs[-1][2] / 2
         ends[name] = (segs, tip, direction)
         # soft tissue: finger as a thick capsule, the palm below
         pen.capsule(tissue, segs[1][0], tip - direction * 0.01, 2.1 * segs[1][2], 255, cv2.LINE_8)
-    palm = [ends["little"][0][0][0] + np.array([-0.07, 0.10]),
-            ends["little"][0][0][1] + np.array([-0.06, 0.0]),
-            ends["ring"][0][0][1], ends["middle"][0][0][1], ends["index"][0][0][1] + np.array([0.05, 0.0]),
-            ends["thumb"][0][0][1] + np.array([0.04, 0.02]),
-            np.array([0.32, 0.22]) * np.array([1.0, length]), np.array([0.20, 0.34]),
-            np.array([-0.26, 0.34]), np.array([-0.27, 0.15])]
+    palm = [
+        ends["little"][0][0][0] + np.array([-0.07, 0.10]),
+        ends["little"][0][0][1] + np.array([-0.06, 0.0]),
+        ends["ring"][0][0][1],
+        ends["middle"][0][0][1],
+        ends["index"][0][0][1] + np.array([0.05, 0.0]),
+        ends["thumb"][0][0][1] + np.array([0.04, 0.02]),
+        np.array([0.32, 0.22]) * np.array([1.0, length]),
+        np.array([0.20, 0.34]),
+        np.array([-0.26, 0.34]),
+        np.array([-0.27, 0.15]),
+    ]
     pen.poly_any(tissue, palm, 255)
-    forearm = [np.array([0.22, 0.30]), np.array([0.24, 1.6]), np.array([-0.30, 1.6]),
-               np.array([-0.27, 0.30])]
+    forearm = [
+        np.array([0.22, 0.30]),
+        np.array([0.24, 1.6]),
+        np.array([-0.30, 1.6]),
+        np.array([-0.27, 0.30]),
+    ]
     pen.poly_any(tissue, forearm, 255)
     # bones
     for name, (segs, _, _) in ends.items():
@@ -249,7 +277,7 @@ def _draw_hand(pen, m, rng, tissue, bones, jitter):
             else:  # phalanges: epiphysis at the base
                 _long_bone(pen, bones, a, b, w, False, "phalanx", m, density)
     for name, top, bottom, width in FOREARM:
-        w = width * wscale * length ** 0.3
+        w = width * wscale * length**0.3
         top = np.asarray(top, float) * np.array([1.0, length])
         _long_bone(pen, bones, np.asarray(bottom, float), top, w, True, name, m, density)
     for _, centre, (ax, ay), ang, onset in CARPALS:
@@ -290,9 +318,15 @@ def render(
             scale, angle, centre, mirror = 0.52 * h, 0.0, (w * 0.5, h * 0.64), False
         pen = _Pen(centre, scale, angle, mirror)
         # hand units grow with age, the tip lies at about -length
-        pts = np.stack([pen.pt((0, -1.02 * length)), pen.pt((0.47 * length, -0.55 * length)),
-                        pen.pt((0, 0))])
-        inside = (pts[:, 0] > 0.04 * w) & (pts[:, 0] < 0.96 * w) & (pts[:, 1] > 0.03 * h) & (pts[:, 1] < 0.97 * h)
+        pts = np.stack(
+            [pen.pt((0, -1.02 * length)), pen.pt((0.47 * length, -0.55 * length)), pen.pt((0, 0))]
+        )
+        inside = (
+            (pts[:, 0] > 0.04 * w)
+            & (pts[:, 0] < 0.96 * w)
+            & (pts[:, 1] > 0.03 * h)
+            & (pts[:, 1] < 0.97 * h)
+        )
         if inside.all() or not augment:
             break
     jitter = rng.normal(0.0, 2.5, len(RAYS)) if augment else np.zeros(len(RAYS))
@@ -314,8 +348,9 @@ def render(
         image = image + rng.normal(0.0, rng.uniform(0.004, 0.025), image.shape)
     else:
         image = 0.05 + 0.22 * soft + 0.45 * bone * soft
-    return Phantom(np.clip(image, 0, 1).astype(np.float32), mask, landmarks, float(boneage),
-                   bool(male), mirror)
+    return Phantom(
+        np.clip(image, 0, 1).astype(np.float32), mask, landmarks, float(boneage), bool(male), mirror
+    )
 
 
 def _expose(image, rng):
@@ -330,8 +365,11 @@ def _collimate(image, mask, rng):
     h, w = image.shape
     field = np.zeros((h, w), np.uint8)
     centre = (w * rng.uniform(0.45, 0.55), h * rng.uniform(0.45, 0.6))
-    box = ((centre[0], centre[1]), (w * rng.uniform(0.85, 1.1), h * rng.uniform(0.9, 1.2)),
-           rng.uniform(-12, 12))
+    box = (
+        (centre[0], centre[1]),
+        (w * rng.uniform(0.85, 1.1), h * rng.uniform(0.9, 1.2)),
+        rng.uniform(-12, 12),
+    )
     cv2.fillConvexPoly(field, cv2.boxPoints(box).astype(np.int32), 1)
     outside = field == 0
     image[outside] = np.maximum(image[outside], rng.uniform(0.55, 0.9))
@@ -348,9 +386,11 @@ def _marker(image, mask, rng):
     grown = cv2.dilate(mask, np.ones((5, 5), np.uint8))
     for _ in range(10):
         x, y = int(rng.uniform(0.02 * w, w - tw - 2)), int(rng.uniform(th + 2, 0.98 * h))
-        if not grown[max(0, y - th - 2): y + 3, max(0, x - 2): x + tw + 2].any():
+        if not grown[max(0, y - th - 2) : y + 3, max(0, x - 2) : x + tw + 2].any():
             layer = np.zeros((h, w), np.uint8)
-            cv2.putText(layer, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick, cv2.LINE_AA)
+            cv2.putText(
+                layer, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick, cv2.LINE_AA
+            )
             value = rng.uniform(0.85, 1.0)
             np.maximum(image, layer.astype(np.float32) / 255.0 * value, out=image)
             return
@@ -375,10 +415,18 @@ def _write_one(job):
     h, w = size
     norm = (ph.landmarks + 0.5) / np.array([w, h], np.float32)  # pixel centres -> fractions
     return {
-        "id": name, "image_path": f"images/{name}.png", "boneage": ph.boneage,
-        "male": ph.male, "mask_path": f"masks/{name}.png",
-        "tip_x": norm[0, 0], "tip_y": norm[0, 1], "thumb_x": norm[1, 0], "thumb_y": norm[1, 1],
-        "capitate_x": norm[2, 0], "capitate_y": norm[2, 1], "right_hand": ph.right,
+        "id": name,
+        "image_path": f"images/{name}.png",
+        "boneage": ph.boneage,
+        "male": ph.male,
+        "mask_path": f"masks/{name}.png",
+        "tip_x": norm[0, 0],
+        "tip_y": norm[0, 1],
+        "thumb_x": norm[1, 0],
+        "thumb_y": norm[1, 1],
+        "capitate_x": norm[2, 0],
+        "capitate_y": norm[2, 1],
+        "right_hand": ph.right,
     }
 
 

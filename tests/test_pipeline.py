@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from tf_boneage.data import manifest, pipeline
+from tf_boneage.data.augment import AffineRange
+
+
+@pytest.fixture(scope="module")
+def table(synth_dir):
+    return manifest.load_manifest(synth_dir / "manifest.csv")
+
+
+def _cfg(**kw):
+    base = dict(image_size=(32, 24), batch_size=8, deterministic=True, seed=1)
+    base.update(kw)
+    return pipeline.PipelineConfig(**base)
+
+
+def test_segmentation_batches(table):
+    image, mask = next(iter(pipeline.segmentation_dataset(table, _cfg(augment=True))))
+    assert image.shape == (8, 32, 24, 1) and mask.shape == (8, 32, 24, 1)
+    assert image.dtype.name == mask.dtype.name == "float32"
+    assert set(np.unique(mask.numpy())) <= {0.0, 1.0} and mask.numpy().mean() > 0.05
+    assert image.numpy().min() >= 0.0 and image.numpy().max() <= 1.0
+
+
+def test_landmark_batches_keep_normalised_points(table):
+    ds = pipeline.landmark_dataset(table, _cfg(shuffle=False))
+    image, points = next(iter(ds))
+    assert image.shape == (8, 32, 24, 1) and points.shape == (8, 6)
+    np.testing.assert_allclose(
+        points.numpy(), table[list(manifest.LANDMARK_COLUMNS)].to_numpy(np.float32)[:8]
+    )
+
+
+def test_region_batches(table):
+    features, age = next(iter(pipeline.region_dataset(table, _cfg(shuffle=False))))
+    assert features["image"].shape == (8, 32, 24, 1) and features["male"].shape == (8, 1)
+    np.testing.assert_allclose(age.numpy(), table["boneage"].to_numpy()[:8])
+    np.testing.assert_allclose(features["male"].numpy()[:, 0], table["male"].to_numpy(float)[:8])
+
+
+def test_deterministic_mode_repeats_exactly(table):
+    cfg = _cfg(augment=True, affine=AffineRange(20, (0.9, 1.1), 0.05, 0.3))
+    first = [b[1].numpy() for b in pipeline.landmark_dataset(table, cfg)]
+    second = [b[1].numpy() for b in pipeline.landmark_dataset(table, cfg)]
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert sum(len(a) for a in first) == len(table)
+
+
+def test_cache_and_epochs_differ_when_shuffled(table, tmp_path):
+    ds = pipeline.region_dataset(table, _cfg(cache=str(tmp_path / "c"), batch_size=40))
+    e1, e2 = (next(iter(ds))[1].numpy() for _ in range(2))
+    assert sorted(e1) == sorted(e2) and not np.array_equal(e1, e2)
+
+
+def test_dicom_rows_decode_through_pydicom(tmp_path):
+    from test_io import _dicom
+
+    path = _dicom(tmp_path / "a.dcm", np.arange(48).reshape(6, 8), sex="M")
+    rows = manifest.build_manifest([manifest.read_rsna_csv(_csv(tmp_path), tmp_path)])[0]
+    assert rows["image_path"].iloc[0] == str(path.resolve())
+    features, _ = next(iter(pipeline.region_dataset(rows, _cfg(image_size=(6, 8), batch_size=1))))
+    img = features["image"].numpy()[0, ..., 0]
+    np.testing.assert_allclose(img, np.arange(48).reshape(6, 8) / 47.0, atol=1e-5)
+
+
+def _csv(folder):
+    path = folder / "labels.csv"
+    path.write_text("id,boneage,male\na,10,M\n")
+    return path
+
+
+def test_missing_columns_are_named(table):
+    with pytest.raises(ValueError, match="mask_path"):
+        pipeline.segmentation_dataset(table.drop(columns="mask_path"), _cfg())
+    with pytest.raises(ValueError, match="image_size"):
+        pipeline.PipelineConfig(image_size=(0, 5))
