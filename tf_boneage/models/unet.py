@@ -1,0 +1,76 @@
+"""U-Net for hand segmentation (contracting + symmetric expanding path, skip connections,
+batch norm), sigmoid mask output in float32."""
+
+from __future__ import annotations
+
+import keras
+
+from tf_boneage.models.layers import PACKAGE
+
+
+def _check_size(input_shape, multiple: int, what: str):
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}")
+    h, w, _ = input_shape
+    if h % multiple or w % multiple or h < multiple or w < multiple:
+        raise ValueError(f"{what}: input {h}x{w} must be a positive multiple of {multiple}")
+
+
+def conv_bn_relu(x, filters: int, name: str):
+    """3x3 convolution -> batch norm -> ReLU."""
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def double_conv(x, filters: int, name: str):
+    """Two 3x3 conv-BN-ReLU units: the U-Net's unit on each level."""
+    x = conv_bn_relu(x, filters, f"{name}_1")
+    return conv_bn_relu(x, filters, f"{name}_2")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class UNet(keras.Model):
+    """U-Net with batch norm for binary hand masks.
+
+    Args:
+        input_shape: (height, width, channels); height and width multiples of ``2**depth``.
+        depth: number of 2x down-samplings (levels below the input level).
+        base_filters: filters on the first level, doubled on each level down.
+
+    Input: float (B, H, W, C) images in [0, 1]. Output: float32 (B, H, W, 1) mask
+    probabilities (sigmoid).
+    """
+
+    def __init__(self, input_shape=(256, 256, 1), depth=4, base_filters=16, **kwargs):
+        if not isinstance(depth, int) or not 1 <= depth <= 7:
+            raise ValueError(f"depth must be an integer in 1..7, got {depth!r}")
+        if not isinstance(base_filters, int) or base_filters < 1:
+            raise ValueError(f"base_filters must be a positive integer, got {base_filters!r}")
+        input_shape = tuple(input_shape)
+        _check_size(input_shape, 2**depth, "UNet")
+        inputs = keras.Input(input_shape, name="image")
+        x, skips = inputs, []
+        for level in range(depth):
+            x = double_conv(x, base_filters * 2**level, f"down{level}")
+            skips.append(x)
+            x = keras.layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
+        x = double_conv(x, base_filters * 2**depth, "bottleneck")
+        for level in reversed(range(depth)):
+            filters = base_filters * 2**level
+            x = keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"up{level}_upconv")(x)
+            x = keras.layers.Concatenate(name=f"up{level}_skip")([x, skips[level]])
+            x = double_conv(x, filters, f"up{level}")
+        outputs = keras.layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.input_shape_ = input_shape
+        self.depth = depth
+        self.base_filters = base_filters
+
+    def get_config(self):
+        return {"input_shape": self.input_shape_, "depth": self.depth,
+                "base_filters": self.base_filters, "name": self.name}  # fmt: skip
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
