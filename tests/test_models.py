@@ -241,3 +241,33 @@ def test_overlap_metrics_by_hand(metric, expected):
 def test_invalid_arguments(build, bad):
     with pytest.raises(ValueError, match=bad.replace(".", r"\.")):
         build()
+
+
+# ---- FLOPs and the summary table ----------------------------------------------------------
+
+
+def test_layer_flops_by_hand():
+    from tf_boneage.models.summary import model_flops, parameter_split
+
+    x = keras.Input((4, 5, 2))
+    y = keras.layers.Conv2D(3, 3, padding="same")(x)  # 2 * 4*5 * 3*3 * 2*3 = 2160
+    y = keras.layers.Conv2DTranspose(1, 2, strides=2)(y)  # 2 * 4*5 * 2*2 * 3*1 = 480
+    y = keras.layers.Flatten()(y)
+    y = keras.layers.Dense(7)(y)  # 2 * (8*10*1) * 7 = 1120
+    model = keras.Model(x, y)
+    assert model_flops(model) == 2160 + 480 + 1120
+    assert parameter_split(model) == (3 * 3 * 2 * 3 + 3 + 2 * 2 * 3 + 1, 80 * 7 + 7)
+
+
+def test_summary_prints_every_preset_model(capsys):
+    from tf_boneage.models import summary
+    from tf_boneage.models.presets import PRESETS
+
+    assert summary.main(["--presets", "synthetic"]) == 0
+    out = capsys.readouterr().out
+    for name in PRESETS["synthetic"]:
+        assert f"| synthetic | {name} |" in out
+    with pytest.raises(ValueError, match="'huge'"):
+        from tf_boneage.models.presets import build
+
+        build("huge", "unet")

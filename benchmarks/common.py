@@ -1,0 +1,46 @@
+"""Helpers shared by the benchmarks: timing and this machine's float32 matmul peak."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def best_rate(fn, items: int, repeats: int = 3, warmup: int = 1) -> float:
+    """Items per second of ``fn()`` (best of ``repeats`` after ``warmup`` calls)."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return items / best
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """float32 GFLOP/s of a TensorFlow n x n matmul on this machine (2 n^3 FLOPs per product)."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    mm = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    return best_rate(lambda: mm().numpy(), 2 * n**3, repeats) / 1e9
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r[c]
+            cells.append(f"{v:,.3g}" if isinstance(v, float | np.floating) else str(v))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
