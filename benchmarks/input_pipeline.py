@@ -49,7 +49,12 @@ def cv2_generator(paths, batch, ranges: AffineRange, seed=0):
     for start in range(0, len(paths), batch):
         out = []
         for p in paths[start : start + batch]:
-            img = cv2.imread(p, cv2.IMREAD_UNCHANGED).astype(np.float32)
+            img = cv2.imread(p, cv2.IMREAD_UNCHANGED)
+            if img.ndim == 3:
+                img = cv2.cvtColor(
+                    img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+                )
+            img = img.astype(np.float32)
             img /= 65535.0 if img.max() > 255 else 255.0
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
             angle = rng.uniform(-ranges.rotation, ranges.rotation)

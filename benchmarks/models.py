@@ -27,7 +27,7 @@ LOSSES = {"unet": "binary_crossentropy", "landmarks": "mse"}
 def _batch(model, n):
     rng = np.random.default_rng(0)
     x = {i.name: rng.random((n, *i.shape[1:]), dtype=np.float32) for i in model.inputs}
-    x = x if len(x) > 1 else next(iter(x.values()))
+    x = x if isinstance(model.input, dict) else next(iter(x.values()))
     out = model.outputs[0].shape[1:]
     y = rng.random((n, *out), dtype=np.float32)
     return x, (np.round(y) if len(out) == 3 else y * 200)

@@ -163,16 +163,28 @@ def decode_image_bytes(contents):
     """
     import tensorflow as tf
 
-    image = tf.io.decode_image(contents, channels=0, dtype=tf.uint16, expand_animations=False)
-    image = tf.cast(image, tf.float32) / 65535.0
+    # 16-bit only for PNGs whose IHDR says so (byte 24): decoding 8-bit data as 8-bit is ~2x faster
+    is_png = tf.strings.substr(contents, 0, 4) == b"\x89PNG"
+    depth = tf.io.decode_raw(tf.strings.substr(contents, 24, 1), tf.uint8)
+    is_16 = tf.logical_and(is_png, tf.reduce_any(tf.equal(depth, 16)))
+
+    def decode(dtype, scale):
+        image = tf.io.decode_image(contents, channels=0, dtype=dtype, expand_animations=False)
+        return tf.cast(image, tf.float32) * (1.0 / scale)
+
+    image = tf.cond(is_16, lambda: decode(tf.uint16, 65535.0), lambda: decode(tf.uint8, 255.0))
     channels = tf.shape(image)[-1]
     # Weights per channel count 1..4: grey, grey+alpha, RGB, RGBA.
     table = tf.constant(
         [[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [*LUMA, 0.0], [*LUMA, 0.0]], tf.float32
     )
-    weights = table[channels - 1][:channels]
-    grey = tf.tensordot(image, weights, axes=[[2], [0]])
-    return tf.clip_by_value(grey, 0.0, 1.0)[..., tf.newaxis]
+
+    def to_grey():
+        weights = table[channels - 1][:channels]
+        return tf.clip_by_value(tf.tensordot(image, weights, axes=[[2], [0]]), 0.0, 1.0)
+
+    grey = tf.cond(channels == 1, lambda: image[..., 0], to_grey)
+    return grey[..., tf.newaxis]
 
 
 def _read_dicom(path) -> LoadedImage:
