@@ -1,0 +1,198 @@
+"""Hand segmentation on real radiographs, bootstrapped like the paper's authors did.
+
+Round 0: masks drawn from the 21-point hand poses (``tf_boneage.preprocessing.pose``) of the
+pose-annotated images train a U-Net. Round k: the previous U-Net segments every other image,
+predictions that pass a quality filter become labels, and the U-Net is retrained on both. Each
+round is evaluated on held-out pose-annotated images: the fraction of the 21 annotated points
+inside the cleaned predicted mask, mask area statistics and Jaccard against the pose mask.
+
+    python training/segmentation.py --manifest runs/rsna100.csv --out runs/seg
+
+Resumable: a finished round is skipped, an interrupted one resumes from its backup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cv2  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from common import callbacks, seed_everything, write_json  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from tf_boneage.data import io, manifest, split  # noqa: E402
+from tf_boneage.data.augment import AffineRange  # noqa: E402
+from tf_boneage.data.pipeline import PipelineConfig, segmentation_dataset  # noqa: E402
+from tf_boneage.models import BCEJaccardLoss, DiceCoefficient, JaccardIndex, UNet  # noqa: E402
+from tf_boneage.preprocessing import mask as mask_ops  # noqa: E402
+from tf_boneage.preprocessing import pose  # noqa: E402
+
+SPLIT_FILE = Path(__file__).resolve().parents[1] / "data_manifests" / "handpose_split.csv"
+
+
+def pose_table(table: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Pose-annotated rows with a ``pose_split`` (train / val / test), stored as ids only."""
+    rows = table.dropna(subset=["pose_wrist_x", "pose_middle_finger4_x"]).copy()
+    previous = split.load_split(SPLIT_FILE) if SPLIT_FILE.is_file() else None
+    rows["split"] = split.assign_split(rows, {"val": 50, "test": 100}, seed, previous).to_numpy()
+    if previous is None:
+        split.save_split(rows, SPLIT_FILE)
+    return rows.rename(columns={"split": "pose_split"})
+
+
+def write_pose_masks(rows: pd.DataFrame, folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for _, row in rows.iterrows():
+        path = folder / f"{row['id']}.png"
+        if not path.exists():
+            image_h, image_w = io.load_image(row["image_path"]).shape
+            m = pose.mask_from_pose(pose.pose_points(row), (image_h, image_w),
+                                    (row["orig_h"], row["orig_w"]))  # fmt: skip
+            cv2.imwrite(str(path), m * 255)
+        paths.append(str(path))
+    return paths
+
+
+def predict_masks(model, paths, size, batch=64):
+    """Cleaned masks at the images' own size and the raw probabilities, for image files."""
+    clean = tf.function(mask_ops.clean_mask)
+    masks, probs = [], []
+    for start in tqdm(range(0, len(paths), batch), desc="segmenting", unit="batch"):
+        images = [io.load_image(p) for p in paths[start : start + batch]]
+        x = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA)
+                      for im in images])[..., None]  # fmt: skip
+        p = model.predict_on_batch(x)
+        m = clean(tf.constant(p)).numpy()
+        for im, pk, mk in zip(images, p, m, strict=True):
+            h, w = im.shape
+            masks.append(cv2.resize(mk[..., 0], (w, h), interpolation=cv2.INTER_NEAREST))
+            probs.append(cv2.resize(pk[..., 0], (w, h), interpolation=cv2.INTER_LINEAR))
+    return masks, probs
+
+
+def evaluate(model, rows: pd.DataFrame, size: int) -> dict:
+    """Held-out pose images: points inside the cleaned mask, area, Jaccard vs the pose mask."""
+    masks, _ = predict_masks(model, rows["image_path"].tolist(), size)
+    inside, areas, jaccard = [], [], []
+    for (_, row), m in zip(rows.iterrows(), masks, strict=True):
+        pts = pose.pose_points(row)
+        inside.append(pose.points_inside(m, pts)[~np.isnan(pts).any(1)])
+        areas.append(m.mean())
+        ref = cv2.imread(row["mask_path"], 0) > 0
+        jaccard.append((ref & (m > 0)).sum() / max(1, (ref | (m > 0)).sum()))
+    inside_all = np.concatenate(inside)
+    per_image = np.array([i.mean() for i in inside])
+    return {
+        "images": len(rows),
+        "points_inside": float(inside_all.mean()),
+        "images_with_all_points_inside": float((per_image == 1).mean()),
+        "worst_image_points_inside": float(per_image.min()),
+        "mask_area_mean": float(np.mean(areas)),
+        "mask_area_p5_p50_p95": [float(v) for v in np.percentile(areas, [5, 50, 95])],
+        "jaccard_vs_pose_mask": float(np.mean(jaccard)),
+    }
+
+
+def quality_filter(mask: np.ndarray, prob: np.ndarray) -> bool:
+    """Keep a pseudo-label: plausible area, tall enough, confident, little discarded mass."""
+    area = mask.mean()
+    if not 0.12 <= area <= 0.8:
+        return False
+    ys = np.nonzero(mask.any(1))[0]
+    if ys.size == 0 or (ys[-1] - ys[0] + 1) < 0.5 * mask.shape[0]:
+        return False
+    inside = prob[mask > 0]
+    outside_mass = prob[(mask == 0) & (prob > 0.5)].size / max(1, inside.size)
+    return float(inside.mean()) >= 0.85 and outside_mass <= 0.05
+
+
+def train_round(train, val, out: Path, size: int, epochs: int, batch: int, seed: int,
+                init: Path | None):  # fmt: skip
+    final = out / "unet.keras"
+    if final.exists():
+        print(f"{final} exists: round already trained")
+        return keras.saving.load_model(final)
+    aug = AffineRange(rotation=20, scale=(0.85, 1.15), shift=0.08, mirror=0.5)
+    cfg = PipelineConfig(image_size=(size, size), batch_size=batch, seed=seed, augment=True,
+                         affine=aug, cache=True)  # fmt: skip
+    ds_train = segmentation_dataset(train, cfg)
+    ds_val = segmentation_dataset(val, PipelineConfig(image_size=(size, size), batch_size=batch,
+                                                      shuffle=False, cache=True))  # fmt: skip
+    model = UNet((size, size, 1), depth=4, base_filters=16, name="unet")
+    if init is not None:
+        model.set_weights(keras.saving.load_model(init).get_weights())
+    model.compile(keras.optimizers.Adam(1e-3), loss=BCEJaccardLoss(),
+                  metrics=[JaccardIndex(), DiceCoefficient()], jit_compile=False)  # fmt: skip
+    start = time.perf_counter()
+    model.fit(ds_train, validation_data=ds_val, epochs=epochs, verbose=2,
+              callbacks=callbacks(out, "val_jaccard", "max", patience=6))  # fmt: skip
+    model.save(final)
+    write_json(out / "train.json", {"seconds": time.perf_counter() - start,
+                                    "train_images": len(train), "epochs": epochs})  # fmt: skip
+    return model
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--manifest", required=True, help="canonical manifest with pose columns")
+    parser.add_argument("--out", default="runs/seg")
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--rounds", type=int, default=2, help="1 = pose masks only")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[40, 4])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-pseudo", type=int, default=None, help="cap pseudo-labels")
+    args = parser.parse_args(argv)
+    if args.size % 16:
+        parser.error(f"--size must be a multiple of 16, got {args.size}")
+    seed_everything(args.seed)
+    out = Path(args.out)
+    table = manifest.load_manifest(args.manifest)
+    poses = pose_table(table, args.seed)
+    poses["mask_path"] = write_pose_masks(poses, out / "masks_pose")
+    train = poses[poses.pose_split == "train"]
+    val = poses[poses.pose_split == "val"]
+    test = poses[poses.pose_split == "test"]
+    others = table[~table["id"].isin(poses["id"])]
+    others = others[others["split"] == "train"]  # never pseudo-label the bone-age hold-out
+    report = {"pose_images": {"train": len(train), "val": len(val), "test": len(test)}}
+    init = None
+    for r in range(args.rounds):
+        rdir = out / f"round{r}"
+        epochs = args.epochs[min(r, len(args.epochs) - 1)]
+        model = train_round(train, val, rdir, args.size, epochs, args.batch, args.seed, init)
+        result = evaluate(model, test, args.size)
+        result["train_images"] = len(train)
+        report[f"round{r}"] = result
+        print(f"round {r}: {result}")
+        write_json(out / "report.json", report)
+        init = rdir / "unet.keras"
+        if r + 1 < args.rounds:
+            cand = others.head(args.max_pseudo) if args.max_pseudo else others
+            masks, probs = predict_masks(model, cand["image_path"].tolist(), args.size)
+            folder = out / f"masks_round{r + 1}"
+            folder.mkdir(parents=True, exist_ok=True)
+            keep = []
+            for rid, m, p in zip(cand["id"], masks, probs, strict=True):
+                if quality_filter(m, p):
+                    cv2.imwrite(str(folder / f"{rid}.png"), (m > 0).astype(np.uint8) * 255)
+                    keep.append(rid)
+            pseudo = cand[cand["id"].isin(keep)].copy()
+            pseudo["mask_path"] = [str(folder / f"{i}.png") for i in pseudo["id"]]
+            report[f"round{r + 1}_pseudo_labels"] = {"candidates": len(cand), "kept": len(keep)}
+            train = pd.concat([poses[poses.pose_split == "train"], pseudo], ignore_index=True)
+    write_json(out / "report.json", report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
