@@ -1,0 +1,159 @@
+"""Preprocessing steps on synthetic inputs with known answers (and real data where present)."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_boneage.data import augment
+from tf_boneage.data.synthetic import render
+from tf_boneage.preprocessing import contrast, mask, regions, registration, warp
+
+FRAME = registration.Frame(208, 160)
+
+
+# ---- warp ---------------------------------------------------------------------------------
+
+
+def test_gather_warp_matches_image_projective_transform():
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.random((2, 20, 16, 1)), tf.float32)
+    fwd = augment.affine_matrix(tf.constant([0.3, -0.2]), tf.constant([1.1, 0.9]),
+                                tf.constant([1.5, -2.0]), tf.constant([0.5, 1.0]),
+                                tf.constant([1.0, -1.0]), 20, 16)  # fmt: skip
+    reference = augment.warp(images, fwd).numpy()
+    # augment's matrices act on index coordinates; ours on continuous ones (shift by 0.5)
+    shift = tf.constant([[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]])
+    inverse = shift @ tf.linalg.inv(fwd) @ tf.linalg.inv(shift)
+    ours = warp.warp_affine(images, inverse, (20, 16)).numpy()
+    inner = (slice(None), slice(2, -2), slice(2, -2))  # borders differ only in fill handling
+    np.testing.assert_allclose(ours[inner], reference[inner], atol=1e-5)
+
+
+def test_identity_warp_is_exact():
+    images = tf.random.stateless_uniform((1, 7, 9, 2), (1, 2))
+    out = warp.warp_affine(images, tf.eye(3)[None], (7, 9))
+    np.testing.assert_allclose(out, images, atol=1e-6)
+
+
+# ---- registration -------------------------------------------------------------------------
+
+
+def _similarity(angle, scale, tx, ty, mirror):
+    c, s = math.cos(angle) * scale, math.sin(angle) * scale
+    flip = np.diag([-1.0 if mirror else 1.0, 1.0, 1.0])
+    return np.array([[c, -s, tx], [s, c, ty], [0, 0, 1.0]]) @ flip
+
+
+@pytest.mark.parametrize(
+    ("angle", "scale", "tx", "ty", "mirror"),
+    [(0.0, 1.0, 0.0, 0.0, False), (0.4, 0.6, 30.0, -10.0, False), (-0.7, 1.3, -5.0, 12.0, True),
+     (2.5, 0.8, 100.0, 40.0, True)],
+)  # fmt: skip
+def test_known_affine_is_recovered(angle, scale, tx, ty, mirror):
+    # canonical landmarks with the thumb on the right (left hand), then a known map away
+    canon = np.array([[*FRAME.tip, 1], [120.0, 90.0, 1], [*FRAME.capitate, 1]])
+    known = _similarity(angle, scale, tx, ty, mirror)
+    observed = (known @ canon.T).T[:, :2]
+    size = (300, 280)
+    norm = observed / [size[1], size[0]]
+    fwd, right = registration.registration_matrix(tf.constant(norm.reshape(1, 6)), size, FRAME)
+    np.testing.assert_allclose(fwd.numpy()[0], np.linalg.inv(known), atol=1e-4)
+    assert bool(right.numpy()[0]) is mirror
+
+
+def test_non_square_pixels_use_the_original_size():
+    # a hand photographed on a 750 x 1000 (w x h) film, stored squashed at 100 x 100
+    canon = np.array([[*FRAME.tip], [120.0, 90.0], [*FRAME.capitate]])
+    known = _similarity(0.3, 4.0, 50.0, 20.0, False)
+    orig = (known @ np.c_[canon, np.ones(3)].T).T[:, :2]  # original pixels (x, y)
+    norm = orig / [750.0, 1000.0]
+    fwd, _ = registration.registration_matrix(
+        tf.constant(norm.reshape(1, 6)), (100, 100), FRAME, tf.constant([[1000.0, 750.0]])
+    )
+    pts = registration.landmarks_to_frame(tf.constant(norm.reshape(1, 6)), fwd, (100, 100))
+    np.testing.assert_allclose(pts.numpy()[0], canon, atol=1e-3)
+    # assuming square pixels instead distorts the thumb (no similarity can undo the stretch)
+    fwd_sq, _ = registration.registration_matrix(tf.constant(norm.reshape(1, 6)), (100, 100),
+                                                 FRAME)  # fmt: skip
+    wrong = registration.landmarks_to_frame(tf.constant(norm.reshape(1, 6)), fwd_sq, (100, 100))
+    assert np.abs(wrong.numpy()[0, 1] - canon[1]).max() > 2.0
+
+
+def test_phantom_registration_and_mirror():
+    rng = np.random.default_rng(4)
+    for _ in range(6):
+        ph = render(120, True, rng, (128, 128))
+        norm = (ph.landmarks + 0.5) / 128.0
+        image = ph.image[None, ..., None]
+        reg, fwd, right = registration.register(tf.constant(image), tf.constant(norm.reshape(1, 6)),
+                                                FRAME)  # fmt: skip
+        assert bool(right[0]) == ph.right
+        pts = registration.landmarks_to_frame(tf.constant(norm.reshape(1, 6)), fwd, (128, 128))[0]
+        np.testing.assert_allclose(pts[0], FRAME.tip, atol=1e-3)
+        np.testing.assert_allclose(pts[2], FRAME.capitate, atol=1e-3)
+        assert pts[1, 0] > FRAME.width / 2  # thumb on the right: a left hand after registration
+        assert reg.shape == (1, 208, 160, 1)
+
+
+# ---- mask cleanup and contrast ------------------------------------------------------------
+
+
+def test_small_components_are_removed_and_holes_filled():
+    m = np.zeros((1, 20, 20, 1), np.float32)
+    m[0, 4:16, 4:14] = 1.0  # the hand: 120 px
+    m[0, 8:10, 8:10] = 0.0  # a hole
+    m[0, 1:3, 17:19] = 1.0  # a marker: 4 px
+    m[0, 18:20, 0:6] = 1.0  # an edge: 12 px
+    out = mask.clean_mask(tf.constant(m)).numpy()[0, ..., 0]
+    expected = np.zeros((20, 20))
+    expected[4:16, 4:14] = 1.0
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_components_are_8_connected_and_labelled():
+    m = np.zeros((1, 6, 6, 1), np.float32)
+    m[0, 0, 0] = m[0, 1, 1] = m[0, 2, 2] = 1.0  # diagonal: one component
+    m[0, 5, 0] = 1.0
+    labels = mask.component_labels(tf.constant(m)).numpy()[0, ..., 0]
+    assert len(np.unique(labels[labels > 0])) == 2
+    assert labels[0, 0] == labels[2, 2]
+
+
+def test_equalize_inside_mask_by_hand():
+    img = np.array([[0.2, 0.2, 0.4, 0.9]], np.float32)[None, ..., None]
+    msk = np.array([[1, 1, 1, 0]], np.float32)[None, ..., None]
+    out = contrast.equalize(tf.constant(img), tf.constant(msk), bins=11).numpy()[0, 0, :, 0]
+    # levels 2, 2, 4 inside: cdf = 2/3 at level 2, 1 at level 4 -> (cdf - 2/3) / (1 - 2/3)
+    np.testing.assert_allclose(out, [0.0, 0.0, 1.0, 0.0], atol=1e-6)
+    ramp = np.linspace(0.1, 0.3, 64, dtype=np.float32).reshape(1, 8, 8, 1)
+    eq = contrast.equalize(tf.constant(ramp), tf.ones_like(ramp)).numpy()
+    assert eq.min() == 0.0 and eq.max() == 1.0 and np.all(np.diff(eq.ravel()) >= 0)
+
+
+def test_remove_background_resizes_mask():
+    img = tf.ones((1, 8, 8, 1))
+    m = np.zeros((1, 4, 4, 1), np.float32)
+    m[0, :2] = 1
+    out = mask.remove_background(img, tf.constant(m)).numpy()[0, ..., 0]
+    assert out[:4].all() and not out[4:].any()
+
+
+# ---- regions ------------------------------------------------------------------------------
+
+
+def test_region_crop_composes_registration():
+    rng = np.random.default_rng(2)
+    ph = render(150, False, rng, (160, 160))
+    norm = tf.constant(((ph.landmarks + 0.5) / 160.0).reshape(1, 6))
+    image = tf.constant(ph.image[None, ..., None])
+    reg, fwd, _ = registration.register(image, norm, FRAME)
+    crop = regions.extract(image, fwd, "A", (104, 80), FRAME)
+    direct = tf.image.resize(reg, (104, 80), method="area")
+    assert float(tf.reduce_mean(tf.abs(crop - direct))) < 0.03
+    pts = registration.landmarks_to_frame(norm, fwd, (160, 160))
+    assert bool(regions.inside(pts[0, 2], "B", FRAME))  # capitate in the carpal region
+    assert not bool(regions.inside(pts[0, 0], "C", FRAME))  # finger tip outside C
+    with pytest.raises(ValueError, match="'D'"):
+        regions.box_pixels("D")
