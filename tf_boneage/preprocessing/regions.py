@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tf_boneage.preprocessing.registration import Frame
+from tf_boneage.preprocessing.registration import PAPER, Frame
 from tf_boneage.preprocessing.warp import warp_affine
 
 REGIONS = {
@@ -27,7 +27,7 @@ REGIONS = {
 }
 
 
-def box_pixels(region: str, frame: Frame = Frame()) -> tuple[float, float, float, float]:
+def box_pixels(region: str, frame: Frame = PAPER) -> tuple[float, float, float, float]:
     """(y0, x0, y1, x1) of ``region`` in continuous pixels of ``frame``."""
     if region not in REGIONS:
         raise ValueError(f"unknown region {region!r}; choose from {sorted(REGIONS)}")
@@ -35,7 +35,7 @@ def box_pixels(region: str, frame: Frame = Frame()) -> tuple[float, float, float
     return y0 * frame.height, x0 * frame.width, y1 * frame.height, x1 * frame.width
 
 
-def crop_matrix(region: str, size: tuple[int, int], frame: Frame = Frame()) -> tf.Tensor:
+def crop_matrix(region: str, size: tuple[int, int], frame: Frame = PAPER) -> tf.Tensor:
     """(3, 3) map from crop output coordinates (``size`` = (h, w)) to frame coordinates."""
     y0, x0, y1, x1 = box_pixels(region, frame)
     h, w = size
@@ -44,14 +44,14 @@ def crop_matrix(region: str, size: tuple[int, int], frame: Frame = Frame()) -> t
 
 
 def extract(images: tf.Tensor, forward: tf.Tensor, region: str, size: tuple[int, int],
-            frame: Frame = Frame()) -> tf.Tensor:  # fmt: skip
+            frame: Frame = PAPER) -> tf.Tensor:  # fmt: skip
     """Crop ``region`` at ``size`` (h, w) from input images (B, H, W, C) registered by
     ``forward`` (B, 3, 3): float32 (B, h, w, C)."""
     inverse = tf.linalg.inv(forward) @ crop_matrix(region, size, frame)[None]
     return warp_affine(tf.cast(images, tf.float32), inverse, size)
 
 
-def inside(points: tf.Tensor, region: str, frame: Frame = Frame()) -> tf.Tensor:
+def inside(points: tf.Tensor, region: str, frame: Frame = PAPER) -> tf.Tensor:
     """Whether frame points (..., 2) as (x, y) lie inside ``region``: bool (...)."""
     y0, x0, y1, x1 = box_pixels(region, frame)
     x, y = points[..., 0], points[..., 1]

@@ -53,6 +53,9 @@ class Frame:
         return self.height, self.width
 
 
+PAPER = Frame()  # the paper's 2080 x 1600 frame (frames are immutable: safe as a default)
+
+
 def is_right_hand(points: tf.Tensor) -> tf.Tensor:
     """True where the thumb lies on a right hand's side of the tip -> capitate axis.
 
@@ -66,7 +69,7 @@ def is_right_hand(points: tf.Tensor) -> tf.Tensor:
 def registration_matrix(
     landmarks: tf.Tensor,
     image_size: tuple[int, int] | tf.Tensor,
-    frame: Frame = Frame(),
+    frame: Frame = PAPER,
     original_size: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Forward maps (input continuous pixels -> canonical frame) and right-hand flags.
@@ -117,7 +120,7 @@ def registration_matrix(
 def register(
     images: tf.Tensor,
     landmarks: tf.Tensor,
-    frame: Frame = Frame(),
+    frame: Frame = PAPER,
     original_size: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Warp images (B, H, W, C) into the canonical frame.

@@ -1,0 +1,132 @@
+"""The whole preprocessing chain of the paper as one TensorFlow module:
+
+image -> U-Net mask -> cleanup -> background removed -> histogram-equalised -> landmarks ->
+registration to the canonical frame -> regions A, B, C, plus QC numbers.
+
+The same object serves the offline cache (``tf_boneage.preprocessing.cache``), the training
+scripts and the exported serving graph, so training data and serving never drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from tf_boneage.preprocessing import contrast, mask, regions, registration
+
+#: Plausibility checks of the landmarks (in square original pixels).
+THUMB_RATIO = (0.3, 1.2)  # |thumb - capitate| / |tip - capitate|
+AXIS_FRACTION = (0.25, 1.3)  # |tip - capitate| / image height
+
+
+@dataclasses.dataclass
+class ChainConfig:
+    """Sizes of the chain: the U-Net's and the landmark net's square inputs, the canonical
+    frame, and the output size (h, w) of each region crop."""
+
+    unet_size: int = 96
+    landmark_size: int = 96
+    frame: registration.Frame = dataclasses.field(default_factory=registration.Frame)
+    region_sizes: dict = dataclasses.field(default_factory=lambda: {"A": (104, 80),
+                                                                     "B": (64, 64),
+                                                                     "C": (64, 80)})  # fmt: skip
+
+
+class Preprocessor(tf.Module):
+    """Runs the chain on a batch of decoded images (B, H, W, 1) float32 in [0, 1].
+
+    Args:
+        unet: segmentation model, input (unet_size, unet_size, 1).
+        landmark_model: landmark model, input (landmark_size, landmark_size, 1), or ``None``
+            to stop after contrast (landmarks then come from the caller).
+        config: sizes.
+    """
+
+    def __init__(self, unet: keras.Model, landmark_model: keras.Model | None = None,
+                 config: ChainConfig | None = None):  # fmt: skip
+        super().__init__(name="preprocessor")
+        self.unet = unet
+        self.landmark_model = landmark_model
+        self.config = config or ChainConfig()
+
+    def segment(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(clean masks at the U-Net's size (B, s, s, 1), probabilities (B, s, s, 1))."""
+        s = self.config.unet_size
+        small = tf.image.resize(images, (s, s), antialias=True)
+        probs = tf.cast(self.unet(small, training=False), tf.float32)
+        return mask.clean_mask(probs), probs
+
+    def enhance(self, images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+        """Background removed and equalised inside the hand, at the images' size."""
+        return contrast.equalize(mask.remove_background(images, masks), masks)
+
+    def landmarks(self, enhanced: tf.Tensor) -> tf.Tensor:
+        """Normalised (B, 6) landmarks predicted on the enhanced images."""
+        s = self.config.landmark_size
+        small = tf.image.resize(enhanced, (s, s), antialias=True)
+        return tf.cast(self.landmark_model(small, training=False), tf.float32)
+
+    def qc(self, masks, probs, landmarks, image_size, original_size=None) -> dict:
+        """QC numbers per image: ``mask_area`` (fraction of the image), ``mask_confidence``
+        (mean probability inside the mask) and ``landmark_plausibility``, the fraction of 4
+        checks passed: thumb-capitate / tip-capitate distance in :data:`THUMB_RATIO`,
+        tip-capitate distance / image height in :data:`AXIS_FRACTION` (square pixels), all
+        landmarks inside the image, all landmarks on the mask."""
+        area = tf.reduce_mean(masks, axis=[1, 2, 3])
+        confidence = tf.math.divide_no_nan(tf.reduce_sum(probs * masks, [1, 2, 3]),
+                                           tf.reduce_sum(masks, [1, 2, 3]))  # fmt: skip
+        h = tf.cast(image_size[0], tf.float32)
+        w = tf.cast(image_size[1], tf.float32)
+        if original_size is not None:
+            original_size = tf.cast(original_size, tf.float32)
+            known = tf.reduce_all(original_size > 0, -1)
+            oh = tf.where(known, original_size[:, 0], h)
+            ow = tf.where(known, original_size[:, 1], w)
+        else:
+            oh = tf.fill(tf.shape(area), h)
+            ow = tf.fill(tf.shape(area), w)
+        pts = tf.reshape(landmarks, [-1, 3, 2]) * tf.stack([ow, oh], -1)[:, None]
+        axis = tf.norm(pts[:, 0] - pts[:, 2], axis=-1)
+        thumb = tf.norm(pts[:, 1] - pts[:, 2], axis=-1) / tf.maximum(axis, 1e-6)
+        axis_frac = axis / oh
+        s = tf.shape(masks)[1]
+        idx = tf.cast(tf.clip_by_value(tf.reshape(landmarks, [-1, 3, 2]), 0.0, 0.999)
+                      * tf.cast(s, tf.float32), tf.int32)  # fmt: skip
+        on_mask = tf.gather_nd(masks[..., 0], tf.stack([idx[..., 1], idx[..., 0]], -1),
+                               batch_dims=1)  # fmt: skip
+        checks = tf.stack([
+            (thumb >= THUMB_RATIO[0]) & (thumb <= THUMB_RATIO[1]),
+            (axis_frac >= AXIS_FRACTION[0]) & (axis_frac <= AXIS_FRACTION[1]),
+            tf.reduce_all(tf.reshape(landmarks, [-1, 6]) >= -0.02, -1)
+            & tf.reduce_all(tf.reshape(landmarks, [-1, 6]) <= 1.02, -1),
+            tf.reduce_all(on_mask > 0.5, -1),
+        ], -1)  # fmt: skip
+        return {"mask_area": area, "mask_confidence": confidence,
+                "landmark_plausibility": tf.reduce_mean(tf.cast(checks, tf.float32), -1)}  # fmt: skip
+
+    def __call__(self, images: tf.Tensor, original_size: tf.Tensor | None = None,
+                 landmarks: tf.Tensor | None = None) -> dict:  # fmt: skip
+        """Run the chain. ``landmarks`` (B, 6) override the landmark model when given.
+
+        Returns a dict: ``mask`` (B, s, s, 1), ``enhanced`` (B, H, W, 1), ``landmarks``
+        (B, 6), ``registered`` (B, frame h, frame w, 1), ``forward`` (B, 3, 3), ``right``
+        (B,), ``region_A`` / ``region_B`` / ``region_C`` crops and the QC numbers.
+        """
+        images = tf.cast(images, tf.float32)
+        masks, probs = self.segment(images)
+        enhanced = self.enhance(images, masks)
+        if landmarks is None:
+            landmarks = self.landmarks(enhanced)
+        size = tf.shape(images)[1:3]
+        forward, right = registration.registration_matrix(landmarks, size, self.config.frame,
+                                                          original_size)  # fmt: skip
+        frame = self.config.frame
+        registered = regions.warp_affine(enhanced, tf.linalg.inv(forward), frame.size)
+        out = {"mask": masks, "enhanced": enhanced, "landmarks": landmarks,
+               "registered": registered, "forward": forward, "right": right}  # fmt: skip
+        for name, crop_size in self.config.region_sizes.items():
+            out[f"region_{name}"] = regions.extract(enhanced, forward, name, crop_size, frame)
+        out.update(self.qc(masks, probs, landmarks, size, original_size))
+        return out
