@@ -271,3 +271,16 @@ def test_summary_prints_every_preset_model(capsys):
         from tf_boneage.models.presets import build
 
         build("huge", "unet")
+
+
+def test_batchnorm_recalibration_matches_batch_statistics():
+    from tf_boneage.models.batchnorm import batchnorm_layers, recalibrate
+
+    model = tiny_unet()
+    x = RNG.random((8, 16, 16, 1), dtype=np.float32) * 0.3 + 0.6  # far from the init stats
+    batch_stats = model(x, training=True).numpy()
+    assert not np.allclose(model(x, training=False), batch_stats, atol=1e-3)
+    momenta = [layer.momentum for layer in batchnorm_layers(model)]
+    assert recalibrate(model, x) == len(momenta) > 0
+    np.testing.assert_allclose(model(x, training=False), batch_stats, atol=1e-3)
+    assert [layer.momentum for layer in batchnorm_layers(model)] == momenta

@@ -29,6 +29,7 @@ from tf_boneage.data import io, manifest  # noqa: E402
 from tf_boneage.data.augment import AffineRange, BatchAugmenter  # noqa: E402
 from tf_boneage.data.manifest import LANDMARK_COLUMNS  # noqa: E402
 from tf_boneage.models import LandmarkNet  # noqa: E402
+from tf_boneage.models.batchnorm import recalibrate  # noqa: E402
 from tf_boneage.preprocessing import pose  # noqa: E402
 from tf_boneage.preprocessing.chain import ChainConfig, Preprocessor  # noqa: E402
 
@@ -109,6 +110,9 @@ def main(argv=None) -> int:
         model.compile(keras.optimizers.Adam(1e-3), loss="mse", jit_compile=False)
         model.fit(train, validation_data=val, epochs=args.epochs, verbose=2,
                   callbacks=callbacks(out, "val_loss", "min", patience=20))  # fmt: skip
+        if (out / "best.keras").exists():
+            model.set_weights(keras.saving.load_model(out / "best.keras").get_weights())
+        recalibrate(model, x[part == "train"][:256])
         model.save(final)
     seconds = time.perf_counter() - start
     test = part == "test"

@@ -32,6 +32,7 @@ from tf_boneage.data import io, manifest, split  # noqa: E402
 from tf_boneage.data.augment import AffineRange  # noqa: E402
 from tf_boneage.data.pipeline import PipelineConfig, segmentation_dataset  # noqa: E402
 from tf_boneage.models import BCEJaccardLoss, DiceCoefficient, JaccardIndex, UNet  # noqa: E402
+from tf_boneage.models.batchnorm import clean_batch, recalibrate  # noqa: E402
 from tf_boneage.preprocessing import mask as mask_ops  # noqa: E402
 from tf_boneage.preprocessing import pose  # noqa: E402
 
@@ -134,7 +135,11 @@ def train_round(train, val, out: Path, size: int, epochs: int, batch: int, seed:
                   metrics=[JaccardIndex(), DiceCoefficient()], jit_compile=False)  # fmt: skip
     start = time.perf_counter()
     model.fit(ds_train, validation_data=ds_val, epochs=epochs, verbose=2,
-              callbacks=callbacks(out, "val_jaccard", "max", patience=6))  # fmt: skip
+              callbacks=callbacks(out, "val_jaccard", "max", patience=8))  # fmt: skip
+    if (out / "best.keras").exists():
+        model.set_weights(keras.saving.load_model(out / "best.keras").get_weights())
+    clean = PipelineConfig(image_size=(size, size), batch_size=64, seed=seed)
+    recalibrate(model, clean_batch(segmentation_dataset(train, clean), 256))
     model.save(final)
     write_json(out / "train.json", {"seconds": time.perf_counter() - start,
                                     "train_images": len(train), "epochs": epochs})  # fmt: skip

@@ -1,0 +1,53 @@
+"""Batch-norm recalibration.
+
+Training batches are augmented (rotations with zero fill, exposure changes), so the moving
+statistics that batch norm accumulates describe augmented images, not the clean ones the model
+sees at inference: on the real-data U-Net this cost 0.15 Jaccard (0.70 with moving statistics,
+0.85 with batch statistics on the same clean validation images). :func:`recalibrate` resets the
+moving mean and variance of every batch-norm layer to the statistics of clean training images.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def batchnorm_layers(model: keras.Model) -> list:
+    """Every BatchNormalization layer of ``model`` (nested models included)."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(batchnorm_layers(layer))
+    return found
+
+
+def recalibrate(model: keras.Model, inputs) -> int:
+    """Set moving statistics to those of ``inputs`` (one batch: array or dict of arrays,
+    e.g. 256 clean training images). No weight changes. Returns the number of layers reset."""
+    layers = batchnorm_layers(model)
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0
+        model(inputs, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+    return len(layers)
+
+
+def clean_batch(dataset, limit: int = 256):
+    """Concatenate the inputs of an un-augmented dataset up to ``limit`` examples."""
+    parts = []
+    total = 0
+    for x, _ in dataset:
+        parts.append(x)
+        total += len(next(iter(x.values())) if isinstance(x, dict) else x)
+        if total >= limit:
+            break
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([np.asarray(p[k]) for p in parts])[:limit] for k in parts[0]}
+    return np.concatenate([np.asarray(p) for p in parts])[:limit]

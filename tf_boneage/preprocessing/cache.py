@@ -1,0 +1,123 @@
+"""Preprocessed cache: the whole chain run once over a manifest so training never repeats it.
+
+For every image it writes the mask, the registered image, the region crops A / B / C (8-bit
+PNGs), and a QC row (landmarks, right hand, mask area and confidence, landmark plausibility,
+error); at the end a canonical manifest of the cache (``manifest.csv``, one row per image that
+passed, ``region_A_path`` ...). Decoding runs in a parallel tf.data pipeline, the chain on
+batches, and PNG writing in a thread pool. Resumable: ``qc.csv`` is appended batch by batch,
+and ids already in it are skipped. A file that cannot be read is recorded with its error and
+the rest go on. Nothing outside ``out_dir`` is written.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tqdm import tqdm
+
+from tf_boneage.data import io
+from tf_boneage.data.manifest import save_table
+from tf_boneage.preprocessing.chain import Preprocessor
+
+QC_COLUMNS = ["id", "ok", "error", "right_hand", "mask_area", "mask_confidence",
+              "landmark_plausibility", "tip_x", "tip_y", "thumb_x", "thumb_y", "capitate_x",
+              "capitate_y"]  # fmt: skip
+
+
+def _original_size(table: pd.DataFrame, aspect: float | None) -> np.ndarray:
+    """(N, 2) original (h, w) from ``orig_h`` / ``orig_w`` or an assumed width/height ratio."""
+    n = len(table)
+    h = table["orig_h"].to_numpy(float) if "orig_h" in table else np.full(n, np.nan)
+    w = table["orig_w"].to_numpy(float) if "orig_w" in table else np.full(n, np.nan)
+    if aspect is not None:
+        unknown = ~(np.isfinite(h) & np.isfinite(w))
+        h = np.where(unknown, 1000.0, h)
+        w = np.where(unknown, 1000.0 * aspect, w)
+    return np.stack([h, w], -1).astype(np.float32)
+
+
+def _png(path: Path, image: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    cv2.imwrite(str(tmp), np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
+    os.replace(tmp, path)
+
+
+def run(table: pd.DataFrame, chain: Preprocessor, out_dir: str | os.PathLike,
+        image_size: tuple[int, int] = (100, 100), batch: int = 32,
+        assume_aspect: float | None = None, progress: bool = True) -> pd.DataFrame:  # fmt: skip
+    """Run the chain over ``table`` (canonical manifest) into ``out_dir``; return the cache
+    manifest. Images are resized to ``image_size`` (h, w) before the chain (the 100 px data
+    are already that size)."""
+    out = Path(out_dir)
+    for sub in ("masks", "registered", "region_A", "region_B", "region_C"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    qc_path = out / "qc.csv"
+    done = set(pd.read_csv(qc_path, dtype={"id": str})["id"]) if qc_path.exists() else set()
+    todo = table[~table["id"].astype(str).isin(done)].reset_index(drop=True)
+    sizes = _original_size(todo, assume_aspect)
+    run_chain = tf.function(lambda x, s: chain(x, s), reduce_retracing=True)
+    bar = tqdm(total=len(table), initial=len(done), desc="preprocessing", unit="img",
+               disable=not progress)  # fmt: skip
+    with ThreadPoolExecutor(2) as pool:
+        for start in range(0, len(todo), batch):
+            part = todo.iloc[start : start + batch]
+            images, rows, good = [], [], []
+            for k, (rid, path) in enumerate(zip(part["id"], part["image_path"], strict=True)):
+                try:
+                    img = io.load_image(path)
+                    images.append(cv2.resize(img, image_size[::-1], interpolation=cv2.INTER_AREA))
+                    good.append(k)
+                except io.ImageError as exc:
+                    rows.append({"id": str(rid), "ok": False, "error": str(exc)})
+            if good:
+                result = run_chain(tf.constant(np.stack(images)[..., None]),
+                                   tf.constant(sizes[start + np.array(good)]))  # fmt: skip
+                result = {k: v.numpy() for k, v in result.items()}
+                writes = []
+                for j, k in enumerate(good):
+                    rid = str(part["id"].iloc[k])
+                    writes.append(
+                        pool.submit(_png, out / "masks" / f"{rid}.png", result["mask"][j, ..., 0])
+                    )
+                    writes.append(
+                        pool.submit(
+                            _png, out / "registered" / f"{rid}.png", result["registered"][j, ..., 0]
+                        )
+                    )
+                    for name in ("A", "B", "C"):
+                        writes.append(pool.submit(_png, out / f"region_{name}" / f"{rid}.png",
+                                                  result[f"region_{name}"][j, ..., 0]))  # fmt: skip
+                    lm = result["landmarks"][j]
+                    rows.append({"id": rid, "ok": True, "error": "",
+                                 "right_hand": bool(result["right"][j]),
+                                 "mask_area": float(result["mask_area"][j]),
+                                 "mask_confidence": float(result["mask_confidence"][j]),
+                                 "landmark_plausibility": float(result["landmark_plausibility"][j]),
+                                 **dict(zip(QC_COLUMNS[7:], map(float, lm), strict=True))})  # fmt: skip
+                for w in writes:
+                    w.result()
+            frame = pd.DataFrame(rows, columns=QC_COLUMNS)
+            frame.to_csv(qc_path, mode="a", header=not qc_path.exists(), index=False)
+            bar.update(len(part))
+    bar.close()
+    return write_manifest(table, out)
+
+
+def write_manifest(table: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """Join the QC rows onto the input manifest; keep rows that passed; write ``manifest.csv``."""
+    qc = pd.read_csv(out / "qc.csv", dtype={"id": str}).drop_duplicates("id", keep="last")
+    keep = [c for c in ("id", "boneage", "male", "split", "orig_w", "orig_h") if c in table]
+    merged = table[keep].assign(id=table["id"].astype(str)).merge(qc, on="id", how="inner")
+    merged = merged[merged["ok"].astype(bool)].copy()
+    merged["image_path"] = [f"registered/{i}.png" for i in merged["id"]]
+    merged["mask_path"] = [f"masks/{i}.png" for i in merged["id"]]
+    for name in ("A", "B", "C"):
+        merged[f"region_{name}_path"] = [f"region_{name}/{i}.png" for i in merged["id"]]
+    save_table(merged, out / "manifest.csv")
+    return merged
