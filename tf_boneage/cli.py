@@ -3,6 +3,8 @@
 * ``tf-boneage synth --out DIR``: the embedded default dataset (hand-radiograph phantoms).
 * ``tf-boneage manifest SOURCE... --out manifest.csv``: RSNA layouts -> validated canonical
   manifest, split and landmark import.
+* ``tf-boneage preprocess``: the preprocessing chain over a manifest into a resumable cache.
+* ``tf-boneage contact-sheet``: raw -> mask -> equalised -> registered -> regions, as a PNG.
 """
 
 from __future__ import annotations
@@ -118,6 +120,62 @@ def cmd_manifest(args) -> int:
     return 0
 
 
+def _load_table(path: str, limit: int | None, ids: list[str] | None = None) -> pd.DataFrame:
+    from tf_boneage.data import manifest
+
+    table = manifest.load_manifest(path)
+    if ids:
+        table = table[table["id"].isin(ids)]
+    return table.head(limit) if limit else table
+
+
+def cmd_preprocess(args) -> int:
+    from tf_boneage.preprocessing import cache, chain
+
+    pre = chain.load(args.unet, args.landmarks, args.frame)
+    table = _load_table(args.manifest, args.limit)
+    result = cache.run(table, pre, args.out, args.image_size, args.batch, args.assume_aspect)
+    qc = pd.read_csv(Path(args.out) / "qc.csv")
+    bad = qc[~qc["ok"].astype(bool)]
+    print(f"cache: {len(result)} images ready in {args.out}/manifest.csv; {len(bad)} failed")
+    for _, row in bad.head(20).iterrows():
+        print(f"  {row['error']}", file=sys.stderr)
+    return 0
+
+
+def cmd_contact_sheet(args) -> int:
+    import cv2
+
+    from tf_boneage.preprocessing import chain, contact_sheet
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    pre = chain.load(args.unet, args.landmarks, args.frame)
+    table = _load_table(args.manifest, args.n, args.ids)
+    if args.pose:
+        table = table.dropna(subset=["pose_wrist_x"]).head(args.n)
+    sheet = contact_sheet.draw(table, pre, args.image_size, pose=args.pose,
+                               assume_aspect=args.assume_aspect)  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), sheet)
+    print(f"contact sheet of {len(table)} images -> {out}")
+    return 0
+
+
+def _chain_args(p) -> None:
+    p.add_argument("--manifest", required=True, help="canonical manifest")
+    p.add_argument("--unet", required=True, help="segmentation model (.keras)")
+    p.add_argument("--landmarks", required=True, help="landmark model (.keras)")
+    p.add_argument("--frame", type=_size, default=(2080, 1600),
+                   help="canonical frame HxW (default 2080x1600; 104x80 for 100 px data)")  # fmt: skip
+    p.add_argument("--image-size", type=_size, default=None,
+                   help="resize inputs to HxW first (100 for rsna100; default: own size)")  # fmt: skip
+    p.add_argument("--assume-aspect", type=float, default=None,
+                   help="original width/height when orig_w/orig_h are unknown (rsna100: 0.77)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tf-boneage", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VIA JSON, COCO keypoint JSON or 21-point pose CSV to attach")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser("preprocess", help="run the preprocessing chain into a cache")
+    _chain_args(p)
+    p.add_argument("--out", required=True, help="cache folder (resumable)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--limit", type=int, default=None, help="first N rows only")
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("contact-sheet", help="raw -> mask -> equalised -> registered -> regions")
+    _chain_args(p)
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--n", type=int, default=8, help="number of images")
+    p.add_argument("--ids", nargs="*", default=None, help="these ids only")
+    p.add_argument("--pose", action="store_true", help="pose-annotated images, draw the pose")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_contact_sheet)
     return parser
 
 

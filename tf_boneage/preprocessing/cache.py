@@ -49,11 +49,11 @@ def _png(path: Path, image: np.ndarray) -> None:
 
 
 def run(table: pd.DataFrame, chain: Preprocessor, out_dir: str | os.PathLike,
-        image_size: tuple[int, int] = (100, 100), batch: int = 32,
+        image_size: tuple[int, int] | None = (100, 100), batch: int = 32,
         assume_aspect: float | None = None, progress: bool = True) -> pd.DataFrame:  # fmt: skip
     """Run the chain over ``table`` (canonical manifest) into ``out_dir``; return the cache
     manifest. Images are resized to ``image_size`` (h, w) before the chain (the 100 px data
-    are already that size)."""
+    are already that size); ``None`` keeps each file's own size (one image per batch)."""
     out = Path(out_dir)
     for sub in ("masks", "registered", "region_A", "region_B", "region_C"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -61,6 +61,8 @@ def run(table: pd.DataFrame, chain: Preprocessor, out_dir: str | os.PathLike,
     done = set(pd.read_csv(qc_path, dtype={"id": str})["id"]) if qc_path.exists() else set()
     todo = table[~table["id"].astype(str).isin(done)].reset_index(drop=True)
     sizes = _original_size(todo, assume_aspect)
+    if image_size is None:  # native sizes differ between files: one image per batch
+        batch = 1
     run_chain = tf.function(lambda x, s: chain(x, s), reduce_retracing=True)
     bar = tqdm(total=len(table), initial=len(done), desc="preprocessing", unit="img",
                disable=not progress)  # fmt: skip
@@ -71,7 +73,9 @@ def run(table: pd.DataFrame, chain: Preprocessor, out_dir: str | os.PathLike,
             for k, (rid, path) in enumerate(zip(part["id"], part["image_path"], strict=True)):
                 try:
                     img = io.load_image(path)
-                    images.append(cv2.resize(img, image_size[::-1], interpolation=cv2.INTER_AREA))
+                    if image_size is not None:
+                        img = cv2.resize(img, image_size[::-1], interpolation=cv2.INTER_AREA)
+                    images.append(img)
                     good.append(k)
                 except io.ImageError as exc:
                     rows.append({"id": str(rid), "ok": False, "error": str(exc)})

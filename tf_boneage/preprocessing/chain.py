@@ -14,6 +14,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+import tf_boneage.models  # noqa: F401  (registers the custom classes for load_model)
 from tf_boneage.preprocessing import contrast, mask, regions, registration
 
 #: Plausibility checks of the landmarks (in square original pixels).
@@ -130,3 +131,17 @@ class Preprocessor(tf.Module):
             out[f"region_{name}"] = regions.extract(enhanced, forward, name, crop_size, frame)
         out.update(self.qc(masks, probs, landmarks, size, original_size))
         return out
+
+
+def load(unet_path, landmarks_path=None, frame=(2080, 1600), region_sizes=None) -> Preprocessor:
+    """A :class:`Preprocessor` from saved ``.keras`` models; sizes read from the models."""
+    unet = keras.saving.load_model(unet_path)
+    marks = keras.saving.load_model(landmarks_path) if landmarks_path else None
+    config = ChainConfig(
+        unet_size=int(unet.input_shape[1]),
+        landmark_size=int(marks.input_shape[1]) if marks is not None else 96,
+        frame=registration.Frame(*frame),
+    )
+    if region_sizes is not None:
+        config.region_sizes = dict(region_sizes)
+    return Preprocessor(unet, marks, config)

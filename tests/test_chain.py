@@ -1,0 +1,120 @@
+"""The preprocessing chain, its cache and its CLI on phantoms with known answers."""
+
+import subprocess
+import sys
+
+import cv2
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from tf_boneage.data.synthetic import render
+from tf_boneage.models import LandmarkNet
+from tf_boneage.preprocessing import cache, registration
+from tf_boneage.preprocessing.chain import ChainConfig, Preprocessor
+
+FRAME = registration.Frame(104, 80)
+SIZES = {"A": (52, 40), "B": (32, 32), "C": (32, 40)}
+
+
+def threshold_unet(size=32, level=0.16):
+    """A 'U-Net' that marks pixels brighter than ``level``: sigmoid(60 (x - level))."""
+    x = keras.Input((size, size, 1))
+    conv = keras.layers.Conv2D(1, 1, activation="sigmoid", name="mask")
+    model = keras.Model(x, conv(x))
+    conv.set_weights([np.full((1, 1, 1, 1), 60.0, np.float32), np.array([-60.0 * level])])
+    return model
+
+
+def tiny_landmarks():
+    return LandmarkNet((32, 32, 1), filters=(4, 8), dense_units=8, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def chain():
+    config = ChainConfig(unet_size=32, landmark_size=32, frame=FRAME, region_sizes=SIZES)
+    return Preprocessor(threshold_unet(), tiny_landmarks(), config)
+
+
+def test_chain_with_true_landmarks_registers_and_checks(chain):
+    rng = np.random.default_rng(0)
+    phantoms = [render(age, True, rng, (96, 96), augment=False) for age in (40, 120, 200)]
+    images = tf.constant(np.stack([p.image for p in phantoms])[..., None])
+    marks = tf.constant(np.stack([((p.landmarks + 0.5) / 96).ravel() for p in phantoms]))
+    out = chain(images, landmarks=marks)
+    assert out["registered"].shape == (3, 104, 80, 1)
+    assert out["region_B"].shape == (3, 32, 32, 1)
+    true_area = np.array([p.mask.mean() for p in phantoms])
+    np.testing.assert_allclose(out["mask_area"].numpy(), true_area, atol=0.03)
+    np.testing.assert_array_equal(out["landmark_plausibility"].numpy(), 1.0)
+    assert not out["right"].numpy().any()
+    pts = registration.landmarks_to_frame(marks, out["forward"], (96, 96)).numpy()
+    np.testing.assert_allclose(pts[:, 0], np.tile(FRAME.tip, (3, 1)), atol=1e-3)
+    # background removed: nothing outside the mask survives equalisation
+    m = tf.image.resize(out["mask"], (96, 96), method="nearest").numpy()
+    assert (out["enhanced"].numpy()[m == 0] == 0).all()
+
+
+def test_implausible_landmarks_are_flagged(chain):
+    ph = render(100, True, np.random.default_rng(1), (96, 96), augment=False)
+    marks = ((ph.landmarks + 0.5) / 96).ravel().copy()
+    marks[2:4] = marks[4:6] + 0.01  # thumb on the capitate: the distance-ratio check fails
+    out = chain(tf.constant(ph.image[None, ..., None]), landmarks=tf.constant(marks[None]))
+    assert float(out["landmark_plausibility"][0]) < 1.0
+
+
+def _manifest_with_a_bad_file(synth_dir, tmp_path):
+    from tf_boneage.data import manifest
+
+    table = manifest.load_manifest(synth_dir / "manifest.csv").head(10).copy()
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"")
+    table.loc[3, "image_path"] = str(bad)
+    return table
+
+
+def test_cache_resumes_and_reports_bad_files(chain, synth_dir, tmp_path):
+    table = _manifest_with_a_bad_file(synth_dir, tmp_path)
+    out = tmp_path / "cache"
+    cache.run(table.head(4), chain, out, (64, 64), batch=3, progress=False)  # "interrupted"
+    first = pd.read_csv(out / "qc.csv", dtype={"id": str})
+    assert len(first) == 4
+    result = cache.run(table, chain, out, (64, 64), batch=3, progress=False)
+    qc = pd.read_csv(out / "qc.csv", dtype={"id": str})
+    assert len(qc) == 10 and qc["id"].is_unique  # the first four were not redone
+    bad = qc[~qc["ok"].astype(bool)]
+    assert (
+        len(bad) == 1 and "broken.png" in bad["error"].iloc[0] and "empty" in bad["error"].iloc[0]
+    )
+    assert len(result) == 9
+    for rel in ("image_path", "mask_path", "region_A_path", "region_C_path"):
+        img = cv2.imread(str(out / result[rel].iloc[0]), 0)
+        assert img is not None and img.ndim == 2
+    assert cv2.imread(str(out / result["image_path"].iloc[0]), 0).shape == (104, 80)
+    saved = pd.read_csv(out / "manifest.csv")
+    assert {"boneage", "male", "split", "landmark_plausibility"} <= set(saved.columns)
+
+
+@pytest.mark.slow
+def test_cli_preprocess_and_contact_sheet(chain, synth_dir, tmp_path):
+    unet, marks = tmp_path / "unet.keras", tmp_path / "marks.keras"
+    chain.unet.save(unet)
+    chain.landmark_model.save(marks)
+    common = ["--manifest", str(synth_dir / "manifest.csv"), "--unet", str(unet),
+              "--landmarks", str(marks), "--frame", "104x80", "--image-size", "64"]  # fmt: skip
+    run = [sys.executable, "-m", "tf_boneage.cli"]
+    sheet = tmp_path / "sheet.png"
+    r = subprocess.run([*run, "contact-sheet", *common, "--out", str(sheet), "--n", "3"],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    img = cv2.imread(str(sheet))
+    assert img is not None and img.shape[0] == 3 * 208
+    r = subprocess.run([*run, "contact-sheet", *common, "--out", str(sheet)], capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "exists" in r.stderr
+    r = subprocess.run([*run, "preprocess", *common, "--out", str(tmp_path / "c"), "--limit", "5"],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "5 images ready" in r.stdout
