@@ -6,7 +6,7 @@ chose 512 x 512 (U-Net, depth 5) and 512 x 384 (landmarks, the 2080 x 1600 frame
 
 ``rsna100``: the 100 px real data (``../shared/data/rsna100``) on a CPU: U-Net and landmarks at
 96 x 96, region A on a 104 x 80 registered frame (2080 x 1600 / 20), regions B (carpals) and C
-(metacarpals + proximal phalanges) as crops resized to 64 x 64 and 64 x 80, ``same`` pooling.
+(metacarpals + proximal phalanges) as crops resized to 48 x 64 and 64 x 72, ``same`` pooling.
 
 ``synthetic``: the embedded default (256 px phantoms) on a CPU, small enough for the demo.
 """
@@ -30,8 +30,8 @@ PRESETS = {
         "unet": (UNet, {"input_shape": (96, 96, 1), "depth": 4, "base_filters": 16}),
         "landmarks": (LandmarkNet, {"input_shape": (96, 96, 1), "filters": (32, 64, 128, 256)}),
         "region_A": (RegionNet, {"input_shape": (104, 80, 1), "pool_padding": "same"}),
-        "region_B": (RegionNet, {"input_shape": (64, 64, 1), "pool_padding": "same"}),
-        "region_C": (RegionNet, {"input_shape": (64, 80, 1), "pool_padding": "same"}),
+        "region_B": (RegionNet, {"input_shape": (48, 64, 1), "pool_padding": "same"}),
+        "region_C": (RegionNet, {"input_shape": (64, 72, 1), "pool_padding": "same"}),
         "region_A_classification": (RegionNet, {"input_shape": (104, 80, 1),
                                                 "pool_padding": "same",
                                                 "head": "classification"}),

@@ -31,8 +31,8 @@ class ChainConfig:
     landmark_size: int = 96
     frame: registration.Frame = dataclasses.field(default_factory=registration.Frame)
     region_sizes: dict = dataclasses.field(default_factory=lambda: {"A": (104, 80),
-                                                                     "B": (64, 64),
-                                                                     "C": (64, 80)})  # fmt: skip
+                                                                     "B": (48, 64),
+                                                                     "C": (64, 72)})  # fmt: skip
 
 
 class Preprocessor(tf.Module):

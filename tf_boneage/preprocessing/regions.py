@@ -6,7 +6,14 @@ size. B and C were set from the 21-point poses of the *training* part of the pos
 images registered with their annotated landmarks (``training/region_boxes.py`` prints the
 statistics): B spans the carpus from just distal of the third metacarpal base to past the
 annotated wrist point, C from there to past the proximal interphalangeal joints of fingers 2-5.
-They are checked (never tuned) against the expert ossification boxes of
+Registered pose percentiles (fractions of the frame, p5 / p50 / p95): capitate proxy y 0.769,
+wrist y 0.898 / 0.905 / 0.912, MCP 2-5 y 0.437 / 0.476 / 0.556, PIP 2-5 y 0.246 / 0.294 / 0.436,
+MCP and PIP 2-5 x 0.192 / 0.461 / 0.705, thumb CMC x 0.671 / 0.697 / 0.726, thumb MCP x
+0.786 / 0.840 / 0.902. So B = y 0.68-0.96 (metacarpal bases to past the wrist point), x
+0.27-0.75 (ulnar border to the thumb's CMC joint); C = y 0.22-0.78 (carpometacarpal joints to
+past the PIP joints), x 0.12-0.92 (fingers 2-5 and the thumb's metacarpal and MCP joint; the
+thumb's interphalangeal joint, x 0.83-1.03, often lies outside C and even outside the
+2080 x 1600 frame). They are checked (never tuned) against the expert ossification boxes of
 ``../shared/data/ossification_roi`` in ``RESULTS.md``.
 
 Crops are taken straight from the input image by composing the registration with the box map:
@@ -22,8 +29,8 @@ from tf_boneage.preprocessing.warp import warp_affine
 
 REGIONS = {
     "A": (0.0, 0.0, 1.0, 1.0),
-    "B": (0.66, 0.28, 0.97, 0.75),
-    "C": (0.30, 0.10, 0.80, 0.90),
+    "B": (0.68, 0.27, 0.96, 0.75),
+    "C": (0.22, 0.12, 0.78, 0.92),
 }
 
 
