@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     train = (tf.data.Dataset.from_tensor_slices((x[part == "train"], y[part == "train"]))
              .shuffle(1000, seed=args.seed).batch(args.batch))  # fmt: skip
     seeds = tf.data.Dataset.random(seed=args.seed, rerandomize_each_iteration=True).batch(2)
-    train = tf.data.Dataset.zip(train, seeds).map(lambda a, b, s: augment(a, b, s)).prefetch(2)
+    train = tf.data.Dataset.zip(train, seeds).map(lambda xy, s: augment(*xy, s)).prefetch(2)
     val = tf.data.Dataset.from_tensor_slices((x[part == "val"], y[part == "val"])).batch(64)
     final = out / "landmarks.keras"
     start = time.perf_counter()
