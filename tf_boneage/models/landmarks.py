@@ -55,7 +55,13 @@ class LandmarkNet(keras.Model):
         x = keras.layers.Dropout(dropout, name="head_dropout1")(x)
         x = keras.layers.Dense(dense_units, activation="elu", name="head_dense")(x)
         x = keras.layers.Dropout(dropout, name="head_dropout2")(x)
-        outputs = keras.layers.Dense(6, dtype="float32", name="landmarks")(x)
+        # start at the image centre with small weights: Adam moves a bias by about the
+        # learning rate per step, so a zero bias needs thousands of steps to reach 0.5
+        outputs = keras.layers.Dense(
+            6, dtype="float32", name="landmarks",
+            kernel_initializer=keras.initializers.VarianceScaling(0.01),
+            bias_initializer=keras.initializers.Constant(0.5),
+        )(x)  # fmt: skip
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.input_shape_, self.filters = input_shape, filters
         self.dense_units, self.dropout = int(dense_units), float(dropout)
