@@ -173,7 +173,7 @@ def _chain_args(p) -> None:
     p.add_argument("--image-size", type=_size, default=None,
                    help="resize inputs to HxW first (100 for rsna100; default: own size)")  # fmt: skip
     p.add_argument("--assume-aspect", type=float, default=None,
-                   help="original width/height when orig_w/orig_h are unknown (rsna100: 0.77)")  # fmt: skip
+                   help="original width/height when orig_w/orig_h are unknown (rsna100: 0.74, the median of the 726 annotated originals)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
