@@ -170,3 +170,18 @@ def test_write_png_round_trip(tmp_path):
     np.testing.assert_allclose(io.load_image(tmp_path / "x.png"), a, atol=1 / 65535)
     with pytest.raises(ValueError, match="12"):
         io.write_png(tmp_path / "y.png", a, bits=12)
+
+
+def test_compressed_dicom_decodes_through_pylibjpeg(tmp_path):
+    from pydicom.uid import JPEGBaseline8Bit
+
+    pixels = np.tile(np.linspace(0, 255, 16).astype(np.uint8), (8, 1))
+    ok, jpeg = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    path = _dicom(tmp_path / "c.dcm", pixels, syntax=JPEGBaseline8Bit, BitsAllocated=8,
+                  BitsStored=8, HighBit=7)  # fmt: skip
+    ds = pydicom.dcmread(path)
+    ds.PixelData = pydicom.encaps.encapsulate([jpeg.tobytes()])
+    ds.save_as(path, enforce_file_format=True)
+    out = io.load_image(path)
+    assert out.shape == (8, 16)
+    np.testing.assert_allclose(out, pixels / 255.0, atol=0.03)
