@@ -11,8 +11,26 @@ import numpy as np
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TF; ``TF_BONEAGE_DETERMINISTIC=1`` also makes TF ops
+    deterministic (used by the resume tests; slower)."""
     keras.utils.set_random_seed(seed)
-    os.environ.setdefault("TF_DETERMINISTIC_OPS", "0")
+    if os.environ.get("TF_BONEAGE_DETERMINISTIC") == "1":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def split_cpu(devices: int | None = None) -> None:
+    """Split the CPU into ``devices`` logical devices (``TF_BONEAGE_CPU_DEVICES``) so that
+    ``MirroredStrategy`` can be exercised without GPUs. Call before TF builds anything."""
+    import tensorflow as tf
+
+    n = devices or int(os.environ.get("TF_BONEAGE_CPU_DEVICES", "0") or 0)
+    if n > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+        )
 
 
 def callbacks(out: Path, monitor: str, mode: str, patience: int) -> list:

@@ -114,11 +114,15 @@ class RegionNet(keras.Model):
         for k in (1, 2):
             x = keras.layers.Dropout(dropout, name=f"head_dropout{k}")(x)
             x = keras.layers.Dense(dense_units, activation="elu", name=f"head_dense{k}")(x)
+        # small final weights: start at 120 months (regression) or a uniform distribution
+        # (classification) instead of a saturated tanh / a peaked softmax
+        small = keras.initializers.VarianceScaling(0.01)
         if head == "regression":
-            y = keras.layers.Dense(1, activation="tanh", dtype="float32", name="unit_age")(x)
+            y = keras.layers.Dense(1, activation="tanh", dtype="float32", name="unit_age",
+                                   kernel_initializer=small)(x)  # fmt: skip
             outputs = UnitToMonths(120.0, name="boneage")(y)
         else:
-            logits = keras.layers.Dense(num_bins, name="bin_logits")(x)
+            logits = keras.layers.Dense(num_bins, name="bin_logits", kernel_initializer=small)(x)
             probs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(
                 logits
             )

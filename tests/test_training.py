@@ -1,0 +1,113 @@
+"""Training scripts end to end on tiny synthetic sets (subprocesses, as a user runs them)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "training"))
+
+import config as config_lib  # noqa: E402
+
+
+def _run(script, *args, env=None, timeout=600):
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "training" / script), *args],
+                          capture_output=True, text=True, env=full_env, timeout=timeout)  # fmt: skip
+
+
+# ---- configs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("region=D", "region"), ("head=ordinal", "head"), ("sex=other", "sex"),
+     ("epochs=0", "epochs"), ("dropout=1.5", "dropout"), ("learning_rate=2", "learning_rate"),
+     ("image_size=4x4", "image_size"), ("strategy=tpu", "strategy"), ("colour=red", "colour"),
+     ("batch_size=many", "batch_size")],
+)  # fmt: skip
+def test_bad_config_values_name_the_key(tmp_path, override, key):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id\n")
+    with pytest.raises(config_lib.ConfigError, match=f"'{key}'"):
+        config_lib.load(config_lib.RegionConfig, "synthetic", None,
+                        [f"manifest={manifest}", override])  # fmt: skip
+
+
+def test_config_layers_and_coercion(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id\n")
+    yml = tmp_path / "c.yaml"
+    yml.write_text("epochs: 7\nregion: B\n")
+    cfg = config_lib.load(config_lib.RegionConfig, "rsna100", str(yml),
+                          [f"manifest={manifest}", "image_size=48x64", "dropout=0.1"])  # fmt: skip
+    assert (cfg.epochs, cfg.region, cfg.image_size, cfg.dropout) == (7, "B", (48, 64), 0.1)
+    assert cfg.batch_size == config_lib.PRESETS["rsna100"]["batch_size"]
+    config_lib.save(cfg, tmp_path / "out" / "config.yaml")
+    again = config_lib.load(config_lib.RegionConfig, None, str(tmp_path / "out" / "config.yaml"))
+    assert again == cfg
+
+
+def test_bad_config_fails_before_training(synth_dir, tmp_path):
+    r = _run("region.py", "--preset", "synthetic", "--set",
+             f"manifest={synth_dir / 'manifest.csv'}", "input=raw", "head=ordinal",
+             f"out={tmp_path / 'r'}")  # fmt: skip
+    assert r.returncode == 2 and "'head'" in r.stderr
+    assert not (tmp_path / "r").exists()
+
+
+# ---- region script end to end, resume, distribution --------------------------------------
+
+
+def _region(synth_dir, out, *extra, env=None):
+    return _run("region.py", "--preset", "synthetic", "--set",
+                f"manifest={synth_dir / 'manifest.csv'}", "input=raw", "epochs=2",
+                "batch_size=8", f"out={out}", *extra, env=env)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_region_script_end_to_end(synth_dir, tmp_path):
+    r = _region(synth_dir, tmp_path / "r", "sex=input", "head=classification")
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["val"]["all"]["n"] == 8
+    preds = pd.read_csv(tmp_path / "r" / "val_predictions.csv")
+    assert list(preds.columns) == ["id", "boneage", "male", "pred"]
+    assert preds["pred"].between(1, 240).all()
+    for name in ("config.yaml", "model.keras", "history.csv", "state.json"):
+        assert (tmp_path / "r" / name).exists()
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_the_uninterrupted_result(synth_dir, tmp_path):
+    env = {"TF_BONEAGE_DETERMINISTIC": "1"}
+    whole = _region(synth_dir, tmp_path / "whole", env=env)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    first = _region(synth_dir, tmp_path / "cut", "--stop-after", "1", env=env)
+    assert first.returncode == 0 and "run again to resume" in first.stdout
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    second = _region(synth_dir, tmp_path / "cut", env=env)
+    assert second.returncode == 0 and "resuming at epoch 1" in second.stdout
+    a = pd.read_csv(tmp_path / "whole" / "val_predictions.csv")
+    b = pd.read_csv(tmp_path / "cut" / "val_predictions.csv")
+    pd.testing.assert_series_equal(a["pred"], b["pred"], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_over_two_logical_cpus(synth_dir, tmp_path):
+    r = _region(synth_dir, tmp_path / "m", "strategy=mirrored",
+                env={"TF_BONEAGE_CPU_DEVICES": "2"})  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "2 replica(s)" in r.stdout
+    assert (tmp_path / "m" / "metrics.json").exists()
+
+
+def test_multi_worker_is_refused_with_a_reason(synth_dir, tmp_path):
+    r = _region(synth_dir, tmp_path / "w", "strategy=multi-worker")
+    assert r.returncode == 2 and "keras-team/keras#20329" in r.stderr
+    assert not (tmp_path / "w" / "state.json").exists()

@@ -1,0 +1,142 @@
+"""Train one region network of the paper (region A / B / C x regression / classification x
+sex-specific / sex as input) on preprocessed region crops, or on raw images as the paper's
+"stop preprocessing here" baseline.
+
+    python training/region.py --preset rsna100 --set manifest=runs/cache100/manifest.csv \
+        region=A head=regression sex=both out=runs/region/A_reg_both
+    python training/region.py --preset rsna100 --set manifest=runs/rsna100.csv input=raw \
+        image_size=104x80 out=runs/region/raw_reg_both          # the baseline
+
+Outputs in ``out``: ``config.yaml`` (resolved), ``checkpoint.keras`` / ``state.json`` (resume
+after a kill: run the same command again), ``best.keras``, ``model.keras`` (best weights,
+batch norm recalibrated on clean images), ``history.csv``, ``tensorboard/``,
+``val_predictions.csv`` and ``metrics.json`` (MAE overall, by sex and age band, months).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import config as config_lib  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from common import seed_everything, split_cpu, write_json  # noqa: E402
+from loop import fit, strategy_for  # noqa: E402
+
+from tf_boneage.data import manifest as manifest_lib  # noqa: E402
+from tf_boneage.data.augment import AffineRange  # noqa: E402
+from tf_boneage.data.pipeline import PipelineConfig, region_dataset  # noqa: E402
+from tf_boneage.evaluation import format_report, mae_report  # noqa: E402
+from tf_boneage.models import RegionNet  # noqa: E402
+from tf_boneage.models.batchnorm import clean_batch, recalibrate  # noqa: E402
+
+
+def load_rows(cfg: config_lib.RegionConfig) -> pd.DataFrame:
+    """Manifest rows with ``image_path`` pointing at the region crop (cache) or raw image."""
+    path = Path(cfg.manifest)
+    table = manifest_lib.load_manifest(path)
+    if cfg.input == "cache":
+        column = f"region_{cfg.region}_path"
+        if column not in table:
+            raise config_lib.ConfigError(
+                "manifest", cfg.manifest, f"a cache manifest with {column}"
+            )
+        base = path.resolve().parent
+        table["image_path"] = [str(base / p) for p in table[column]]
+    if cfg.sex in ("male", "female"):
+        table = table[table["male"] == (cfg.sex == "male")]
+    return table.dropna(subset=["male"]).reset_index(drop=True)
+
+
+def datasets(cfg, rows: pd.DataFrame, global_batch: int):
+    train = rows[rows["split"] == "train"]
+    if cfg.max_train:
+        train = train.sample(min(cfg.max_train, len(train)), random_state=cfg.seed)
+    val = rows[rows["split"] == "val"]
+    if train.empty or val.empty:
+        raise ValueError(f"{cfg.manifest}: need train and val rows (have {len(train)}, {len(val)})")
+    affine = AffineRange(cfg.rotation, tuple(cfg.scale), cfg.shift, 0.0)
+    sex_input = cfg.sex == "input"
+
+    def select(ds):
+        return ds if sex_input else ds.map(lambda x, y: ({"image": x["image"]}, y))
+
+    def train_for_epoch(epoch: int):
+        pc = PipelineConfig(image_size=tuple(cfg.image_size), batch_size=global_batch,
+                            seed=cfg.seed + epoch, augment=True, affine=affine,
+                            drop_remainder=True)  # fmt: skip
+        return select(region_dataset(train, pc))
+
+    clean = PipelineConfig(image_size=tuple(cfg.image_size), batch_size=global_batch,
+                           shuffle=False)  # fmt: skip
+    return (
+        train,
+        val,
+        train_for_epoch,
+        select(region_dataset(val, clean)),
+        select(region_dataset(train.head(256), clean)),
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default=None, choices=sorted(config_lib.PRESETS))
+    parser.add_argument("--config", default=None, help="YAML file")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_lib.load(config_lib.RegionConfig, args.preset, args.config, args.set)
+    except config_lib.ConfigError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    if cfg.strategy == "multi-worker":
+        # Keras 3's model.fit fails under MultiWorkerMirroredStrategy (PerReplica inputs are
+        # not unpacked): keras-team/keras#20329 and #20585, open upstream. A custom training
+        # loop (strategy.run) is needed; until then refuse clearly instead of failing mid-run.
+        parser.exit(2, "error: strategy=multi-worker: Keras 3 model.fit does not run under "
+                       "MultiWorkerMirroredStrategy (keras-team/keras#20329, #20585); use "
+                       "strategy=mirrored on one machine\n")  # fmt: skip
+    out = Path(cfg.out)
+    config_lib.save(cfg, out / "config.yaml")
+    split_cpu()
+    seed_everything(cfg.seed)
+    strategy = strategy_for(cfg.strategy)
+    global_batch = cfg.batch_size * strategy.num_replicas_in_sync
+    rows = load_rows(cfg)
+    train, val, train_for_epoch, val_ds, calib_ds = datasets(cfg, rows, global_batch)
+    print(f"region {cfg.region} {cfg.head} sex={cfg.sex} input={cfg.input}: {len(train)} train, "
+          f"{len(val)} val, {strategy.num_replicas_in_sync} replica(s)")  # fmt: skip
+
+    def build():
+        model = RegionNet((*cfg.image_size, 1), head=cfg.head, sex_input=cfg.sex == "input",
+                          block=cfg.block, filters=cfg.filters, dense_units=cfg.dense_units,
+                          dropout=cfg.dropout, pool_padding=cfg.pool_padding,
+                          name=f"region_{cfg.region}")  # fmt: skip
+        model.compile(keras.optimizers.Adam(cfg.learning_rate), loss="mae", jit_compile=False)
+        return model
+
+    model, state = fit(build, train_for_epoch, val_ds, out, cfg.epochs, cfg.learning_rate,
+                       cfg.patience, strategy, args.stop_after)  # fmt: skip
+    if state["epoch"] < cfg.epochs and state["wait"] < cfg.patience:
+        print(f"stopped after epoch {state['epoch']} (--stop-after); run again to resume")
+        return 0
+    recalibrate(model, clean_batch(calib_ds, 256))
+    model.save(out / "model.keras")
+    final = keras.saving.load_model(out / "model.keras")  # outside any strategy: plain batches
+    pred = np.concatenate([final.predict_on_batch(x)[:, 0] for x, _ in val_ds])
+    table = val[["id", "boneage", "male"]].assign(pred=pred)
+    manifest_lib.save_table(table, out / "val_predictions.csv")
+    report = mae_report(table)
+    write_json(out / "metrics.json", {"config": str(out / "config.yaml"), "epochs": state["epoch"],
+                                      "seconds": state["seconds"], "val": report})  # fmt: skip
+    print(format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
