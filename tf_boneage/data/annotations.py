@@ -47,7 +47,7 @@ def _landmark_key(name: str) -> str | None:
 
 def _empty_row(image_id: str, width: float, height: float) -> dict:
     row = {"id": str(image_id), "orig_w": float(width), "orig_h": float(height)}
-    row.update({c: np.nan for c in LANDMARK_COLUMNS})
+    row.update(dict.fromkeys(LANDMARK_COLUMNS, np.nan))
     return row
 
 

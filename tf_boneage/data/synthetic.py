@@ -232,7 +232,7 @@ def _long_bone(pen, bones, a, b, width, epi_at_end, kind, m, density):
             )
 
 
-def _draw_hand(pen, m, rng, tissue, bones, jitter):
+def _draw_hand(pen, m, tissue, bones, jitter):
     """Draw tissue (uint8 mask 255) and bones (uint8 intensities); return the 3 landmarks."""
     length, wscale = growth(m)
     density = 0.8 + 0.2 * _ramp(m, 0, 200)
@@ -332,7 +332,7 @@ def render(
     jitter = rng.normal(0.0, 2.5, len(RAYS)) if augment else np.zeros(len(RAYS))
     tissue = np.zeros((h, w), np.uint8)
     bones = np.zeros((h, w), np.uint8)
-    hand_pts = _draw_hand(pen, m, rng, tissue, bones, jitter)
+    hand_pts = _draw_hand(pen, m, tissue, bones, jitter)
     landmarks = np.stack([pen.pt(p) for p in hand_pts]).astype(np.float32)
     mask = (tissue > 0).astype(np.uint8)
     sigma = max(0.5, 0.004 * h)

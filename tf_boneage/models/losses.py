@@ -74,7 +74,7 @@ class _OverlapMetric(keras.metrics.Metric):
         self.total = self.add_variable((), initializer="zeros", name="total")
         self.count = self.add_variable((), initializer="zeros", name="count")
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
+    def update_state(self, y_true, y_pred, sample_weight=None):  # noqa: ARG002 (unweighted)
         n = ops.shape(y_true)[0]
         y = ops.reshape(ops.cast(ops.cast(y_true, "float32") > 0.5, "float32"), (n, -1))
         p = ops.reshape(ops.cast(ops.cast(y_pred, "float32") > self.threshold, "float32"), (n, -1))
