@@ -33,8 +33,8 @@ from tf_boneage.data.augment import AffineRange  # noqa: E402
 from tf_boneage.data.pipeline import PipelineConfig, segmentation_dataset  # noqa: E402
 from tf_boneage.models import BCEJaccardLoss, DiceCoefficient, JaccardIndex, UNet  # noqa: E402
 from tf_boneage.models.batchnorm import clean_batch, recalibrate  # noqa: E402
-from tf_boneage.preprocessing import mask as mask_ops  # noqa: E402
 from tf_boneage.preprocessing import pose  # noqa: E402
+from tf_boneage.preprocessing.chain import ChainConfig, Preprocessor  # noqa: E402
 
 SPLIT_FILE = Path(__file__).resolve().parents[1] / "data_manifests" / "handpose_split.csv"
 
@@ -64,15 +64,14 @@ def write_pose_masks(rows: pd.DataFrame, folder: Path) -> list[str]:
 
 
 def predict_masks(model, paths, size, batch=64):
-    """Cleaned masks at the images' own size and the raw probabilities, for image files."""
-    clean = tf.function(mask_ops.clean_mask)
+    """Cleaned masks at the images' own size and the raw probabilities, for image files
+    (the chain's own segmentation step, so evaluation sees what the chain does)."""
+    chain = Preprocessor(model, None, ChainConfig(unet_size=size))
+    segment = tf.function(chain.segment)
     masks, probs = [], []
     for start in tqdm(range(0, len(paths), batch), desc="segmenting", unit="batch"):
         images = [io.load_image(p) for p in paths[start : start + batch]]
-        x = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA)
-                      for im in images])[..., None]  # fmt: skip
-        p = model.predict_on_batch(x)
-        m = clean(tf.constant(p)).numpy()
+        m, p = (t.numpy() for t in segment(tf.constant(np.stack(images)[..., None])))
         for im, pk, mk in zip(images, p, m, strict=True):
             h, w = im.shape
             masks.append(cv2.resize(mk[..., 0], (w, h), interpolation=cv2.INTER_NEAREST))
