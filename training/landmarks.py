@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         model = LandmarkNet((args.size, args.size, 1), filters=(32, 64, 128, 256, 256),
                             dense_units=256, dropout=0.1, name="landmarks")  # fmt: skip
         model.compile(keras.optimizers.Adam(1e-3, clipnorm=1.0), loss="mse", jit_compile=False)
-        model.fit(train, validation_data=val, epochs=args.epochs, verbose=2,
+        model.fit(train, validation_data=val, epochs=args.epochs, verbose=2, shuffle=False,
                   callbacks=callbacks(out, "val_loss", "min", patience=15))  # fmt: skip
         if (out / "best.keras").exists():
             model.set_weights(keras.saving.load_model(out / "best.keras").get_weights())

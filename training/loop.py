@@ -89,7 +89,7 @@ def fit(build, train_for_epoch, val, out: Path, epochs: int, learning_rate: floa
         reseed_dropout(model, epoch)
         start = time.perf_counter()
         history = model.fit(train_for_epoch(epoch), validation_data=val, initial_epoch=epoch,
-                            epochs=epoch + 1, verbose=2, callbacks=logs)  # fmt: skip
+                            epochs=epoch + 1, verbose=2, callbacks=logs, shuffle=False)  # fmt: skip
         loss = float(history.history["val_loss"][-1])
         if state["best"] is None or loss < state["best"]:
             state["best"], state["wait"] = loss, 0

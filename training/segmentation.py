@@ -133,7 +133,7 @@ def train_round(train, val, out: Path, size: int, epochs: int, batch: int, seed:
     model.compile(keras.optimizers.Adam(1e-3), loss=BCEJaccardLoss(),
                   metrics=[JaccardIndex(), DiceCoefficient()], jit_compile=False)  # fmt: skip
     start = time.perf_counter()
-    model.fit(ds_train, validation_data=ds_val, epochs=epochs, verbose=2,
+    model.fit(ds_train, validation_data=ds_val, epochs=epochs, verbose=2, shuffle=False,
               callbacks=callbacks(out, "val_jaccard", "max", patience=8))  # fmt: skip
     if (out / "best.keras").exists():
         model.set_weights(keras.saving.load_model(out / "best.keras").get_weights())
