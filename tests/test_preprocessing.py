@@ -157,3 +157,71 @@ def test_region_crop_composes_registration():
     assert not bool(regions.inside(pts[0, 0], "C", FRAME))  # finger tip outside C
     with pytest.raises(ValueError, match="'D'"):
         regions.box_pixels("D")
+
+
+def test_closed_form_affine_inverse():
+    fwd = tf.constant([_similarity(0.7, 1.3, 5.0, -2.0, True)], tf.float32)
+    np.testing.assert_allclose(warp.invert_affine(fwd).numpy()[0],
+                               np.linalg.inv(fwd.numpy()[0]), atol=1e-5)  # fmt: skip
+
+
+def test_resize_pools_before_large_downscales():
+    stripes = np.tile(np.array([0.0, 1.0], np.float32), (64, 32))[None, ..., None]  # 64 x 64
+    out = warp.resize(tf.constant(stripes), (8, 8)).numpy()
+    np.testing.assert_allclose(out, 0.5, atol=1e-6)  # averaged, not aliased to 0 or 1
+    small = warp.resize(tf.constant(stripes[:, :10, :10]), (9, 9))
+    assert small.shape == (1, 9, 9, 1)
+
+
+def test_chain_graph_converts_to_tflite_builtins():
+    """The preprocessing graph converts with TFLite built-in ops only (decoding stays outside).
+
+    Before ``invert_affine`` and ``resize`` it needed MatrixInverse and ScaleAndTranslate.
+    Runtime parity of the converted chain is issue 6's: converting a concrete function that
+    holds Keras 3 models gave zero / NaN outputs here (the mask-cleanup, equalisation and warp
+    ops alone match TF exactly, see ``test_preprocessing_ops_run_in_litert``)."""
+    from test_chain import threshold_unet, tiny_landmarks
+
+    from tf_boneage.preprocessing.chain import ChainConfig, Preprocessor
+
+    pre = Preprocessor(
+        threshold_unet(),
+        tiny_landmarks(),
+        ChainConfig(32, 32, FRAME, {"A": (52, 40), "B": (32, 32), "C": (32, 40)}),
+    )
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 96, 96, 1], tf.float32)])
+    def serve(x):
+        out = pre(x)
+        return {k: out[k] for k in ("region_A", "region_B", "landmarks", "mask_area")}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()],
+                                                                pre)  # fmt: skip
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    assert len(converter.convert()) > 10_000
+
+
+@pytest.mark.parametrize("step", ["labels", "largest", "fill", "equalize", "warp"])
+def test_preprocessing_ops_run_in_litert(step):
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = {
+        "labels": lambda t: mask.component_labels(tf.cast(t > 0.16, tf.float32)),
+        "largest": lambda t: mask.largest_component(tf.cast(t > 0.16, tf.float32)),
+        "fill": lambda t: mask.fill_holes(tf.cast(t > 0.16, tf.float32)),
+        "equalize": lambda t: contrast.equalize(t, tf.cast(t > 0.16, tf.float32)),
+        "warp": lambda t: warp.warp_affine(
+            t, tf.constant([[[0.9, 0.1, 3.0], [-0.1, 1.1, -2.0], [0, 0, 1.0]]]), (50, 40)),
+    }  # fmt: skip
+    fn = tf.function(tf.autograph.experimental.do_not_convert(ops[step]),
+                     input_signature=[tf.TensorSpec([1, 96, 96, 1], tf.float32)])  # fmt: skip
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    interpreter = Interpreter(model_content=converter.convert())
+    interpreter.allocate_tensors()
+    x = render(120, True, np.random.default_rng(0), (96, 96), augment=False).image
+    x = x[None, ..., None].astype(np.float32)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, fn(tf.constant(x)).numpy(), atol=1e-5)

@@ -39,15 +39,15 @@ NAMES = ("tip", "thumb", "capitate")
 def enhanced_images(rows, unet, size, raw: bool):
     """Images as the landmark model sees them in the chain (segmented, equalised), (N, s, s, 1)."""
     images = np.stack([io.load_image(p) for p in rows["image_path"]])[..., None]
+    chain = Preprocessor(unet, None, ChainConfig(unet_size=unet.input_shape[1] if unet else 96,
+                                                 landmark_size=size))  # fmt: skip
     if raw:
-        return tf.image.resize(images, (size, size), antialias=True).numpy()
-    chain = Preprocessor(unet, None, ChainConfig(unet_size=unet.input_shape[1]))
+        return chain.landmark_input(tf.constant(images)).numpy()
     out = []
     for start in range(0, len(images), 64):
         batch = tf.constant(images[start : start + 64])
         masks, _ = chain.segment(batch)
-        enhanced = chain.enhance(batch, masks)
-        out.append(tf.image.resize(enhanced, (size, size), antialias=True).numpy())
+        out.append(chain.landmark_input(chain.enhance(batch, masks)).numpy())
     return np.concatenate(out)
 
 

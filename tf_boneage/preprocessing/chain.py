@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 import tf_boneage.models  # noqa: F401  (registers the custom classes for load_model)
-from tf_boneage.preprocessing import contrast, mask, regions, registration
+from tf_boneage.preprocessing import contrast, mask, regions, registration, warp
 
 #: Plausibility checks of the landmarks (in square original pixels).
 THUMB_RATIO = (0.3, 1.2)  # |thumb - capitate| / |tip - capitate|
@@ -55,7 +55,7 @@ class Preprocessor(tf.Module):
     def segment(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(clean masks at the U-Net's size (B, s, s, 1), probabilities (B, s, s, 1))."""
         s = self.config.unet_size
-        small = tf.image.resize(images, (s, s), antialias=True)
+        small = warp.resize(images, (s, s))
         probs = tf.cast(self.unet(small, training=False), tf.float32)
         return mask.clean_mask(probs), probs
 
@@ -63,10 +63,14 @@ class Preprocessor(tf.Module):
         """Background removed and equalised inside the hand, at the images' size."""
         return contrast.equalize(mask.remove_background(images, masks), masks)
 
+    def landmark_input(self, enhanced: tf.Tensor) -> tf.Tensor:
+        """The landmark model's input: enhanced images at (landmark_size, landmark_size)."""
+        s = self.config.landmark_size
+        return warp.resize(enhanced, (s, s))
+
     def landmarks(self, enhanced: tf.Tensor) -> tf.Tensor:
         """Normalised (B, 6) landmarks predicted on the enhanced images."""
-        s = self.config.landmark_size
-        small = tf.image.resize(enhanced, (s, s), antialias=True)
+        small = self.landmark_input(enhanced)
         return tf.cast(self.landmark_model(small, training=False), tf.float32)
 
     def qc(self, masks, probs, landmarks, image_size, original_size=None) -> dict:
@@ -124,7 +128,7 @@ class Preprocessor(tf.Module):
         forward, right = registration.registration_matrix(landmarks, size, self.config.frame,
                                                           original_size)  # fmt: skip
         frame = self.config.frame
-        registered = regions.warp_affine(enhanced, tf.linalg.inv(forward), frame.size)
+        registered = regions.warp_affine(enhanced, warp.invert_affine(forward), frame.size)
         out = {"mask": masks, "enhanced": enhanced, "landmarks": landmarks,
                "registered": registered, "forward": forward, "right": right}  # fmt: skip
         for name, crop_size in self.config.region_sizes.items():

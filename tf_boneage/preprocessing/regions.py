@@ -25,7 +25,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tf_boneage.preprocessing.registration import PAPER, Frame
-from tf_boneage.preprocessing.warp import warp_affine
+from tf_boneage.preprocessing.warp import invert_affine, warp_affine
 
 REGIONS = {
     "A": (0.0, 0.0, 1.0, 1.0),
@@ -54,7 +54,7 @@ def extract(images: tf.Tensor, forward: tf.Tensor, region: str, size: tuple[int,
             frame: Frame = PAPER) -> tf.Tensor:  # fmt: skip
     """Crop ``region`` at ``size`` (h, w) from input images (B, H, W, C) registered by
     ``forward`` (B, 3, 3): float32 (B, h, w, C)."""
-    inverse = tf.linalg.inv(forward) @ crop_matrix(region, size, frame)[None]
+    inverse = invert_affine(forward) @ crop_matrix(region, size, frame)[None]
     return warp_affine(tf.cast(images, tf.float32), inverse, size)
 
 

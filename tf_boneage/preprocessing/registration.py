@@ -22,7 +22,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from tf_boneage.preprocessing.warp import apply, scale_matrix, warp_affine
+from tf_boneage.preprocessing.warp import apply, invert_affine, scale_matrix, warp_affine
 
 PAPER_FRAME = (2080, 1600)
 TIP_FROM_TOP = 100.0 / 2080.0
@@ -130,7 +130,7 @@ def register(
     images = tf.cast(images, tf.float32)
     size = tf.shape(images)[1:3]
     forward, right = registration_matrix(landmarks, size, frame, original_size)
-    registered = warp_affine(images, tf.linalg.inv(forward), frame.size)
+    registered = warp_affine(images, invert_affine(forward), frame.size)
     return registered, forward, right
 
 

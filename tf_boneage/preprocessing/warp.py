@@ -1,6 +1,10 @@
 """Gather-based bilinear affine warp in TensorFlow ops (converts to TFLite built-ins, unlike
 ``ImageProjectiveTransformV3``).
 
+Only TFLite built-in ops are used here (gather, floor, arithmetic, bilinear resize, average
+pooling): ``tf.linalg.inv`` (MatrixInverse) and antialiased ``tf.image.resize``
+(ScaleAndTranslate) are not built-ins, hence :func:`invert_affine` and :func:`resize`.
+
 Coordinates are *continuous pixel coordinates*: pixel ``(i, j)`` covers ``[j, j+1) x [i, i+1)``
 and its centre is ``(j + 0.5, i + 0.5)``; normalised coordinates are these divided by the width
 and height. Matrices are 3x3 float32 and map output coordinates to input coordinates
@@ -64,3 +68,27 @@ def scale_matrix(sx, sy) -> tf.Tensor:
 def apply(matrix: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
     """Apply (B, 3, 3) affine matrices to points (B, K, 2) -> (B, K, 2)."""
     return tf.einsum("bij,bkj->bki", matrix[:, :2, :2], points) + matrix[:, None, :2, 2]
+
+
+def invert_affine(matrix: tf.Tensor) -> tf.Tensor:
+    """Closed-form inverse of affine matrices (B, 3, 3) with last row (0, 0, 1)."""
+    a, b, tx = matrix[:, 0, 0], matrix[:, 0, 1], matrix[:, 0, 2]
+    c, d, ty = matrix[:, 1, 0], matrix[:, 1, 1], matrix[:, 1, 2]
+    det = a * d - b * c
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    zero, one = tf.zeros_like(a), tf.ones_like(a)
+    return tf.stack([tf.stack([ia, ib, -(ia * tx + ib * ty)], -1),
+                     tf.stack([ic, id_, -(ic * tx + id_ * ty)], -1),
+                     tf.stack([zero, zero, one], -1)], 1)  # fmt: skip
+
+
+def resize(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Downscale-safe resize with TFLite built-ins: when the static input size is at least
+    twice ``size``, first average-pool by the integer factor (anti-aliasing), then bilinear.
+    With unknown static sizes it is plain bilinear."""
+    h, w = images.shape[1], images.shape[2]
+    if h is not None and w is not None:
+        k = min(h // size[0], w // size[1])
+        if k >= 2:
+            images = tf.nn.avg_pool2d(images, k, k, "VALID")
+    return tf.image.resize(images, size, method="bilinear", antialias=False)
