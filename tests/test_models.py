@@ -284,3 +284,20 @@ def test_batchnorm_recalibration_matches_batch_statistics():
     assert recalibrate(model, x) == len(momenta) > 0
     np.testing.assert_allclose(model(x, training=False), batch_stats, atol=1e-3)
     assert [layer.momentum for layer in batchnorm_layers(model)] == momenta
+
+
+def test_batchnorm_recalibration_averages_several_batches():
+    from tf_boneage.models.batchnorm import batchnorm_layers, recalibrate
+
+    model = tiny_unet()
+    a = (
+        np.full((4, 16, 16, 1), 0.2, np.float32)
+        + RNG.random((4, 16, 16, 1), dtype=np.float32) * 0.1
+    )
+    b = a + 0.6
+    recalibrate(model, [a, b])
+    first = batchnorm_layers(model)[0]
+    mean_two = first.moving_mean.numpy().copy()
+    recalibrate(model, np.concatenate([a, b]))
+    # the first layer's batch mean is linear in the input: the average of two equal batches
+    np.testing.assert_allclose(mean_two, first.moving_mean.numpy(), rtol=1e-4, atol=1e-5)

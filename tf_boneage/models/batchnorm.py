@@ -25,18 +25,30 @@ def batchnorm_layers(model: keras.Model) -> list:
 
 
 def recalibrate(model: keras.Model, inputs) -> int:
-    """Set moving statistics to those of ``inputs`` (one batch: array or dict of arrays,
-    e.g. 256 clean training images). No weight changes. Returns the number of layers reset."""
+    """Set moving statistics to the average batch statistics of clean inputs: one batch (array
+    or dict of arrays) or a list of batches (averaged with equal weight, e.g. 8 x 256 images).
+    No weight changes. Returns the number of layers reset."""
+    batches = inputs if isinstance(inputs, list) else [inputs]
     layers = batchnorm_layers(model)
     momenta = [layer.momentum for layer in layers]
     try:
-        for layer in layers:
-            layer.momentum = 0.0
-        model(inputs, training=True)
+        for i, batch in enumerate(batches, start=1):
+            for layer in layers:  # running mean: moving = (i - 1) / i * moving + batch / i
+                layer.momentum = (i - 1) / i
+            model(batch, training=True)
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
     return len(layers)
+
+
+def clean_batches(dataset, limit: int = 2048, size: int = 256) -> list:
+    """Up to ``limit`` un-augmented inputs of ``dataset`` in batches of ``size``."""
+    everything = clean_batch(dataset, limit)
+    if isinstance(everything, dict):
+        n = len(next(iter(everything.values())))
+        return [{k: v[i : i + size] for k, v in everything.items()} for i in range(0, n, size)]
+    return [everything[i : i + size] for i in range(0, len(everything), size)]
 
 
 def clean_batch(dataset, limit: int = 256):
