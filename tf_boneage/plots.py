@@ -65,4 +65,5 @@ def error_by_band(truth, pred, path, title="") -> Path:
         ax.annotate(f"n={n}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize=7)  # fmt: skip
     ax.set(xlabel="true bone age band (months)", ylabel="MAE (months)", title=title)
+    ax.tick_params(axis="x", rotation=30)
     return _save(fig, path)
