@@ -111,3 +111,39 @@ def test_multi_worker_is_refused_with_a_reason(synth_dir, tmp_path):
     r = _region(synth_dir, tmp_path / "w", "strategy=multi-worker")
     assert r.returncode == 2 and "keras-team/keras#20329" in r.stderr
     assert not (tmp_path / "w" / "state.json").exists()
+
+
+# ---- helpers of the real-data scripts, by hand ---------------------------------------------
+
+
+def test_segmentation_quality_filter():
+    import numpy as np
+    from segmentation import quality_filter
+
+    mask = np.zeros((100, 100), np.uint8)
+    mask[20:90, 30:70] = 1  # 28 % of the image, 70 % of its height
+    prob = mask * 0.95
+    assert quality_filter(mask, prob)
+    assert not quality_filter(mask, mask * 0.6)  # not confident
+    small = np.zeros_like(mask)
+    small[40:50, 40:50] = 1
+    assert not quality_filter(small, small * 0.99)  # 1 % area
+    noisy = prob.copy()
+    noisy[:10, :] = 0.9  # confident pixels the cleanup discarded
+    assert not quality_filter(mask, noisy)
+
+
+def test_landmark_errors_by_hand():
+    import numpy as np
+    from landmarks import errors
+
+    rows = pd.DataFrame({"tip_x": [0.5], "tip_y": [0.1], "thumb_x": [0.8], "thumb_y": [0.4],
+                         "capitate_x": [0.5], "capitate_y": [0.7], "orig_w": [750.0],
+                         "orig_h": [1000.0]})  # fmt: skip
+    pred = np.array([[0.5, 0.13, 0.8, 0.4, 0.54, 0.7]])  # tip 3 % down, capitate 4 % right
+    e = errors(pred, rows)
+    assert e["tip"]["px_100"] == pytest.approx(3.0)
+    assert e["tip"]["px_original"] == pytest.approx(30.0)  # 0.03 * 1000
+    assert e["capitate"]["px_original"] == pytest.approx(30.0)  # 0.04 * 750
+    assert e["tip"]["pct_tip_capitate"] == pytest.approx(100 * 30.0 / 600.0)  # axis 0.6 * 1000
+    assert e["thumb"]["px_100"] == 0.0
