@@ -147,3 +147,22 @@ def test_landmark_errors_by_hand():
     assert e["capitate"]["px_original"] == pytest.approx(30.0)  # 0.04 * 750
     assert e["tip"]["pct_tip_capitate"] == pytest.approx(100 * 30.0 / 600.0)  # axis 0.6 * 1000
     assert e["thumb"]["px_100"] == 0.0
+
+
+@pytest.mark.slow
+def test_segmentation_and_landmark_scripts_on_the_synthetic_default(synth_dir, tmp_path):
+    seg = _run("segmentation.py", "--manifest", str(synth_dir / "manifest.csv"), "--out",
+               str(tmp_path / "seg"), "--size", "32", "--rounds", "2", "--epochs", "1",
+               "--batch", "8")  # fmt: skip
+    assert seg.returncode == 0, seg.stderr[-2000:]
+    report = json.loads((tmp_path / "seg" / "report.json").read_text())
+    assert report["pose_images"] == {"train": 24, "val": 8, "test": 8}
+    assert 0.0 <= report["round0"]["points_inside"] <= 1.0 and "round1" not in report
+    assert "no further rounds" in seg.stdout
+    marks = _run("landmarks.py", "--manifest", str(synth_dir / "manifest.csv"), "--unet",
+                 str(tmp_path / "seg" / "round0" / "unet.keras"), "--out",
+                 str(tmp_path / "lm"), "--size", "32", "--epochs", "1")  # fmt: skip
+    assert marks.returncode == 0, marks.stderr[-2000:]
+    result = json.loads((tmp_path / "lm" / "report.json").read_text())
+    assert result["test_images"] == 8 and result["errors"]["mean"]["px_100"] > 0
+    assert (tmp_path / "lm" / "landmarks.keras").exists()

@@ -51,6 +51,21 @@ def enhanced_images(rows, unet, size, raw: bool):
     return np.concatenate(out)
 
 
+def labelled_rows(table, seed: int):
+    """Rows with the three landmarks and a ``pose_split``: from the 21-point poses (capitate
+    proxy) or, for manifests that carry landmarks (the synthetic default), as they are.
+    ``orig_w`` / ``orig_h`` default to the image size (square pixels)."""
+    if "pose_wrist_x" in table and table["pose_wrist_x"].notna().any():
+        return pose.landmarks_from_pose(pose_table(table, seed))
+    rows = table.dropna(subset=list(LANDMARK_COLUMNS)).assign(pose_split=lambda t: t["split"])
+    if rows.empty:
+        raise ValueError("the manifest has neither 21-point pose columns nor landmark columns")
+    if "orig_w" not in rows or rows["orig_w"].isna().any():
+        h, w = io.load_image(rows["image_path"].iloc[0]).shape
+        rows = rows.assign(orig_w=float(w), orig_h=float(h))
+    return rows
+
+
 def errors(pred: np.ndarray, rows) -> dict:
     """Distances per landmark: 100 px pixels, original pixels, % of tip-capitate length."""
     true = rows[list(LANDMARK_COLUMNS)].to_numpy(float).reshape(-1, 3, 2)
@@ -83,7 +98,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = manifest.load_manifest(args.manifest)
-    rows = pose.landmarks_from_pose(pose_table(table, args.seed))
+    rows = labelled_rows(table, args.seed)
     unet = keras.saving.load_model(args.unet) if args.unet else None
     x = enhanced_images(rows, unet, args.size, raw=unet is None)
     y = rows[list(LANDMARK_COLUMNS)].to_numpy(np.float32)

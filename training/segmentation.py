@@ -49,6 +49,27 @@ def pose_table(table: pd.DataFrame, seed: int) -> pd.DataFrame:
     return rows.rename(columns={"split": "pose_split"})
 
 
+def labelled_table(table: pd.DataFrame, seed: int, out: Path) -> pd.DataFrame:
+    """Rows with a mask and a ``pose_split``: pose-annotated rows (masks drawn from the pose,
+    split stored in ``data_manifests/handpose_split.csv``) or, for manifests that already have
+    masks (the synthetic default), their own rows and split."""
+    if "pose_wrist_x" in table and table["pose_wrist_x"].notna().any():
+        rows = pose_table(table, seed)
+        rows["mask_path"] = write_pose_masks(rows, out / "masks_pose")
+        return rows
+    if "mask_path" in table and table["mask_path"].notna().any():
+        return table.dropna(subset=["mask_path"]).assign(pose_split=lambda t: t["split"])
+    raise ValueError("the manifest has neither 21-point pose columns nor mask_path")
+
+
+def eval_points(row: pd.Series) -> np.ndarray:
+    """Annotated points that must lie inside the hand: the 21-point pose, else the three
+    landmarks (normalised (K, 2))."""
+    if "pose_wrist_x" in row and np.isfinite(row["pose_wrist_x"]):
+        return pose.pose_points(row)
+    return np.array([[row[f"{n}_x"], row[f"{n}_y"]] for n in ("tip", "thumb", "capitate")], float)
+
+
 def write_pose_masks(rows: pd.DataFrame, folder: Path) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -84,7 +105,7 @@ def evaluate(model, rows: pd.DataFrame, size: int) -> dict:
     masks, _ = predict_masks(model, rows["image_path"].tolist(), size)
     inside, areas, jaccard = [], [], []
     for (_, row), m in zip(rows.iterrows(), masks, strict=True):
-        pts = pose.pose_points(row)
+        pts = eval_points(row)
         inside.append(pose.points_inside(m, pts)[~np.isnan(pts).any(1)])
         areas.append(m.mean())
         ref = cv2.imread(row["mask_path"], 0) > 0
@@ -147,7 +168,7 @@ def train_round(train, val, out: Path, size: int, epochs: int, batch: int, seed:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--manifest", required=True, help="canonical manifest with pose columns")
+    parser.add_argument("--manifest", required=True, help="manifest with pose columns or masks")
     parser.add_argument("--out", default="runs/seg")
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--rounds", type=int, default=2, help="1 = pose masks only")
@@ -161,8 +182,7 @@ def main(argv=None) -> int:
     seed_everything(args.seed)
     out = Path(args.out)
     table = manifest.load_manifest(args.manifest)
-    poses = pose_table(table, args.seed)
-    poses["mask_path"] = write_pose_masks(poses, out / "masks_pose")
+    poses = labelled_table(table, args.seed, out)
     train = poses[poses.pose_split == "train"]
     val = poses[poses.pose_split == "val"]
     test = poses[poses.pose_split == "test"]
@@ -180,6 +200,9 @@ def main(argv=None) -> int:
         print(f"round {r}: {result}")
         write_json(out / "report.json", report)
         init = rdir / "unet.keras"
+        if r + 1 < args.rounds and others.empty:
+            print("no unlabelled training images left: no further rounds")
+            break
         if r + 1 < args.rounds:
             cand = others.head(args.max_pseudo) if args.max_pseudo else others
             masks, probs = predict_masks(model, cand["image_path"].tolist(), args.size)
