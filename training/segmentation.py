@@ -95,8 +95,9 @@ def predict_masks(model, paths, size, batch=64):
         m, p = (t.numpy() for t in segment(tf.constant(np.stack(images)[..., None])))
         for im, pk, mk in zip(images, p, m, strict=True):
             h, w = im.shape
-            masks.append(cv2.resize(mk[..., 0], (w, h), interpolation=cv2.INTER_NEAREST))
-            probs.append(cv2.resize(pk[..., 0], (w, h), interpolation=cv2.INTER_LINEAR))
+            # the chain's own upsampling of masks (remove_background: nearest)
+            masks.append(tf.image.resize(mk, (h, w), method="nearest").numpy()[..., 0])
+            probs.append(tf.image.resize(pk, (h, w)).numpy()[..., 0])
     return masks, probs
 
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from tf_boneage.data import io
 from tf_boneage.data.manifest import save_table
-from tf_boneage.preprocessing.chain import Preprocessor
+from tf_boneage.preprocessing.chain import Preprocessor, to_input_size
 
 QC_COLUMNS = ["id", "ok", "error", "right_hand", "mask_area", "mask_confidence",
               "landmark_plausibility", "tip_x", "tip_y", "thumb_x", "thumb_y", "capitate_x",
@@ -74,7 +74,7 @@ def run(table: pd.DataFrame, chain: Preprocessor, out_dir: str | os.PathLike,
                 try:
                     img = io.load_image(path)
                     if image_size is not None:
-                        img = cv2.resize(img, image_size[::-1], interpolation=cv2.INTER_AREA)
+                        img = to_input_size(img, image_size)
                     images.append(img)
                     good.append(k)
                 except io.ImageError as exc:

@@ -149,3 +149,10 @@ def load(unet_path, landmarks_path=None, frame=(2080, 1600), region_sizes=None) 
     if region_sizes is not None:
         config.region_sizes = dict(region_sizes)
     return Preprocessor(unet, marks, config)
+
+
+def to_input_size(image, size: tuple[int, int]):
+    """Resize one decoded image (H, W) to the chain's input ``size`` (h, w) with the chain's own
+    resize (TF ops): used by the cache and the contact sheet, so nothing resizes differently."""
+    batch = tf.constant(image, tf.float32)[None, ..., None]
+    return warp.resize(batch, tuple(size)).numpy()[0, ..., 0]

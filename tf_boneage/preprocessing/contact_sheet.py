@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from tf_boneage.data import io
 from tf_boneage.preprocessing import pose as pose_tools
+from tf_boneage.preprocessing.chain import to_input_size
 from tf_boneage.preprocessing.regions import box_pixels
 
 COLOURS = {"tip": (0, 0, 255), "thumb": (0, 200, 0), "capitate": (255, 0, 0)}
@@ -42,9 +43,11 @@ def draw(table: pd.DataFrame, chain, image_size=(100, 100), height: int = 208,
     """BGR uint8 sheet for every row of ``table`` (canonical manifest)."""
     from tf_boneage.preprocessing.cache import _original_size
 
-    images = np.stack([cv2.resize(io.load_image(p), image_size[::-1],
-                                  interpolation=cv2.INTER_AREA)
+    # a sheet needs one size: without image_size every image takes the first one's size
+    image_size = image_size or io.load_image(table["image_path"].iloc[0]).shape
+    images = np.stack([to_input_size(io.load_image(p), image_size)
                        for p in table["image_path"]])[..., None]  # fmt: skip
+
     sizes = _original_size(table, assume_aspect)
     out = {k: v.numpy() for k, v in chain(tf.constant(images), tf.constant(sizes)).items()}
     frame = chain.config.frame
