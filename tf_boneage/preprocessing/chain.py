@@ -82,16 +82,7 @@ class Preprocessor(tf.Module):
         area = tf.reduce_mean(masks, axis=[1, 2, 3])
         confidence = tf.math.divide_no_nan(tf.reduce_sum(probs * masks, [1, 2, 3]),
                                            tf.reduce_sum(masks, [1, 2, 3]))  # fmt: skip
-        h = tf.cast(image_size[0], tf.float32)
-        w = tf.cast(image_size[1], tf.float32)
-        if original_size is not None:
-            original_size = tf.cast(original_size, tf.float32)
-            known = tf.reduce_all(original_size > 0, -1)
-            oh = tf.where(known, original_size[:, 0], h)
-            ow = tf.where(known, original_size[:, 1], w)
-        else:
-            oh = tf.fill(tf.shape(area), h)
-            ow = tf.fill(tf.shape(area), w)
+        oh, ow = registration.square_size(image_size, original_size, tf.shape(area)[0])
         pts = tf.reshape(landmarks, [-1, 3, 2]) * tf.stack([ow, oh], -1)[:, None]
         axis = tf.norm(pts[:, 0] - pts[:, 2], axis=-1)
         thumb = tf.norm(pts[:, 1] - pts[:, 2], axis=-1) / tf.maximum(axis, 1e-6)

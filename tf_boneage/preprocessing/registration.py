@@ -56,6 +56,18 @@ class Frame:
 PAPER = Frame()  # the paper's 2080 x 1600 frame (frames are immutable: safe as a default)
 
 
+def square_size(image_size, original_size: tf.Tensor | None, n) -> tuple[tf.Tensor, tf.Tensor]:
+    """(heights, widths), each (n,), of the square-pixel originals: ``original_size`` (n, 2)
+    where known (> 0; NaN compares False), else the image size itself (square pixels)."""
+    h = tf.cast(image_size[0], tf.float32)
+    w = tf.cast(image_size[1], tf.float32)
+    if original_size is None:
+        return tf.fill([n], h), tf.fill([n], w)
+    original_size = tf.cast(original_size, tf.float32)
+    known = tf.reduce_all(original_size > 0, -1)
+    return tf.where(known, original_size[:, 0], h), tf.where(known, original_size[:, 1], w)
+
+
 def is_right_hand(points: tf.Tensor) -> tf.Tensor:
     """True where the thumb lies on a right hand's side of the tip -> capitate axis.
 
@@ -85,16 +97,9 @@ def registration_matrix(
         (forward (B, 3, 3) float32, right (B,) bool).
     """
     landmarks = tf.cast(tf.reshape(landmarks, [-1, 3, 2]), tf.float32)
-    n = tf.shape(landmarks)[0]
     h = tf.cast(image_size[0], tf.float32)
     w = tf.cast(image_size[1], tf.float32)
-    if original_size is None:
-        orig_h, orig_w = tf.fill([n], h), tf.fill([n], w)
-    else:
-        original_size = tf.cast(original_size, tf.float32)
-        known = tf.reduce_all(original_size > 0, -1)  # NaN compares False
-        orig_h = tf.where(known, original_size[:, 0], h)
-        orig_w = tf.where(known, original_size[:, 1], w)
+    orig_h, orig_w = square_size(image_size, original_size, tf.shape(landmarks)[0])
     # input pixels -> square original pixels
     to_square = scale_matrix(orig_w / w, orig_h / h)
     pts = landmarks * tf.stack([orig_w, orig_h], -1)[:, None, :]
