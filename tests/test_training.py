@@ -107,10 +107,73 @@ def test_mirrored_strategy_over_two_logical_cpus(synth_dir, tmp_path):
     assert (tmp_path / "m" / "metrics.json").exists()
 
 
-def test_multi_worker_is_refused_with_a_reason(synth_dir, tmp_path):
-    r = _region(synth_dir, tmp_path / "w", "strategy=multi-worker")
-    assert r.returncode == 2 and "keras-team/keras#20329" in r.stderr
-    assert not (tmp_path / "w" / "state.json").exists()
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_multi_worker_processes_on_localhost_agree_on_the_weights(synth_dir, tmp_path):
+    import keras
+    import numpy as np
+
+    import tf_boneage.models  # noqa: F401  (registers the custom layers)
+
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            TF_CONFIG=json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            ),
+        )
+        cmd = [
+            sys.executable,
+            str(ROOT / "training" / "region.py"),
+            "--preset",
+            "synthetic",
+            "--set",
+            f"manifest={synth_dir / 'manifest.csv'}",
+            "input=raw",
+            "epochs=1",
+            "batch_size=8",
+            "max_train=16",
+            "strategy=multi-worker",
+            f"out={tmp_path / 'mw'}",
+        ]
+        procs.append(
+            subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+        assert "2 replica(s)" in out and "Epoch 1/1" in out
+    chief = tmp_path / "mw"
+    other = chief / "worker1"  # the non-chief keeps its own copy
+    assert (chief / "metrics.json").exists() and (other / "metrics.json").exists()
+    a = keras.saving.load_model(chief / "checkpoint.keras")
+    b = keras.saving.load_model(other / "checkpoint.keras")
+    # gradients are all-reduced: the trained weights are identical on both workers
+    for x, y in zip(a.trainable_weights, b.trainable_weights, strict=True):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+    # and they did move from the initialisation
+    assert a.optimizer.iterations.numpy() == 1
+    # batch-norm moving statistics are per worker until the final recalibration equalises them
+    fa = keras.saving.load_model(chief / "model.keras").get_weights()
+    fb = keras.saving.load_model(other / "model.keras").get_weights()
+    for x, y in zip(fa, fb, strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-6)
 
 
 # ---- helpers of the real-data scripts, by hand ---------------------------------------------

@@ -28,6 +28,14 @@ def _parse_holdout(text: str) -> dict[str, int]:
     return out
 
 
+def _parse_refine(text: str) -> tuple[str, dict[str, int]]:
+    """``val:test=500`` -> ("val", {"test": 500})."""
+    source, sep, rest = text.partition(":")
+    if not sep or not source:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FROM:NAME=COUNT")
+    return source, _parse_holdout(rest)
+
+
 def _size(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
     try:
@@ -104,6 +112,8 @@ def cmd_manifest(args) -> int:
         table.loc[train, "split"] = split.assign_split(
             table[train], args.holdout, args.seed, previous
         )
+    if args.refine:
+        table["split"] = split.refine(table, *args.refine, seed=args.seed)
     for path in args.landmarks:
         table = annotations.attach(table, _read_landmarks(Path(path), None))
     manifest.save_table(table, out, protect=inputs)
@@ -209,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the split hash")
     p.add_argument("--previous-split", default=None,
                    help="earlier split file: its ids keep their split")  # fmt: skip
+    p.add_argument("--refine", type=_parse_refine, default=None, metavar="FROM:NAME=N",
+                   help="carve new hold-outs out of split FROM, e.g. val:test=500")  # fmt: skip
     p.add_argument("--split-out", default=None, help="write the ids-only split definition here")
     p.add_argument("--landmarks", action="append", default=[],
                    help="VIA JSON, COCO keypoint JSON or 21-point pose CSV to attach")  # fmt: skip

@@ -43,6 +43,8 @@ class LinearEnsemble:
         """``table``: one column per model (months), ``male`` and the ``truth`` column."""
         for sex in (True, False):
             part = table[table["male"] == sex]
+            if part.empty:
+                continue
             weights, bias = fit_nnls(part[self.models].to_numpy(), part[truth].to_numpy())
             self.params["male" if sex else "female"] = {"weights": weights.tolist(), "bias": bias}
         return self
@@ -51,6 +53,10 @@ class LinearEnsemble:
         out = np.empty(len(table))
         for key, sex in (("male", True), ("female", False)):
             mask = (table["male"] == sex).to_numpy()
+            if not mask.any():
+                continue
+            if key not in self.params:
+                raise ValueError(f"the ensemble was not fitted on {key} rows")
             p = self.params[key]
             out[mask] = (
                 table.loc[mask, self.models].to_numpy() @ np.asarray(p["weights"]) + p["bias"]
@@ -67,3 +73,39 @@ class LinearEnsemble:
     def load(cls, path: str | os.PathLike) -> LinearEnsemble:
         doc = json.loads(Path(path).read_text())
         return cls(doc["models"], doc["params"])
+
+
+def wide_table(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One column per run (months) over the hold-out rows, from each run's
+    ``predictions.csv`` (``id, boneage, male, split, pred``).
+
+    A pair of sex-specific runs named ``X_male`` / ``X_female`` also gives a column ``X_sex``:
+    the male model's prediction for boys and the female model's for girls (the paper's
+    sex-specific models used together).
+    """
+    keys = ["id", "boneage", "male", "split"]
+    frames = list(runs.values())
+    if not frames:
+        raise ValueError("no runs with predictions")
+    base = pd.concat([f[keys] for f in frames]).drop_duplicates("id").set_index("id")
+    for name, frame in runs.items():
+        base[name] = frame.set_index("id")["pred"]
+    for name in list(runs):
+        if name.endswith("_male") and f"{name[:-5]}_female" in runs:
+            stem = name[:-5]
+            base[f"{stem}_sex"] = base[f"{stem}_male"].where(base["male"] == 1,
+                                                             base[f"{stem}_female"])  # fmt: skip
+    return base.reset_index()
+
+
+def cross_val_mae(table: pd.DataFrame, models: list[str], folds: int = 5, seed: int = 0) -> float:
+    """Out-of-fold MAE (months) of a per-sex :class:`LinearEnsemble` on ``table``: each row is
+    predicted by an ensemble fitted without it (how well the fit generalises, on val alone)."""
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(table)) % folds
+    pred = np.empty(len(table))
+    for k in range(folds):
+        held = fold == k
+        ens = LinearEnsemble(models).fit(table[~held])
+        pred[held] = ens.predict(table[held])
+    return float(np.abs(pred - table["boneage"].to_numpy(float)).mean())

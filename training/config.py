@@ -48,13 +48,17 @@ class RegionConfig:
     seed: int = 0
     strategy: str = "default"  # default | mirrored | multi-worker
     max_train: int = 0  # 0 = all training rows
+    # "last": keep the last epoch's weights, so the validation split stays untouched for the
+    # ensemble fit (the cosine schedule ends at a low rate); "best": lowest validation loss
+    select: str = "last"
 
     def validate(self) -> RegionConfig:
         choices = {"input": ("cache", "raw"), "region": ("A", "B", "C"),
                    "head": ("regression", "classification"),
                    "sex": ("both", "male", "female", "input"), "block": ("authors", "paper"),
                    "pool_padding": ("same", "valid"),
-                   "strategy": ("default", "mirrored", "multi-worker")}  # fmt: skip
+                   "strategy": ("default", "mirrored", "multi-worker"),
+                   "select": ("last", "best")}  # fmt: skip
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(key, getattr(self, key), f"one of {allowed}")

@@ -36,6 +36,73 @@ def strategy_for(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"strategy must be default|mirrored|multi-worker, got {name!r}")
 
 
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True except on the non-chief workers of a multi-worker run (they must not write the
+    shared outputs)."""
+    if not is_multi_worker(strategy):
+        return True
+    resolver = strategy.cluster_resolver
+    return resolver.task_type in (None, "chief") or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+    )
+
+
+def worker_dir(out: Path, strategy: tf.distribute.Strategy) -> Path:
+    """``out`` for the chief, ``out/workerK`` for the other workers (their own copy of every
+    file: Keras' multi-worker convention, so no two processes write one file)."""
+    if is_chief(strategy):
+        return out
+    return out / f"worker{strategy.cluster_resolver.task_id}"
+
+
+def distributed_epoch(model: keras.Model, dataset: tf.data.Dataset,
+                      strategy: tf.distribute.Strategy, global_batch: int) -> float:  # fmt: skip
+    """One epoch of ``model`` (compiled with a per-sample loss such as ``"mae"``) by
+    ``strategy.run``: the multi-worker path (Keras 3's ``model.fit`` cannot unpack the
+    per-replica inputs of ``MultiWorkerMirroredStrategy``, keras-team/keras#20329, #20585).
+    Gradients are all-reduced across workers, so every worker ends with the same weights.
+    ``dataset`` yields global batches of ``global_batch``; returns the mean training loss."""
+    loss_fn = keras.losses.get(model.loss)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dist = strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+    @tf.function
+    def step(x, y):
+        def replica(x, y):
+            with tf.GradientTape() as tape:
+                pred = model(x, training=True)
+                per_sample = loss_fn(tf.reshape(tf.cast(y, pred.dtype), tf.shape(pred)), pred)
+                loss = tf.nn.compute_average_loss(per_sample, global_batch_size=global_batch)
+            grads = tape.gradient(loss, model.trainable_variables)
+            model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return loss
+
+        return strategy.reduce("SUM", strategy.run(replica, args=(x, y)), axis=None)
+
+    total, steps = 0.0, 0
+    for x, y in dist:
+        total += float(step(x, y))
+        steps += 1
+    return total / max(1, steps)
+
+
+def evaluate_loss(model: keras.Model, dataset: tf.data.Dataset) -> float:
+    """Mean per-sample loss of ``model`` over ``dataset`` on this worker (no distribution)."""
+    loss_fn = keras.losses.get(model.loss)
+    total, n = 0.0, 0
+    for x, y in dataset:
+        pred = model(x, training=False)
+        per = loss_fn(tf.reshape(tf.cast(y, pred.dtype), tf.shape(pred)), pred)
+        total += float(tf.reduce_sum(per))
+        n += int(tf.shape(per)[0])
+    return total / max(1, n)
+
+
 def cosine_lr(base: float, epoch: int, epochs: int, floor: float = 0.02) -> float:
     """Cosine decay from ``base`` to ``floor * base`` over ``epochs``."""
     t = epoch / max(1, epochs - 1)
@@ -63,12 +130,15 @@ def _save_atomic(model: keras.Model, path: Path) -> None:
 
 
 def fit(build, train_for_epoch, val, out: Path, epochs: int, learning_rate: float,
-        patience: int, strategy: tf.distribute.Strategy, stop_after: int | None = None):  # fmt: skip
+        patience: int, strategy: tf.distribute.Strategy, stop_after: int | None = None,
+        select: str = "best"):  # fmt: skip
     """Train ``build()`` (a compiled model, built inside ``strategy.scope()``).
 
     ``train_for_epoch(epoch)`` returns that epoch's dataset; ``val`` the validation dataset.
     ``stop_after`` ends the process-level loop after that many epochs (to test resuming).
-    Returns ``(model with the best weights, state dict)``.
+    ``select="best"`` returns the weights of the lowest validation loss, ``"last"`` those of
+    the last epoch (the validation split then only serves the logs and early stopping).
+    Returns ``(model, state dict)``.
     """
     out.mkdir(parents=True, exist_ok=True)
     ckpt, state_path = out / "checkpoint.keras", out / "state.json"
@@ -88,9 +158,16 @@ def fit(build, train_for_epoch, val, out: Path, epochs: int, learning_rate: floa
         model.optimizer.learning_rate.assign(cosine_lr(learning_rate, epoch, epochs))
         reseed_dropout(model, epoch)
         start = time.perf_counter()
-        history = model.fit(train_for_epoch(epoch), validation_data=val, initial_epoch=epoch,
-                            epochs=epoch + 1, verbose=2, callbacks=logs, shuffle=False)  # fmt: skip
-        loss = float(history.history["val_loss"][-1])
+        if is_multi_worker(strategy):
+            batch = int(next(iter(train_for_epoch(epoch)))[1].shape[0])
+            train_loss = distributed_epoch(model, train_for_epoch(epoch), strategy, batch)
+            loss = evaluate_loss(model, val)
+            print(f"Epoch {epoch + 1}/{epochs} - loss: {train_loss:.4f} - val_loss: {loss:.4f}")
+        else:
+            history = model.fit(train_for_epoch(epoch), validation_data=val,
+                                initial_epoch=epoch, epochs=epoch + 1, verbose=2,
+                                callbacks=logs, shuffle=False)  # fmt: skip
+            loss = float(history.history["val_loss"][-1])
         if state["best"] is None or loss < state["best"]:
             state["best"], state["wait"] = loss, 0
             _save_atomic(model, out / "best.keras")
@@ -105,6 +182,6 @@ def fit(build, train_for_epoch, val, out: Path, epochs: int, learning_rate: floa
         done += 1
         if stop_after is not None and done >= stop_after:
             break
-    if (out / "best.keras").exists():
+    if select == "best" and (out / "best.keras").exists():
         model.set_weights(keras.saving.load_model(out / "best.keras").get_weights())
     return model, state

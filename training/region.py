@@ -10,7 +10,10 @@ sex-specific / sex as input) on preprocessed region crops, or on raw images as t
 Outputs in ``out``: ``config.yaml`` (resolved), ``checkpoint.keras`` / ``state.json`` (resume
 after a kill: run the same command again), ``best.keras``, ``model.keras`` (best weights,
 batch norm recalibrated on clean images), ``history.csv``, ``tensorboard/``,
-``val_predictions.csv`` and ``metrics.json`` (MAE overall, by sex and age band, months).
+``predictions.csv`` (every val and test row: ``id,boneage,male,split,pred``, months),
+``val_predictions.csv`` and ``metrics.json`` (validation MAE overall, by sex and age band).
+With ``select=last`` (default) no weights are chosen on the validation split, so the ensemble
+can be fitted on it; the test rows are predicted but never reported here.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from common import seed_everything, split_cpu, write_json  # noqa: E402
-from loop import fit, strategy_for  # noqa: E402
+from loop import fit, strategy_for, worker_dir  # noqa: E402
 
 from tf_boneage.data import manifest as manifest_lib  # noqa: E402
 from tf_boneage.data.augment import AffineRange  # noqa: E402
@@ -60,6 +63,7 @@ def datasets(cfg, rows: pd.DataFrame, global_batch: int):
     val = rows[rows["split"] == "val"]
     if train.empty or val.empty:
         raise ValueError(f"{cfg.manifest}: need train and val rows (have {len(train)}, {len(val)})")
+    holdout = rows[rows["split"].isin(["val", "test"])]
     affine = AffineRange(cfg.rotation, tuple(cfg.scale), cfg.shift, 0.0)
     sex_input = cfg.sex == "input"
 
@@ -76,9 +80,10 @@ def datasets(cfg, rows: pd.DataFrame, global_batch: int):
                            shuffle=False)  # fmt: skip
     return (
         train,
-        val,
+        holdout,
         train_for_epoch,
         select(region_dataset(val, clean)),
+        select(region_dataset(holdout, clean)),
         # batch-norm recalibration: 2,048 clean training images in random order (the first
         # rows of a manifest are not a fair sample: recalibrating on them cost 1.3 months)
         select(region_dataset(train.sample(min(2048, len(train)), random_state=cfg.seed), clean)),
@@ -96,23 +101,19 @@ def main(argv=None) -> int:
         cfg = config_lib.load(config_lib.RegionConfig, args.preset, args.config, args.set)
     except config_lib.ConfigError as exc:
         parser.exit(2, f"error: {exc}\n")
-    if cfg.strategy == "multi-worker":
-        # Keras 3's model.fit fails under MultiWorkerMirroredStrategy (PerReplica inputs are
-        # not unpacked): keras-team/keras#20329 and #20585, open upstream. A custom training
-        # loop (strategy.run) is needed; until then refuse clearly instead of failing mid-run.
-        parser.exit(2, "error: strategy=multi-worker: Keras 3 model.fit does not run under "
-                       "MultiWorkerMirroredStrategy (keras-team/keras#20329, #20585); use "
-                       "strategy=mirrored on one machine\n")  # fmt: skip
-    out = Path(cfg.out)
-    config_lib.save(cfg, out / "config.yaml")
     split_cpu()
+    strategy = strategy_for(cfg.strategy)  # first: multi-worker must start before other TF ops
     seed_everything(cfg.seed)
-    strategy = strategy_for(cfg.strategy)
+    out = worker_dir(Path(cfg.out), strategy)
+    config_lib.save(cfg, out / "config.yaml")
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     rows = load_rows(cfg)
-    train, val, train_for_epoch, val_ds, calib_ds = datasets(cfg, rows, global_batch)
+    train, holdout, train_for_epoch, val_ds, holdout_ds, calib_ds = datasets(
+        cfg, rows, global_batch
+    )
+    counts = holdout["split"].value_counts().to_dict()
     print(f"region {cfg.region} {cfg.head} sex={cfg.sex} input={cfg.input}: {len(train)} train, "
-          f"{len(val)} val, {strategy.num_replicas_in_sync} replica(s)")  # fmt: skip
+          f"{counts}, {strategy.num_replicas_in_sync} replica(s)")  # fmt: skip
 
     def build():
         model = RegionNet((*cfg.image_size, 1), head=cfg.head, sex_input=cfg.sex == "input",
@@ -123,17 +124,20 @@ def main(argv=None) -> int:
         return model
 
     model, state = fit(build, train_for_epoch, val_ds, out, cfg.epochs, cfg.learning_rate,
-                       cfg.patience, strategy, args.stop_after)  # fmt: skip
+                       cfg.patience, strategy, args.stop_after, cfg.select)  # fmt: skip
     if state["epoch"] < cfg.epochs and state["wait"] < cfg.patience:
         print(f"stopped after epoch {state['epoch']} (--stop-after); run again to resume")
         return 0
     recalibrate(model, clean_batches(calib_ds, 2048, global_batch))
     model.save(out / "model.keras")
     final = keras.saving.load_model(out / "model.keras")  # outside any strategy: plain batches
-    pred = np.concatenate([final.predict_on_batch(x)[:, 0] for x, _ in val_ds])
-    table = val[["id", "boneage", "male"]].assign(pred=pred)
-    manifest_lib.save_table(table, out / "val_predictions.csv")
-    report = mae_report(table)
+    pred = np.concatenate([final.predict_on_batch(x)[:, 0] for x, _ in holdout_ds])
+    # every hold-out row (val and test); the training script itself reports val only
+    table = holdout[["id", "boneage", "male", "split"]].assign(pred=pred)
+    manifest_lib.save_table(table, out / "predictions.csv")
+    val_table = table[table["split"] == "val"].drop(columns="split")
+    manifest_lib.save_table(val_table, out / "val_predictions.csv")
+    report = mae_report(val_table)
     write_json(out / "metrics.json", {"config": str(out / "config.yaml"), "epochs": state["epoch"],
                                       "seconds": state["seconds"], "val": report})  # fmt: skip
     print(format_report(report))

@@ -105,6 +105,23 @@ def assign_split(
     return result
 
 
+def refine(table: pd.DataFrame, source: str, holdout: dict[str, int], seed: int = 1) -> pd.Series:
+    """Carve new hold-outs out of the rows currently in split ``source``, stratified as in
+    :func:`assign_split`; other rows keep their split. Used once to turn the first 1,000-image
+    ``val`` of ``data_manifests/rsna100_split.csv`` into ``val`` 500 + ``test`` 500 (the
+    ensemble is fitted on ``val``, the table is reported on ``test``).
+
+    Returns the new split names aligned with ``table.index``.
+    """
+    result = table["split"].astype(object).copy()
+    rows = table[result == source]
+    if rows.empty:
+        raise ValueError(f"no rows in split {source!r} to refine")
+    names = assign_split(rows, holdout, seed)
+    result[rows.index] = names.where(names != "train", source)
+    return result
+
+
 def save_split(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write the ids-only split definition (``id,split``) atomically."""
     from tf_boneage.data.manifest import save_table

@@ -1,0 +1,78 @@
+"""Fit the paper's linear ensembles on the validation predictions of the region runs.
+
+    python training/ensemble.py runs/region
+
+Reads every ``RUNS/*/predictions.csv`` written by ``training/region.py`` (run folder names
+like ``A_reg_both``, ``B_cls_male``; see ``training/table.py``), fits each ensemble of
+:data:`ENSEMBLES` whose members all exist with per-sex non-negative least squares on the
+``val`` rows only, and writes beside the runs:
+
+- ``ensembles.json``: members, per-sex weights and intercepts, 5-fold cross-validated MAE on
+  val (months) of every fitted ensemble;
+- ``ensemble_predictions.csv``: one row per hold-out image (val and test), one column per
+  model and ensemble (months). The test rows are predicted, never used to fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pandas as pd  # noqa: E402
+from common import write_json  # noqa: E402
+
+from tf_boneage.data.manifest import save_table  # noqa: E402
+from tf_boneage.ensemble import LinearEnsemble, cross_val_mae, wide_table  # noqa: E402
+
+#: The paper's ensembles: name -> member columns (``X_sex``: the sex-specific pair of X).
+ENSEMBLES = {
+    "ABC_reg_both": ["A_reg_both", "B_reg_both", "C_reg_both"],
+    "ABC_reg_sex": ["A_reg_sex", "B_reg_sex", "C_reg_sex"],
+    "ABC_cls_sex": ["A_cls_sex", "B_cls_sex", "C_cls_sex"],
+    **{f"{r}_ens_sex": [f"{r}_reg_sex", f"{r}_cls_sex"] for r in "ABC"},
+    # the paper's final model: every sex-specific regression and classification model
+    "final": [f"{r}_{h}_sex" for r in "ABC" for h in ("reg", "cls")],
+}
+
+
+def read_runs(root: Path) -> dict[str, pd.DataFrame]:
+    """``{run folder name: predictions table}`` of every finished run under ``root``."""
+    return {p.parent.name: pd.read_csv(p) for p in sorted(root.glob("*/predictions.csv"))}
+
+
+def fit_all(table: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+    val = table[table["split"] == "val"]
+    doc = {}
+    for name, members in ENSEMBLES.items():
+        if not all(m in table for m in members):
+            print(f"{name}: skipped (missing {[m for m in members if m not in table]})")
+            continue
+        ens = LinearEnsemble(members).fit(val)
+        table[name] = ens.predict(table)
+        cv = cross_val_mae(val, members)
+        doc[name] = {"models": members, "params": ens.params, "val_cv_mae": cv}
+        print(f"{name}: val 5-fold CV MAE {cv:.2f} months")
+    return doc, table
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", help="folder holding one sub-folder per region run")
+    args = parser.parse_args(argv)
+    root = Path(args.runs)
+    runs = read_runs(root)
+    if not runs:
+        parser.exit(2, f"error: no */predictions.csv under {root}\n")
+    print(f"{len(runs)} runs: {', '.join(runs)}")
+    doc, table = fit_all(wide_table(runs))
+    write_json(root / "ensembles.json", doc)
+    save_table(table, root / "ensemble_predictions.csv")
+    print(f"-> {root / 'ensembles.json'}, {root / 'ensemble_predictions.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
