@@ -64,3 +64,87 @@ def test_plots_are_written(tmp_path):
     for fn in (plots.predicted_vs_true, plots.bland_altman, plots.error_by_band):
         path = fn(truth, pred, tmp_path / f"{fn.__name__}.png", title="t")
         assert path.stat().st_size > 5000 and path.read_bytes()[:4] == b"\x89PNG"
+
+
+# ---- the ensemble and evaluation scripts on hand-made predictions -------------------------
+
+
+def _fake_runs(root, seed=0, n=200):
+    """predictions.csv of every paper run: truth + a per-model offset and noise."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(n)
+    truth = rng.uniform(1, 228, n)
+    male = ids % 2 == 0
+    split = np.where(ids < n // 2, "val", "test")
+    names = [f"{r}_reg_both" for r in "ABC"] + ["raw_reg_both"]
+    names += [f"{r}_{h}_{s}" for r in "ABC" for h in ("reg", "cls") for s in ("male", "female")]
+    for k, name in enumerate(names):
+        keep = np.ones(n, bool)
+        if name.endswith("_male"):
+            keep = male
+        elif name.endswith("_female"):
+            keep = ~male
+        pred = truth + k + rng.normal(0, 4 + k % 3, n)
+        run = root / name
+        run.mkdir(parents=True)
+        pd.DataFrame({"id": ids, "boneage": truth, "male": male, "split": split,
+                      "pred": pred})[keep].to_csv(run / "predictions.csv", index=False)  # fmt: skip
+    return truth, male, split
+
+
+def test_ensemble_and_evaluate_scripts(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    import ensemble as ensemble_script
+    import evaluate as evaluate_script
+
+    truth, male, split = _fake_runs(tmp_path)
+    assert ensemble_script.main([str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "ensembles.json").read_text())
+    assert set(doc) == set(ensemble_script.ENSEMBLES)
+    wide = pd.read_csv(tmp_path / "ensemble_predictions.csv")
+    # the sex-specific pair: the male model for boys, the female model for girls
+    a_male = pd.read_csv(tmp_path / "A_reg_male" / "predictions.csv").set_index("id")["pred"]
+    boys = wide[wide["male"]]
+    np.testing.assert_allclose(boys["A_reg_sex"], a_male.loc[boys["id"]].to_numpy())
+    # test rows never influence the fit: corrupting their truth changes no weight
+    for run in tmp_path.glob("*/predictions.csv"):
+        t = pd.read_csv(run)
+        t.loc[t["split"] == "test", "boneage"] = 0.0
+        t.to_csv(run, index=False)
+    assert ensemble_script.main([str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "ensembles.json").read_text())["final"]["params"] == \
+        doc["final"]["params"]  # fmt: skip
+    wide.to_csv(tmp_path / "ensemble_predictions.csv", index=False)  # back to the true truth
+    assert evaluate_script.main([str(tmp_path), "--figures", str(tmp_path / "fig")]) == 0
+    table = json.loads((tmp_path / "table" / "table.json").read_text())
+    test = wide[wide["split"] == "test"]
+    expected = (test["C_reg_both"] - test["boneage"]).abs().mean()
+    assert table["cells"]["C|both sexes, regression"]["mae"] == pytest.approx(expected)
+    girls = test[~test["male"]]
+    expected = (girls["B_cls_sex"] - girls["boneage"]).abs().mean()
+    assert table["cells"]["B|female, classification"]["mae"] == pytest.approx(expected)
+    assert table["cells"]["ABC|ensemble"]["model"] == "final"
+    text = (tmp_path / "table" / "table.md").read_text()
+    assert "| linear ensemble of A, B, C |" in text and "(6.10)" in text
+    assert (tmp_path / "fig" / "table_final_bland_altman.png").exists()
+
+
+def test_ensemble_script_skips_incomplete_ensembles(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    import ensemble as ensemble_script
+
+    _fake_runs(tmp_path)
+    import shutil
+
+    shutil.rmtree(tmp_path / "B_cls_female")
+    assert ensemble_script.main([str(tmp_path)]) == 0
+    assert "final: skipped" in capsys.readouterr().out
+    wide = pd.read_csv(tmp_path / "ensemble_predictions.csv")
+    assert "final" not in wide and "ABC_reg_sex" in wide and "B_cls_sex" not in wide

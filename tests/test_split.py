@@ -67,3 +67,19 @@ def test_split_file_round_trip(tmp_path):
     split.save_split(t, tmp_path / "s.csv")
     back = split.load_split(tmp_path / "s.csv")
     assert back.equals(t[["id", "split"]].astype(str).reset_index(drop=True))
+
+
+def test_refine_carves_a_stratified_test_out_of_val_only():
+    from tf_boneage.data.split import refine
+
+    rng = np.random.default_rng(0)
+    n = 400
+    table = pd.DataFrame({"id": [f"i{k}" for k in range(n)], "boneage": rng.uniform(1, 228, n),
+                          "male": rng.random(n) < 0.5,
+                          "split": np.where(np.arange(n) < 100, "val", "train")})  # fmt: skip
+    new = refine(table, "val", {"test": 50})
+    assert (new[table["split"] == "train"] == "train").all()
+    assert (new == "test").sum() == 50 and (new == "val").sum() == 50
+    assert refine(table, "val", {"test": 50}).equals(new)  # deterministic
+    with pytest.raises(ValueError, match="no rows in split 'holdout'"):
+        refine(table, "holdout", {"test": 5})
