@@ -47,7 +47,7 @@ def test_config_layers_and_coercion(tmp_path):
     cfg = config_lib.load(config_lib.RegionConfig, "rsna100", str(yml),
                           [f"manifest={manifest}", "image_size=48x64", "dropout=0.1"])  # fmt: skip
     assert (cfg.epochs, cfg.region, cfg.image_size, cfg.dropout) == (7, "B", (48, 64), 0.1)
-    assert cfg.batch_size == config_lib.PRESETS["rsna100"]["batch_size"]
+    assert cfg.batch_size == config_lib.read_preset("rsna100")["region"]["batch_size"]
     config_lib.save(cfg, tmp_path / "out" / "config.yaml")
     again = config_lib.load(config_lib.RegionConfig, None, str(tmp_path / "out" / "config.yaml"))
     assert again == cfg
@@ -214,18 +214,27 @@ def test_landmark_errors_by_hand():
 
 @pytest.mark.slow
 def test_segmentation_and_landmark_scripts_on_the_synthetic_default(synth_dir, tmp_path):
-    seg = _run("segmentation.py", "--manifest", str(synth_dir / "manifest.csv"), "--out",
-               str(tmp_path / "seg"), "--size", "32", "--rounds", "2", "--epochs", "1",
-               "--batch", "8")  # fmt: skip
+    seg = _run("segmentation.py", "--preset", "synthetic", "--set",
+               f"manifest={synth_dir / 'manifest.csv'}", f"out={tmp_path / 'seg'}", "size=32",
+               "rounds=2", "epochs=1", "batch_size=8", "strategy=mirrored",
+               env={"TF_BONEAGE_CPU_DEVICES": "2"})  # fmt: skip
     assert seg.returncode == 0, seg.stderr[-2000:]
     report = json.loads((tmp_path / "seg" / "report.json").read_text())
     assert report["pose_images"] == {"train": 24, "val": 8, "test": 8}
     assert 0.0 <= report["round0"]["points_inside"] <= 1.0 and "round1" not in report
     assert "no further rounds" in seg.stdout
-    marks = _run("landmarks.py", "--manifest", str(synth_dir / "manifest.csv"), "--unet",
-                 str(tmp_path / "seg" / "round0" / "unet.keras"), "--out",
-                 str(tmp_path / "lm"), "--size", "32", "--epochs", "1")  # fmt: skip
+    marks = _run("landmarks.py", "--preset", "synthetic", "--set",
+                 f"manifest={synth_dir / 'manifest.csv'}",
+                 f"unet={tmp_path / 'seg' / 'round0' / 'unet.keras'}", f"out={tmp_path / 'lm'}",
+                 "size=32", "epochs=2")  # fmt: skip
     assert marks.returncode == 0, marks.stderr[-2000:]
     result = json.loads((tmp_path / "lm" / "report.json").read_text())
     assert result["test_images"] == 8 and result["errors"]["mean"]["px_100"] > 0
     assert (tmp_path / "lm" / "landmarks.keras").exists()
+    assert (tmp_path / "seg" / "config.yaml").exists() and (
+        tmp_path / "lm" / "config.yaml"
+    ).exists()
+    assert len(pd.read_csv(tmp_path / "lm" / "history.csv")) == 2
+    bad = _run("landmarks.py", "--preset", "synthetic", "--set",
+               f"manifest={synth_dir / 'manifest.csv'}", "unet=missing.keras")  # fmt: skip
+    assert bad.returncode == 2 and "'unet'" in bad.stderr

@@ -1,4 +1,4 @@
-"""Helpers shared by the training scripts (seeds, callbacks, JSON output)."""
+"""Helpers shared by the training scripts (seeds, logical CPU devices, JSON output)."""
 
 from __future__ import annotations
 
@@ -31,25 +31,6 @@ def split_cpu(devices: int | None = None) -> None:
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
         )
-
-
-def callbacks(out: Path, monitor: str, mode: str, patience: int) -> list:
-    """Resume after a kill, keep the best weights, log CSV and TensorBoard, stop early."""
-    out.mkdir(parents=True, exist_ok=True)
-    return [
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
-        keras.callbacks.ModelCheckpoint(
-            str(out / "best.keras"), monitor=monitor, mode=mode, save_best_only=True
-        ),  # fmt: skip
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
-        keras.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=patience, restore_best_weights=True
-        ),  # fmt: skip
-        keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, mode=mode, factor=0.5, patience=max(1, patience // 2)
-        ),  # fmt: skip
-    ]
 
 
 def write_json(path: Path, data: dict) -> None:

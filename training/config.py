@@ -26,6 +26,7 @@ class ConfigError(ValueError):
 class RegionConfig:
     """One region network (paper: regions A, B, C x regression / classification x sex)."""
 
+    SECTION: typing.ClassVar[str] = "region"
     manifest: str = ""
     out: str = "runs/region"
     input: str = "cache"  # "cache": preprocessed region crops; "raw": unregistered images
@@ -82,16 +83,95 @@ class RegionConfig:
         return self
 
 
-PRESETS: dict[str, dict] = {
-    # the paper's full-resolution setting (authors' code: 500 x 375, valid pooling)
-    "paper": {"image_size": (500, 375), "pool_padding": "valid", "batch_size": 16,
-              "epochs": 100, "patience": 15},
-    # the 100 px real data on a CPU (regions of the 104 x 80 frame)
-    "rsna100": {"image_size": (104, 80), "batch_size": 32, "epochs": 30},
-    # the synthetic default: small and fast
-    "synthetic": {"image_size": (64, 48), "filters": (8, 16, 16, 32, 32, 32),
-                  "dense_units": 64, "epochs": 3, "batch_size": 16},
-}  # fmt: skip
+#: Preset files: one YAML per setting (``paper``, ``rsna100``, ``synthetic``), one section per
+#: job (``segmentation``, ``landmarks``, ``region``), plus ``regions`` (crop size per region)
+#: and ``table`` (what ``training/table.py`` trains).
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def read_preset(name: str) -> dict:
+    """The whole preset file ``name`` as a dict."""
+    if name not in PRESETS:
+        raise ConfigError("preset", name, f"one of {PRESETS}")
+    return yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())
+
+
+@dataclasses.dataclass
+class SegmentationConfig:
+    """U-Net hand segmentation, bootstrapped in rounds (round 0: pose or given masks)."""
+
+    SECTION: typing.ClassVar[str] = "segmentation"
+    manifest: str = ""
+    out: str = "runs/seg"
+    size: int = 96  # U-Net input (square), a multiple of 16
+    depth: int = 4
+    base_filters: int = 16
+    rounds: int = 2  # 1 = pose / given masks only
+    epochs: tuple = (40, 4)  # per round (the last value repeats)
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    patience: int = 8
+    max_pseudo: int = 0  # 0 = every unlabelled training image is a candidate
+    seed: int = 0
+    strategy: str = "default"
+
+    def validate(self) -> SegmentationConfig:
+        _check_common(self)
+        if self.size % (2**self.depth):
+            raise ConfigError("size", self.size, f"a multiple of {2**self.depth} (depth)")
+        if self.rounds < 1 or not self.epochs or min(self.epochs) < 1:
+            raise ConfigError("epochs" if self.rounds >= 1 else "rounds",
+                              self.epochs if self.rounds >= 1 else self.rounds, ">= 1")  # fmt: skip
+        return self
+
+
+@dataclasses.dataclass
+class LandmarkConfig:
+    """The landmark regressor (tip, thumb, capitate) on segmented, equalised images."""
+
+    SECTION: typing.ClassVar[str] = "landmarks"
+    manifest: str = ""
+    unet: str = ""  # U-Net .keras of the chain; "" = raw images
+    out: str = "runs/landmarks"
+    size: int = 96
+    # 5 blocks (96 -> 3 x 3 x 256) and light dropout: with 4 blocks and dropout 0.3 the
+    # 9216-wide flatten made the head's dropout noise dominate (train MSE stuck at 0.8)
+    filters: tuple = (32, 64, 128, 256, 256)
+    dense_units: int = 256
+    dropout: float = 0.1
+    epochs: int = 120
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    patience: int = 15
+    seed: int = 0
+    strategy: str = "default"
+
+    def validate(self) -> LandmarkConfig:
+        _check_common(self)
+        if self.unet and not Path(self.unet).is_file():
+            raise ConfigError("unet", self.unet, "an existing .keras file or empty")
+        if self.size < 2 ** len(self.filters):
+            raise ConfigError("size", self.size, f">= {2 ** len(self.filters)} for the filters")
+        return self
+
+
+def _check_common(cfg) -> None:
+    if cfg.strategy not in STRATEGIES:
+        raise ConfigError("strategy", cfg.strategy, f"one of {STRATEGIES}")
+    for key in ("epochs", "batch_size"):
+        value = getattr(cfg, key)
+        if min(value if isinstance(value, tuple) else (value,)) < 1:
+            raise ConfigError(key, value, "integers >= 1")
+    if not 0 < cfg.learning_rate < 1:
+        raise ConfigError("learning_rate", cfg.learning_rate, "in (0, 1)")
+    if not cfg.manifest:
+        raise ConfigError("manifest", cfg.manifest, "a manifest CSV path")
+    if not Path(cfg.manifest).is_file():
+        raise ConfigError("manifest", cfg.manifest, "an existing file")
+
+
+STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
 def _coerce(value: str, hint):
@@ -111,9 +191,7 @@ def load(cls, preset: str | None = None, file: str | None = None, overrides=()):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict = {}
     if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError("preset", preset, f"one of {sorted(PRESETS)}")
-        values.update(PRESETS[preset])
+        values.update(read_preset(preset).get(cls.SECTION, {}))
     if file is not None:
         loaded = yaml.safe_load(Path(file).read_text()) or {}
         values.update(loaded)

@@ -2,8 +2,8 @@
 (capitate = documented proxy), on images segmented and equalised by the U-Net chain, with
 geometry-consistent augmentation (rotation, scale, shift, mirror move the points too).
 
-    python training/landmarks.py --manifest runs/rsna100.csv --unet runs/seg/round1/unet.keras \
-        --out runs/landmarks
+    python training/landmarks.py --preset rsna100 --set manifest=runs/rsna100.csv \
+        unet=runs/seg/round0/unet.keras out=runs/landmarks
 
 Evaluation on the held-out pose images (``data_manifests/handpose_split.csv``, split ``test``):
 mean distance per landmark in pixels of the 100 px image, in original pixels, and as a
@@ -19,10 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import config as config_lib  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import callbacks, seed_everything, write_json  # noqa: E402
+from common import seed_everything, split_cpu, write_json  # noqa: E402
+from loop import fit, strategy_for, worker_dir  # noqa: E402
 from segmentation import pose_table  # noqa: E402
 
 from tf_boneage.data import io, manifest  # noqa: E402
@@ -86,56 +88,65 @@ def errors(pred: np.ndarray, rows) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--unet", default=None, help="U-Net .keras (default: raw images)")
-    parser.add_argument("--out", default="runs/landmarks")
-    parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--epochs", type=int, default=120)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default=None, choices=config_lib.PRESETS)
+    parser.add_argument("--config", default=None, help="YAML file")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    seed_everything(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = manifest.load_manifest(args.manifest)
-    rows = labelled_rows(table, args.seed)
-    unet = keras.saving.load_model(args.unet) if args.unet else None
-    x = enhanced_images(rows, unet, args.size, raw=unet is None)
+    try:
+        cfg = config_lib.load(config_lib.LandmarkConfig, args.preset, args.config, args.set)
+    except config_lib.ConfigError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    split_cpu()
+    strategy = strategy_for(cfg.strategy)
+    seed_everything(cfg.seed)
+    out = worker_dir(Path(cfg.out), strategy)
+    config_lib.save(cfg, out / "config.yaml")
+    table = manifest.load_manifest(cfg.manifest)
+    rows = labelled_rows(table, cfg.seed)
+    unet = keras.saving.load_model(cfg.unet) if cfg.unet else None
+    x = enhanced_images(rows, unet, cfg.size, raw=unet is None)
     y = rows[list(LANDMARK_COLUMNS)].to_numpy(np.float32)
     part = rows["pose_split"].to_numpy()
     aug = BatchAugmenter(AffineRange(rotation=25, scale=(0.85, 1.15), shift=0.08, mirror=0.5),
-                         photometric=True, seed=args.seed)  # fmt: skip
+                         photometric=True, seed=cfg.seed)  # fmt: skip
+    batch = cfg.batch_size * strategy.num_replicas_in_sync
 
     def augment(images, points, seed):
         b = aug({"image": images, "landmarks": points}, seed)
         return b["image"], b["landmarks"]
 
-    train = (tf.data.Dataset.from_tensor_slices((x[part == "train"], y[part == "train"]))
-             .shuffle(1000, seed=args.seed).batch(args.batch))  # fmt: skip
-    seeds = tf.data.Dataset.random(seed=args.seed, rerandomize_each_iteration=True).batch(2)
-    train = tf.data.Dataset.zip(train, seeds).map(lambda xy, s: augment(*xy, s)).prefetch(2)
+    def train_for_epoch(epoch: int):
+        seed = cfg.seed + epoch
+        ds = (tf.data.Dataset.from_tensor_slices((x[part == "train"], y[part == "train"]))
+              .shuffle(1000, seed=seed).batch(batch, drop_remainder=True))  # fmt: skip
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        return tf.data.Dataset.zip(ds, seeds).map(lambda xy, s: augment(*xy, s)).prefetch(2)
+
     val = tf.data.Dataset.from_tensor_slices((x[part == "val"], y[part == "val"])).batch(64)
     final = out / "landmarks.keras"
     start = time.perf_counter()
     if final.exists():
         model = keras.saving.load_model(final)
     else:
-        # 5 blocks (96 -> 3 x 3 x 256) and light dropout: with 4 blocks and dropout 0.3 the
-        # 9216-wide flatten made the head's dropout noise dominate (train MSE stuck at 0.8)
-        model = LandmarkNet((args.size, args.size, 1), filters=(32, 64, 128, 256, 256),
-                            dense_units=256, dropout=0.1, name="landmarks")  # fmt: skip
-        model.compile(keras.optimizers.Adam(1e-3, clipnorm=1.0), loss="mse", jit_compile=False)
-        model.fit(train, validation_data=val, epochs=args.epochs, verbose=2, shuffle=False,
-                  callbacks=callbacks(out, "val_loss", "min", patience=15))  # fmt: skip
-        if (out / "best.keras").exists():
-            model.set_weights(keras.saving.load_model(out / "best.keras").get_weights())
+
+        def build():
+            model = LandmarkNet((cfg.size, cfg.size, 1), filters=cfg.filters,
+                                dense_units=cfg.dense_units, dropout=cfg.dropout,
+                                name="landmarks")  # fmt: skip
+            model.compile(keras.optimizers.Adam(cfg.learning_rate, clipnorm=1.0), loss="mse",
+                          jit_compile=False)  # fmt: skip
+            return model
+
+        model, _ = fit(build, train_for_epoch, val, out, cfg.epochs, cfg.learning_rate,
+                       cfg.patience, strategy, select="best")  # fmt: skip
         recalibrate(model, x[part == "train"][:256])
         model.save(final)
+        model = keras.saving.load_model(final)
     seconds = time.perf_counter() - start
     test = part == "test"
     pred = model.predict(x[test], verbose=0)
     report = {"test_images": int(test.sum()), "train_images": int((part == "train").sum()),
-              "input": "raw" if unet is None else f"segmented+equalised ({args.unet})",
+              "input": "raw" if unet is None else f"segmented+equalised ({cfg.unet})",
               "seconds": seconds, "errors": errors(pred, rows[test])}  # fmt: skip
     write_json(out / "report.json", report)
     np.save(out / "test_predictions.npy", pred)

@@ -66,7 +66,8 @@ def distributed_epoch(model: keras.Model, dataset: tf.data.Dataset,
     per-replica inputs of ``MultiWorkerMirroredStrategy``, keras-team/keras#20329, #20585).
     Gradients are all-reduced across workers, so every worker ends with the same weights.
     ``dataset`` yields global batches of ``global_batch``; returns the mean training loss."""
-    loss_fn = keras.losses.get(model.loss)
+    loss_fn = _loss_fn(model)
+    replicas = strategy.num_replicas_in_sync
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dist = strategy.experimental_distribute_dataset(dataset.with_options(options))
@@ -76,8 +77,11 @@ def distributed_epoch(model: keras.Model, dataset: tf.data.Dataset,
         def replica(x, y):
             with tf.GradientTape() as tape:
                 pred = model(x, training=True)
-                per_sample = loss_fn(tf.reshape(tf.cast(y, pred.dtype), tf.shape(pred)), pred)
-                loss = tf.nn.compute_average_loss(per_sample, global_batch_size=global_batch)
+                per = loss_fn(tf.reshape(tf.cast(y, pred.dtype), tf.shape(pred)), pred)
+                if per.shape.rank == 0:  # a loss over the whole batch (BCE - log Jaccard)
+                    loss = per / replicas
+                else:
+                    loss = tf.nn.compute_average_loss(per, global_batch_size=global_batch)
             grads = tape.gradient(loss, model.trainable_variables)
             model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss
@@ -91,15 +95,23 @@ def distributed_epoch(model: keras.Model, dataset: tf.data.Dataset,
     return total / max(1, steps)
 
 
+def _loss_fn(model: keras.Model):
+    """The compiled loss as a callable: per-sample for names (``"mae"``), as given for
+    ``keras.losses.Loss`` objects."""
+    return keras.losses.get(model.loss) if isinstance(model.loss, str) else model.loss
+
+
 def evaluate_loss(model: keras.Model, dataset: tf.data.Dataset) -> float:
-    """Mean per-sample loss of ``model`` over ``dataset`` on this worker (no distribution)."""
-    loss_fn = keras.losses.get(model.loss)
+    """Mean loss of ``model`` over ``dataset`` on this worker (no distribution); a batch-level
+    loss is weighted by its batch size."""
+    loss_fn = _loss_fn(model)
     total, n = 0.0, 0
     for x, y in dataset:
         pred = model(x, training=False)
         per = loss_fn(tf.reshape(tf.cast(y, pred.dtype), tf.shape(pred)), pred)
-        total += float(tf.reduce_sum(per))
-        n += int(tf.shape(per)[0])
+        size = int(tf.shape(pred)[0])
+        total += float(tf.reduce_sum(per)) if per.shape.rank else float(per) * size
+        n += size
     return total / max(1, n)
 
 

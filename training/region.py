@@ -92,7 +92,7 @@ def datasets(cfg, rows: pd.DataFrame, global_batch: int):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default=None, choices=sorted(config_lib.PRESETS))
+    parser.add_argument("--preset", default=None, choices=config_lib.PRESETS)
     parser.add_argument("--config", default=None, help="YAML file")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)

@@ -6,26 +6,29 @@ predictions that pass a quality filter become labels, and the U-Net is retrained
 round is evaluated on held-out pose-annotated images: the fraction of the 21 annotated points
 inside the cleaned predicted mask, mask area statistics and Jaccard against the pose mask.
 
-    python training/segmentation.py --manifest runs/rsna100.csv --out runs/seg
+    python training/segmentation.py --preset rsna100 --set manifest=runs/rsna100.csv out=runs/seg
 
-Resumable: a finished round is skipped, an interrupted one resumes from its backup.
+Resumable: a finished round is skipped, an interrupted one resumes from its last epoch
+(``training/loop.py``). ``config.yaml`` (resolved), ``roundK/`` (``unet.keras``, history,
+TensorBoard), ``report.json`` (held-out pose images: points inside the mask, Jaccard).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import config as config_lib  # noqa: E402
 import cv2  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import callbacks, seed_everything, write_json  # noqa: E402
+from common import seed_everything, split_cpu, write_json  # noqa: E402
+from loop import fit, strategy_for, worker_dir  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from tf_boneage.data import io, manifest, split  # noqa: E402
@@ -137,53 +140,59 @@ def quality_filter(mask: np.ndarray, prob: np.ndarray) -> bool:
     return float(inside.mean()) >= 0.85 and outside_mass <= 0.05
 
 
-def train_round(train, val, out: Path, size: int, epochs: int, batch: int, seed: int,
-                init: Path | None):  # fmt: skip
+def train_round(cfg, train, val, out: Path, epochs: int, init: Path | None, strategy):
+    """One round: a U-Net trained by :func:`loop.fit` (resumable, cosine rate, best weights by
+    validation loss), batch norm recalibrated on clean images, saved as ``unet.keras``."""
     final = out / "unet.keras"
     if final.exists():
         print(f"{final} exists: round already trained")
         return keras.saving.load_model(final)
+    size, batch = (cfg.size, cfg.size), cfg.batch_size * strategy.num_replicas_in_sync
     aug = AffineRange(rotation=20, scale=(0.85, 1.15), shift=0.08, mirror=0.5)
-    cfg = PipelineConfig(image_size=(size, size), batch_size=batch, seed=seed, augment=True,
-                         affine=aug, cache=True)  # fmt: skip
-    ds_train = segmentation_dataset(train, cfg)
-    ds_val = segmentation_dataset(val, PipelineConfig(image_size=(size, size), batch_size=batch,
+
+    def train_for_epoch(epoch: int):
+        pc = PipelineConfig(image_size=size, batch_size=batch, seed=cfg.seed + epoch,
+                            augment=True, affine=aug, drop_remainder=True)  # fmt: skip
+        return segmentation_dataset(train, pc)
+
+    ds_val = segmentation_dataset(val, PipelineConfig(image_size=size, batch_size=batch,
                                                       shuffle=False, cache=True))  # fmt: skip
-    model = UNet((size, size, 1), depth=4, base_filters=16, name="unet")
-    if init is not None:
-        model.set_weights(keras.saving.load_model(init).get_weights())
-    model.compile(keras.optimizers.Adam(1e-3), loss=BCEJaccardLoss(),
-                  metrics=[JaccardIndex(), DiceCoefficient()], jit_compile=False)  # fmt: skip
-    start = time.perf_counter()
-    model.fit(ds_train, validation_data=ds_val, epochs=epochs, verbose=2, shuffle=False,
-              callbacks=callbacks(out, "val_jaccard", "max", patience=8))  # fmt: skip
-    if (out / "best.keras").exists():
-        model.set_weights(keras.saving.load_model(out / "best.keras").get_weights())
-    clean = PipelineConfig(image_size=(size, size), batch_size=64, seed=seed)
+
+    def build():
+        model = UNet((*size, 1), depth=cfg.depth, base_filters=cfg.base_filters, name="unet")
+        if init is not None:
+            model.set_weights(keras.saving.load_model(init).get_weights())
+        model.compile(keras.optimizers.Adam(cfg.learning_rate), loss=BCEJaccardLoss(),
+                      metrics=[JaccardIndex(), DiceCoefficient()], jit_compile=False)  # fmt: skip
+        return model
+
+    model, state = fit(build, train_for_epoch, ds_val, worker_dir(out, strategy), epochs,
+                       cfg.learning_rate, cfg.patience, strategy, select="best")  # fmt: skip
+    clean = PipelineConfig(image_size=size, batch_size=64, seed=cfg.seed)
     recalibrate(model, clean_batch(segmentation_dataset(train, clean), 256))
     model.save(final)
-    write_json(out / "train.json", {"seconds": time.perf_counter() - start,
-                                    "train_images": len(train), "epochs": epochs})  # fmt: skip
-    return model
+    write_json(out / "train.json", {"seconds": state["seconds"], "train_images": len(train),
+                                    "epochs": state["epoch"]})  # fmt: skip
+    return keras.saving.load_model(final)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--manifest", required=True, help="manifest with pose columns or masks")
-    parser.add_argument("--out", default="runs/seg")
-    parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--rounds", type=int, default=2, help="1 = pose masks only")
-    parser.add_argument("--epochs", type=int, nargs="+", default=[40, 4])
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-pseudo", type=int, default=None, help="cap pseudo-labels")
+    parser.add_argument("--preset", default=None, choices=config_lib.PRESETS)
+    parser.add_argument("--config", default=None, help="YAML file")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    if args.size % 16:
-        parser.error(f"--size must be a multiple of 16, got {args.size}")
-    seed_everything(args.seed)
-    out = Path(args.out)
-    table = manifest.load_manifest(args.manifest)
-    poses = labelled_table(table, args.seed, out)
+    try:
+        cfg = config_lib.load(config_lib.SegmentationConfig, args.preset, args.config, args.set)
+    except config_lib.ConfigError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    split_cpu()
+    strategy = strategy_for(cfg.strategy)
+    seed_everything(cfg.seed)
+    out = Path(cfg.out)
+    config_lib.save(cfg, worker_dir(out, strategy) / "config.yaml")
+    table = manifest.load_manifest(cfg.manifest)
+    poses = labelled_table(table, cfg.seed, out)
     train = poses[poses.pose_split == "train"]
     val = poses[poses.pose_split == "val"]
     test = poses[poses.pose_split == "test"]
@@ -191,22 +200,22 @@ def main(argv=None) -> int:
     others = others[others["split"] == "train"]  # never pseudo-label the bone-age hold-out
     report = {"pose_images": {"train": len(train), "val": len(val), "test": len(test)}}
     init = None
-    for r in range(args.rounds):
+    for r in range(cfg.rounds):
         rdir = out / f"round{r}"
-        epochs = args.epochs[min(r, len(args.epochs) - 1)]
-        model = train_round(train, val, rdir, args.size, epochs, args.batch, args.seed, init)
-        result = evaluate(model, test, args.size)
+        epochs = cfg.epochs[min(r, len(cfg.epochs) - 1)]
+        model = train_round(cfg, train, val, rdir, epochs, init, strategy)
+        result = evaluate(model, test, cfg.size)
         result["train_images"] = len(train)
         report[f"round{r}"] = result
         print(f"round {r}: {result}")
         write_json(out / "report.json", report)
         init = rdir / "unet.keras"
-        if r + 1 < args.rounds and others.empty:
+        if r + 1 < cfg.rounds and others.empty:
             print("no unlabelled training images left: no further rounds")
             break
-        if r + 1 < args.rounds:
-            cand = others.head(args.max_pseudo) if args.max_pseudo else others
-            masks, probs = predict_masks(model, cand["image_path"].tolist(), args.size)
+        if r + 1 < cfg.rounds:
+            cand = others.head(cfg.max_pseudo) if cfg.max_pseudo else others
+            masks, probs = predict_masks(model, cand["image_path"].tolist(), cfg.size)
             folder = out / f"masks_round{r + 1}"
             folder.mkdir(parents=True, exist_ok=True)
             keep = []
