@@ -238,3 +238,22 @@ def test_segmentation_and_landmark_scripts_on_the_synthetic_default(synth_dir, t
     bad = _run("landmarks.py", "--preset", "synthetic", "--set",
                f"manifest={synth_dir / 'manifest.csv'}", "unet=missing.keras")  # fmt: skip
     assert bad.returncode == 2 and "'unet'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_driver_runs_the_chain_to_an_evaluated_table(synth_dir, tmp_path):
+    out = tmp_path / "t"
+    args = ["--preset", "synthetic", "--manifest", str(synth_dir / "manifest.csv"), "--out",
+            str(out), "--regions", "A", "--epochs", "1", "--set", "segmentation.epochs=1",
+            "landmarks.epochs=1", "batch_size=8"]  # fmt: skip
+    r = _run("table.py", *args, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = sorted(p.name for p in (out / "region").iterdir() if (p / "predictions.csv").exists())
+    assert runs == ["A_cls_female", "A_cls_male", "A_reg_both", "A_reg_female", "A_reg_male",
+                    "raw_reg_both"]  # fmt: skip
+    table = json.loads((out / "region" / "table" / "table.json").read_text())
+    assert table["cells"]["A|ensemble"]["model"] == "A_ens_sex"
+    assert table["n_test"] == 8 and "| region A |" in r.stdout
+    # every step is skipped when run again
+    again = _run("table.py", *args, timeout=900)
+    assert again.returncode == 0 and again.stdout.count(": done (") == 9

@@ -36,6 +36,17 @@ def _parse_refine(text: str) -> tuple[str, dict[str, int]]:
     return source, _parse_holdout(rest)
 
 
+def _region_sizes(text: str) -> dict[str, tuple[int, int]]:
+    """``A=104x80,B=48x64,C=64x72`` -> {"A": (104, 80), ...}."""
+    out = {}
+    for part in text.split(","):
+        name, sep, size = part.partition("=")
+        if not sep or name.strip() not in ("A", "B", "C"):
+            raise argparse.ArgumentTypeError(f"{part!r} is not REGION=HxW (regions A, B, C)")
+        out[name.strip()] = _size(size)
+    return out
+
+
 def _size(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
     try:
@@ -142,7 +153,7 @@ def _load_table(path: str, limit: int | None, ids: list[str] | None = None) -> p
 def cmd_preprocess(args) -> int:
     from tf_boneage.preprocessing import cache, chain
 
-    pre = chain.load(args.unet, args.landmarks, args.frame)
+    pre = chain.load(args.unet, args.landmarks, args.frame, args.region_sizes)
     table = _load_table(args.manifest, args.limit)
     result = cache.run(table, pre, args.out, args.image_size, args.batch, args.assume_aspect)
     qc = pd.read_csv(Path(args.out) / "qc.csv")
@@ -232,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="cache folder (resumable)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--limit", type=int, default=None, help="first N rows only")
+    p.add_argument("--region-sizes", type=_region_sizes, default=None,
+                   help="crop size per region (default A=104x80,B=48x64,C=64x72)")  # fmt: skip
     p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("contact-sheet", help="raw -> mask -> equalised -> registered -> regions")

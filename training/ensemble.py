@@ -52,9 +52,13 @@ def fit_all(table: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
             continue
         ens = LinearEnsemble(members).fit(val)
         table[name] = ens.predict(table)
-        cv = cross_val_mae(val, members)
+        try:
+            cv = cross_val_mae(val, members)
+            print(f"{name}: val 5-fold CV MAE {cv:.2f} months")
+        except ValueError as exc:  # too few validation rows per sex and fold
+            cv = None
+            print(f"{name}: fitted; no cross-validation ({exc})")
         doc[name] = {"models": members, "params": ens.params, "val_cv_mae": cv}
-        print(f"{name}: val 5-fold CV MAE {cv:.2f} months")
     return doc, table
 
 
