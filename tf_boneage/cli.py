@@ -164,6 +164,79 @@ def cmd_preprocess(args) -> int:
     return 0
 
 
+def _model_version(path: str) -> Path:
+    """``saved_models/NAME`` -> its newest version; a version folder as it is."""
+    from tf_boneage.export import saved_model
+
+    p = Path(path)
+    if (p / "saved_model.pb").is_file():
+        return p
+    return saved_model.latest(p)
+
+
+def cmd_tflite(args) -> int:
+    from tf_boneage.inference import tflite_eval
+
+    try:
+        model = _model_version(args.model)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("saved_models") / "tflite" / model.parent.name / model.name
+    )
+    existing = [v for v in args.variants if (out / f"{v}.tflite").exists()]
+    if existing and not args.overwrite:
+        print(f"error: {out} already has {existing}; pass --overwrite to replace",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        tflite_eval.convert_all(model, args.variants, out, args.manifest, args.representative)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_evaluate_tflite(args) -> int:
+    from tf_boneage.inference import tflite_eval
+
+    try:
+        model = _model_version(args.model)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    folder = Path(args.tflite_dir) if args.tflite_dir else (
+        Path("saved_models") / "tflite" / model.parent.name / model.name)  # fmt: skip
+    paths = {p.stem: p for p in sorted(folder.glob("*.tflite"))}
+    if not paths:
+        print(f"error: no .tflite files in {folder}: run tf-boneage tflite first", file=sys.stderr)
+        return 2
+    table = _load_table(args.manifest, None)
+    if args.split:
+        table = table[table["split"] == args.split]
+    table = table.head(args.limit) if args.limit else table
+    summary, preds = tflite_eval.evaluate(model, paths, table, args.threads)
+    text = tflite_eval.markdown(summary)
+    print(text)
+    for err in preds.loc[preds["error"] != "", "error"]:
+        print(f"  skipped: {err}", file=sys.stderr)
+    if args.out:
+        from tf_boneage.data.manifest import save_table
+
+        out = Path(args.out)
+        if out.exists() and not args.overwrite:
+            print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
+            return 2
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+        save_table(preds, out.with_suffix(".csv"))
+        print(f"table -> {out}, per-image predictions -> {out.with_suffix('.csv')}")
+    return 0
+
+
 def cmd_contact_sheet(args) -> int:
     import cv2
 
@@ -255,6 +328,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pose", action="store_true", help="pose-annotated images, draw the pose")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_contact_sheet)
+
+    p = sub.add_parser("tflite", help="convert an exported SavedModel to TFLite variants")
+    p.add_argument("--model", default="saved_models/boneage",
+                   help="saved_models/NAME (newest version) or a version folder")  # fmt: skip
+    p.add_argument("--variants", nargs="+", default=["float32", "float16", "dynamic", "int8"],
+                   choices=("float32", "float16", "dynamic", "int8"))  # fmt: skip
+    p.add_argument("--manifest", default=None, help="representative images for int8")
+    p.add_argument("--representative", type=int, default=64, help="images for int8")
+    p.add_argument("--out", default=None, help="default saved_models/tflite/NAME/VERSION")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_tflite)
+
+    p = sub.add_parser("evaluate-tflite", help="MAE, parity, latency and size of .tflite files")
+    p.add_argument("--model", default="saved_models/boneage",
+                   help="the SavedModel the .tflite files came from (reference)")  # fmt: skip
+    p.add_argument("--tflite-dir", default=None, help="default saved_models/tflite/NAME/VERSION")
+    p.add_argument("--manifest", required=True, help="labelled images")
+    p.add_argument("--split", default=None, help="only rows of this split (e.g. test)")
+    p.add_argument("--limit", type=int, default=None, help="first N rows")
+    p.add_argument("--threads", type=int, default=None, help="LiteRT threads")
+    p.add_argument("--out", default=None, help="markdown table (and .csv of predictions)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_evaluate_tflite)
     return parser
 
 

@@ -165,7 +165,10 @@ def decode_image_bytes(contents):
 
     # 16-bit only for PNGs whose IHDR says so (byte 24): decoding 8-bit data as 8-bit is ~2x faster
     is_png = tf.strings.substr(contents, 0, 4) == b"\x89PNG"
-    depth = tf.io.decode_raw(tf.strings.substr(contents, 24, 1), tf.uint8)
+    padded = tf.strings.join([contents, tf.constant(b"\0" * 25)])  # short inputs: no Substr error
+    depth = tf.io.decode_raw(tf.strings.substr(padded, 24, 1), tf.uint8)
+    is_jpeg = tf.strings.substr(padded, 0, 3) == b"\xff\xd8\xff"
+    tf.debugging.Assert(is_png | is_jpeg, ["image_bytes is not a PNG or JPEG image"])
     is_16 = tf.logical_and(is_png, tf.reduce_any(tf.equal(depth, 16)))
 
     def decode(dtype, scale):

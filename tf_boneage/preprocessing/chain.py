@@ -90,8 +90,10 @@ class Preprocessor(tf.Module):
         s = tf.shape(masks)[1]
         idx = tf.cast(tf.clip_by_value(tf.reshape(landmarks, [-1, 3, 2]), 0.0, 0.999)
                       * tf.cast(s, tf.float32), tf.int32)  # fmt: skip
-        on_mask = tf.gather_nd(masks[..., 0], tf.stack([idx[..., 1], idx[..., 0]], -1),
-                               batch_dims=1)  # fmt: skip
+        # a flat gather (GATHER_ND with batch dimensions fails in LiteRT: index out of bounds)
+        flat = tf.reshape(masks, [tf.shape(masks)[0], -1])
+        idx = tf.clip_by_value(idx, 0, s - 1)  # NaN landmarks cast to any integer
+        on_mask = tf.gather(flat, idx[..., 1] * s + idx[..., 0], batch_dims=1)
         checks = tf.stack([
             (thumb >= THUMB_RATIO[0]) & (thumb <= THUMB_RATIO[1]),
             (axis_frac >= AXIS_FRACTION[0]) & (axis_frac <= AXIS_FRACTION[1]),

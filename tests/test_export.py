@@ -1,0 +1,258 @@
+"""End-to-end export: SavedModel (TF Serving layout, contract), TFLite parity, CLI.
+
+Tiny random models (region heads scaled so the age depends on the image: a parity test on a
+constant output could not fail)."""
+
+import base64
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_boneage.export import saved_model, serving_contract
+from tf_boneage.export.end_to_end import BoneAgeGraph, members_from_spec
+from tf_boneage.models import LandmarkNet, RegionNet, UNet
+from tf_boneage.preprocessing.chain import ChainConfig, Preprocessor
+from tf_boneage.preprocessing.registration import Frame
+
+SIZES = {"A": (32, 24), "B": (16, 16), "C": (16, 24)}
+INPUT = (48, 48)
+PARAMS = {"male": {"weights": [0.3, 0.3, 0.2, 0.2], "bias": 1.0},
+          "female": {"weights": [0.1, 0.5, 0.2, 0.2], "bias": -2.0}}  # fmt: skip
+
+
+def _graph(seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    unet = UNet((32, 32, 1), depth=2, base_filters=4)
+    marks = LandmarkNet((32, 32, 1), filters=(4, 8), dense_units=8)
+    models = {}
+    for region in "AB":
+        for head, short in (("regression", "reg"), ("classification", "cls")):
+            for sex in ("male", "female"):
+                m = RegionNet((*SIZES[region], 1), head=head, filters=(4, 4, 8, 8, 8, 8),
+                              dense_units=8, pool_padding="same")  # fmt: skip
+                last = m.get_layer("bin_logits" if head == "classification" else "unit_age")
+                last.kernel.assign(last.kernel * 200.0)  # make the age depend on the image
+                models[f"{region}_{short}_{sex}"] = m
+    pre = Preprocessor(unet, marks, ChainConfig(unet_size=32, landmark_size=32,
+                                                frame=Frame(104, 80), region_sizes=SIZES))  # fmt: skip
+    members = members_from_spec(["A_reg_sex", "A_cls_sex", "B_reg_sex", "B_cls_sex"],
+                                models.__getitem__)  # fmt: skip
+    return BoneAgeGraph(pre, members, PARAMS, INPUT)
+
+
+def _images(n=4, seed=0):
+    """Hand-like blobs of different sizes (decoding and resizing are part of the graph)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        h, w = 60 + 4 * k, 50 + 2 * k
+        img = np.zeros((h, w), np.uint8)
+        cv2.ellipse(img, (w // 2, h // 2 + 5), (w // 4, h // 3), 0, 0, 360, 150 + 20 * k, -1)
+        img = np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+        out.append(img)
+    return out
+
+
+def _png(img, bits=8):
+    if bits == 16:
+        img = img.astype(np.uint16) * 257
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("saved_models")
+    graph = _graph()
+    path = saved_model.export_end_to_end(graph, root / "boneage", metadata={"test": True})
+    return graph, path
+
+
+def _keras_path(graph, images, male):
+    """The Keras-model path: the graph's Python method, eagerly, image by image."""
+    out = []
+    for img, m in zip(images, male, strict=True):
+        x = tf.constant(img[None, ..., None] / 255.0, tf.float32)
+        shape = tf.constant([[img.shape[0], img.shape[1]]], tf.float32)
+        out.append(graph.predict_decoded(x, tf.constant([m], tf.float32), shape))
+    return {k: np.concatenate([o[k].numpy() for o in out]) for k in out[0]}
+
+
+def test_layout_metadata_and_atomic_versions(exported, tmp_path):
+    graph, path = exported
+    assert path.name == "1" and (path / "saved_model.pb").is_file()
+    meta = json.loads((path / "assets.extra" / "tf_boneage.json").read_text())
+    assert meta["input_size"] == [48, 48] and meta["test"] is True
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp")]
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        saved_model.write_atomic(lambda p: p.mkdir(), path.parent, 1)
+
+    def boom(p):
+        p.mkdir()
+        (p / "half").write_text("x")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        saved_model.write_atomic(boom, tmp_path / "m")
+    assert list((tmp_path / "m").iterdir()) == []  # nothing half-written is left
+    assert saved_model.write_atomic(lambda p: p.mkdir(), tmp_path / "m").name == "1"
+    assert saved_model.write_atomic(lambda p: p.mkdir(), tmp_path / "m").name == "2"
+    config = saved_model.write_models_config(tmp_path).read_text()
+    assert 'name: "m"' in config and 'base_path: "/models/m"' in config
+
+
+def test_saved_model_cli_shows_the_signatures(exported):
+    _, path = exported
+    r = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show",
+                        "--dir", str(path), "--all"], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = r.stdout
+    for needle in ("signature_def['serving_default']", "signature_def['predict_images']",
+                   "signature_def['predict_tflite']", "inputs['image_bytes'] tensor_info:",
+                   "dtype: DT_STRING", "inputs['male'] tensor_info:",
+                   "outputs['bone_age_months'] tensor_info:",
+                   "outputs['bone_age_std'] tensor_info:",
+                   "outputs['landmark_plausibility'] tensor_info:"):  # fmt: skip
+        assert needle in text, needle
+
+
+def test_fresh_process_without_our_code_matches_the_keras_path(exported, tmp_path):
+    graph, path = exported
+    images = _images()
+    male = [1.0, 0.0, 1.0, 0.0]
+    ref = _keras_path(graph, images, male)
+    assert ref["bone_age_months"].std() > 1.0  # the age depends on the image
+    blobs = [_png(img, bits=16 if k % 2 else 8) for k, img in enumerate(images)]
+    np.save(tmp_path / "blobs.npy", np.array(blobs, dtype=object), allow_pickle=True)
+    code = f"""
+import numpy as np, sys, tensorflow as tf
+assert not any(m.startswith("tf_boneage") for m in sys.modules)
+m = tf.saved_model.load({str(path)!r})
+blobs = np.load({str(tmp_path / "blobs.npy")!r}, allow_pickle=True)
+out = m.signatures["serving_default"](image_bytes=tf.constant(list(blobs)),
+                                      male=tf.constant({male}))
+np.save({str(tmp_path / "out.npy")!r}, out["bone_age_months"].numpy())
+assert not any(m.startswith("tf_boneage") for m in sys.modules)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), ref["bone_age_months"], atol=1e-3)
+
+
+def test_rest_row_and_columnar_formats(exported):
+    graph, path = exported
+    loaded = tf.saved_model.load(str(path))
+    images = _images(2)
+    ref = _keras_path(graph, images, [1.0, 0.0])
+    b64 = [base64.b64encode(_png(i)).decode() for i in images]
+    body = json.dumps({"instances": [{"image_bytes": {"b64": b64[0]}, "male": 1},
+                                     {"image_bytes": {"b64": b64[1]}, "male": 0}]})  # fmt: skip
+    status, doc = serving_contract.rest_predict(loaded, body)
+    assert status == 200 and len(doc["predictions"]) == 2
+    assert set(doc["predictions"][0]) >= {"bone_age_months", "bone_age_std", "mask_area",
+                                          "landmark_plausibility"}  # fmt: skip
+    got = [p["bone_age_months"] for p in doc["predictions"]]
+    np.testing.assert_allclose(got, ref["bone_age_months"], atol=1e-3)
+    assert all(p["bone_age_std"] >= 0 for p in doc["predictions"])
+    status, doc = serving_contract.rest_predict(loaded, {"inputs": {
+        "image_bytes": [{"b64": b} for b in b64], "male": [1, 0]}})  # fmt: skip
+    assert status == 200
+    np.testing.assert_allclose(doc["outputs"]["bone_age_months"], got, atol=1e-5)
+    assert np.shape(doc["outputs"]["landmarks"]) == (2, 6)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [({"instances": [{"image_bytes": {"b64": base64.b64encode(b"not an image").decode()},
+                      "male": 1}]}, "image"),
+     ({"instances": [{"image_bytes": {"b64": "%%%"}, "male": 1}]}, "invalid base64"),
+     ({"instances": [{"image_bytes": {"b64": "AAAA"}, "male": "yes"}]}, "'male'"),
+     ({"instances": [{"image_bytes": {"b64": "AAAA"}}]}, "missing input(s) ['male']"),
+     ({"inputs": {"image_bytes": [{"b64": "AAAA"}], "male": [1]}, "instances": []}, "exactly one"),
+     ({"signature_name": "nope", "inputs": {}}, "not found"),
+     ("{not json", "JSON parse error")],
+)  # fmt: skip
+def test_bad_rest_requests_get_a_400_with_a_reason(exported, body, message):
+    _, path = exported
+    loaded = tf.saved_model.load(str(path))
+    status, doc = serving_contract.rest_predict(loaded, body if isinstance(body, str)
+                                                else json.dumps(body))  # fmt: skip
+    assert status == 400 and message in doc["error"], doc
+
+
+def test_grpc_predict_request(exported):
+    from tensorflow_serving.apis import predict_pb2
+
+    graph, path = exported
+    loaded = tf.saved_model.load(str(path))
+    images = _images(2, seed=1)
+    ref = _keras_path(graph, images, [0.0, 1.0])
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "boneage"
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([_png(i) for i in images]))
+    request.inputs["male"].CopyFrom(tf.make_tensor_proto([0.0, 1.0], dtype=tf.float32))
+    response = serving_contract.grpc_predict(loaded, request)
+    assert response.model_spec.name == "boneage"
+    got = tf.make_ndarray(response.outputs["bone_age_months"])
+    np.testing.assert_allclose(got, ref["bone_age_months"], atol=1e-3)
+    bad = predict_pb2.PredictRequest()
+    bad.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([1.0, 2.0]))
+    bad.inputs["male"].CopyFrom(tf.make_tensor_proto([0.0, 1.0]))
+    with pytest.raises(serving_contract.RequestError, match="image_bytes"):
+        serving_contract.grpc_predict(loaded, bad)
+
+
+@pytest.mark.slow
+def test_tflite_variants_parity_and_evaluate_cli(exported, tmp_path):
+    import pandas as pd
+
+    from tf_boneage.export import tflite
+    from tf_boneage.inference import tflite_eval
+
+    graph, path = exported
+    images = _images(4, seed=2)
+    rows = []
+    for k, img in enumerate(images):
+        p = tmp_path / f"img{k}.png"
+        cv2.imwrite(str(p), img)
+        rows.append({"id": f"i{k}", "image_path": str(p), "boneage": 100.0 + 10 * k,
+                     "male": k % 2 == 0, "split": "train"})  # fmt: skip
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
+    rows.insert(2, {"id": "bad", "image_path": str(tmp_path / "broken.png"), "boneage": 50.0,
+                    "male": True, "split": "train"})  # fmt: skip
+    manifest = pd.DataFrame(rows)
+    manifest.to_csv(tmp_path / "m.csv", index=False)
+    paths = tflite_eval.convert_all(path, ["float32", "float16", "dynamic"], tmp_path / "tfl")
+    # float32 parity with the Keras path, image by image, through the SavedModel's decoder
+    runner = tflite.Runner(paths["float32"])
+    ref = _keras_path(graph, images, [1.0, 0.0, 1.0, 0.0])
+    decode = tf.saved_model.load(str(path)).signatures["decode"]
+    for k, img in enumerate(images):
+        x = decode(image_bytes=tf.constant([_png(img)]))
+        out = runner(images=x["images"].numpy(), male=[float(k % 2 == 0)],
+                     original_size=x["original_size"].numpy())  # fmt: skip
+        assert abs(out["bone_age_months"][0] - ref["bone_age_months"][k]) < 1e-3
+        np.testing.assert_allclose(out["landmarks"][0], ref["landmarks"][k], atol=1e-4)
+    summary, preds = tflite_eval.evaluate(path, paths, manifest)
+    assert preds.loc[preds["id"] == "bad", "error"].str.contains("broken.png").all()
+    assert (summary["images"] == 4).all()
+    by = summary.set_index("model")
+    assert by.loc["float32", "max_abs_diff_vs_savedmodel"] < 1e-3
+    assert np.isfinite(by["max_abs_diff_vs_savedmodel"]).all()  # reported, whatever they are
+    assert by.loc["dynamic", "size_mb"] < by.loc["float32", "size_mb"]
+    # the CLI, as a user runs it
+    cli = [sys.executable, "-m", "tf_boneage.cli", "evaluate-tflite", "--model", str(path.parent),
+           "--tflite-dir", str(tmp_path / "tfl"), "--manifest", str(tmp_path / "m.csv"),
+           "--out", str(tmp_path / "eval.md")]  # fmt: skip
+    r = subprocess.run(cli, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| float16 |" in r.stdout and "broken.png" in r.stderr
+    again = subprocess.run(cli, capture_output=True, text=True)
+    assert again.returncode == 2 and "exists" in again.stderr

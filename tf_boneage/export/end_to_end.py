@@ -1,0 +1,223 @@
+"""The whole system as one TensorFlow graph: image -> bone age (months), uncertainty and QC.
+
+Decode (``data.io.decode_image_bytes``), resize (``preprocessing.warp.resize``), the
+:class:`~tf_boneage.preprocessing.chain.Preprocessor` (segmentation, cleanup, contrast,
+landmarks, registration, regions), every region model of the ensemble and the per-sex linear
+ensemble run in the graph, with the same TF-op implementations used to build the training
+cache. Region crops are quantised to 8 bits, as the cache stored them for training.
+
+Outputs per image (float32 unless said):
+- ``bone_age_months`` (B,): the ensemble's estimate, months;
+- ``bone_age_std`` (B,): sqrt(mean variance of the classification members' 240-bin
+  distributions + weighted variance of the members around the estimate), months;
+- ``member_months`` (B, M): every member's estimate (sex-specific members resolved by sex);
+- ``mask_area``, ``mask_confidence``, ``landmark_plausibility`` (B,): QC of the chain;
+- ``landmarks`` (B, 6) normalised (x, y) of tip, thumb, capitate; ``right_hand`` (B,) 0 / 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from tf_boneage.data.io import decode_image_bytes
+from tf_boneage.models.region import probability_model
+from tf_boneage.preprocessing import warp
+from tf_boneage.preprocessing.chain import Preprocessor
+
+OUTPUTS = ("bone_age_months", "bone_age_std", "member_months", "mask_area", "mask_confidence",
+           "landmark_plausibility", "landmarks", "right_hand")  # fmt: skip
+
+
+@dataclasses.dataclass
+class Member:
+    """One ensemble member: a region crop and a model for both sexes, or a male / female pair."""
+
+    name: str
+    region: str
+    both: keras.Model | None = None
+    male: keras.Model | None = None
+    female: keras.Model | None = None
+
+    def models(self) -> list[keras.Model]:
+        return [m for m in (self.both, self.male, self.female) if m is not None]
+
+
+def _quantise(crops: tf.Tensor) -> tf.Tensor:
+    return tf.round(tf.clip_by_value(crops, 0.0, 1.0) * 255.0) / 255.0
+
+
+class _Head:
+    """Mean and variance (months) of one region model; classification models give their bin
+    distribution's variance, regression models variance 0."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.sex_input = len(model.inputs) > 1
+        try:
+            self.probs = probability_model(model)
+            ev = next(la for la in model.layers if la.__class__.__name__ == "ExpectedValue")
+            self.bins = tf.range(ev.num_bins, dtype=tf.float32) + ev.start
+        except (ValueError, StopIteration):
+            self.probs = None
+
+    def __call__(self, crops: tf.Tensor, male: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        inputs = {"image": crops, "male": male[:, None]} if self.sex_input else {"image": crops}
+        if self.probs is None:
+            mean = tf.cast(self.model(inputs, training=False), tf.float32)[:, 0]
+            return mean, tf.zeros_like(mean)
+        p = tf.cast(self.probs(inputs, training=False), tf.float32)
+        mean = tf.reduce_sum(p * self.bins, -1)
+        var = tf.reduce_sum(p * tf.square(self.bins - mean[:, None]), -1)
+        return mean, var
+
+
+class BoneAgeGraph(tf.Module):
+    """End-to-end bone age.
+
+    Args:
+        preprocessor: the chain with its U-Net and landmark model.
+        members: ensemble members (order = the ensemble's weight order).
+        params: per-sex ensemble ``{"male": {"weights": [M], "bias": b}, "female": ...}``.
+        input_size: (h, w) every image is resized to before the chain (the training images'
+            size, e.g. 100 x 100 for the 100 px data).
+        assume_aspect: width / height of the originals when the inputs were squashed to a
+            square (the 100 px data: 0.74); ``None``: the decoded image's own shape.
+    """
+
+    def __init__(self, preprocessor: Preprocessor, members: list[Member], params: dict,
+                 input_size: tuple[int, int], assume_aspect: float | None = None):  # fmt: skip
+        super().__init__(name="bone_age")
+        self.preprocessor = preprocessor
+        self.members = members
+        self.heads = {id(m): _Head(m) for member in members for m in member.models()}
+        self.keras_models = [m for member in members for m in member.models()]
+        self.input_size = tuple(int(v) for v in input_size)
+        self.assume_aspect = assume_aspect
+        w = [params[s]["weights"] for s in ("male", "female")]
+        b = [params[s]["bias"] for s in ("male", "female")]
+        self.weights = tf.constant(w, tf.float32)  # (2, M): row 0 male, row 1 female
+        self.bias = tf.constant(b, tf.float32)
+
+    def predict_decoded(self, images: tf.Tensor, male: tf.Tensor,
+                        original_size: tf.Tensor | None = None) -> dict:  # fmt: skip
+        """``images`` (B, H, W, 1) float32 in [0, 1] (any H, W: resized to ``input_size``),
+        ``male`` (B,) 1 / 0, ``original_size`` (B, 2) (h, w) of the originals or 0 = unknown."""
+        images = warp.resize(tf.cast(images, tf.float32), self.input_size)
+        male = tf.cast(tf.reshape(male, [-1]), tf.float32)
+        out = self.preprocessor(images, original_size)
+        is_male = male > 0.5
+        means, variances, is_cls = [], [], []
+        for member in self.members:
+            crops = _quantise(out[f"region_{member.region}"])
+            if member.both is not None:
+                mean, var = self.heads[id(member.both)](crops, male)
+                cls = self.heads[id(member.both)].probs is not None
+            else:
+                m_mean, m_var = self.heads[id(member.male)](crops, male)
+                f_mean, f_var = self.heads[id(member.female)](crops, male)
+                mean, var = tf.where(is_male, m_mean, f_mean), tf.where(is_male, m_var, f_var)
+                cls = self.heads[id(member.male)].probs is not None
+            means.append(mean)
+            variances.append(var)
+            is_cls.append(cls)
+        preds = tf.stack(means, -1)  # (B, M)
+        rows = tf.where(is_male, 0, 1)
+        w = tf.gather(self.weights, rows)
+        age = tf.reduce_sum(w * preds, -1) + tf.gather(self.bias, rows)
+        spread = tf.math.divide_no_nan(tf.reduce_sum(w * tf.square(preds - age[:, None]), -1),
+                                       tf.reduce_sum(w, -1))  # fmt: skip
+        cls_var = [v for v, c in zip(variances, is_cls, strict=True) if c]
+        bins_var = tf.reduce_mean(tf.stack(cls_var, -1), -1) if cls_var else tf.zeros_like(age)
+        return {
+            "bone_age_months": age,
+            "bone_age_std": tf.sqrt(bins_var + spread),
+            "member_months": preds,
+            "mask_area": out["mask_area"],
+            "mask_confidence": out["mask_confidence"],
+            "landmark_plausibility": out["landmark_plausibility"],
+            "landmarks": out["landmarks"],
+            "right_hand": tf.cast(out["right"], tf.float32),
+        }
+
+    def decode(self, image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Encoded PNG / JPEG strings (B,) -> images (B, h, w, 1) at ``input_size`` and the
+        decoded (h, w) of each original (B, 2)."""
+
+        def one(contents):
+            image = decode_image_bytes(contents)
+            shape = tf.cast(tf.shape(image)[:2], tf.float32)
+            return warp.resize(image[None], self.input_size)[0], shape
+
+        images, shapes = tf.map_fn(
+            one,
+            image_bytes,
+            fn_output_signature=(
+                tf.TensorSpec([*self.input_size, 1], tf.float32),
+                tf.TensorSpec([2], tf.float32),
+            ),
+        )
+        if self.assume_aspect is not None:
+            shapes = tf.stack([shapes[:, 0], shapes[:, 0] * self.assume_aspect], -1)
+        return images, shapes
+
+    def predict_bytes(self, image_bytes: tf.Tensor, male: tf.Tensor) -> dict:
+        images, shapes = self.decode(image_bytes)
+        return self.predict_decoded(images, male, shapes)
+
+
+def members_from_spec(models: list[str], load) -> list[Member]:
+    """Ensemble members from column names (``A_reg_both``, ``A_cls_sex`` = the pair
+    ``A_cls_male`` / ``A_cls_female``); ``load(run_name)`` returns that run's Keras model."""
+    out = []
+    for name in models:
+        region = name.split("_")[0]
+        if name.endswith("_sex"):
+            stem = name[: -len("_sex")]
+            out.append(Member(name, region, male=load(f"{stem}_male"),
+                              female=load(f"{stem}_female")))  # fmt: skip
+        else:
+            out.append(Member(name, region, both=load(name)))
+    return out
+
+
+def from_runs(table_dir, ensemble: str = "final", input_size=(100, 100), frame=(104, 80),
+              region_sizes=None, assume_aspect: float | None = None) -> BoneAgeGraph:  # fmt: skip
+    """Build the graph from the outputs of ``training/table.py``: ``seg/roundK/unet.keras``
+    (the last round), ``landmarks/landmarks.keras``, ``region/NAME/model.keras`` and the
+    ensemble ``ensemble`` of ``region/ensembles.json``."""
+    import json
+    from pathlib import Path
+
+    import tf_boneage.models  # noqa: F401  (registers the custom layers)
+    from tf_boneage.preprocessing import chain, registration
+
+    root = Path(table_dir)
+    rounds = sorted((root / "seg").glob("round*/unet.keras"))
+    if not rounds:
+        raise FileNotFoundError(f"{root / 'seg'}: no roundK/unet.keras")
+    doc_path = root / "region" / "ensembles.json"
+    if not doc_path.is_file():
+        raise FileNotFoundError(f"{doc_path}: run training/ensemble.py first")
+    doc = json.loads(doc_path.read_text())
+    if ensemble not in doc:
+        raise KeyError(f"{doc_path}: no ensemble {ensemble!r}; it has {sorted(doc)}")
+    pre = chain.load(rounds[-1], root / "landmarks" / "landmarks.keras", frame, region_sizes)
+    pre.config.frame = registration.Frame(*frame)
+
+    loaded = {}
+
+    def load(name):
+        path = root / "region" / name / "model.keras"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: ensemble member not trained")
+        loaded[name] = keras.saving.load_model(path)
+        return loaded[name]
+
+    members = members_from_spec(doc[ensemble]["models"], load)
+    graph = BoneAgeGraph(pre, members, doc[ensemble]["params"], input_size, assume_aspect)
+    # every stage by name, for per-stage exports
+    graph.stage_models = {"unet": pre.unet, "landmarks": pre.landmark_model, **loaded}
+    return graph

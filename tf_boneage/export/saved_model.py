@@ -1,0 +1,136 @@
+"""Versioned SavedModels in TF Serving's layout (``ROOT/NAME/VERSION/``), written atomically.
+
+A version is saved into a hidden temporary folder beside the final one and renamed into place,
+so TF Serving (which polls ``ROOT/NAME``) never sees a half-written version, and an existing
+version is never overwritten. ``models.config`` lists every model under ``ROOT`` for
+``tensorflow_model_server --model_config_file``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import tensorflow as tf
+
+from tf_boneage.export.end_to_end import OUTPUTS, BoneAgeGraph
+
+
+def versions(model_dir: str | os.PathLike) -> list[int]:
+    """Existing integer versions under ``model_dir`` (sorted)."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        return []
+    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def latest(model_dir: str | os.PathLike) -> Path:
+    """The newest version folder under ``model_dir``; FileNotFoundError when there is none."""
+    found = versions(model_dir)
+    if not found:
+        raise FileNotFoundError(f"{model_dir}: no SavedModel versions (folders named 1, 2, ...)")
+    return Path(model_dir) / str(found[-1])
+
+
+def write_atomic(save, model_dir: str | os.PathLike, version: int | None = None) -> Path:
+    """Call ``save(tmp_path)`` then rename ``tmp_path`` to ``model_dir/VERSION``.
+
+    ``version`` defaults to the next integer. Raises FileExistsError for an existing version
+    (nothing is overwritten); the temporary folder is removed when ``save`` fails."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = version if version is not None else (versions(model_dir) or [0])[-1] + 1
+    final = model_dir / str(int(version))
+    if final.exists():
+        raise FileExistsError(f"{final} exists: versions are never overwritten")
+    tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        save(tmp)
+        os.rename(tmp, final)  # atomic on one file system; fails if final appeared meanwhile
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def signatures(graph: BoneAgeGraph) -> dict:
+    """``serving_default``: encoded images + sex; ``predict_images``: decoded tensors of any
+    size; ``predict_tflite``: one decoded image at ``input_size`` (fixed shapes, the signature
+    TFLite converts: decoding stays outside the .tflite); ``decode``: encoded images ->
+    the ``images`` and ``original_size`` the other signatures take (what runs before TFLite)."""
+    h, w = graph.input_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes"),
+                                  tf.TensorSpec([None], tf.float32, name="male")])  # fmt: skip
+    def serving_default(image_bytes, male):
+        return graph.predict_bytes(image_bytes, male)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="images"),
+                                  tf.TensorSpec([None], tf.float32, name="male"),
+                                  tf.TensorSpec([None, 2], tf.float32, name="original_size")])  # fmt: skip
+    def predict_images(images, male, original_size):
+        return graph.predict_decoded(images, male, original_size)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, h, w, 1], tf.float32, name="images"),
+                                  tf.TensorSpec([1], tf.float32, name="male"),
+                                  tf.TensorSpec([1, 2], tf.float32, name="original_size")])  # fmt: skip
+    def predict_tflite(images, male, original_size):
+        return graph.predict_decoded(images, male, original_size)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def decode(image_bytes):
+        images, original_size = graph.decode(image_bytes)
+        return {"images": images, "original_size": original_size}
+
+    return {"serving_default": serving_default, "predict_images": predict_images,
+            "predict_tflite": predict_tflite, "decode": decode}  # fmt: skip
+
+
+def export_end_to_end(graph: BoneAgeGraph, model_dir, version: int | None = None,
+                      metadata: dict | None = None) -> Path:  # fmt: skip
+    """The end-to-end SavedModel as the next (or given) version of ``model_dir``."""
+    sigs = signatures(graph)
+    # keep the functions on the module so they are restorable as attributes too
+    graph.serving_default = sigs["serving_default"]
+    graph.predict_images = sigs["predict_images"]
+    graph.predict_tflite = sigs["predict_tflite"]
+    graph.decode_images = sigs["decode"]
+
+    def save(path: Path) -> None:
+        tf.saved_model.save(graph, str(path), signatures=sigs)
+        # TF Serving ignores assets.extra: our own description of the export
+        extra = path / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        (extra / "tf_boneage.json").write_text(json.dumps({
+            "input_size": list(graph.input_size), "assume_aspect": graph.assume_aspect,
+            "members": [m.name for m in graph.members], "outputs": list(OUTPUTS),
+            **(metadata or {})}, indent=2))  # fmt: skip
+
+    return write_atomic(save, model_dir, version)
+
+
+def export_stage(model, model_dir, version: int | None = None) -> Path:
+    """One Keras model (a stage: U-Net, landmarks, a region net) as a SavedModel version
+    (``serving_default`` from ``model.export``)."""
+    return write_atomic(lambda p: model.export(str(p), format="tf_saved_model", verbose=False),
+                        model_dir, version)  # fmt: skip
+
+
+def write_models_config(root: str | os.PathLike, base: str = "/models") -> Path:
+    """``ROOT/models.config`` listing every model folder under ``root`` that has a version,
+    with ``base_path`` as seen inside the serving container (``base``/NAME)."""
+    root = Path(root)
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and versions(p))
+    entries = "".join(
+        f'  config {{\n    name: "{n}"\n    base_path: "{base}/{n}"\n'
+        f'    model_platform: "tensorflow"\n  }}\n'
+        for n in names
+    )
+    path = root / "models.config"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"model_config_list {{\n{entries}}}\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,124 @@
+"""Convert an end-to-end SavedModel to TFLite variants and evaluate them over a manifest.
+
+Decoding runs outside the .tflite, in the SavedModel's own ``decode`` signature, so the
+SavedModel and every TFLite variant see identical input tensors. Per variant: MAE against the
+labels (months), max |difference| against the SavedModel (months), mean latency per image
+(ms, batch 1) and file size (MB).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tqdm import tqdm
+
+from tf_boneage.export import tflite
+
+
+def _decoder(loaded):
+    decode = loaded.signatures["decode"]
+
+    def run(path) -> dict:
+        data = tf.io.read_file(str(path))
+        out = decode(image_bytes=tf.reshape(data, [1]))
+        return {"images": out["images"].numpy(), "original_size": out["original_size"].numpy()}
+
+    return run
+
+
+def representative(saved_model_dir, manifest: pd.DataFrame, n: int = 64):
+    """A representative dataset for int8: ``n`` training rows of ``manifest``, decoded by the
+    SavedModel; yields ``[images, male, original_size]`` (sorted input names)."""
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    decode = _decoder(loaded)
+    rows = manifest[manifest["split"] == "train"] if "split" in manifest else manifest
+    rows = rows.sample(min(n, len(rows)), random_state=0)
+
+    def gen():
+        for _, row in rows.iterrows():
+            x = decode(row["image_path"])
+            yield [x["images"], np.array([float(row["male"])], np.float32), x["original_size"]]
+
+    return gen
+
+
+def convert_all(saved_model_dir, variants, out_dir, manifest_path=None, n: int = 64) -> dict:
+    """Write ``out_dir/VARIANT.tflite`` (+ ``.outputs.txt``) for each variant; returns paths."""
+    out_dir = Path(out_dir)
+    names = tflite.output_names(saved_model_dir)
+    paths = {}
+    for variant in variants:
+        rep = None
+        if variant == "int8":
+            if manifest_path is None:
+                raise ValueError("int8 needs --manifest for the representative dataset")
+            from tf_boneage.data.manifest import load_manifest
+
+            rep = representative(saved_model_dir, load_manifest(manifest_path), n)
+        start = time.perf_counter()
+        blob = tflite.convert(saved_model_dir, variant, representative=rep)
+        path = tflite.write(blob, out_dir / f"{variant}.tflite")
+        path.with_suffix(".outputs.txt").write_text("\n".join(names) + "\n")
+        print(f"{variant}: {path} ({len(blob) / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s)")
+        paths[variant] = path
+    return paths
+
+
+def evaluate(saved_model_dir, tflite_paths: dict, manifest: pd.DataFrame, threads=None) -> tuple:
+    """Run the SavedModel (``predict_tflite``, batch 1) and every .tflite over ``manifest``.
+
+    Returns ``(summary table, per-image predictions)``; an image that fails to decode is
+    reported in the ``error`` column of the predictions and left out of the summary."""
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    decode = _decoder(loaded)
+    reference = loaded.signatures["predict_tflite"]
+    runners = {v: tflite.Runner(p, threads=threads) for v, p in tflite_paths.items()}
+    records, timing = [], {k: [] for k in ["savedmodel", *runners]}
+    for _, row in tqdm(manifest.iterrows(), total=len(manifest), desc="evaluate", unit="img"):
+        rec = {"id": row["id"], "boneage": row.get("boneage"), "male": row["male"], "error": ""}
+        try:
+            x = decode(row["image_path"])
+        except tf.errors.OpError as exc:
+            rec["error"] = f"{row['image_path']}: {exc.message.splitlines()[0]}"
+            records.append(rec)
+            continue
+        inputs = {"images": x["images"], "male": np.array([float(row["male"])], np.float32),
+                  "original_size": x["original_size"]}  # fmt: skip
+        start = time.perf_counter()
+        ref = reference(**{k: tf.constant(v) for k, v in inputs.items()})
+        timing["savedmodel"].append(time.perf_counter() - start)
+        rec["savedmodel"] = float(ref["bone_age_months"].numpy()[0])
+        for variant, runner in runners.items():
+            out, seconds = runner.timed(**inputs)
+            timing[variant].append(seconds)
+            rec[variant] = float(out["bone_age_months"][0])
+        records.append(rec)
+    preds = pd.DataFrame(records)
+    ok = preds[preds["error"] == ""]
+    rows = []
+    for name in ["savedmodel", *runners]:
+        size = (sum(f.stat().st_size for f in Path(saved_model_dir).rglob("*") if f.is_file())
+                if name == "savedmodel" else Path(tflite_paths[name]).stat().st_size)  # fmt: skip
+        rows.append({
+            "model": name,
+            "mae_months": float((ok[name] - ok["boneage"]).abs().mean()),
+            "max_abs_diff_vs_savedmodel": float((ok[name] - ok["savedmodel"]).abs().max()),
+            "latency_ms": 1000 * float(np.median(timing[name][1:] or timing[name])),
+            "size_mb": size / 1e6,
+            "images": len(ok),
+        })  # fmt: skip
+    return pd.DataFrame(rows), preds
+
+
+def markdown(summary: pd.DataFrame) -> str:
+    lines = ["| model | MAE (months) | max abs diff vs SavedModel (months) | latency (ms/image) "
+             "| size (MB) | images |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for _, r in summary.iterrows():
+        lines.append(f"| {r['model']} | {r['mae_months']:.2f} | "
+                     f"{r['max_abs_diff_vs_savedmodel']:.2e} | {r['latency_ms']:.1f} | "
+                     f"{r['size_mb']:.1f} | {r['images']} |")  # fmt: skip
+    return "\n".join(lines)

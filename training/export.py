@@ -1,0 +1,75 @@
+"""Export a trained table (``training/table.py``'s output) for TF Serving and TFLite.
+
+    python training/export.py --runs runs/table --preset rsna100 --name boneage_rsna100
+
+Writes, never overwriting anything:
+
+- ``saved_models/NAME/VERSION/``: the end-to-end SavedModel (signatures ``serving_default``:
+  ``image_bytes`` + ``male``; ``predict_images``: decoded tensors; ``predict_tflite``: one
+  decoded image at the input size);
+- ``saved_models/NAME_unet/V``, ``NAME_landmarks/V``, ``NAME_<run>/V``: per-stage SavedModels
+  (``--stages``);
+- ``saved_models/models.config``: every model under ``saved_models/`` for TF Serving;
+- ``saved_models/tflite/NAME/VERSION/VARIANT.tflite`` (``--tflite float32 float16 ...``), with
+  a representative dataset of ``--representative N`` training images of ``--manifest`` for
+  ``int8``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import config as config_lib  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", required=True, help="output folder of training/table.py")
+    parser.add_argument("--preset", required=True, choices=config_lib.PRESETS)
+    parser.add_argument("--name", default="boneage", help="model name (default %(default)s)")
+    parser.add_argument("--root", default="saved_models", help="TF Serving model root")
+    parser.add_argument("--ensemble", default="final", help="ensemble of ensembles.json")
+    parser.add_argument("--version", type=int, default=None, help="default: next free")
+    parser.add_argument("--stages", action="store_true", help="also per-stage SavedModels")
+    parser.add_argument("--tflite", nargs="*", default=[], help="TFLite variants to convert")
+    parser.add_argument("--manifest", default=None, help="manifest for the int8 calibration")
+    parser.add_argument("--representative", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    from tf_boneage.export import end_to_end, saved_model
+
+    preset = config_lib.read_preset(args.preset)
+    chain = preset.get("chain", {})
+    try:
+        graph = end_to_end.from_runs(
+            args.runs,
+            args.ensemble,
+            tuple(chain.get("image_size", (100, 100))),
+            tuple(chain.get("frame", (2080, 1600))),
+            {k: tuple(v) for k, v in preset["regions"].items()},
+            chain.get("assume_aspect"),
+        )
+    except (FileNotFoundError, KeyError) as exc:
+        parser.exit(2, f"error: {exc}\n")
+    root = Path(args.root)
+    path = saved_model.export_end_to_end(graph, root / args.name, args.version)
+    print(f"end-to-end SavedModel -> {path}")
+    if args.stages:
+        for stage, model in graph.stage_models.items():
+            out = saved_model.export_stage(model, root / f"{args.name}_{stage}")
+            print(f"stage {stage} -> {out}")
+    print(f"models.config -> {saved_model.write_models_config(root)}")
+    if args.tflite:
+        from tf_boneage.inference import tflite_eval
+
+        tflite_eval.convert_all(path, args.tflite, root / "tflite" / args.name / path.name,
+                                args.manifest, args.representative)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
