@@ -237,6 +237,95 @@ def cmd_evaluate_tflite(args) -> int:
     return 0
 
 
+def _default_model(root: Path = Path("saved_models")) -> Path:
+    """The newest end-to-end export (a version with ``assets.extra/tf_boneage.json``)."""
+    found = sorted(root.glob("*/*/assets.extra/tf_boneage.json"),
+                   key=lambda p: p.stat().st_mtime)  # fmt: skip
+    if not found:
+        raise FileNotFoundError(f"no exported model under {root}/: run tf-boneage demo or "
+                                "training/export.py, or pass --model")  # fmt: skip
+    return found[-1].parents[1]
+
+
+def cmd_predict(args) -> int:
+    import json
+
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from tf_boneage.inference import predict
+
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        if out.suffix.lower() not in (".csv", ".json"):
+            print(f"error: --out must end in .csv or .json, got {out}", file=sys.stderr)
+            return 2
+        if out.exists() and not args.overwrite:
+            print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
+            return 2
+    try:
+        chrono = predict.parse_age(args.chronological_age) if args.chronological_age else None
+        model = _model_version(args.model) if args.model else _default_model()
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    files = predict.collect(args.inputs)
+    if not files:
+        print("error: no image or DICOM files found in the inputs", file=sys.stderr)
+        return 2
+    loaded = tf.saved_model.load(str(model))
+    rows = []
+    for start in tqdm(range(0, len(files), args.batch), desc="predict", unit="batch",
+                      disable=len(files) <= args.batch):  # fmt: skip
+        items = [predict.prepare(f, args.sex, chrono) for f in files[start : start + args.batch]]
+        good = [i for i in items if not i.error]
+        results = dict(zip(map(id, good), predict.run_model(loaded, good) if good else [],
+                           strict=True))  # fmt: skip
+        for item in items:
+            res = results.get(id(item))
+            r = predict.row(item, res)
+            if args.overlay and res is not None and not item.error:
+                path = Path(args.overlay) / f"{item.path.stem}_overlay.png"
+                if path.exists() and not args.overwrite:
+                    r["flags"] = "; ".join(filter(None, [r["flags"], f"{path} exists: kept"]))
+                else:
+                    r["overlay"] = str(predict.overlay(loaded, item, res, path))
+            rows.append(r)
+    for r in rows:
+        if r["status"] == "error":
+            print(f"{r['file']}: ERROR {r['reason']}", file=sys.stderr)
+            continue
+        line = (
+            f"{r['file']}: {r['bone_age']} ({r['bone_age_months']:.1f} months, 90 % "
+            f"{r['interval_low_months']:.0f}-{r['interval_high_months']:.0f}) {r['sex']}"
+        )
+        if r["sds_greulich_pyle"] is not None:
+            line += (
+                f", BA-CA {r['ba_minus_ca_months']:+.1f} months, SDS {r['sds_greulich_pyle']:+.2f}"
+            )
+        line += f" [{r['status']}{': ' + r['reason'] if r['reason'] else ''}]"
+        if r["flags"]:
+            line += f" ({r['flags']})"
+        print(line)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        if out.suffix.lower() == ".json":
+            tmp.write_text(json.dumps({"model": str(model), "results": rows}, indent=2))
+        else:
+            pd.DataFrame(rows, columns=list(predict.COLUMNS)).to_csv(tmp, index=False)
+        tmp.replace(out)
+        print(f"{len(rows)} results -> {out}")
+    errors = sum(r["status"] == "error" for r in rows)
+    return 1 if errors == len(rows) else 0
+
+
+def cmd_demo(args) -> int:
+    from tf_boneage import demo
+
+    return demo.run(args)
+
+
 def cmd_contact_sheet(args) -> int:
     import cv2
 
@@ -328,6 +417,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pose", action="store_true", help="pose-annotated images, draw the pose")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_contact_sheet)
+
+    p = sub.add_parser("demo", help="the whole chain on the embedded default (or --data)")
+    p.add_argument("--out", default="demo_run", help="working folder (default %(default)s)")
+    p.add_argument("--data", default=None, help="an RSNA-layout folder instead (labels.csv)")
+    p.add_argument("--models", default="saved_models", help="TF Serving model root")
+    p.add_argument("--name", default="boneage", help="exported model name")
+    p.add_argument("--n", type=int, default=800, help="synthetic images (default %(default)s)")
+    p.add_argument("--eval-limit", type=int, default=60, help="test images for the TFLite table")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("predict", help="bone age of image files, folders and DICOM files")
+    p.add_argument("inputs", nargs="+", help="files or folders (recursive)")
+    p.add_argument("--model", default=None,
+                   help="saved_models/NAME or a version (default: newest export)")  # fmt: skip
+    p.add_argument("--sex", choices=("M", "F", "m", "f"), default=None,
+                   help="sex for files without PatientSex")  # fmt: skip
+    p.add_argument("--chronological-age", default=None,
+                   help="months (126) or years+months (10y6m); default from DICOM dates")  # fmt: skip
+    p.add_argument("--out", default=None, help="results.csv or results.json")
+    p.add_argument("--overlay", default=None, help="folder for one overlay PNG per image")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("tflite", help="convert an exported SavedModel to TFLite variants")
     p.add_argument("--model", default="saved_models/boneage",

@@ -35,6 +35,8 @@ ENSEMBLES = {
     **{f"{r}_ens_sex": [f"{r}_reg_sex", f"{r}_cls_sex"] for r in "ABC"},
     # the paper's final model: every sex-specific regression and classification model
     "final": [f"{r}_{h}_sex" for r in "ABC" for h in ("reg", "cls")],
+    # what `tf-boneage demo` trains in its 10-minute budget (not in the paper)
+    "demo": ["A_reg_both", "B_reg_both", "C_reg_both", "A_cls_sex"],
 }
 
 

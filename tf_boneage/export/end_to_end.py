@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from tf_boneage.data.io import decode_image_bytes
 from tf_boneage.models.region import probability_model
-from tf_boneage.preprocessing import warp
+from tf_boneage.preprocessing import regions, warp
 from tf_boneage.preprocessing.chain import Preprocessor
 
 OUTPUTS = ("bone_age_months", "bone_age_std", "member_months", "mask_area", "mask_confidence",
@@ -101,23 +101,19 @@ class BoneAgeGraph(tf.Module):
         self.weights = tf.constant(w, tf.float32)  # (2, M): row 0 male, row 1 female
         self.bias = tf.constant(b, tf.float32)
 
-    def predict_decoded(self, images: tf.Tensor, male: tf.Tensor,
-                        original_size: tf.Tensor | None = None) -> dict:  # fmt: skip
-        """``images`` (B, H, W, 1) float32 in [0, 1] (any H, W: resized to ``input_size``),
-        ``male`` (B,) 1 / 0, ``original_size`` (B, 2) (h, w) of the originals or 0 = unknown."""
-        images = warp.resize(tf.cast(images, tf.float32), self.input_size)
-        male = tf.cast(tf.reshape(male, [-1]), tf.float32)
-        out = self.preprocessor(images, original_size)
+    def _estimate(self, crops: dict, male: tf.Tensor):
+        """Members and the per-sex ensemble from the region crops ``{region: (B, h, w, 1)}``:
+        ``(age (B,), std (B,), member predictions (B, M))``, months."""
         is_male = male > 0.5
         means, variances, is_cls = [], [], []
         for member in self.members:
-            crops = _quantise(out[f"region_{member.region}"])
+            x = crops[member.region]
             if member.both is not None:
-                mean, var = self.heads[id(member.both)](crops, male)
+                mean, var = self.heads[id(member.both)](x, male)
                 cls = self.heads[id(member.both)].probs is not None
             else:
-                m_mean, m_var = self.heads[id(member.male)](crops, male)
-                f_mean, f_var = self.heads[id(member.female)](crops, male)
+                m_mean, m_var = self.heads[id(member.male)](x, male)
+                f_mean, f_var = self.heads[id(member.female)](x, male)
                 mean, var = tf.where(is_male, m_mean, f_mean), tf.where(is_male, m_var, f_var)
                 cls = self.heads[id(member.male)].probs is not None
             means.append(mean)
@@ -131,9 +127,20 @@ class BoneAgeGraph(tf.Module):
                                        tf.reduce_sum(w, -1))  # fmt: skip
         cls_var = [v for v, c in zip(variances, is_cls, strict=True) if c]
         bins_var = tf.reduce_mean(tf.stack(cls_var, -1), -1) if cls_var else tf.zeros_like(age)
+        return age, tf.sqrt(bins_var + spread), preds
+
+    def predict_decoded(self, images: tf.Tensor, male: tf.Tensor,
+                        original_size: tf.Tensor | None = None) -> dict:  # fmt: skip
+        """``images`` (B, H, W, 1) float32 in [0, 1] (any H, W: resized to ``input_size``),
+        ``male`` (B,) 1 / 0, ``original_size`` (B, 2) (h, w) of the originals or 0 = unknown."""
+        images = warp.resize(tf.cast(images, tf.float32), self.input_size)
+        male = tf.cast(tf.reshape(male, [-1]), tf.float32)
+        out = self.preprocessor(images, original_size)
+        crops = {r: _quantise(out[f"region_{r}"]) for r in {m.region for m in self.members}}
+        age, std, preds = self._estimate(crops, male)
         return {
             "bone_age_months": age,
-            "bone_age_std": tf.sqrt(bins_var + spread),
+            "bone_age_std": std,
             "member_months": preds,
             "mask_area": out["mask_area"],
             "mask_confidence": out["mask_confidence"],
@@ -141,6 +148,32 @@ class BoneAgeGraph(tf.Module):
             "landmarks": out["landmarks"],
             "right_hand": tf.cast(out["right"], tf.float32),
         }
+
+    def explain(self, images: tf.Tensor, male: tf.Tensor, original_size: tf.Tensor) -> dict:
+        """What drove the estimate: ``registered`` (B, frame h, frame w, 1) enhanced image in
+        the canonical frame and ``saliency`` (B, frame h, frame w): |d age / d pixel| of each
+        region crop the ensemble used, pasted back onto its box of the frame and normalised to
+        max 1 per image (a gradient map; the contrast step's histogram lookup has no gradient,
+        so the map is taken on the crops, not on the raw image); ``mask`` (B, s, s)."""
+        images = warp.resize(tf.cast(images, tf.float32), self.input_size)
+        male = tf.cast(tf.reshape(male, [-1]), tf.float32)
+        out = self.preprocessor(images, original_size)
+        crops = {r: _quantise(out[f"region_{r}"]) for r in {m.region for m in self.members}}
+        with tf.GradientTape() as tape:
+            tape.watch(list(crops.values()))
+            age, _, _ = self._estimate(crops, male)
+        grads = tape.gradient(age, crops)
+        frame = self.preprocessor.config.frame
+        canvas = tf.zeros([tf.shape(images)[0], frame.height, frame.width], tf.float32)
+        for region, grad in grads.items():
+            y0, x0, y1, x1 = (int(round(v)) for v in regions.box_pixels(region, frame))
+            y0, x0 = max(0, y0), max(0, x0)
+            y1, x1 = min(frame.height, max(y1, y0 + 1)), min(frame.width, max(x1, x0 + 1))
+            g = tf.image.resize(tf.abs(grad), (y1 - y0, x1 - x0))[..., 0]
+            canvas += tf.pad(g, [[0, 0], [y0, frame.height - y1], [x0, frame.width - x1]])
+        canvas /= tf.maximum(tf.reduce_max(canvas, axis=[1, 2], keepdims=True), 1e-12)
+        return {"registered": out["registered"], "saliency": canvas, "mask": out["mask"][..., 0],
+                "bone_age_months": age}  # fmt: skip
 
     def decode(self, image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Encoded PNG / JPEG strings (B,) -> images (B, h, w, 1) at ``input_size`` and the

@@ -60,7 +60,8 @@ def signatures(graph: BoneAgeGraph) -> dict:
     """``serving_default``: encoded images + sex; ``predict_images``: decoded tensors of any
     size; ``predict_tflite``: one decoded image at ``input_size`` (fixed shapes, the signature
     TFLite converts: decoding stays outside the .tflite); ``decode``: encoded images ->
-    the ``images`` and ``original_size`` the other signatures take (what runs before TFLite)."""
+    the ``images`` and ``original_size`` the other signatures take (what runs before TFLite);
+    ``explain``: registered image, input saliency and mask for the overlays."""
     h, w = graph.input_size
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes"),
@@ -85,8 +86,14 @@ def signatures(graph: BoneAgeGraph) -> dict:
         images, original_size = graph.decode(image_bytes)
         return {"images": images, "original_size": original_size}
 
+    @tf.function(input_signature=[tf.TensorSpec([None, h, w, 1], tf.float32, name="images"),
+                                  tf.TensorSpec([None], tf.float32, name="male"),
+                                  tf.TensorSpec([None, 2], tf.float32, name="original_size")])  # fmt: skip
+    def explain(images, male, original_size):
+        return graph.explain(images, male, original_size)
+
     return {"serving_default": serving_default, "predict_images": predict_images,
-            "predict_tflite": predict_tflite, "decode": decode}  # fmt: skip
+            "predict_tflite": predict_tflite, "decode": decode, "explain": explain}  # fmt: skip
 
 
 def export_end_to_end(graph: BoneAgeGraph, model_dir, version: int | None = None,
@@ -98,6 +105,7 @@ def export_end_to_end(graph: BoneAgeGraph, model_dir, version: int | None = None
     graph.predict_images = sigs["predict_images"]
     graph.predict_tflite = sigs["predict_tflite"]
     graph.decode_images = sigs["decode"]
+    graph.explain_images = sigs["explain"]
 
     def save(path: Path) -> None:
         tf.saved_model.save(graph, str(path), signatures=sigs)

@@ -1,0 +1,251 @@
+"""The ``predict`` command's engine: files -> bone age, interval, QC, SDS, overlays.
+
+Each file is read and checked on its own (PNG / JPEG 8 or 16 bit, DICOM with PatientSex and
+dates); a file that cannot be used gets a row with its reason and never stops the others.
+Images go to the exported SavedModel as 16-bit PNG bytes (its ``serving_default``: the same
+graph TF Serving runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from tf_boneage.data import io
+from tf_boneage.inference.gp_standards import sds
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
+#: nominal coverage of the interval: estimate +/- Z * bone_age_std
+INTERVAL_Z = 1.645  # 90 %
+MIN_MASK_AREA = 0.05
+MIN_PLAUSIBILITY = 0.75
+
+
+def collect(inputs: list[str]) -> list[Path]:
+    """Files given and image / DICOM files under folders (recursive), in a stable order;
+    extension-less files inside folders are included when they look like DICOM."""
+    out = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for f in sorted(path.rglob("*")):
+                if f.is_file() and (f.suffix.lower() in IMAGE_SUFFIXES or
+                                    (not f.suffix and _looks_dicom(f))):  # fmt: skip
+                    out.append(f)
+        else:
+            out.append(path)
+    return out
+
+
+def _looks_dicom(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return head[128:132] == b"DICM"
+
+
+def parse_age(text: str) -> float:
+    """``"126"`` (months), ``"10y6m"``, ``"10y"`` or ``"10.5y"`` -> months."""
+    t = text.strip().lower().replace(" ", "")
+    try:
+        if "y" in t:
+            years, _, rest = t.partition("y")
+            months = float(rest.rstrip("m") or 0)
+            return float(years) * 12 + months
+        return float(t.rstrip("m"))
+    except ValueError:
+        raise ValueError(f"age {text!r} is not months (e.g. 126) or years+months (10y6m)") from None
+
+
+def months_between(birth: str, study: str) -> float:
+    """Months between two DICOM dates (YYYYMMDD)."""
+    b = dt.datetime.strptime(birth[:8], "%Y%m%d").date()
+    s = dt.datetime.strptime(study[:8], "%Y%m%d").date()
+    return (s - b).days / 30.4375
+
+
+def years_months(months: float) -> str:
+    m = int(round(months))
+    return f"{m // 12}y {m % 12}m"
+
+
+@dataclasses.dataclass
+class Prepared:
+    path: Path
+    png: bytes | None = None
+    pixels: np.ndarray | None = None
+    male: bool | None = None
+    sex_source: str = ""
+    chronological: float | None = None
+    flags: list = dataclasses.field(default_factory=list)
+    error: str = ""
+
+
+def _is_colour_photo(path: Path) -> bool:
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.ndim != 3 or raw.shape[2] < 3:
+        return False
+    rgb = raw[..., :3].astype(np.float32)
+    scale = 65535.0 if raw.dtype == np.uint16 else 255.0
+    chroma = np.abs(rgb[..., 0] - rgb[..., 1]) + np.abs(rgb[..., 1] - rgb[..., 2])
+    return float(chroma.mean() / scale) > 0.05
+
+
+def _looks_inverted(pixels: np.ndarray) -> bool:
+    """Radiographs have a dark background; a bright border with a darker centre is inverted."""
+    h, w = pixels.shape
+    bh, bw = max(1, h // 20), max(1, w // 20)
+    border = np.concatenate([pixels[:bh].ravel(), pixels[-bh:].ravel(),
+                             pixels[:, :bw].ravel(), pixels[:, -bw:].ravel()])  # fmt: skip
+    centre = pixels[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
+    return float(np.median(border)) > 0.5 and float(np.median(border)) > float(centre.mean())
+
+
+def prepare(path: Path, sex: str | None, chronological: float | None) -> Prepared:
+    """Read one file and gather what the model and the report need; errors are kept."""
+    item = Prepared(path)
+    try:
+        loaded = io.read_image(path)
+    except io.ImageError as exc:
+        item.error = exc.problem
+        return item
+    except OSError as exc:
+        item.error = f"cannot read: {exc}"
+        return item
+    meta = loaded.meta
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg") and _is_colour_photo(path):
+        item.error = "not a radiograph (a colour photograph)"
+        return item
+    pixels = loaded.pixels
+    if _looks_inverted(pixels):
+        pixels = 1.0 - pixels
+        item.flags.append("inverted image: fixed")
+    if "sex" in meta:
+        item.male, item.sex_source = meta["sex"] == "M", "DICOM PatientSex"
+    elif sex:
+        item.male, item.sex_source = sex.upper() == "M", "--sex"
+    else:
+        item.error = "sex unknown: the file has no PatientSex; pass --sex M or --sex F"
+        return item
+    if chronological is not None:
+        item.chronological = chronological
+    elif "birth_date" in meta and "study_date" in meta:
+        try:
+            item.chronological = months_between(meta["birth_date"], meta["study_date"])
+        except ValueError:
+            item.flags.append("unreadable PatientBirthDate / StudyDate")
+    item.pixels = pixels
+    data = np.clip(np.rint(pixels * 65535.0), 0, 65535).astype(np.uint16)
+    item.png = cv2.imencode(".png", data)[1].tobytes()
+    return item
+
+
+def qc_reason(area: float, plausibility: float) -> str:
+    if area < MIN_MASK_AREA:
+        return f"no hand found (mask covers {100 * area:.1f} % of the image)"
+    if plausibility < MIN_PLAUSIBILITY:
+        failed = int(round((1 - plausibility) * 4))
+        return f"implausible landmarks or registration ({failed} of 4 checks failed)"
+    return ""
+
+
+def row(item: Prepared, out: dict | None) -> dict:
+    """One result row (the CSV / JSON schema; see :data:`COLUMNS`)."""
+    r = dict.fromkeys(COLUMNS, None)
+    r.update(file=str(item.path), flags="; ".join(item.flags), sex_source=item.sex_source,
+             sex=None if item.male is None else ("M" if item.male else "F"),
+             chronological_age_months=item.chronological)  # fmt: skip
+    if item.error or out is None:
+        r.update(status="error", reason=item.error or "model failed")
+        return r
+    age, std = float(out["bone_age_months"]), float(out["bone_age_std"])
+    reason = qc_reason(float(out["mask_area"]), float(out["landmark_plausibility"]))
+    r.update(status="rejected" if reason else "ok", reason=reason,
+             bone_age_months=round(age, 2), bone_age=years_months(age),
+             bone_age_std_months=round(std, 2),
+             interval_low_months=round(age - INTERVAL_Z * std, 2),
+             interval_high_months=round(age + INTERVAL_Z * std, 2),
+             mask_area=round(float(out["mask_area"]), 4),
+             landmark_plausibility=float(out["landmark_plausibility"]))  # fmt: skip
+    if item.chronological is not None:
+        r["ba_minus_ca_months"] = round(age - item.chronological, 2)
+        r["sds_greulich_pyle"] = round(sds(age, item.chronological, bool(item.male)), 2)
+    return r
+
+
+COLUMNS = ("file", "status", "reason", "flags", "sex", "sex_source", "bone_age_months",
+           "bone_age", "bone_age_std_months", "interval_low_months", "interval_high_months",
+           "chronological_age_months", "ba_minus_ca_months", "sds_greulich_pyle", "mask_area",
+           "landmark_plausibility", "overlay")  # fmt: skip
+
+
+def run_model(loaded, items: list[Prepared]) -> list[dict | None]:
+    """``serving_default`` on the good items (one call per batch; a failing batch is retried
+    image by image so one bad image cannot lose the others)."""
+    fn = loaded.signatures["serving_default"]
+
+    def call(batch):
+        out = fn(image_bytes=tf.constant([i.png for i in batch]),
+                 male=tf.constant([float(i.male) for i in batch]))  # fmt: skip
+        return [{k: v.numpy()[j] for k, v in out.items()} for j in range(len(batch))]
+
+    try:
+        return call(items)
+    except tf.errors.OpError:
+        results = []
+        for item in items:
+            try:
+                results.append(call([item])[0])
+            except tf.errors.OpError as exc:
+                item.error = f"model failed: {exc.message.splitlines()[0]}"
+                results.append(None)
+        return results
+
+
+def overlay(loaded, item: Prepared, result: dict, path: Path) -> Path:
+    """Input with landmarks | registered hand with regions A, B, C | saliency heatmap."""
+    from tf_boneage.preprocessing.regions import REGIONS
+
+    meta_size = loaded.signatures["explain"].structured_input_signature[1]["images"].shape
+    h, w = int(meta_size[1]), int(meta_size[2])
+    x = tf.image.resize(item.pixels[None, ..., None], (h, w)).numpy()
+    ex = loaded.signatures["explain"](images=tf.constant(x, tf.float32),
+                                      male=tf.constant([float(item.male)]),
+                                      original_size=tf.constant([item.pixels.shape], tf.float32))  # fmt: skip
+    reg = ex["registered"].numpy()[0, ..., 0]
+    sal = ex["saliency"].numpy()[0]
+    fh, fw = reg.shape
+    scale = max(1, 400 // fh)
+    panel_h = fh * scale
+
+    def grey(img):
+        u8 = np.clip(img * 255, 0, 255).astype(np.uint8)
+        return cv2.cvtColor(u8, cv2.COLOR_GRAY2BGR)
+
+    src = grey(cv2.resize(item.pixels, (int(item.pixels.shape[1] * panel_h / item.pixels.shape[0]),
+                                        panel_h)))  # fmt: skip
+    marks = np.asarray(result["landmarks"]).reshape(3, 2)
+    for (px, py), colour in zip(marks, ((0, 0, 255), (0, 255, 0), (255, 0, 0)), strict=True):
+        cv2.circle(src, (int(px * src.shape[1]), int(py * src.shape[0])), 5, colour, -1)
+    regp = grey(cv2.resize(reg, (fw * scale, panel_h), interpolation=cv2.INTER_NEAREST))
+    for name, (y0, x0, y1, x1) in REGIONS.items():
+        colour = {"A": (255, 255, 0), "B": (0, 200, 255), "C": (255, 0, 255)}[name]
+        p0 = (int(x0 * regp.shape[1]), int(y0 * panel_h))
+        p1 = (int(x1 * regp.shape[1]) - 1, int(y1 * panel_h) - 1)
+        cv2.rectangle(regp, p0, p1, colour, 2)
+        cv2.putText(regp, name, (p0[0] + 4, p0[1] + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour)
+    heat = cv2.applyColorMap((np.clip(sal, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    heat = cv2.resize(heat, (fw * scale, panel_h))
+    blend = cv2.addWeighted(regp, 0.5, heat, 0.5, 0)
+    sheet = np.concatenate([src, regp, blend], axis=1)
+    text = f"{years_months(result['bone_age_months'])} ({result['bone_age_months']:.1f} mo)"
+    cv2.putText(sheet, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 255), 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    cv2.imwrite(str(tmp), sheet)
+    tmp.replace(path)
+    return path
