@@ -1,0 +1,136 @@
+"""``tf-boneage predict`` with its real argument parsing (subprocesses), on a tiny export."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from test_export import _graph, _images
+from test_io import _dicom
+
+from tf_boneage.export import saved_model
+from tf_boneage.inference import predict
+from tf_boneage.inference.gp_standards import gp_sd, sds
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return saved_model.export_end_to_end(_graph(), root / "boneage")
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A folder with sub-folders: PNG 8 / 16 bit, JPEG, an inverted PNG, a corrupt file in the
+    middle, DICOM with and without PatientSex."""
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    imgs = _images(4, seed=5)
+    cv2.imwrite(str(folder / "a_8bit.png"), imgs[0])
+    cv2.imwrite(str(folder / "sub" / "b_16bit.png"), imgs[1].astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "c.jpg"), imgs[2])
+    (folder / "d_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    cv2.imwrite(str(folder / "e_inverted.png"), 255 - imgs[3])
+    _dicom(folder / "sub" / "f_male.dcm", imgs[0].astype(np.uint16) * 200, sex="M")
+    _dicom(folder / "sub" / "g_nosex.dcm", imgs[1].astype(np.uint16) * 200, sex=None)
+    (folder / "notes.txt").write_text("not an image")  # ignored inside folders
+    return folder
+
+
+def _predict(*args):
+    return subprocess.run([sys.executable, "-m", "tf_boneage.cli", "predict", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def test_folder_without_sex_uses_dicom_sex_and_reports_the_rest(model, inputs, tmp_path):
+    out = tmp_path / "r.csv"
+    r = _predict(inputs, "--model", model, "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = pd.read_csv(out)
+    assert list(table.columns) == list(predict.COLUMNS)
+    assert len(table) == 7  # every image file, the .txt ignored
+    by = {p.split("/")[-1]: row for p, row in zip(table["file"], table.to_dict("records"),
+                                                  strict=True)}  # fmt: skip
+    male = by["f_male.dcm"]
+    assert male["status"] in ("ok", "rejected") and male["sex"] == "M"
+    assert male["sex_source"] == "DICOM PatientSex"
+    # birth 2010-01-01, study 2020-06-15: 3818 days = 125.44 months
+    assert male["chronological_age_months"] == pytest.approx(3818 / 30.4375)
+    assert male["ba_minus_ca_months"] == pytest.approx(
+        male["bone_age_months"] - male["chronological_age_months"], abs=0.02
+    )
+    assert male["interval_low_months"] < male["bone_age_months"] < male["interval_high_months"]
+    for name in ("a_8bit.png", "b_16bit.png", "c.jpg", "g_nosex.dcm"):
+        assert by[name]["status"] == "error" and "--sex" in by[name]["reason"]
+    assert by["d_corrupt.png"]["status"] == "error"
+    assert "d_corrupt.png" in r.stderr
+
+
+def test_sex_flag_corrupt_file_in_the_middle_json_and_overwrite(model, inputs, tmp_path):
+    out = tmp_path / "r.json"
+    r = _predict(inputs, "--model", model, "--sex", "F", "--chronological-age", "10y6m",
+                 "--out", out, "--overlay", tmp_path / "ov", "--batch", "3")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["model"] == str(model)
+    rows = {x["file"].split("/")[-1]: x for x in doc["results"]}
+    assert all(set(x) == set(predict.COLUMNS) for x in doc["results"])
+    assert rows["d_corrupt.png"]["status"] == "error"
+    good = [n for n in rows if n != "d_corrupt.png"]
+    assert all(rows[n]["status"] in ("ok", "rejected") for n in good)  # others not lost
+    assert rows["f_male.dcm"]["sex"] == "M"  # the file's own sex wins over --sex
+    assert rows["a_8bit.png"]["sex"] == "F" and rows["a_8bit.png"]["sex_source"] == "--sex"
+    assert rows["a_8bit.png"]["chronological_age_months"] == 126
+    assert "inverted image: fixed" in rows["e_inverted.png"]["flags"]
+    # the inverted file, once fixed, gives the same answer as its positive twin would
+    assert rows["a_8bit.png"]["sds_greulich_pyle"] == pytest.approx(
+        (rows["a_8bit.png"]["bone_age_months"] - 126) / gp_sd(126, False), abs=0.01
+    )
+    overlays = sorted(p.name for p in (tmp_path / "ov").iterdir())
+    assert "a_8bit_overlay.png" in overlays and len(overlays) == 6
+    img = cv2.imread(str(tmp_path / "ov" / "a_8bit_overlay.png"))
+    assert img.shape[1] > img.shape[0]  # three panels side by side
+    before = out.read_text()
+    again = _predict(inputs, "--model", model, "--sex", "F", "--out", out)
+    assert again.returncode == 2 and "exists" in again.stderr
+    assert out.read_text() == before  # nothing overwritten
+    third = _predict(inputs / "a_8bit.png", "--model", model, "--sex", "m", "--out", out,
+                     "--overwrite")  # fmt: skip
+    assert third.returncode == 0 and len(json.loads(out.read_text())["results"]) == 1
+
+
+def test_bad_arguments_are_refused_before_any_work(model, tmp_path):
+    r = _predict(tmp_path, "--model", model, "--chronological-age", "ten years")
+    assert r.returncode == 2 and "10y6m" in r.stderr
+    r = _predict(tmp_path, "--model", model)
+    assert r.returncode == 2 and "no image or DICOM files" in r.stderr
+    r = _predict(tmp_path, "--model", tmp_path / "nothing")
+    assert r.returncode == 2 and "no SavedModel versions" in r.stderr
+    r = _predict(tmp_path, "--model", model, "--out", tmp_path / "r.txt")
+    assert r.returncode == 2 and ".csv or .json" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "months"), [("126", 126.0), ("10y6m", 126.0), ("10y", 120.0), ("1.5y", 18.0),
+                         ("7m", 7.0), ("10 y 6 m", 126.0)])  # fmt: skip
+def test_parse_age(text, months):
+    assert predict.parse_age(text) == months
+
+
+def test_greulich_pyle_sds_by_hand():
+    # boys at 120 months: SD 9.79; halfway between 120 (9.79) and 132 (10.09): 9.94
+    assert gp_sd(120, True) == pytest.approx(9.79)
+    assert gp_sd(126, True) == pytest.approx(9.94)
+    assert gp_sd(1, False) == pytest.approx(0.72)  # clamped at the ends
+    assert sds(130.0, 120.0, True) == pytest.approx(10 / 9.79)
+    assert predict.years_months(126.4) == "10y 6m"
+    assert predict.months_between("20100101", "20110101") == pytest.approx(365 / 30.4375)
+
+
+def test_qc_reasons():
+    assert predict.qc_reason(0.01, 1.0).startswith("no hand found")
+    assert "2 of 4 checks failed" in predict.qc_reason(0.3, 0.5)
+    assert predict.qc_reason(0.3, 1.0) == ""
