@@ -65,11 +65,11 @@ def build(table: pd.DataFrame) -> dict:
     for _, row in ROWS:
         for title, suffix, sex in COLUMNS:
             out["cells"][f"{row}|{title}"] = cell(test, column_name(row, suffix), sex)
-    for name in ("raw_reg_both", "A_reg_both"):
+    for name in ("raw_reg_both", "A_reg_both", "demo"):
         if name in test:
             out["extra"][name] = mae_report(test.rename(columns={name: "pred"}))
     out["mean_predictor_mae"] = float((test.boneage - test.boneage.mean()).abs().mean())
-    best = next((c for c in ("final", "ABC_reg_both", "A_reg_both") if c in test), None)
+    best = next((c for c in ("final", "demo", "ABC_reg_both", "A_reg_both") if c in test), None)
     if best:
         out["best"] = {"model": best, "report": mae_report(test.rename(columns={best: "pred"}))}
     return out

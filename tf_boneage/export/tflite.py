@@ -37,15 +37,21 @@ def _frozen(saved_model_dir, signature: str):
     return loaded, frozen, sorted(fn.structured_outputs)
 
 
+def freeze(saved_model_dir, signature: str = "predict_tflite"):
+    """Load and freeze a signature once, to convert it to several variants."""
+    return _frozen(saved_model_dir, signature)[:2]
+
+
 def convert(saved_model_dir, variant: str = "float32", signature: str = "predict_tflite",
-            representative: Callable[[], Iterable[list[np.ndarray]]] | None = None) -> bytes:  # fmt: skip
+            representative: Callable[[], Iterable[list[np.ndarray]]] | None = None,
+            frozen=None) -> bytes:  # fmt: skip
     """The ``signature`` of a SavedModel as a .tflite flatbuffer of ``variant``.
 
-    ``representative()`` yields lists of input arrays in the signature's (sorted) input order;
-    required for ``int8``."""
+    ``representative()`` yields lists of input arrays in :func:`input_order`; required for
+    ``int8``. ``frozen``: the result of :func:`freeze`, to skip reloading."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    loaded, frozen, _ = _frozen(saved_model_dir, signature)
+    loaded, frozen = frozen or freeze(saved_model_dir, signature)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], loaded)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if variant != "float32":
@@ -59,6 +65,15 @@ def convert(saved_model_dir, variant: str = "float32", signature: str = "predict
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]  # fmt: skip
     return converter.convert()
+
+
+def input_order(blob: bytes) -> list[str]:
+    """Signature input names in the order of the flatbuffer's input tensors (the order a
+    representative dataset must use: the calibrator's dict path crashed on this graph)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_content=blob).get_input_details()
+    return [d["name"].split(":")[0].removeprefix("serving_default_") for d in details]
 
 
 def output_names(saved_model_dir, signature: str = "predict_tflite") -> list[str]:

@@ -30,9 +30,9 @@ def _decoder(loaded):
     return run
 
 
-def representative(saved_model_dir, manifest: pd.DataFrame, n: int = 64):
+def representative(saved_model_dir, manifest: pd.DataFrame, n: int = 64, order=None):
     """A representative dataset for int8: ``n`` training rows of ``manifest``, decoded by the
-    SavedModel; yields ``[images, male, original_size]`` (sorted input names)."""
+    SavedModel; yields lists of arrays in ``order`` (:func:`tflite.input_order`)."""
     loaded = tf.saved_model.load(str(saved_model_dir))
     decode = _decoder(loaded)
     rows = manifest[manifest["split"] == "train"] if "split" in manifest else manifest
@@ -41,7 +41,11 @@ def representative(saved_model_dir, manifest: pd.DataFrame, n: int = 64):
     def gen():
         for _, row in rows.iterrows():
             x = decode(row["image_path"])
-            yield [x["images"], np.array([float(row["male"])], np.float32), x["original_size"]]
+            yield {
+                "images": x["images"],
+                "male": np.array([float(row["male"])], np.float32),
+                "original_size": x["original_size"],
+            }
 
     return gen
 
@@ -50,7 +54,8 @@ def convert_all(saved_model_dir, variants, out_dir, manifest_path=None, n: int =
     """Write ``out_dir/VARIANT.tflite`` (+ ``.outputs.txt``) for each variant; returns paths."""
     out_dir = Path(out_dir)
     names = tflite.output_names(saved_model_dir)
-    paths = {}
+    frozen = tflite.freeze(saved_model_dir)
+    paths, order = {}, None
     for variant in variants:
         rep = None
         if variant == "int8":
@@ -58,14 +63,49 @@ def convert_all(saved_model_dir, variants, out_dir, manifest_path=None, n: int =
                 raise ValueError("int8 needs --manifest for the representative dataset")
             from tf_boneage.data.manifest import load_manifest
 
-            rep = representative(saved_model_dir, load_manifest(manifest_path), n)
+            if order is None:
+                order = tflite.input_order(tflite.convert(saved_model_dir, frozen=frozen))
+            rep = representative(saved_model_dir, load_manifest(manifest_path), n, order)
         start = time.perf_counter()
-        blob = tflite.convert(saved_model_dir, variant, representative=rep)
+        if variant == "int8":
+            # the TFLite calibrator can crash the process (a segfault on the end-to-end graph,
+            # TF 2.21): calibrate in a child process so the other variants survive
+            blob = _isolated_int8(saved_model_dir, rep)
+            if blob is None:
+                continue
+        else:
+            blob = tflite.convert(saved_model_dir, variant, representative=rep, frozen=frozen)
+        if order is None:
+            order = tflite.input_order(blob)
         path = tflite.write(blob, out_dir / f"{variant}.tflite")
         path.with_suffix(".outputs.txt").write_text("\n".join(names) + "\n")
         print(f"{variant}: {path} ({len(blob) / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s)")
         paths[variant] = path
     return paths
+
+
+def _int8_child(saved_model_dir, samples, out_path) -> None:
+    blob = tflite.convert(saved_model_dir, "int8", representative=lambda: iter(samples))
+    Path(out_path).write_bytes(blob)
+
+
+def _isolated_int8(saved_model_dir, rep) -> bytes | None:
+    import multiprocessing
+    import tempfile
+
+    samples = list(rep())
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "int8.tflite"
+        ctx = multiprocessing.get_context("spawn")
+        child = ctx.Process(target=_int8_child, args=(str(saved_model_dir), samples, str(out)))
+        child.start()
+        child.join()
+        if child.exitcode != 0 or not out.exists():
+            print(f"int8: not written: the TFLite converter's calibration failed (exit code "
+                  f"{child.exitcode}; a negative code is a signal, e.g. -11 a segfault). "
+                  "float32, float16 and dynamic-range variants are unaffected.")  # fmt: skip
+            return None
+        return out.read_bytes()
 
 
 def evaluate(saved_model_dir, tflite_paths: dict, manifest: pd.DataFrame, threads=None) -> tuple:
