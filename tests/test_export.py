@@ -256,3 +256,38 @@ def test_tflite_variants_parity_and_evaluate_cli(exported, tmp_path):
     assert "| float16 |" in r.stdout and "broken.png" in r.stderr
     again = subprocess.run(cli, capture_output=True, text=True)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+@pytest.mark.slow
+def test_per_stage_savedmodel_and_tflite_float32_match_keras(tmp_path):
+    """Each network alone, same inputs: Keras vs its stage SavedModel vs TFLite float32."""
+    from tf_boneage.export import tflite
+
+    graph = _graph(seed=3)
+    rng = np.random.default_rng(0)
+    stages = {"unet": graph.preprocessor.unet, "landmarks": graph.preprocessor.landmark_model,
+              "region_cls": graph.members[1].male, "region_reg": graph.members[0].female}  # fmt: skip
+    for name, model in stages.items():
+        path = saved_model.export_stage(model, tmp_path / name)
+        x = rng.random((1, *model.input_shape[1:]), dtype=np.float32)
+        keras_out = np.asarray(model(x, training=False))
+        sm = tf.saved_model.load(str(path)).signatures["serving_default"]
+        (key,) = sm.structured_input_signature[1]
+        sm_out = next(iter(sm(**{key: tf.constant(x)}).values())).numpy()
+        np.testing.assert_allclose(sm_out, keras_out, atol=1e-5, err_msg=name)
+        blob = tflite.convert(path, "float32", signature="serving_default")
+        tfl = tflite.write(blob, tmp_path / f"{name}.tflite")
+        out = tflite.Runner(tfl)(**{key: x})
+        got = next(iter(out.values()))
+        scale = 1e-3 if name.startswith("region") else 1e-4  # months / probabilities
+        np.testing.assert_allclose(got, keras_out, atol=scale, err_msg=name)
+    # the region heads give months that differ between inputs (the test can fail)
+    assert (
+        np.ptp(
+            [
+                float(graph.members[0].female(rng.random((1, 32, 24, 1)), training=False)[0, 0])
+                for _ in range(3)
+            ]
+        )
+        > 0.5
+    )

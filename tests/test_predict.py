@@ -134,3 +134,23 @@ def test_qc_reasons():
     assert predict.qc_reason(0.01, 1.0).startswith("no hand found")
     assert "2 of 4 checks failed" in predict.qc_reason(0.3, 0.5)
     assert predict.qc_reason(0.3, 1.0) == ""
+
+
+def test_interval_coverage_by_hand_and_script(model, tmp_path):
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "training"))
+    import coverage as coverage_script
+
+    r = coverage_script.coverage([0, 0, 0, 0], [1, 2, 3, 10], [2, 2, 2, 2])
+    assert r["mae"] == 4.0 and r["coverage_68"] == 0.5 and r["coverage_90"] == 0.75
+    rows = []
+    for k, img in enumerate(_images(4, seed=9)):
+        p = tmp_path / f"i{k}.png"
+        cv2.imwrite(str(p), img)
+        rows.append({"id": f"i{k}", "image_path": str(p), "boneage": 60.0 + 30 * k,
+                     "male": k % 2 == 0, "split": "test"})  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    assert coverage_script.main(["--model", str(model), "--manifest", str(tmp_path / "m.csv"),
+                                 "--out", str(tmp_path / "c.json")]) == 0  # fmt: skip
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert doc["all"]["n"] == 4 and doc["male"]["n"] == 2
+    assert 0.0 <= doc["all"]["coverage_68"] <= doc["all"]["coverage_90"] <= 1.0
