@@ -174,19 +174,24 @@ def _model_version(path: str) -> Path:
     return saved_model.latest(p)
 
 
+def _model_and_tflite_dir(model_arg: str, tflite_dir: str | None):
+    """(SavedModel version, TFLite folder: given or saved_models/tflite/NAME/VERSION); the
+    model is None (error printed) when there is no such export."""
+    try:
+        model = _model_version(model_arg)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, None
+    default = Path("saved_models") / "tflite" / model.parent.name / model.name
+    return model, Path(tflite_dir) if tflite_dir else default
+
+
 def cmd_tflite(args) -> int:
     from tf_boneage.inference import tflite_eval
 
-    try:
-        model = _model_version(args.model)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    model, out = _model_and_tflite_dir(args.model, args.out)
+    if model is None:
         return 2
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("saved_models") / "tflite" / model.parent.name / model.name
-    )
     existing = [v for v in args.variants if (out / f"{v}.tflite").exists()]
     if existing and not args.overwrite:
         print(f"error: {out} already has {existing}; pass --overwrite to replace",
@@ -203,13 +208,9 @@ def cmd_tflite(args) -> int:
 def cmd_evaluate_tflite(args) -> int:
     from tf_boneage.inference import tflite_eval
 
-    try:
-        model = _model_version(args.model)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    model, folder = _model_and_tflite_dir(args.model, args.tflite_dir)
+    if model is None:
         return 2
-    folder = Path(args.tflite_dir) if args.tflite_dir else (
-        Path("saved_models") / "tflite" / model.parent.name / model.name)  # fmt: skip
     paths = {p.stem: p for p in sorted(folder.glob("*.tflite"))}
     if not paths:
         print(f"error: no .tflite files in {folder}: run tf-boneage tflite first", file=sys.stderr)

@@ -42,3 +42,14 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=default))
     os.replace(tmp, path)
+
+
+def start_job(cfg):
+    """Logical CPU devices, the ``cfg.strategy`` distribution strategy (created before any
+    other TF op: multi-worker requires it) and seeds; returns the strategy."""
+    from loop import strategy_for
+
+    split_cpu()
+    strategy = strategy_for(cfg.strategy)
+    seed_everything(cfg.seed)
+    return strategy

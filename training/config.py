@@ -220,3 +220,22 @@ def save(config, path: Path) -> None:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def from_command_line(cls, description: str, argv=None, extra=None):
+    """Parse ``--preset`` / ``--config`` / ``--set`` (plus ``extra(parser)`` arguments) and
+    build a validated ``cls`` config; a bad value exits with status 2 naming the key.
+    Returns ``(config, parsed arguments)``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preset", default=None, choices=PRESETS)
+    parser.add_argument("--config", default=None, help="YAML file")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args(argv)
+    try:
+        return load(cls, args.preset, args.config, args.set), args
+    except ConfigError as exc:
+        parser.exit(2, f"error: {exc}\n")

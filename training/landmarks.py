@@ -12,7 +12,6 @@ percentage of the annotated tip-to-capitate length.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,8 +22,8 @@ import config as config_lib  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import seed_everything, split_cpu, write_json  # noqa: E402
-from loop import fit, strategy_for, worker_dir  # noqa: E402
+from common import start_job, write_json  # noqa: E402
+from loop import fit, worker_dir  # noqa: E402
 from segmentation import pose_table  # noqa: E402
 
 from tf_boneage.data import io, manifest  # noqa: E402
@@ -87,18 +86,10 @@ def errors(pred: np.ndarray, rows) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default=None, choices=config_lib.PRESETS)
-    parser.add_argument("--config", default=None, help="YAML file")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_lib.load(config_lib.LandmarkConfig, args.preset, args.config, args.set)
-    except config_lib.ConfigError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    split_cpu()
-    strategy = strategy_for(cfg.strategy)
-    seed_everything(cfg.seed)
+    cfg, args = config_lib.from_command_line(
+        config_lib.LandmarkConfig, __doc__.split("\n")[0], argv
+    )
+    strategy = start_job(cfg)
     out = worker_dir(Path(cfg.out), strategy)
     config_lib.save(cfg, out / "config.yaml")
     table = manifest.load_manifest(cfg.manifest)

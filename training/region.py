@@ -28,8 +28,8 @@ import config as config_lib  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from common import seed_everything, split_cpu, write_json  # noqa: E402
-from loop import fit, strategy_for, worker_dir  # noqa: E402
+from common import start_job, write_json  # noqa: E402
+from loop import fit, worker_dir  # noqa: E402
 
 from tf_boneage.data import manifest as manifest_lib  # noqa: E402
 from tf_boneage.data.augment import AffineRange  # noqa: E402
@@ -91,19 +91,12 @@ def datasets(cfg, rows: pd.DataFrame, global_batch: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default=None, choices=config_lib.PRESETS)
-    parser.add_argument("--config", default=None, help="YAML file")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_lib.load(config_lib.RegionConfig, args.preset, args.config, args.set)
-    except config_lib.ConfigError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    split_cpu()
-    strategy = strategy_for(cfg.strategy)  # first: multi-worker must start before other TF ops
-    seed_everything(cfg.seed)
+    def extra(parser):
+        parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+
+    cfg, args = config_lib.from_command_line(config_lib.RegionConfig, __doc__.split("\n")[0],
+                                             argv, extra)  # fmt: skip
+    strategy = start_job(cfg)  # first: multi-worker must start before other TF ops
     out = worker_dir(Path(cfg.out), strategy)
     config_lib.save(cfg, out / "config.yaml")
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync

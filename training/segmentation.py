@@ -15,7 +15,6 @@ TensorBoard), ``report.json`` (held-out pose images: points inside the mask, Jac
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -27,8 +26,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import seed_everything, split_cpu, write_json  # noqa: E402
-from loop import fit, strategy_for, worker_dir  # noqa: E402
+from common import start_job, write_json  # noqa: E402
+from loop import fit, worker_dir  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from tf_boneage.data import io, manifest, split  # noqa: E402
@@ -177,18 +176,10 @@ def train_round(cfg, train, val, out: Path, epochs: int, init: Path | None, stra
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default=None, choices=config_lib.PRESETS)
-    parser.add_argument("--config", default=None, help="YAML file")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_lib.load(config_lib.SegmentationConfig, args.preset, args.config, args.set)
-    except config_lib.ConfigError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    split_cpu()
-    strategy = strategy_for(cfg.strategy)
-    seed_everything(cfg.seed)
+    cfg, args = config_lib.from_command_line(
+        config_lib.SegmentationConfig, __doc__.split("\n")[0], argv
+    )
+    strategy = start_job(cfg)
     out = Path(cfg.out)
     config_lib.save(cfg, worker_dir(out, strategy) / "config.yaml")
     table = manifest.load_manifest(cfg.manifest)
