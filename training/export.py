@@ -34,6 +34,8 @@ def main(argv=None) -> int:
     parser.add_argument("--root", default="saved_models", help="TF Serving model root")
     parser.add_argument("--ensemble", default="final", help="ensemble of ensembles.json")
     parser.add_argument("--version", type=int, default=None, help="default: next free")
+    parser.add_argument("--unet", default=None,
+                        help="U-Net the cache was built with (default: the last seg round)")  # fmt: skip
     parser.add_argument("--stages", action="store_true", help="also per-stage SavedModels")
     parser.add_argument("--tflite", nargs="*", default=[], help="TFLite variants to convert")
     parser.add_argument("--manifest", default=None, help="manifest for the int8 calibration")
@@ -56,7 +58,9 @@ def main(argv=None) -> int:
     except (FileNotFoundError, KeyError) as exc:
         parser.exit(2, f"error: {exc}\n")
     root = Path(args.root)
-    path = saved_model.export_end_to_end(graph, root / args.name, args.version)
+    meta = {"runs": str(args.runs), "preset": args.preset, "ensemble": args.ensemble,
+            "unet": str(args.unet or "last round")}  # fmt: skip
+    path = saved_model.export_end_to_end(graph, root / args.name, args.version, meta)
     print(f"end-to-end SavedModel -> {path}")
     if args.stages:
         for stage, model in graph.stage_models.items():

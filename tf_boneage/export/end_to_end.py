@@ -218,10 +218,12 @@ def members_from_spec(models: list[str], load) -> list[Member]:
 
 
 def from_runs(table_dir, ensemble: str = "final", input_size=(100, 100), frame=(104, 80),
-              region_sizes=None, assume_aspect: float | None = None) -> BoneAgeGraph:  # fmt: skip
+              region_sizes=None, assume_aspect: float | None = None,
+              unet=None) -> BoneAgeGraph:  # fmt: skip
     """Build the graph from the outputs of ``training/table.py``: ``seg/roundK/unet.keras``
-    (the last round), ``landmarks/landmarks.keras``, ``region/NAME/model.keras`` and the
-    ensemble ``ensemble`` of ``region/ensembles.json``."""
+    (the last round, or ``unet``: it must be the U-Net the training cache was built with),
+    ``landmarks/landmarks.keras``, ``region/NAME/model.keras`` and the ensemble ``ensemble``
+    of ``region/ensembles.json``."""
     import json
     from pathlib import Path
 
@@ -229,8 +231,8 @@ def from_runs(table_dir, ensemble: str = "final", input_size=(100, 100), frame=(
     from tf_boneage.preprocessing import chain, registration
 
     root = Path(table_dir)
-    rounds = sorted((root / "seg").glob("round*/unet.keras"))
-    if not rounds:
+    rounds = [Path(unet)] if unet else sorted((root / "seg").glob("round*/unet.keras"))
+    if not rounds or not rounds[-1].is_file():
         raise FileNotFoundError(f"{root / 'seg'}: no roundK/unet.keras")
     doc_path = root / "region" / "ensembles.json"
     if not doc_path.is_file():
