@@ -54,6 +54,7 @@ def main(argv=None) -> int:
             tuple(chain.get("frame", (2080, 1600))),
             {k: tuple(v) for k, v in preset["regions"].items()},
             chain.get("assume_aspect"),
+            args.unet,
         )
     except (FileNotFoundError, KeyError) as exc:
         parser.exit(2, f"error: {exc}\n")
