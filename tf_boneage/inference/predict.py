@@ -44,8 +44,7 @@ def collect(inputs: list[str]) -> list[Path]:
 
 def _looks_dicom(path: Path) -> bool:
     with open(path, "rb") as f:
-        head = f.read(132)
-    return head[128:132] == b"DICM"
+        return io._is_dicom(f.read(132))  # the reader's own DICOM check
 
 
 def parse_age(text: str) -> float:
