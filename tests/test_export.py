@@ -291,3 +291,70 @@ def test_per_stage_savedmodel_and_tflite_float32_match_keras(tmp_path):
         )
         > 0.5
     )
+
+
+def test_grad_cam_known_answer():
+    from tf_boneage.export.end_to_end import grad_cam
+
+    # channel 0: gradient mean (1 + 3 + 0 + 0) / 4 = 1; channel 1: (-2 - 2 - 2 - 2) / 4 = -2
+    f = np.array([[[[1.0, 1.0], [2.0, 0.0]], [[0.0, 0.5], [4.0, 1.0]]]], np.float32)
+    g = np.array([[[[1.0, -2.0], [3.0, -2.0]], [[0.0, -2.0], [0.0, -2.0]]]], np.float32)
+    expected = np.array([[[1 * 1 - 2 * 1, 1 * 2 - 2 * 0], [1 * 0 - 2 * 0.5, 1 * 4 - 2 * 1]]])
+    np.testing.assert_allclose(grad_cam(f, g).numpy(), expected)
+
+
+def test_feature_model_takes_the_deepest_map_of_at_least_4_pixels():
+    from tf_boneage.models.region import feature_model
+
+    m = RegionNet((32, 24, 1), filters=(4, 4, 8, 8, 8, 8), dense_units=8, pool_padding="same")
+    cam, layer = feature_model(m)
+    # 32 x 24 -> block1 16 x 12 -> block2 8 x 6 -> block3 4 x 3 (3 < 4) -> ...
+    assert layer == "block2_pool"
+    x = np.random.default_rng(0).random((2, 32, 24, 1), np.float32)
+    feats, age = cam({"image": x})
+    assert tuple(feats.shape[1:3]) == (8, 6)
+    np.testing.assert_allclose(age.numpy(), m({"image": x}).numpy(), rtol=1e-6)
+    _, last = feature_model(m, min_size=1)
+    assert last == "block6_pool"
+
+
+def _region_mask(frame, names):
+    from tf_boneage.preprocessing import regions
+
+    inside = np.zeros((frame.height, frame.width), bool)
+    for r in names:
+        y0, x0, y1, x1 = (int(round(v)) for v in regions.box_pixels(r, frame))
+        inside[max(0, y0) : y1, max(0, x0) : x1] = True
+    return inside
+
+
+def test_heatmap_lies_in_the_regions_the_ensemble_uses():
+    graph = _graph()
+    rng = np.random.default_rng(0)
+    crops = {r: tf.constant(rng.random((2, *SIZES[r], 1)), tf.float32) for r in "AB"}
+    male = tf.constant([1.0, 0.0])
+    heat, age = graph.heatmap(crops, male)
+    heat = heat.numpy()
+    frame = graph.preprocessor.config.frame
+    assert heat.shape == (2, frame.height, frame.width)
+    assert heat.min() >= 0
+    np.testing.assert_allclose(heat.max(axis=(1, 2)), [1.0, 1.0], rtol=1e-6)
+    assert np.all(heat[:, ~_region_mask(frame, "AB")] == 0)  # the members use A and B only
+    # the age it explains is the ensemble's estimate from the same crops
+    np.testing.assert_allclose(age.numpy(), graph._estimate(crops, male)[0].numpy(), rtol=1e-5)
+
+
+def test_explain_runs_the_chain_and_returns_the_frame(exported):
+    graph, path = exported
+    img = _images(1)[0]
+    x = tf.constant(img[None, ..., None] / 255.0, tf.float32)
+    shape = tf.constant([img.shape], tf.float32)
+    got = tf.saved_model.load(str(path)).signatures["explain"](
+        images=tf.image.resize(x, INPUT), male=tf.constant([1.0]), original_size=shape
+    )
+    frame = graph.preprocessor.config.frame
+    assert got["heatmap"].shape == (1, frame.height, frame.width)
+    assert got["registered"].shape == (1, frame.height, frame.width, 1)
+    assert 0 <= float(tf.reduce_min(got["heatmap"])) <= float(tf.reduce_max(got["heatmap"])) <= 1
+    ref = _keras_path(graph, [img], [1.0])["bone_age_months"]
+    np.testing.assert_allclose(got["bone_age_months"].numpy(), ref, atol=1e-2)

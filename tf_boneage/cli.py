@@ -76,19 +76,6 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def _read_landmarks(path: Path, images_dir: Path | None):
-    from tf_boneage.data import annotations
-
-    if path.suffix.lower() == ".csv":
-        return annotations.read_handpose_csv(path)
-    import json
-
-    doc = json.loads(path.read_text())
-    if isinstance(doc, dict) and "annotations" in doc and "images" in doc:
-        return annotations.read_coco_keypoints(path)
-    return annotations.read_via_json(path, images_dir=images_dir)
-
-
 def cmd_manifest(args) -> int:
     from tf_boneage.data import annotations, manifest, split
 
@@ -126,7 +113,7 @@ def cmd_manifest(args) -> int:
     if args.refine:
         table["split"] = split.refine(table, *args.refine, seed=args.seed)
     for path in args.landmarks:
-        table = annotations.attach(table, _read_landmarks(Path(path), None))
+        table = annotations.attach(table, annotations.read_any(path))
     manifest.save_table(table, out, protect=inputs)
     print(f"manifest: {len(table)} rows -> {out}; splits {table['split'].value_counts().to_dict()}")
     if args.split_out:
@@ -426,6 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="boneage", help="exported model name")
     p.add_argument("--n", type=int, default=800, help="synthetic images (default %(default)s)")
     p.add_argument("--eval-limit", type=int, default=60, help="test images for the TFLite table")
+    p.add_argument("--split", default=None,
+                   help="with --data: a split file (id,split) whose ids keep their split, e.g. "
+                        "data_manifests/rsna100_split.csv")  # fmt: skip
+    p.add_argument("--keypoints", action="append", default=[],
+                   help="with --data: hand keypoints (21-point pose CSV, COCO or VIA JSON) for "
+                        "the segmentation and landmark stages, e.g. "
+                        "../shared/data/handpose/keypoints21.csv")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=None, help="epochs of each region run")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="training overrides passed to training/table.py, e.g. "
+                        "landmarks.epochs=80 segmentation.rounds=1")  # fmt: skip
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("predict", help="bone age of image files, folders and DICOM files")

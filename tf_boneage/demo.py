@@ -38,13 +38,20 @@ def _step(title: str, cmd: list[str], log: list) -> None:
 def _manifest(args, out: Path) -> tuple[Path, str]:
     """(manifest path, preset) for the synthetic default or ``--data``."""
     if args.data:
-        from tf_boneage.data import manifest, split
+        from tf_boneage.data import annotations, manifest, split
 
+        if not args.keypoints:
+            raise SystemExit("demo --data: the segmentation and landmark stages learn from hand "
+                             "keypoints: pass --keypoints FILE (21-point pose CSV, COCO or VIA "
+                             "JSON; e.g. ../shared/data/handpose/keypoints21.csv)")  # fmt: skip
         path = out / "manifest.csv"
         if not path.exists():
             table = manifest.read_layout_dir(args.data)
             table, _ = manifest.build_manifest([table], strict=False, check_images="exists")
-            table["split"] = split.assign_split(table, {"val": 500, "test": 500}, 0)
+            previous = split.load_split(args.split) if args.split else None
+            table["split"] = split.assign_split(table, {"val": 500, "test": 500}, 0, previous)
+            for keypoints in args.keypoints:
+                table = annotations.attach(table, annotations.read_any(keypoints))
             manifest.save_table(table, path)
         return path, "rsna100"
     from tf_boneage.data.synthetic import generate
@@ -71,8 +78,9 @@ def run(args) -> int:
     table_dir = out / "table"
     _step("train every stage, fit the ensemble, evaluate (training/table.py)",
           [py, str(TRAINING / "table.py"), "--preset", preset, "--manifest", str(manifest),
-           "--out", str(table_dir), "--only", *DEMO_RUNS, "--figures", str(out / "figures")],
-          log)  # fmt: skip
+           "--out", str(table_dir), "--only", *DEMO_RUNS, "--figures", str(out / "figures"),
+           *(["--epochs", str(args.epochs)] if args.epochs else []),
+           *(["--set", *args.set] if args.set else [])], log)  # fmt: skip
     models = Path(args.models)
     doc_path = out / "export.json"
     if doc_path.exists():

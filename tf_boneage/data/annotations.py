@@ -156,6 +156,17 @@ def read_via_json(
     return pd.DataFrame(rows)
 
 
+def read_any(path: str | os.PathLike, images_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Read hand keypoints from a 21-point pose CSV, a COCO keypoint JSON or a VIA JSON."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return read_handpose_csv(path)
+    doc = json.loads(path.read_text())
+    if isinstance(doc, dict) and "annotations" in doc and "images" in doc:
+        return read_coco_keypoints(path)
+    return read_via_json(path, images_dir=images_dir)
+
+
 def attach(manifest: pd.DataFrame, annotations: pd.DataFrame) -> pd.DataFrame:
     """Left-join annotation columns onto the manifest by ``id`` (annotations win over NaN)."""
     ann = annotations.drop_duplicates("id").set_index("id")

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from tf_boneage.data.io import decode_image_bytes
-from tf_boneage.models.region import probability_model
+from tf_boneage.models.region import feature_model, probability_model
 from tf_boneage.preprocessing import regions, warp
 from tf_boneage.preprocessing.chain import Preprocessor
 
@@ -61,8 +61,18 @@ class _Head:
         except (ValueError, StopIteration):
             self.probs = None
 
+    def inputs(self, crops: tf.Tensor, male: tf.Tensor) -> dict:
+        return {"image": crops, "male": male[:, None]} if self.sex_input else {"image": crops}
+
+    def features(self, crops: tf.Tensor, male: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Grad-CAM features (B, h, w, C) and the age (B,) computed from them, months."""
+        if not hasattr(self, "cam"):
+            self.cam, self.cam_layer = feature_model(self.model)
+        feats, age = self.cam(self.inputs(crops, male), training=False)
+        return feats, tf.cast(age, tf.float32)[:, 0]
+
     def __call__(self, crops: tf.Tensor, male: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        inputs = {"image": crops, "male": male[:, None]} if self.sex_input else {"image": crops}
+        inputs = self.inputs(crops, male)
         if self.probs is None:
             mean = tf.cast(self.model(inputs, training=False), tf.float32)[:, 0]
             return mean, tf.zeros_like(mean)
@@ -70,6 +80,15 @@ class _Head:
         mean = tf.reduce_sum(p * self.bins, -1)
         var = tf.reduce_sum(p * tf.square(self.bins - mean[:, None]), -1)
         return mean, var
+
+
+def grad_cam(features: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
+    """Grad-CAM map (B, h, w) before the ReLU: sum_k mean_ij(grads[..., k]) * features[..., k].
+
+    ``features`` and ``grads`` (B, h, w, C) float32: a layer's output and the gradient of the
+    target (here the ensemble's age, months) with respect to it."""
+    weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)
+    return tf.reduce_sum(features * weights, -1)
 
 
 class BoneAgeGraph(tf.Module):
@@ -150,30 +169,65 @@ class BoneAgeGraph(tf.Module):
             "right_hand": tf.cast(out["right"], tf.float32),
         }
 
+    def heatmap(self, crops: dict, male: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Grad-CAM of the ensemble from the region crops ``{region: (B, h, w, 1)}``: the map
+        (B, frame h, frame w) in [0, 1] (all 0 when nothing pushed the age up) and the age
+        (B,), months. See :meth:`explain`."""
+        is_male = male > 0.5
+        rows = tf.where(is_male, 0, 1)
+        w = tf.gather(self.weights, rows)
+        with tf.GradientTape() as tape:
+            feats, means = [], []
+            for member in self.members:
+                x = crops[member.region]
+                pair = []
+                for model in member.models():
+                    f, a = self.heads[id(model)].features(x, male)
+                    tape.watch(f)
+                    pair.append((f, a))
+                    feats.append((member.region, f))
+                if member.both is not None:
+                    means.append(pair[0][1])
+                else:
+                    means.append(tf.where(is_male, pair[0][1], pair[1][1]))
+            age = tf.reduce_sum(w * tf.stack(means, -1), -1) + tf.gather(self.bias, rows)
+        grads = tape.gradient(age, [f for _, f in feats])
+        frame = self.preprocessor.config.frame
+        canvas = tf.zeros([tf.shape(male)[0], frame.height, frame.width], tf.float32)
+        for (region, f), g in zip(feats, grads, strict=True):
+            if g is None:
+                continue
+            cam = grad_cam(f, g)
+            y0, x0, y1, x1 = (int(round(v)) for v in regions.box_pixels(region, frame))
+            y0, x0 = max(0, y0), max(0, x0)
+            y1, x1 = min(frame.height, max(y1, y0 + 1)), min(frame.width, max(x1, x0 + 1))
+            cam = tf.image.resize(cam[..., None], (y1 - y0, x1 - x0))[..., 0]
+            canvas += tf.pad(cam, [[0, 0], [y0, frame.height - y1], [x0, frame.width - x1]])
+        canvas = tf.nn.relu(canvas)
+        canvas /= tf.maximum(tf.reduce_max(canvas, axis=[1, 2], keepdims=True), 1e-12)
+        return canvas, age
+
     def explain(self, images: tf.Tensor, male: tf.Tensor, original_size: tf.Tensor) -> dict:
-        """What drove the estimate: ``registered`` (B, frame h, frame w, 1) enhanced image in
-        the canonical frame and ``saliency`` (B, frame h, frame w): |d age / d pixel| of each
-        region crop the ensemble used, pasted back onto its box of the frame and normalised to
-        max 1 per image (a gradient map; the contrast step's histogram lookup has no gradient,
-        so the map is taken on the crops, not on the raw image); ``mask`` (B, s, s)."""
+        """What drove the estimate (Grad-CAM of the ensemble, Selvaraju et al., ICCV 2017).
+
+        For every member network: its feature maps A (B, h, w, C) at the deepest block at
+        least 4 x 4 (see :func:`~tf_boneage.models.region.feature_model`), the gradient of the
+        *ensemble's* age with respect to them, channel weights = the gradient's spatial mean,
+        map = sum_k weight_k * A_k. A member's map is therefore already scaled by its ensemble
+        weight. Maps are resized onto their region's box of the canonical frame, summed, the
+        positive part kept (what pushed the age up) and normalised to max 1 per image.
+
+        Args: ``images`` (B, H, W, 1) float32 in [0, 1], ``male`` (B,), ``original_size``
+        (B, 2). Returns ``registered`` (B, frame h, frame w, 1) enhanced image in the
+        canonical frame, ``heatmap`` (B, frame h, frame w) in [0, 1], ``mask`` (B, s, s) and
+        ``bone_age_months`` (B,).
+        """
         images = warp.resize(tf.cast(images, tf.float32), self.input_size)
         male = tf.cast(tf.reshape(male, [-1]), tf.float32)
         out = self.preprocessor(images, original_size)
         crops = {r: out[f"region_{r}"] for r in self._regions()}
-        with tf.GradientTape() as tape:
-            tape.watch(list(crops.values()))
-            age, _, _ = self._estimate(crops, male)
-        grads = tape.gradient(age, crops)
-        frame = self.preprocessor.config.frame
-        canvas = tf.zeros([tf.shape(images)[0], frame.height, frame.width], tf.float32)
-        for region, grad in grads.items():
-            y0, x0, y1, x1 = (int(round(v)) for v in regions.box_pixels(region, frame))
-            y0, x0 = max(0, y0), max(0, x0)
-            y1, x1 = min(frame.height, max(y1, y0 + 1)), min(frame.width, max(x1, x0 + 1))
-            g = tf.image.resize(tf.abs(grad), (y1 - y0, x1 - x0))[..., 0]
-            canvas += tf.pad(g, [[0, 0], [y0, frame.height - y1], [x0, frame.width - x1]])
-        canvas /= tf.maximum(tf.reduce_max(canvas, axis=[1, 2], keepdims=True), 1e-12)
-        return {"registered": out["registered"], "saliency": canvas, "mask": out["mask"][..., 0],
+        canvas, age = self.heatmap(crops, male)
+        return {"registered": out["registered"], "heatmap": canvas, "mask": out["mask"][..., 0],
                 "bone_age_months": age}  # fmt: skip
 
     def decode(self, image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -61,7 +61,7 @@ def signatures(graph: BoneAgeGraph) -> dict:
     size; ``predict_tflite``: one decoded image at ``input_size`` (fixed shapes, the signature
     TFLite converts: decoding stays outside the .tflite); ``decode``: encoded images ->
     the ``images`` and ``original_size`` the other signatures take (what runs before TFLite);
-    ``explain``: registered image, input saliency and mask for the overlays."""
+    ``explain``: registered image, Grad-CAM heatmap and mask for the overlays."""
     h, w = graph.input_size
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes"),

@@ -206,7 +206,8 @@ def run_model(loaded, items: list[Prepared]) -> list[dict | None]:
 
 
 def overlay(loaded, item: Prepared, result: dict, path: Path) -> Path:
-    """Input with landmarks | registered hand with regions A, B, C | saliency heatmap."""
+    """Input with landmarks | registered hand with regions A, B, C | Grad-CAM of the ensemble
+    (:meth:`BoneAgeGraph.explain`) over the registered hand."""
     from tf_boneage.preprocessing.regions import REGIONS
 
     meta_size = loaded.signatures["explain"].structured_input_signature[1]["images"].shape
@@ -216,7 +217,7 @@ def overlay(loaded, item: Prepared, result: dict, path: Path) -> Path:
                                       male=tf.constant([float(item.male)]),
                                       original_size=tf.constant([item.pixels.shape], tf.float32))  # fmt: skip
     reg = ex["registered"].numpy()[0, ..., 0]
-    sal = ex["saliency"].numpy()[0]
+    heatmap = ex["heatmap"].numpy()[0]
     fh, fw = reg.shape
     scale = max(1, 400 // fh)
     panel_h = fh * scale
@@ -237,9 +238,11 @@ def overlay(loaded, item: Prepared, result: dict, path: Path) -> Path:
         p1 = (int(x1 * regp.shape[1]) - 1, int(y1 * panel_h) - 1)
         cv2.rectangle(regp, p0, p1, colour, 2)
         cv2.putText(regp, name, (p0[0] + 4, p0[1] + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour)
-    heat = cv2.applyColorMap((np.clip(sal, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    heat = cv2.applyColorMap((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
     heat = cv2.resize(heat, (fw * scale, panel_h))
-    blend = cv2.addWeighted(regp, 0.5, heat, 0.5, 0)
+    plain = grey(cv2.resize(reg, (fw * scale, panel_h), interpolation=cv2.INTER_NEAREST))
+    blend = cv2.addWeighted(plain, 0.55, heat, 0.45, 0)
+    cv2.putText(blend, "Grad-CAM", (6, panel_h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255))
     sheet = np.concatenate([src, regp, blend], axis=1)
     text = f"{years_months(result['bone_age_months'])} ({result['bone_age_months']:.1f} mo)"
     cv2.putText(sheet, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 255), 2)

@@ -150,3 +150,24 @@ def probability_model(model: keras.Model) -> keras.Model:
     except ValueError:
         raise ValueError(f"{model.name} has no classification head (no 'probabilities')") from None
     return keras.Model(model.inputs, probs, name=f"{model.name}_probabilities")
+
+
+def feature_model(model: keras.Model, min_size: int = 4) -> tuple[keras.Model, str]:
+    """A model sharing ``model``'s weights that outputs ``[features, age]`` for Grad-CAM.
+
+    ``features`` (B, h, w, C) is the output of the deepest block whose map is at least
+    ``min_size`` pixels on both sides (the last block when none is): at 100 px the last of six
+    blocks is 2 x 2, too coarse to show which bones drove the estimate. ``age`` (B, 1) is the
+    model's own output in months. Returns the model and the name of the feature layer.
+    """
+    pools = [la for la in model.layers if la.name.startswith("block") and la.name.endswith("_pool")]
+    if not pools:
+        raise ValueError(f"{model.name} has no block*_pool layers to take Grad-CAM features from")
+    chosen = pools[-1]
+    for layer in reversed(pools):
+        h, w = layer.output.shape[1:3]
+        if h is not None and w is not None and min(h, w) >= min_size:
+            chosen = layer
+            break
+    outputs = [chosen.output, model.output]
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_gradcam"), chosen.name
