@@ -22,9 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tensorflow as tf  # noqa: E402
 from common import machine, table  # noqa: E402
 
-from tf_boneage.cli import _model_version  # noqa: E402
 from tf_boneage.data.manifest import load_manifest  # noqa: E402
-from tf_boneage.export import tflite  # noqa: E402
+from tf_boneage.export import saved_model, tflite  # noqa: E402
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -44,7 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args(argv)
-    model = _model_version(args.model)
+    model = saved_model.resolve(args.model)
     folder = Path(args.tflite_dir or Path("saved_models/tflite") / model.parent.name / model.name)
     loaded = tf.saved_model.load(str(model))
     rows = load_manifest(args.manifest).head(16)

@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -358,3 +359,36 @@ def test_explain_runs_the_chain_and_returns_the_frame(exported):
     assert 0 <= float(tf.reduce_min(got["heatmap"])) <= float(tf.reduce_max(got["heatmap"])) <= 1
     ref = _keras_path(graph, [img], [1.0])["bone_age_months"]
     np.testing.assert_allclose(got["bone_age_months"].numpy(), ref, atol=1e-2)
+
+
+def test_calibrate_scales_the_std_per_sex_and_the_export_keeps_it(tmp_path):
+    import pandas as pd
+
+    from tf_boneage.export import calibration
+
+    graph = _graph()
+    rows = []
+    for k, img in enumerate(_images(24, seed=3)):
+        path = tmp_path / f"{k}.png"
+        path.write_bytes(_png(img))
+        rows.append({"image_path": str(path), "male": k % 2 == 0, "boneage": 60.0 + 5 * k})
+    rows = pd.DataFrame(rows)
+    report = calibration.calibrate(graph, rows, batch=8)
+    s = report["scale"]
+    assert s["male"] > 0 and s["female"] > 0
+    for sex in ("male", "female"):  # 12 rows each: the 90 % quantile covers 11 of 12
+        assert report["after"][sex]["coverage_90"] == pytest.approx(11 / 12)
+        assert report["after"][sex]["mean_std"] == pytest.approx(
+            report["before"][sex]["mean_std"] * s[sex], rel=1e-5
+        )
+    path = saved_model.export_end_to_end(graph, tmp_path / "m")
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    got = calibration.predict_rows(fn, rows, batch=24)
+    factor = np.where(rows["male"], s["male"], s["female"])
+    graph.set_std_scale(1.0, 1.0)
+    raw = graph.predict_bytes(tf.constant([Path(p).read_bytes() for p in rows["image_path"]]),
+                              tf.constant(rows["male"].astype("float32").to_numpy()))  # fmt: skip
+    np.testing.assert_allclose(got["bone_age_std"], raw["bone_age_std"].numpy() * factor,
+                               rtol=1e-4)  # fmt: skip
+    with pytest.raises(ValueError, match="> 0"):
+        graph.set_std_scale(0.0, 1.0)

@@ -151,21 +151,13 @@ def cmd_preprocess(args) -> int:
     return 0
 
 
-def _model_version(path: str) -> Path:
-    """``saved_models/NAME`` -> its newest version; a version folder as it is."""
-    from tf_boneage.export import saved_model
-
-    p = Path(path)
-    if (p / "saved_model.pb").is_file():
-        return p
-    return saved_model.latest(p)
-
-
 def _model_and_tflite_dir(model_arg: str, tflite_dir: str | None):
     """(SavedModel version, TFLite folder: given or saved_models/tflite/NAME/VERSION); the
     model is None (error printed) when there is no such export."""
+    from tf_boneage.export import saved_model
+
     try:
-        model = _model_version(model_arg)
+        model = saved_model.resolve(model_arg)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None, None
@@ -251,9 +243,11 @@ def cmd_predict(args) -> int:
         if out.exists() and not args.overwrite:
             print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
             return 2
+    from tf_boneage.export import saved_model
+
     try:
         chrono = predict.parse_age(args.chronological_age) if args.chronological_age else None
-        model = _model_version(args.model) if args.model else _default_model()
+        model = saved_model.resolve(args.model) if args.model else _default_model()
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

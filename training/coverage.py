@@ -17,22 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from common import write_json  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
-from tf_boneage.cli import _model_version  # noqa: E402
 from tf_boneage.data.manifest import load_manifest  # noqa: E402
-from tf_boneage.inference.predict import INTERVAL_Z  # noqa: E402
-
-
-def coverage(truth, pred, std) -> dict:
-    err = np.abs(np.asarray(pred) - np.asarray(truth))
-    std = np.asarray(std)
-    return {"n": int(len(err)), "mae": float(err.mean()), "mean_std": float(std.mean()),
-            "coverage_68": float((err <= std).mean()),
-            "coverage_90": float((err <= INTERVAL_Z * std).mean())}  # fmt: skip
+from tf_boneage.export import saved_model  # noqa: E402
+from tf_boneage.export.calibration import coverage, predict_rows  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -43,18 +33,12 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--out", default=None, help="JSON report")
     args = parser.parse_args(argv)
-    model = _model_version(args.model)
+    model = saved_model.resolve(args.model)
     fn = tf.saved_model.load(str(model)).signatures["serving_default"]
     rows = load_manifest(args.manifest)
     rows = rows[rows["split"] == args.split].reset_index(drop=True)
-    pred, std = [], []
-    for start in tqdm(range(0, len(rows), args.batch), desc="coverage", unit="batch"):
-        part = rows.iloc[start : start + args.batch]
-        out = fn(image_bytes=tf.constant([Path(p).read_bytes() for p in part["image_path"]]),
-                 male=tf.constant(part["male"].astype("float32").to_numpy()))  # fmt: skip
-        pred.append(out["bone_age_months"].numpy())
-        std.append(out["bone_age_std"].numpy())
-    pred, std = np.concatenate(pred), np.concatenate(std)
+    out = predict_rows(fn, rows, args.batch, desc="coverage")
+    pred, std = out["bone_age_months"], out["bone_age_std"]
     report = {"model": str(model), "manifest": args.manifest, "split": args.split,
               "all": coverage(rows["boneage"], pred, std)}  # fmt: skip
     for name, sex in (("male", True), ("female", False)):

@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tflite", nargs="*", default=[], help="TFLite variants to convert")
     parser.add_argument("--manifest", default=None, help="manifest for the int8 calibration")
     parser.add_argument("--representative", type=int, default=64)
+    parser.add_argument("--calibrate", default="val", metavar="SPLIT",
+                        help="fit the per-sex std scale on this split of --manifest (default "
+                             "%(default)s; never the test split); 'none' to skip")  # fmt: skip
     args = parser.parse_args(argv)
 
     from tf_boneage.export import end_to_end, saved_model
@@ -61,6 +64,28 @@ def main(argv=None) -> int:
     root = Path(args.root)
     meta = {"runs": str(args.runs), "preset": args.preset, "ensemble": args.ensemble,
             "unet": str(args.unet or "last round")}  # fmt: skip
+    if args.calibrate == "test":
+        parser.exit(2, "error: --calibrate test: the test split is for reporting only\n")
+    if args.manifest and args.calibrate != "none":
+        from tf_boneage.data.manifest import load_manifest
+        from tf_boneage.export import calibration
+
+        rows = load_manifest(args.manifest)
+        rows = rows[rows["split"] == args.calibrate].reset_index(drop=True)
+        if rows.empty:
+            parser.exit(2, f"error: {args.manifest} has no {args.calibrate!r} rows to "
+                           "calibrate on\n")  # fmt: skip
+        report = calibration.calibrate(graph, rows)
+        meta["std_calibration"] = {"split": args.calibrate, **report}
+        for when in ("before", "after"):
+            r = report[when]
+            print(f"std calibration on {args.calibrate} ({when}): " + ", ".join(
+                f"{sex} 90 % interval covers {100 * r[sex]['coverage_90']:.1f} %"
+                for sex in ("all", "male", "female")))  # fmt: skip
+        print(f"std scale: male {report['scale']['male']:.3f}, "
+              f"female {report['scale']['female']:.3f}")  # fmt: skip
+    else:
+        print("warning: bone_age_std not calibrated (give --manifest with a val split)")
     path = saved_model.export_end_to_end(graph, root / args.name, args.version, meta)
     print(f"end-to-end SavedModel -> {path}")
     if args.stages:

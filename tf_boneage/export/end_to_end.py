@@ -11,7 +11,8 @@ SavedModel by up to 0.28 months wherever a pixel fell on a rounding boundary (0.
 Outputs per image (float32 unless said):
 - ``bone_age_months`` (B,): the ensemble's estimate, months;
 - ``bone_age_std`` (B,): sqrt(mean variance of the classification members' 240-bin
-  distributions + weighted variance of the members around the estimate), months;
+  distributions + weighted variance of the members around the estimate), months, times a
+  per-sex factor fitted on a validation split at export (:mod:`.calibration`; 1 if not);
 - ``member_months`` (B, M): every member's estimate (sex-specific members resolved by sex);
 - ``mask_area``, ``mask_confidence``, ``landmark_plausibility`` (B,): QC of the chain;
 - ``landmarks`` (B, 6) normalised (x, y) of tip, thumb, capitate; ``right_hand`` (B,) 0 / 1.
@@ -117,6 +118,14 @@ class BoneAgeGraph(tf.Module):
         b = [params[s]["bias"] for s in ("male", "female")]
         self.weights = tf.constant(w, tf.float32)  # (2, M): row 0 male, row 1 female
         self.bias = tf.constant(b, tf.float32)
+        # per-sex factor on bone_age_std (row 0 male, row 1 female): 1 until calibrated
+        self.std_scale = tf.Variable([1.0, 1.0], trainable=False, name="std_scale")
+
+    def set_std_scale(self, male: float, female: float) -> None:
+        """Scale ``bone_age_std`` per sex (see :mod:`tf_boneage.export.calibration`)."""
+        if not (male > 0 and female > 0):
+            raise ValueError(f"std scales must be > 0, got male={male}, female={female}")
+        self.std_scale.assign([float(male), float(female)])
 
     def _regions(self) -> list[str]:
         return sorted({m.region for m in self.members})
@@ -147,7 +156,8 @@ class BoneAgeGraph(tf.Module):
                                        tf.reduce_sum(w, -1))  # fmt: skip
         cls_var = [v for v, c in zip(variances, is_cls, strict=True) if c]
         bins_var = tf.reduce_mean(tf.stack(cls_var, -1), -1) if cls_var else tf.zeros_like(age)
-        return age, tf.sqrt(bins_var + spread), preds
+        std = tf.sqrt(bins_var + spread) * tf.gather(self.std_scale, rows)
+        return age, std, preds
 
     def predict_decoded(self, images: tf.Tensor, male: tf.Tensor,
                         original_size: tf.Tensor | None = None) -> dict:  # fmt: skip

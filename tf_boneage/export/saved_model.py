@@ -35,6 +35,14 @@ def latest(model_dir: str | os.PathLike) -> Path:
     return Path(model_dir) / str(found[-1])
 
 
+def resolve(path: str | os.PathLike) -> Path:
+    """``saved_models/NAME`` -> its newest version; a version folder as it is."""
+    p = Path(path)
+    if (p / "saved_model.pb").is_file():
+        return p
+    return latest(p)
+
+
 def write_atomic(save, model_dir: str | os.PathLike, version: int | None = None) -> Path:
     """Call ``save(tmp_path)`` then rename ``tmp_path`` to ``model_dir/VERSION``.
 

@@ -17,11 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_boneage.data import io
+from tf_boneage.export.calibration import INTERVAL_Z
 from tf_boneage.inference.gp_standards import sds
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
-#: nominal coverage of the interval: estimate +/- Z * bone_age_std
-INTERVAL_Z = 1.645  # 90 %
 MIN_MASK_AREA = 0.05
 MIN_PLAUSIBILITY = 0.75
 
