@@ -230,9 +230,12 @@ def test_tflite_variants_parity_and_evaluate_cli(exported, tmp_path):
                     "male": True, "split": "train"})  # fmt: skip
     manifest = pd.DataFrame(rows)
     manifest.to_csv(tmp_path / "m.csv", index=False)
-    paths = tflite_eval.convert_all(path, ["float32", "float16", "dynamic"], tmp_path / "tfl")
+    paths = tflite_eval.convert_all(path, ["float32", "float16", "dynamic", "int8"],
+                                    tmp_path / "tfl", tmp_path / "m.csv", n=8)  # fmt: skip
+    # full int8 calibrates on the decodable rows (the broken file is skipped) and converts
+    assert set(paths) == {"float32", "float16", "dynamic", "int8"}
     # float32 parity with the Keras path, image by image, through the SavedModel's decoder
-    runner = tflite.Runner(paths["float32"])
+    runner, int8 = tflite.Runner(paths["float32"]), tflite.Runner(paths["int8"])
     ref = _keras_path(graph, images, [1.0, 0.0, 1.0, 0.0])
     decode = tf.saved_model.load(str(path)).signatures["decode"]
     for k, img in enumerate(images):
@@ -241,6 +244,11 @@ def test_tflite_variants_parity_and_evaluate_cli(exported, tmp_path):
                      original_size=x["original_size"].numpy())  # fmt: skip
         assert abs(out["bone_age_months"][0] - ref["bone_age_months"][k]) < 1e-3
         np.testing.assert_allclose(out["landmarks"][0], ref["landmarks"][k], atol=1e-4)
+        # int8 quantizes the region networks only: the chain (mask, landmarks) stays float32
+        q = int8(images=x["images"].numpy(), male=[float(k % 2 == 0)],
+                 original_size=x["original_size"].numpy())  # fmt: skip
+        for key in ("landmarks", "mask_area", "landmark_plausibility"):
+            np.testing.assert_allclose(q[key], out[key], atol=1e-6)
     summary, preds = tflite_eval.evaluate(path, paths, manifest)
     assert preds.loc[preds["id"] == "bad", "error"].str.contains("broken.png").all()
     assert (summary["images"] == 4).all()
@@ -248,6 +256,7 @@ def test_tflite_variants_parity_and_evaluate_cli(exported, tmp_path):
     assert by.loc["float32", "max_abs_diff_vs_savedmodel"] < 1e-3
     assert np.isfinite(by["max_abs_diff_vs_savedmodel"]).all()  # reported, whatever they are
     assert by.loc["dynamic", "size_mb"] < by.loc["float32", "size_mb"]
+    assert by.loc["int8", "size_mb"] < by.loc["float32", "size_mb"]
     # the CLI, as a user runs it
     cli = [sys.executable, "-m", "tf_boneage.cli", "evaluate-tflite", "--model", str(path.parent),
            "--tflite-dir", str(tmp_path / "tfl"), "--manifest", str(tmp_path / "m.csv"),
@@ -392,3 +401,18 @@ def test_calibrate_scales_the_std_per_sex_and_the_export_keeps_it(tmp_path):
                                rtol=1e-4)  # fmt: skip
     with pytest.raises(ValueError, match="> 0"):
         graph.set_std_scale(0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "scope"),
+    [
+        ("StatefulPartitionedCall/region_net_1_2/block2_1x1_elu_1/Elu", "region_net_1_2"),
+        ("StatefulPartitionedCall/u_net_1/down0_pool_1/MaxPool2d;x/y", "u_net_1"),
+        ("StatefulPartitionedCall/Maximum;StatefulPartitionedCall/norm_1/Squeeze;", ""),
+        ("serving_default_images:0", ""),
+    ],
+)
+def test_op_scope(name, scope):
+    from tf_boneage.export.tflite import op_scope
+
+    assert op_scope(name) == scope

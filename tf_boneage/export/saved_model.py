@@ -104,6 +104,14 @@ def signatures(graph: BoneAgeGraph) -> dict:
             "predict_tflite": predict_tflite, "decode": decode, "explain": explain}  # fmt: skip
 
 
+def network_names(graph: BoneAgeGraph) -> dict:
+    """Keras model names of the graph's networks (they scope the ops of the converted graph:
+    selective int8 quantizes the ``regions`` only, see :func:`tflite.convert`)."""
+    pre = graph.preprocessor
+    return {"unet": pre.unet.name, "landmarks": pre.landmark_model.name,
+            "regions": sorted({m.name for m in graph.keras_models})}  # fmt: skip
+
+
 def export_end_to_end(graph: BoneAgeGraph, model_dir, version: int | None = None,
                       metadata: dict | None = None) -> Path:  # fmt: skip
     """The end-to-end SavedModel as the next (or given) version of ``model_dir``."""
@@ -123,7 +131,7 @@ def export_end_to_end(graph: BoneAgeGraph, model_dir, version: int | None = None
         (extra / "tf_boneage.json").write_text(json.dumps({
             "input_size": list(graph.input_size), "assume_aspect": graph.assume_aspect,
             "members": [m.name for m in graph.members], "outputs": list(OUTPUTS),
-            **(metadata or {})}, indent=2))  # fmt: skip
+            "networks": network_names(graph), **(metadata or {})}, indent=2))  # fmt: skip
 
     return write_atomic(save, model_dir, version)
 

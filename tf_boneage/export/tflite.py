@@ -8,12 +8,16 @@ Every op is a TFLite built-in (decoding stays outside; the warps are gather-base
 
 Variants: ``float32``; ``float16`` (weights stored as float16); ``dynamic`` (dynamic-range:
 int8 weights, float activations); ``int8`` (int8 weights and activations calibrated on a
-representative dataset, float fallback where an op has no int8 kernel; float inputs/outputs).
+representative dataset; float inputs/outputs). The end-to-end ``int8`` quantizes the region
+networks only (``quantize_scopes``): quantizing the chain's arithmetic made a DIV divide by a
+quantized zero at run time, and its coordinates drive the warps; the U-Net and landmark
+network decide the registration (dynamic-range weights there derail it, see RESULTS.md).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,11 +48,13 @@ def freeze(saved_model_dir, signature: str = "predict_tflite"):
 
 def convert(saved_model_dir, variant: str = "float32", signature: str = "predict_tflite",
             representative: Callable[[], Iterable[list[np.ndarray]]] | None = None,
-            frozen=None) -> bytes:  # fmt: skip
+            frozen=None, quantize_scopes: list[str] | None = None) -> bytes:  # fmt: skip
     """The ``signature`` of a SavedModel as a .tflite flatbuffer of ``variant``.
 
     ``representative()`` yields lists of input arrays in :func:`input_order`; required for
-    ``int8``. ``frozen``: the result of :func:`freeze`, to skip reloading."""
+    ``int8``. ``frozen``: the result of :func:`freeze`, to skip reloading.
+    ``quantize_scopes``: with ``int8``, Keras model names whose ops are quantized; every other
+    op stays float32 (``None``: the whole graph)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     loaded, frozen = frozen or freeze(saved_model_dir, signature)
@@ -64,7 +70,67 @@ def convert(saved_model_dir, variant: str = "float32", signature: str = "predict
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]  # fmt: skip
+        if quantize_scopes is not None:
+            float_blob = convert(saved_model_dir, "float32", signature, frozen=(loaded, frozen))
+            return _selective_int8(converter, float_blob, representative, quantize_scopes)
     return converter.convert()
+
+
+def op_scope(tensor_name: str) -> str:
+    """The Keras model scope of a converted op from its output tensor's name:
+    ``StatefulPartitionedCall/region_net_1_2/block2_conv/...`` -> ``region_net_1_2``."""
+    parts = tensor_name.split(";")[0].split("/")
+    return parts[1] if len(parts) > 2 else ""
+
+
+def _selective_int8(converter, float_blob: bytes, representative, scopes: list[str]) -> bytes:
+    """int8 for the ops under ``scopes`` (a model name, optionally followed by
+    ``_probabilities`` and TF's ``_N`` uniquifying suffixes), float32 elsewhere: calibrate the
+    whole graph, then quantize with every other op's output (named as in ``float_blob``, the
+    same graph converted to float32) denylisted
+    (``tf.lite.experimental.QuantizationDebugger``'s selective quantization)."""
+    if not scopes:
+        raise ValueError("quantize_scopes is empty: nothing would be quantized")
+    pattern = re.compile("|".join(rf"^{re.escape(s)}(_probabilities)?(_\d+)*$" for s in scopes))
+    deny, inside_types, all_types = [], set(), set()
+    for op_type, name in _op_outputs(float_blob):
+        all_types.add(op_type)
+        if pattern.match(op_scope(name)):
+            inside_types.add(op_type)
+        else:
+            deny.append(name)
+    if not inside_types:
+        raise ValueError(f"no op of the graph is under {scopes}: nothing would be quantized")
+    # by name and by type: a TRANSPOSE_CONV of the U-Net escaped the name list
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=deny, denylisted_ops=sorted(all_types - inside_types)
+    )
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=representative, debug_options=options
+    )
+    blob = debugger.get_nondebug_quantized_model()
+    leaked = sorted({name for op_type, name, dtype in _op_outputs(blob, dtypes=True)
+                     if dtype == np.int8 and op_type != "QUANTIZE"
+                     and not pattern.match(op_scope(name))})  # fmt: skip
+    if leaked:
+        raise RuntimeError(f"int8 leaked outside {scopes}: {leaked[:5]}")
+    return blob
+
+
+def _op_outputs(blob: bytes, dtypes: bool = False) -> list[tuple]:
+    """(op type, output tensor name[, dtype]) of every op of a flatbuffer (LiteRT's private
+    op listing, the one the quantization debugger itself uses)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=blob)
+    out = []
+    for op in it._get_ops_details():
+        for t in op["outputs"]:
+            d = it._get_tensor_details(t, 0)
+            out.append(
+                (op["op_name"], d["name"], d["dtype"]) if dtypes else (op["op_name"], d["name"])
+            )
+    return out
 
 
 def input_order(blob: bytes) -> list[str]:

@@ -40,7 +40,12 @@ def representative(saved_model_dir, manifest: pd.DataFrame, n: int = 64, order=N
 
     def gen():
         for _, row in rows.iterrows():
-            x = decode(row["image_path"])
+            try:
+                x = decode(row["image_path"])
+            except tf.errors.OpError as exc:
+                print(f"int8 calibration: skipping {row['image_path']}: "
+                      f"{exc.message.splitlines()[0]}")  # fmt: skip
+                continue
             yield {
                 "images": x["images"],
                 "male": np.array([float(row["male"])], np.float32),
@@ -68,9 +73,10 @@ def convert_all(saved_model_dir, variants, out_dir, manifest_path=None, n: int =
             rep = representative(saved_model_dir, load_manifest(manifest_path), n, order)
         start = time.perf_counter()
         if variant == "int8":
-            # the TFLite calibrator can crash the process (a segfault on the end-to-end graph,
-            # TF 2.21): calibrate in a child process so the other variants survive
-            blob = _isolated_int8(saved_model_dir, rep)
+            # the TFLite calibrator runs native code that can crash the whole process (it did on
+            # this graph until the mask's WHILE loop stopped passing a tensor through
+            # unchanged, tensorflow#75140): calibrate in a child so other variants survive
+            blob = _isolated_int8(saved_model_dir, rep, _region_scopes(saved_model_dir))
             if blob is None:
                 continue
         else:
@@ -84,12 +90,23 @@ def convert_all(saved_model_dir, variants, out_dir, manifest_path=None, n: int =
     return paths
 
 
-def _int8_child(saved_model_dir, samples, out_path) -> None:
-    blob = tflite.convert(saved_model_dir, "int8", representative=lambda: iter(samples))
+def _region_scopes(saved_model_dir) -> list[str] | None:
+    """The region networks' names from the export's metadata (None: quantize everything)."""
+    import json
+
+    meta = Path(saved_model_dir) / "assets.extra" / "tf_boneage.json"
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text()).get("networks", {}).get("regions")
+
+
+def _int8_child(saved_model_dir, samples, out_path, scopes) -> None:
+    blob = tflite.convert(saved_model_dir, "int8", representative=lambda: iter(samples),
+                          quantize_scopes=scopes)  # fmt: skip
     Path(out_path).write_bytes(blob)
 
 
-def _isolated_int8(saved_model_dir, rep) -> bytes | None:
+def _isolated_int8(saved_model_dir, rep, scopes=None) -> bytes | None:
     import multiprocessing
     import tempfile
 
@@ -97,7 +114,9 @@ def _isolated_int8(saved_model_dir, rep) -> bytes | None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "int8.tflite"
         ctx = multiprocessing.get_context("spawn")
-        child = ctx.Process(target=_int8_child, args=(str(saved_model_dir), samples, str(out)))
+        child = ctx.Process(
+            target=_int8_child, args=(str(saved_model_dir), samples, str(out), scopes)
+        )
         child.start()
         child.join()
         if child.exitcode != 0 or not out.exists():

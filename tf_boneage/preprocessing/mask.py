@@ -14,21 +14,27 @@ STEPS_PER_CHECK = 8
 
 
 def _propagate(values: tf.Tensor, allowed: tf.Tensor, max_steps: int) -> tf.Tensor:
-    """Repeat ``values = maxpool3x3(values) * allowed`` until stable (or ``max_steps``)."""
+    """Repeat ``values = maxpool3x3(values) * allowed`` until stable (or ``max_steps``).
 
-    def step(v):
+    ``allowed`` (>= 0) is a loop variable that the body passes through ``relu`` (the identity
+    on it) instead of a captured tensor: TFLite turns a capture into a loop variable returned
+    unchanged, and its int8 calibrator then reads a tensor the WHILE op has freed and
+    segfaults (tensorflow/tensorflow#75140)."""
+
+    def step(v, mask):
         for _ in range(STEPS_PER_CHECK):
-            v = tf.nn.max_pool2d(v, 3, 1, "SAME") * allowed
+            v = tf.nn.max_pool2d(v, 3, 1, "SAME") * mask
         return v
 
-    def cond(i, v, changed):
+    def cond(i, v, changed, mask):
         return tf.logical_and(changed, i < max_steps)
 
-    def body(i, v, changed):
-        new = step(v)
-        return i + STEPS_PER_CHECK, new, tf.reduce_any(tf.not_equal(new, v))
+    def body(i, v, changed, mask):
+        new = step(v, mask)
+        return i + STEPS_PER_CHECK, new, tf.reduce_any(tf.not_equal(new, v)), tf.nn.relu(mask)
 
-    _, values, _ = tf.while_loop(cond, body, [tf.constant(0), values * allowed, tf.constant(True)])
+    start = [tf.constant(0), values * allowed, tf.constant(True), allowed]
+    _, values, _, _ = tf.while_loop(cond, body, start)
     return values
 
 
