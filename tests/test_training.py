@@ -245,6 +245,7 @@ def test_driver_runs_the_chain_to_an_evaluated_table(synth_dir, tmp_path):
     out = tmp_path / "t"
     args = ["--preset", "synthetic", "--manifest", str(synth_dir / "manifest.csv"), "--out",
             str(out), "--regions", "A", "--epochs", "1", "--set", "segmentation.epochs=1",
+            "segmentation.rounds=2",  # stops after round 0: no unlabelled synthetic images
             "landmarks.epochs=1", "batch_size=8"]  # fmt: skip
     r = _run("table.py", *args, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -218,6 +218,8 @@ def main(argv=None) -> int:
             pseudo["mask_path"] = [str(folder / f"{i}.png") for i in pseudo["id"]]
             report[f"round{r + 1}_pseudo_labels"] = {"candidates": len(cand), "kept": len(keep)}
             train = pd.concat([poses[poses.pose_split == "train"], pseudo], ignore_index=True)
+    # the U-Net to use downstream: the last round trained (rounds can stop early)
+    report.update(finished=True, unet=str(init))
     write_json(out / "report.json", report)
     return 0
 

@@ -24,6 +24,7 @@ restrict the runs, ``--set KEY=VALUE`` is passed to every region run and
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -93,11 +94,16 @@ def main(argv=None) -> int:
         print(f"   {title}: {time.perf_counter() - t0:.0f} s", flush=True)
 
     seg = out / "seg"
-    rounds = int(preset.get("segmentation", {}).get("rounds", 1))
-    unet = seg / f"round{rounds - 1}" / "unet.keras"
+    report = seg / "report.json"
+
+    def seg_finished() -> bool:
+        return report.exists() and bool(json.loads(report.read_text()).get("finished"))
+
     step("segmentation", py + [str(HERE / "segmentation.py"), "--preset", args.preset, "--set",
                                f"manifest={manifest}", f"out={seg}",
-                               *stage_sets["segmentation"]], unet)  # fmt: skip
+                               *stage_sets["segmentation"]],
+         report if seg_finished() else None)  # fmt: skip
+    unet = Path(json.loads(report.read_text())["unet"])  # the last round trained
     marks = out / "landmarks" / "landmarks.keras"
     step("landmarks", py + [str(HERE / "landmarks.py"), "--preset", args.preset, "--set",
                             f"manifest={manifest}", f"unet={unet}",

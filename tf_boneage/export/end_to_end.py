@@ -285,7 +285,8 @@ def from_runs(table_dir, ensemble: str = "final", input_size=(100, 100), frame=(
               region_sizes=None, assume_aspect: float | None = None,
               unet=None) -> BoneAgeGraph:  # fmt: skip
     """Build the graph from the outputs of ``training/table.py``: ``seg/roundK/unet.keras``
-    (the last round, or ``unet``: it must be the U-Net the training cache was built with),
+    (``unet``, else the one ``seg/report.json`` names, else the last round: it must be the
+    U-Net the training cache was built with),
     ``landmarks/landmarks.keras``, ``region/NAME/model.keras`` and the ensemble ``ensemble``
     of ``region/ensembles.json``."""
     import json
@@ -295,6 +296,9 @@ def from_runs(table_dir, ensemble: str = "final", input_size=(100, 100), frame=(
     from tf_boneage.preprocessing import chain, registration
 
     root = Path(table_dir)
+    report = root / "seg" / "report.json"
+    if not unet and report.is_file() and "unet" in json.loads(report.read_text()):
+        unet = json.loads(report.read_text())["unet"]  # the one training/table.py used
     rounds = [Path(unet)] if unet else sorted((root / "seg").glob("round*/unet.keras"))
     if not rounds or not rounds[-1].is_file():
         raise FileNotFoundError(f"{root / 'seg'}: no roundK/unet.keras")
