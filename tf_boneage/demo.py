@@ -3,9 +3,10 @@
 Generates the embedded synthetic dataset (or reads ``--data``, an RSNA-layout folder), trains
 every stage briefly with ``training/table.py`` (segmentation, landmarks, the preprocessing
 cache, regions A, B, C regression, region A classification per sex and the raw-image
-baseline), fits the ensemble, exports the end-to-end SavedModel and the float32, float16 and
-dynamic-range TFLite variants into ``saved_models/`` (full int8: ``tf-boneage tflite
---variants int8 --manifest ...``; its calibration crashes on this graph with TF 2.21), evaluates both on the test split and runs ``predict`` on a few images.
+baseline), fits the ensemble, exports the end-to-end SavedModel (its uncertainty calibrated on
+``val``) and the float32, float16 and dynamic-range TFLite variants into ``saved_models/``
+(full int8: ``tf-boneage tflite --variants int8 --manifest ...``), evaluates both on the test
+split and runs ``predict`` on a few images.
 Every step is resumable: run the same command again after an interruption.
 """
 
