@@ -81,7 +81,8 @@ def test_sex_flag_corrupt_file_in_the_middle_json_and_overwrite(model, inputs, t
     assert rows["d_corrupt.png"]["status"] == "error"
     good = [n for n in rows if n != "d_corrupt.png"]
     assert all(rows[n]["status"] in ("ok", "rejected") for n in good)  # others not lost
-    assert rows["f_male.dcm"]["sex"] == "M"  # the file's own sex wins over --sex
+    assert rows["f_male.dcm"]["sex"] == "M"  # the file's own sex wins over --sex, flagged
+    assert "--sex F ignored: the DICOM says M" in rows["f_male.dcm"]["flags"]
     assert rows["a_8bit.png"]["sex"] == "F" and rows["a_8bit.png"]["sex_source"] == "--sex"
     assert rows["a_8bit.png"]["chronological_age_months"] == 126
     assert "inverted image: fixed" in rows["e_inverted.png"]["flags"]

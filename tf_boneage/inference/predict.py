@@ -124,6 +124,8 @@ def prepare(path: Path, sex: str | None, chronological: float | None) -> Prepare
         item.flags.append("inverted image: fixed")
     if "sex" in meta:
         item.male, item.sex_source = meta["sex"] == "M", "DICOM PatientSex"
+        if sex and sex.upper() != meta["sex"]:
+            item.flags.append(f"--sex {sex.upper()} ignored: the DICOM says {meta['sex']}")
     elif sex:
         item.male, item.sex_source = sex.upper() == "M", "--sex"
     else:
