@@ -258,3 +258,20 @@ def test_driver_runs_the_chain_to_an_evaluated_table(synth_dir, tmp_path):
     # every step is skipped when run again
     again = _run("table.py", *args, timeout=900)
     assert again.returncode == 0 and again.stdout.count(": done (") == 9
+    # training/export.py on the table: SavedModel + TFLite, never calibrated on test
+    exp = ["--runs", str(out), "--preset", "synthetic", "--name", "b", "--root",
+           str(tmp_path / "sm"), "--ensemble", "A_ens_sex", "--manifest",
+           str(synth_dir / "manifest.csv")]  # fmt: skip
+    bad = _run("export.py", *exp, "--calibrate", "test")
+    assert bad.returncode == 2 and "test split" in bad.stderr
+    r = _run("export.py", *exp, "--tflite", "float32", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    # 8 val phantoms: too few per sex to fit a scale; said, and the export goes on
+    assert "not calibrated on val: need at least 10" in r.stdout
+    meta = json.loads(
+        (tmp_path / "sm" / "b" / "1" / "assets.extra" / "tf_boneage.json").read_text()
+    )
+    assert meta["ensemble"] == "A_ens_sex" and "std_calibration" not in meta
+    assert meta["unet"] == "last round" and meta["networks"]["regions"]
+    assert (tmp_path / "sm" / "tflite" / "b" / "1" / "float32.tflite").is_file()
+    assert (tmp_path / "sm" / "models.config").is_file()

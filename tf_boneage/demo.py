@@ -105,6 +105,10 @@ def run(args) -> int:
           [py, "-m", "tf_boneage.cli", "evaluate-tflite", "--model", str(export),
            "--tflite-dir", str(tflite_dir), "--manifest", str(manifest), "--split", "test",
            "--limit", str(args.eval_limit), "--out", str(evaluation)], log)  # fmt: skip
+    coverage = out / "coverage.json"
+    _step("interval coverage on the test split (training/coverage.py)",
+          [py, str(TRAINING / "coverage.py"), "--model", str(export), "--manifest", str(manifest),
+           "--split", "test", "--out", str(coverage)], log)  # fmt: skip
     import pandas as pd
 
     from tf_boneage.data.manifest import load_manifest
@@ -127,6 +131,13 @@ def run(args) -> int:
     print((table_dir / "region" / "table" / "table.md").read_text())
     print("=== SavedModel vs TFLite (test split)")
     print(evaluation.read_text())
+    cov = json.loads(coverage.read_text())
+    print("=== uncertainty: how often the truth is inside the interval (test split)")
+    for key in ("all", "male", "female"):
+        r = cov[key]
+        print(f"  {key:6s} n={r['n']:4d}  MAE {r['mae']:5.2f}  mean std {r['mean_std']:5.2f}  "
+              f"+/- 1 std: {100 * r['coverage_68']:5.1f} % (nominal 68)  "
+              f"+/- 1.645 std: {100 * r['coverage_90']:5.1f} % (nominal 90)")  # fmt: skip
     print("=== predict (sex given as F for the demo)")
     for _, r in got.iterrows():
         name = Path(r["file"]).name
@@ -136,7 +147,8 @@ def run(args) -> int:
                         ("table", table_dir / "region" / "table" / "table.md"),
                         ("plots", out / "figures"), ("SavedModel (TF Serving)", export),
                         ("models.config", models / "models.config"), ("TFLite", tflite_dir),
-                        ("TFLite evaluation", evaluation), ("predictions", results),
+                        ("TFLite evaluation", evaluation), ("interval coverage", coverage),
+                        ("predictions", results),
                         ("overlays", out / "overlays")):  # fmt: skip
         print(f"  {label:24s} {path}")
     print("\n=== time")

@@ -66,6 +66,7 @@ def main(argv=None) -> int:
             "unet": str(args.unet or "last round")}  # fmt: skip
     if args.calibrate == "test":
         parser.exit(2, "error: --calibrate test: the test split is for reporting only\n")
+    report = None
     if args.manifest and args.calibrate != "none":
         from tf_boneage.data.manifest import load_manifest
         from tf_boneage.export import calibration
@@ -75,7 +76,12 @@ def main(argv=None) -> int:
         if rows.empty:
             parser.exit(2, f"error: {args.manifest} has no {args.calibrate!r} rows to "
                            "calibrate on\n")  # fmt: skip
-        report = calibration.calibrate(graph, rows)
+        try:
+            report = calibration.calibrate(graph, rows)
+        except ValueError as exc:
+            report = None
+            print(f"warning: bone_age_std not calibrated on {args.calibrate}: {exc}")
+    if report is not None:
         meta["std_calibration"] = {"split": args.calibrate, **report}
         for when in ("before", "after"):
             r = report[when]
@@ -84,7 +90,7 @@ def main(argv=None) -> int:
                 for sex in ("all", "male", "female")))  # fmt: skip
         print(f"std scale: male {report['scale']['male']:.3f}, "
               f"female {report['scale']['female']:.3f}")  # fmt: skip
-    else:
+    elif not (args.manifest and args.calibrate != "none"):
         print("warning: bone_age_std not calibrated (give --manifest with a val split)")
     path = saved_model.export_end_to_end(graph, root / args.name, args.version, meta)
     print(f"end-to-end SavedModel -> {path}")
