@@ -15,7 +15,7 @@ def _demo(*args, cwd, timeout=900):
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_demo_runs_every_stage_and_resumes(tmp_path):
-    args = ["--n", "40", "--epochs", "1", "--eval-limit", "4", "--out", tmp_path / "run",
+    args = ["--n", "120", "--epochs", "1", "--eval-limit", "4", "--out", tmp_path / "run",
             "--models", tmp_path / "sm", "--set", "segmentation.epochs=1", "landmarks.epochs=1",
             "batch_size=8"]  # fmt: skip
     r = _demo(*args, cwd=tmp_path)

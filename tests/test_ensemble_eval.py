@@ -148,3 +148,20 @@ def test_ensemble_script_skips_incomplete_ensembles(tmp_path, capsys):
     assert "final: skipped" in capsys.readouterr().out
     wide = pd.read_csv(tmp_path / "ensemble_predictions.csv")
     assert "final" not in wide and "ABC_reg_sex" in wide and "B_cls_sex" not in wide
+
+
+def test_ensemble_script_says_when_val_is_too_small(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    import ensemble as ensemble_script
+
+    _fake_runs(tmp_path, n=10)  # val: 3 boys, 2 girls; every ensemble has 2+ members
+    with pytest.raises(SystemExit) as exit_info:
+        ensemble_script.main([str(tmp_path)])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert "final: skipped: need more than" in captured.out
+    assert "(val rows: 3 boys, 2 girls)" in captured.out
+    assert "no ensemble could be fitted" in captured.err

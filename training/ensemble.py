@@ -52,7 +52,13 @@ def fit_all(table: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
         if not all(m in table for m in members):
             print(f"{name}: skipped (missing {[m for m in members if m not in table]})")
             continue
-        ens = LinearEnsemble(members).fit(val)
+        try:
+            ens = LinearEnsemble(members).fit(val)
+        except ValueError as exc:  # per-sex NNLS needs more val rows than members
+            sexes = val["male"].astype(bool).value_counts().to_dict()
+            print(f"{name}: skipped: {exc} (val rows: {sexes.get(True, 0)} boys, "
+                  f"{sexes.get(False, 0)} girls)")  # fmt: skip
+            continue
         table[name] = ens.predict(table)
         try:
             cv = cross_val_mae(val, members)
@@ -74,6 +80,9 @@ def main(argv=None) -> int:
         parser.exit(2, f"error: no */predictions.csv under {root}\n")
     print(f"{len(runs)} runs: {', '.join(runs)}")
     doc, table = fit_all(wide_table(runs))
+    if not doc:
+        parser.exit(2, "error: no ensemble could be fitted (see above): the val split is too "
+                       "small or a run is missing\n")  # fmt: skip
     write_json(root / "ensembles.json", doc)
     save_table(table, root / "ensemble_predictions.csv")
     print(f"-> {root / 'ensembles.json'}, {root / 'ensemble_predictions.csv'}")
