@@ -14,7 +14,7 @@ def _demo(*args, cwd, timeout=900):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_demo_runs_every_stage_and_resumes(tmp_path):
+def test_demo_runs_every_stage(tmp_path):
     args = ["--n", "120", "--epochs", "1", "--eval-limit", "4", "--out", tmp_path / "run",
             "--models", tmp_path / "sm", "--set", "segmentation.epochs=1", "landmarks.epochs=1",
             "batch_size=8"]  # fmt: skip
@@ -28,12 +28,9 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
     export = json.loads((tmp_path / "run" / "export.json").read_text())["saved_model"]
     assert (tmp_path / "sm" / "boneage" / "1" / "saved_model.pb").is_file()
     assert export.endswith("boneage/1")
+    # too few val phantoms per sex to calibrate the interval: said, and the demo goes on
+    assert "not calibrated on val" in out
     assert len(list((tmp_path / "run" / "overlays").glob("*.png"))) == 3
-    # run again: every training step resumes as done, nothing is exported twice
-    again = _demo(*args, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "export: done" in again.stdout
-    assert not (tmp_path / "sm" / "boneage" / "2").exists()
 
 
 def test_demo_data_without_keypoints_is_refused(tmp_path):
