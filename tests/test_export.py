@@ -249,6 +249,12 @@ def test_tflite_variants_parity_and_evaluate_cli(exported, tmp_path):
                  original_size=x["original_size"].numpy())  # fmt: skip
         for key in ("landmarks", "mask_area", "landmark_plausibility"):
             np.testing.assert_allclose(q[key], out[key], atol=1e-6)
+    # inside the region networks: convolutions int8, batch norms / softmax / bin logits float
+    ops = tflite._op_outputs(Path(paths["int8"]).read_bytes(), dtypes=True)
+    assert any(t == "CONV_2D" and d == np.int8 for t, _, d in ops)
+    assert any("/bin_logits" in n for _, n, _ in ops)
+    assert not [n for t, n, d in ops if d == np.int8 and (t in tflite.FLOAT_OPS
+                                                          or "/bin_logits" in n)]  # fmt: skip
     summary, preds = tflite_eval.evaluate(path, paths, manifest)
     assert preds.loc[preds["id"] == "bad", "error"].str.contains("broken.png").all()
     assert (summary["images"] == 4).all()

@@ -12,6 +12,7 @@ representative dataset; float inputs/outputs). The end-to-end ``int8`` quantizes
 networks only (``quantize_scopes``): quantizing the chain's arithmetic made a DIV divide by a
 quantized zero at run time, and its coordinates drive the warps; the U-Net and landmark
 network decide the registration (dynamic-range weights there derail it, see RESULTS.md).
+Inside the region networks, :data:`FLOAT_OPS` and the bin logits stay float32 too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,17 @@ from tensorflow.python.framework.convert_to_constants import (
 )
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
+
+# Kept float32 inside the int8 scopes. MUL/ADD: the batch norms of the conv-ELU-BN units come
+# after the activation, so the converter cannot fold them into the convolution; as int8 their
+# per-channel scale multiplies the per-tensor quantization step of the ELU output, by orders of
+# magnitude on low-variance channels (on the real-data region net A: mean |int8 - float| 26.5
+# months, 2.2 with MUL/ADD float). SOFTMAX/SUM and the ``bin_logits`` layer: the 240-bin
+# distribution and its expected value (int8 probabilities have a 1/256 step: the classification
+# member moved 12.9 months on average, 2.2 with these float). Measured by
+# ``benchmarks/int8_region.py``.
+FLOAT_OPS = ("MUL", "ADD", "SOFTMAX", "SUM")
+FLOAT_LAYERS = ("bin_logits",)
 
 
 def _frozen(saved_model_dir, signature: str):
@@ -95,10 +107,12 @@ def _selective_int8(converter, float_blob: bytes, representative, scopes: list[s
     deny, inside_types, all_types = [], set(), set()
     for op_type, name in _op_outputs(float_blob):
         all_types.add(op_type)
-        if pattern.match(op_scope(name)):
-            inside_types.add(op_type)
-        else:
+        if not pattern.match(op_scope(name)):
             deny.append(name)
+        elif any(f"/{layer}" in name for layer in FLOAT_LAYERS):
+            deny.append(name)
+        elif op_type not in FLOAT_OPS:
+            inside_types.add(op_type)
     if not inside_types:
         raise ValueError(f"no op of the graph is under {scopes}: nothing would be quantized")
     # by name and by type: a TRANSPOSE_CONV of the U-Net escaped the name list
