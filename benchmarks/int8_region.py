@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     spec = [tf.TensorSpec([1, *size, 1], tf.float32)]
     spec += [tf.TensorSpec([1, 1], tf.float32)] if with_sex else []
     names = [t.name for t in model.inputs]
-    fn = tf.function(lambda *a: model(dict(zip(names, a)), training=False))
+    fn = tf.function(lambda *a: model(dict(zip(names, a, strict=True)), training=False))
     frozen = convert_variables_to_constants_v2(fn.get_concrete_function(*spec))
 
     def representative():
@@ -112,7 +112,8 @@ def main(argv=None) -> int:
         return np.array(ys)
 
     truth = test["boneage"].to_numpy(np.float32)
-    ref = model.predict(dict(zip(names, [x_te, m_te])), verbose=0).ravel()
+    inputs = {"image": x_te, "male": m_te} if with_sex else {names[0]: x_te}
+    ref = model.predict(inputs, verbose=0).ravel()
     rows = [{"variant": "keras", "mae": np.abs(ref - truth).mean(), "mean_diff": 0.0,
              "max_diff": 0.0}]  # fmt: skip
     for name, variant, keep in [("float32", "float32", False), ("int8 (every op)", "int8", False),

@@ -24,7 +24,8 @@ def test_demo_runs_every_stage(tmp_path):
     assert "| region A |" in out and "mean predictor" in out  # the table and its baseline
     assert "| float32 |" in out and "| dynamic |" in out  # SavedModel vs TFLite
     assert "nominal 90" in out  # interval coverage on test
-    assert out.count("predicted ") == 3  # predict on three test images
+    assert out.count("predicted ") == 3  # predict on three test images of one sex
+    assert "given as --sex" in out
     export = json.loads((tmp_path / "run" / "export.json").read_text())["saved_model"]
     assert (tmp_path / "sm" / "boneage" / "1" / "saved_model.pb").is_file()
     assert export.endswith("boneage/1")

@@ -114,7 +114,10 @@ def run(args) -> int:
     from tf_boneage.data.manifest import load_manifest
 
     test = load_manifest(manifest)
-    test = test[test["split"] == "test"].head(3)
+    # one sex: the sample folder holds plain images, whose sex is given once (--sex)
+    test = test[test["split"] == "test"]
+    girls = test[~test["male"].astype(bool)]
+    test, sex = (girls.head(3), "F") if len(girls) else (test.head(3), "M")
     samples = out / "predict_samples"
     samples.mkdir(exist_ok=True)
     for _, row in test.iterrows():
@@ -122,7 +125,7 @@ def run(args) -> int:
     results = out / "predictions.csv"
     _step("predict on 3 test images (tf-boneage predict)",
           [py, "-m", "tf_boneage.cli", "predict", str(samples), "--model", str(export),
-           "--sex", "F", "--out", str(results), "--overlay", str(out / "overlays"),
+           "--sex", sex, "--out", str(results), "--overlay", str(out / "overlays"),
            "--overwrite"], log)  # fmt: skip
     got = pd.read_csv(results)
     truth = dict(zip(test["image_path"].map(lambda p: Path(p).name), test["boneage"],
@@ -138,7 +141,7 @@ def run(args) -> int:
         print(f"  {key:6s} n={r['n']:4d}  MAE {r['mae']:5.2f}  mean std {r['mean_std']:5.2f}  "
               f"+/- 1 std: {100 * r['coverage_68']:5.1f} % (nominal 68)  "
               f"+/- 1.645 std: {100 * r['coverage_90']:5.1f} % (nominal 90)")  # fmt: skip
-    print("=== predict (sex given as F for the demo)")
+    print(f"=== predict ({len(test)} test images of one sex, given as --sex {sex})")
     for _, r in got.iterrows():
         name = Path(r["file"]).name
         print(f"  {name}: predicted {r['bone_age_months']:.1f} months, true {truth[name]:.1f}")

@@ -107,9 +107,8 @@ def _selective_int8(converter, float_blob: bytes, representative, scopes: list[s
     deny, inside_types, all_types = [], set(), set()
     for op_type, name in _op_outputs(float_blob):
         all_types.add(op_type)
-        if not pattern.match(op_scope(name)):
-            deny.append(name)
-        elif any(f"/{layer}" in name for layer in FLOAT_LAYERS):
+        float_layer = any(f"/{layer}" in name for layer in FLOAT_LAYERS)
+        if float_layer or not pattern.match(op_scope(name)):
             deny.append(name)
         elif op_type not in FLOAT_OPS:
             inside_types.add(op_type)
