@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -422,3 +423,56 @@ def test_op_scope(name, scope):
     from tf_boneage.export.tflite import op_scope
 
     assert op_scope(name) == scope
+
+
+def test_per_stage_tflite_variants_int8_calibrated_on_the_chains_inputs(tmp_path):
+    """training/export.py --stages --tflite ...: every stage in every variant; a stage's int8 is
+    calibrated on the inputs the chain feeds that network."""
+    from tf_boneage.export import tflite
+    from tf_boneage.inference import tflite_eval
+
+    graph = _graph(seed=4)
+    pre = graph.preprocessor
+    graph.stage_models = {"unet": pre.unet, "landmarks": pre.landmark_model,
+                          "A_cls_male": graph.members[1].male,
+                          "B_reg_female": graph.members[2].female}  # fmt: skip
+    rows = []
+    for k, img in enumerate(_images(5, seed=5)):
+        cv2.imwrite(str(tmp_path / f"{k}.png"), img)
+        rows.append({"image_path": str(tmp_path / f"{k}.png"), "male": k % 2, "split": "train"})
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    rows.insert(1, {"image_path": str(tmp_path / "bad.png"), "male": 1, "split": "train"})
+    samples = tflite_eval.stage_samples(graph, pd.DataFrame(rows), n=10)
+    for stage, model in graph.stage_models.items():
+        assert len(samples[stage]) == 5, stage  # the undecodable file is skipped
+        (x,) = samples[stage][0].values()
+        assert x.shape == (1, *model.input_shape[1:]), stage
+    # the region crops are the chain's: the same image gives the crop the graph cuts
+    first = graph.decode(tf.constant([(tmp_path / "0.png").read_bytes()]))
+    crop = pre(*first)["region_B"].numpy()
+    assert min(np.abs(s["image"] - crop).max() for s in samples["B_reg_female"]) < 1e-6
+
+    dirs = {s: saved_model.export_stage(m, tmp_path / "sm" / f"b_{s}")
+            for s, m in graph.stage_models.items()}  # fmt: skip
+    paths = tflite_eval.convert_stages(dirs, ["float32", "int8"], tmp_path / "tfl", samples)
+    for stage, model in graph.stage_models.items():
+        assert paths[stage]["int8"].parent == tmp_path / "tfl" / f"b_{stage}" / "1"
+        (x,) = samples[stage][3].values()
+        ref = np.asarray(model(x, training=False))
+        f32 = next(iter(tflite.Runner(paths[stage]["float32"])(**samples[stage][3]).values()))
+        np.testing.assert_allclose(f32, ref, atol=1e-3, err_msg=stage)
+        q = next(iter(tflite.Runner(paths[stage]["int8"])(**samples[stage][3]).values()))
+        assert q.shape == ref.shape and np.isfinite(q).all(), stage
+        # probabilities / normalised coordinates, months (measured: 2e-3, 9e-4, 0.08, 0.14)
+        tol = 0.05 if stage in ("unet", "landmarks") else 2.0
+        assert np.abs(q - ref).max() < tol, stage
+        ops = tflite._op_outputs(paths[stage]["int8"].read_bytes(), dtypes=True)
+        assert any(t in ("CONV_2D", "FULLY_CONNECTED") and d == np.int8 for t, _, d in ops)
+        assert not [t for t, _, d in ops if d == np.int8 and t in tflite.FLOAT_OPS], stage
+    # the CLI converts a stage's float variants; its int8 needs the chain: a clear error
+    cli = [sys.executable, "-m", "tf_boneage.cli", "tflite", "--model", str(dirs["unet"]),
+           "--out", str(tmp_path / "cli")]  # fmt: skip
+    r = subprocess.run([*cli, "--variants", "float16"], capture_output=True, text=True)
+    assert r.returncode == 0 and (tmp_path / "cli" / "float16.tflite").is_file(), r.stderr[-2000:]
+    r = subprocess.run([*cli, "--variants", "int8"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--stages --tflite int8" in r.stderr

@@ -264,7 +264,7 @@ def test_driver_runs_the_chain_to_an_evaluated_table(synth_dir, tmp_path):
            str(synth_dir / "manifest.csv")]  # fmt: skip
     bad = _run("export.py", *exp, "--calibrate", "test")
     assert bad.returncode == 2 and "test split" in bad.stderr
-    r = _run("export.py", *exp, "--tflite", "float32", timeout=900)
+    r = _run("export.py", *exp, "--tflite", "float32", "--stages", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     # 8 val phantoms: too few per sex to fit a scale; said, and the export goes on
     assert "not calibrated on val: need at least 10" in r.stdout
@@ -274,4 +274,7 @@ def test_driver_runs_the_chain_to_an_evaluated_table(synth_dir, tmp_path):
     assert meta["ensemble"] == "A_ens_sex" and "std_calibration" not in meta
     assert meta["unet"] == "last round" and meta["networks"]["regions"]
     assert (tmp_path / "sm" / "tflite" / "b" / "1" / "float32.tflite").is_file()
+    for stage in ("unet", "landmarks", "A_cls_male", "A_cls_female"):  # --stages
+        assert (tmp_path / "sm" / f"b_{stage}" / "1" / "saved_model.pb").is_file()
+        assert (tmp_path / "sm" / "tflite" / f"b_{stage}" / "1" / "float32.tflite").is_file()
     assert (tmp_path / "sm" / "models.config").is_file()

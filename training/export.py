@@ -12,7 +12,8 @@ Writes, never overwriting anything:
 - ``saved_models/models.config``: every model under ``saved_models/`` for TF Serving;
 - ``saved_models/tflite/NAME/VERSION/VARIANT.tflite`` (``--tflite float32 float16 ...``), with
   a representative dataset of ``--representative N`` training images of ``--manifest`` for
-  ``int8``.
+  ``int8``; with ``--stages`` also ``saved_models/tflite/NAME_<stage>/V/VARIANT.tflite`` (a
+  stage's int8 is calibrated on its own inputs, computed by the chain from the same images).
 """
 
 from __future__ import annotations
@@ -94,16 +95,26 @@ def main(argv=None) -> int:
         print("warning: bone_age_std not calibrated (give --manifest with a val split)")
     path = saved_model.export_end_to_end(graph, root / args.name, args.version, meta)
     print(f"end-to-end SavedModel -> {path}")
+    stage_dirs = {}
     if args.stages:
         for stage, model in graph.stage_models.items():
-            out = saved_model.export_stage(model, root / f"{args.name}_{stage}")
-            print(f"stage {stage} -> {out}")
+            stage_dirs[stage] = saved_model.export_stage(model, root / f"{args.name}_{stage}")
+            print(f"stage {stage} -> {stage_dirs[stage]}")
     print(f"models.config -> {saved_model.write_models_config(root)}")
     if args.tflite:
         from tf_boneage.inference import tflite_eval
 
         tflite_eval.convert_all(path, args.tflite, root / "tflite" / args.name / path.name,
                                 args.manifest, args.representative)  # fmt: skip
+        if stage_dirs:
+            samples = None
+            if "int8" in args.tflite and args.manifest:
+                from tf_boneage.data.manifest import load_manifest
+
+                samples = tflite_eval.stage_samples(graph, load_manifest(args.manifest),
+                                                    args.representative)  # fmt: skip
+            variants = [v for v in args.tflite if v != "int8" or samples is not None]
+            tflite_eval.convert_stages(stage_dirs, variants, root / "tflite", samples)
     return 0
 
 

@@ -66,7 +66,8 @@ def convert(saved_model_dir, variant: str = "float32", signature: str = "predict
     ``representative()`` yields lists of input arrays in :func:`input_order`; required for
     ``int8``. ``frozen``: the result of :func:`freeze`, to skip reloading.
     ``quantize_scopes``: with ``int8``, Keras model names whose ops are quantized; every other
-    op stays float32 (``None``: the whole graph)."""
+    op stays float32 (``None``: the whole graph). :data:`FLOAT_OPS` and :data:`FLOAT_LAYERS`
+    stay float32 in any case."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     loaded, frozen = frozen or freeze(saved_model_dir, signature)
@@ -82,9 +83,8 @@ def convert(saved_model_dir, variant: str = "float32", signature: str = "predict
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]  # fmt: skip
-        if quantize_scopes is not None:
-            float_blob = convert(saved_model_dir, "float32", signature, frozen=(loaded, frozen))
-            return _selective_int8(converter, float_blob, representative, quantize_scopes)
+        float_blob = convert(saved_model_dir, "float32", signature, frozen=(loaded, frozen))
+        return _selective_int8(converter, float_blob, representative, quantize_scopes)
     return converter.convert()
 
 
@@ -95,15 +95,19 @@ def op_scope(tensor_name: str) -> str:
     return parts[1] if len(parts) > 2 else ""
 
 
-def _selective_int8(converter, float_blob: bytes, representative, scopes: list[str]) -> bytes:
+def _selective_int8(converter, float_blob: bytes, representative,
+                    scopes: list[str] | None) -> bytes:  # fmt: skip
     """int8 for the ops under ``scopes`` (a model name, optionally followed by
-    ``_probabilities`` and TF's ``_N`` uniquifying suffixes), float32 elsewhere: calibrate the
-    whole graph, then quantize with every other op's output (named as in ``float_blob``, the
-    same graph converted to float32) denylisted
-    (``tf.lite.experimental.QuantizationDebugger``'s selective quantization)."""
-    if not scopes:
+    ``_probabilities`` and TF's ``_N`` uniquifying suffixes; ``None``: every op) except
+    :data:`FLOAT_OPS` / :data:`FLOAT_LAYERS`, float32 elsewhere: calibrate the whole graph, then
+    quantize with every other op's output (named as in ``float_blob``, the same graph converted
+    to float32) denylisted (``tf.lite.experimental.QuantizationDebugger``'s selective
+    quantization)."""
+    if scopes is not None and not scopes:
         raise ValueError("quantize_scopes is empty: nothing would be quantized")
-    pattern = re.compile("|".join(rf"^{re.escape(s)}(_probabilities)?(_\d+)*$" for s in scopes))
+    pattern = re.compile(
+        "|".join(rf"^{re.escape(s)}(_probabilities)?(_\d+)*$" for s in scopes) if scopes else ""
+    )
     deny, inside_types, all_types = [], set(), set()
     for op_type, name in _op_outputs(float_blob):
         all_types.add(op_type)

@@ -55,15 +55,85 @@ def representative(saved_model_dir, manifest: pd.DataFrame, n: int = 64, order=N
     return gen
 
 
-def convert_all(saved_model_dir, variants, out_dir, manifest_path=None, n: int = 64) -> dict:
-    """Write ``out_dir/VARIANT.tflite`` (+ ``.outputs.txt``) for each variant; returns paths."""
+def _signature(saved_model_dir) -> str:
+    """``predict_tflite`` of an end-to-end export, ``serving_default`` of a per-stage one."""
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    return "predict_tflite" if "predict_tflite" in loaded.signatures else "serving_default"
+
+
+def stage_samples(graph, manifest: pd.DataFrame, n: int = 64) -> dict[str, list[dict]]:
+    """Representative inputs of every per-stage model (``graph.stage_models``), as the chain
+    feeds them: ``n`` training rows of ``manifest`` decoded and resized by ``graph``, the
+    U-Net's input, the landmark model's (enhanced image) and each region network's crop (+
+    ``male``). Returns ``{stage: [{input name: (1, ...) float32}]}``; undecodable rows are
+    skipped with a message."""
+    from tf_boneage.preprocessing import warp
+
+    pre = graph.preprocessor
+    region_of = {id(m): member.region for member in graph.members for m in member.models()}
+    rows = manifest[manifest["split"] == "train"] if "split" in manifest else manifest
+    rows = rows.sample(min(n, len(rows)), random_state=0)
+    samples = {stage: [] for stage in graph.stage_models}
+    for _, row in rows.iterrows():
+        try:
+            images, size = graph.decode(tf.reshape(tf.io.read_file(str(row["image_path"])), [1]))
+        except tf.errors.OpError as exc:
+            print(f"int8 calibration: skipping {row['image_path']}: "
+                  f"{exc.message.splitlines()[0]}")  # fmt: skip
+            continue
+        images = warp.resize(images, graph.input_size)
+        out = pre(images, size)
+        male = np.array([[float(row["male"])]], np.float32)
+        for stage, model in graph.stage_models.items():
+            if model is pre.unet:
+                x = warp.resize(images, (pre.config.unet_size,) * 2)
+            elif model is pre.landmark_model:
+                x = pre.landmark_input(out["enhanced"])
+            else:
+                x = out[f"region_{region_of[id(model)]}"]
+            inputs = {model.inputs[0].name: x.numpy()}
+            if len(model.inputs) > 1:
+                inputs[model.inputs[1].name] = male
+            samples[stage].append(inputs)
+    return samples
+
+
+def convert_stages(stage_dirs: dict, variants, out_root, samples: dict | None = None) -> dict:
+    """Per-stage SavedModels (``{stage: saved_models/NAME_stage/V}``) to
+    ``out_root/NAME_stage/V/VARIANT.tflite``; ``samples`` from :func:`stage_samples` (needed
+    for ``int8``). Returns ``{stage: {variant: path}}``."""
+    if "int8" in variants and samples is None:
+        raise ValueError("int8 of the stages needs --manifest for the representative inputs")
+    done = {}
+    for stage, path in stage_dirs.items():
+        path = Path(path)
+        rep = (lambda s=samples[stage]: iter(s)) if samples is not None else None
+        done[stage] = convert_all(path, variants, Path(out_root) / path.parent.name / path.name,
+                                  representative_fn=rep)  # fmt: skip
+    return done
+
+
+def convert_all(saved_model_dir, variants, out_dir, manifest_path=None, n: int = 64,
+                representative_fn=None) -> dict:  # fmt: skip
+    """Write ``out_dir/VARIANT.tflite`` (+ ``.outputs.txt``) for each variant; returns paths.
+
+    An end-to-end export converts its ``predict_tflite`` signature (int8: calibrated on ``n``
+    rows of ``manifest_path``, region networks only); a per-stage one its ``serving_default``
+    (int8: every op but ``tflite.FLOAT_OPS``, calibrated on ``representative_fn()``)."""
     out_dir = Path(out_dir)
-    names = tflite.output_names(saved_model_dir)
-    frozen = tflite.freeze(saved_model_dir)
+    signature = _signature(saved_model_dir)
+    if signature == "serving_default" and "int8" in variants and representative_fn is None:
+        raise ValueError(f"{saved_model_dir}: int8 of a per-stage model needs the chain for its "
+                         "inputs: use training/export.py --stages --tflite int8 --manifest M")  # fmt: skip
+    names = tflite.output_names(saved_model_dir, signature)
+    frozen = tflite.freeze(saved_model_dir, signature)
     paths, order = {}, None
     for variant in variants:
-        rep = None
-        if variant == "int8":
+        start = time.perf_counter()
+        if variant == "int8" and signature == "serving_default":
+            blob = tflite.convert(saved_model_dir, "int8", signature,
+                                  representative=representative_fn, frozen=frozen)  # fmt: skip
+        elif variant == "int8":
             if manifest_path is None:
                 raise ValueError("int8 needs --manifest for the representative dataset")
             from tf_boneage.data.manifest import load_manifest
@@ -71,8 +141,6 @@ def convert_all(saved_model_dir, variants, out_dir, manifest_path=None, n: int =
             if order is None:
                 order = tflite.input_order(tflite.convert(saved_model_dir, frozen=frozen))
             rep = representative(saved_model_dir, load_manifest(manifest_path), n, order)
-        start = time.perf_counter()
-        if variant == "int8":
             # the TFLite calibrator runs native code that can crash the whole process (it did on
             # this graph until the mask's WHILE loop stopped passing a tensor through
             # unchanged, tensorflow#75140): calibrate in a child so other variants survive
@@ -80,7 +148,7 @@ def convert_all(saved_model_dir, variants, out_dir, manifest_path=None, n: int =
             if blob is None:
                 continue
         else:
-            blob = tflite.convert(saved_model_dir, variant, representative=rep, frozen=frozen)
+            blob = tflite.convert(saved_model_dir, variant, signature, frozen=frozen)
         if order is None:
             order = tflite.input_order(blob)
         path = tflite.write(blob, out_dir / f"{variant}.tflite")
