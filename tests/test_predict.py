@@ -155,3 +155,15 @@ def test_interval_coverage_by_hand_and_script(model, tmp_path):
     doc = json.loads((tmp_path / "c.json").read_text())
     assert doc["all"]["n"] == 4 and doc["male"]["n"] == 2
     assert 0.0 <= doc["all"]["coverage_68"] <= doc["all"]["coverage_90"] <= 1.0
+
+
+def test_signed_heat_colours_by_hand():
+    from tf_boneage.inference.predict import signed_heat
+
+    grey = np.full((1, 3, 3), 100, np.uint8)
+    heat = np.array([[1.0, -0.5, 0.0]])
+    got = signed_heat(grey, heat, strength=0.6).astype(int)
+    # +1: 0.4 * 100 + 0.6 * red (BGR 0, 0, 255); -0.5: 0.7 * 100 + 0.3 * blue; 0: unchanged
+    assert got[0, 0].tolist() == [40, 40, 40 + 153]
+    assert got[0, 1].tolist() == [70 + 76, 70, 70]
+    assert got[0, 2].tolist() == [100, 100, 100]

@@ -37,7 +37,7 @@ def std_scale(truth, pred, std, z: float = INTERVAL_Z, level: float = NOMINAL) -
     """The smallest factor ``s`` with ``|pred - truth| <= z * s * std`` on at least a fraction
     ``level`` of the rows.
 
-    ``s = r_(k) / z``: the k-th smallest ratio ``|err| / std``, k = ceil(level * n) (numpy's
+    ``s = r_(k) / z`` (+ 1e-6 relative): the k-th smallest ratio ``|err| / std``, k = ceil(level * n) (numpy's
     ``inverted_cdf`` quantile; a linear quantile would cover less than ``level`` on a small
     split, e.g. 10 of 12 rows at 90 %). Rows with std <= 0 are
     ignored. Raises ``ValueError`` with fewer than 10 usable rows (a scale fitted on a handful
@@ -50,7 +50,8 @@ def std_scale(truth, pred, std, z: float = INTERVAL_Z, level: float = NOMINAL) -
     ok = std > 0
     if ok.sum() < 10:
         raise ValueError(f"need at least 10 rows with std > 0 to fit the scale, got {ok.sum()}")
-    return float(np.quantile(err[ok] / std[ok], level, method="inverted_cdf") / z)
+    # + 1e-6 relative: z * (r / z) * std can round below err and drop the boundary row
+    return float(np.quantile(err[ok] / std[ok], level, method="inverted_cdf") / z * (1 + 1e-6))
 
 
 def fit_per_sex(truth, pred, std, male, z: float = INTERVAL_Z, level: float = NOMINAL) -> dict:

@@ -180,8 +180,8 @@ class BoneAgeGraph(tf.Module):
         }
 
     def heatmap(self, crops: dict, male: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Grad-CAM of the ensemble from the region crops ``{region: (B, h, w, 1)}``: the map
-        (B, frame h, frame w) in [0, 1] (all 0 when nothing pushed the age up) and the age
+        """Grad-CAM of the ensemble from the region crops ``{region: (B, h, w, 1)}``: the signed
+        map (B, frame h, frame w) in [-1, 1] (> 0 pushed the age up, < 0 down) and the age
         (B,), months. See :meth:`explain`."""
         is_male = male > 0.5
         rows = tf.where(is_male, 0, 1)
@@ -213,8 +213,7 @@ class BoneAgeGraph(tf.Module):
             y1, x1 = min(frame.height, max(y1, y0 + 1)), min(frame.width, max(x1, x0 + 1))
             cam = tf.image.resize(cam[..., None], (y1 - y0, x1 - x0))[..., 0]
             canvas += tf.pad(cam, [[0, 0], [y0, frame.height - y1], [x0, frame.width - x1]])
-        canvas = tf.nn.relu(canvas)
-        canvas /= tf.maximum(tf.reduce_max(canvas, axis=[1, 2], keepdims=True), 1e-12)
+        canvas /= tf.maximum(tf.reduce_max(tf.abs(canvas), axis=[1, 2], keepdims=True), 1e-12)
         return canvas, age
 
     def explain(self, images: tf.Tensor, male: tf.Tensor, original_size: tf.Tensor) -> dict:
@@ -224,12 +223,14 @@ class BoneAgeGraph(tf.Module):
         least 4 x 4 (see :func:`~tf_boneage.models.region.feature_model`), the gradient of the
         *ensemble's* age with respect to them, channel weights = the gradient's spatial mean,
         map = sum_k weight_k * A_k. A member's map is therefore already scaled by its ensemble
-        weight. Maps are resized onto their region's box of the canonical frame, summed, the
-        positive part kept (what pushed the age up) and normalised to max 1 per image.
+        weight. Maps are resized onto their region's box of the canonical frame, summed and
+        divided by their largest magnitude per image. Unlike classification Grad-CAM, the sign
+        is kept (no ReLU): positive where the features pushed the age up, negative where they
+        pulled it down, which is most of what explains a young child's estimate.
 
         Args: ``images`` (B, H, W, 1) float32 in [0, 1], ``male`` (B,), ``original_size``
         (B, 2). Returns ``registered`` (B, frame h, frame w, 1) enhanced image in the
-        canonical frame, ``heatmap`` (B, frame h, frame w) in [0, 1], ``mask`` (B, s, s) and
+        canonical frame, ``heatmap`` (B, frame h, frame w) in [-1, 1], ``mask`` (B, s, s) and
         ``bone_age_months`` (B,).
         """
         images = warp.resize(tf.cast(images, tf.float32), self.input_size)

@@ -206,6 +206,14 @@ def run_model(loaded, items: list[Prepared]) -> list[dict | None]:
         return results
 
 
+def signed_heat(image: np.ndarray, heat: np.ndarray, strength: float = 0.7) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 BGR tinted red where ``heat`` (H, W) in [-1, 1] is positive
+    (pushed the age up) and blue where negative, opacity ``strength * |heat|``."""
+    colour = np.where(heat[..., None] > 0, np.array([0, 0, 255.0]), np.array([255.0, 0, 0]))
+    alpha = strength * np.clip(np.abs(heat), 0, 1)[..., None]
+    return np.clip(image * (1 - alpha) + colour * alpha, 0, 255).astype(np.uint8)
+
+
 def overlay(loaded, item: Prepared, result: dict, path: Path) -> Path:
     """Input with landmarks | registered hand with regions A, B, C | Grad-CAM of the ensemble
     (:meth:`BoneAgeGraph.explain`) over the registered hand."""
@@ -239,11 +247,10 @@ def overlay(loaded, item: Prepared, result: dict, path: Path) -> Path:
         p1 = (int(x1 * regp.shape[1]) - 1, int(y1 * panel_h) - 1)
         cv2.rectangle(regp, p0, p1, colour, 2)
         cv2.putText(regp, name, (p0[0] + 4, p0[1] + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour)
-    heat = cv2.applyColorMap((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    heat = cv2.resize(heat, (fw * scale, panel_h))
     plain = grey(cv2.resize(reg, (fw * scale, panel_h), interpolation=cv2.INTER_NEAREST))
-    blend = cv2.addWeighted(plain, 0.55, heat, 0.45, 0)
-    cv2.putText(blend, "Grad-CAM", (6, panel_h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255))
+    blend = signed_heat(plain, cv2.resize(heatmap, (fw * scale, panel_h)))
+    cv2.putText(blend, "Grad-CAM: red older, blue younger", (6, panel_h - 8),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255))  # fmt: skip
     sheet = np.concatenate([src, regp, blend], axis=1)
     text = f"{years_months(result['bone_age_months'])} ({result['bone_age_months']:.1f} mo)"
     cv2.putText(sheet, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 255), 2)
