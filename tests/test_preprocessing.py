@@ -2,6 +2,7 @@
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -225,3 +226,36 @@ def test_preprocessing_ops_run_in_litert(step):
     interpreter.invoke()
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, fn(tf.constant(x)).numpy(), atol=1e-5)
+
+
+def _random_masks(n, size, seed):
+    """Blobby random masks: thresholded smoothed noise (many components, holes, long paths)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        noise = cv2.GaussianBlur(rng.random(size).astype(np.float32), (0, 0), 1.5)
+        out.append((noise > np.quantile(noise, 0.45)).astype(np.float32))
+    return np.stack(out)[..., None]
+
+
+def test_components_and_holes_match_opencv_on_random_masks():
+    masks = _random_masks(3, (40, 48), seed=1)
+    snake = np.zeros((40, 48), np.float32)  # one long path: 20 rows joined at alternate ends
+    snake[::2, 2:46] = 1.0
+    for r in range(1, 40, 2):
+        snake[r, 45 if r % 4 == 1 else 2] = 1.0
+    masks = np.concatenate([masks, snake[None, ..., None]])
+    labels = mask.component_labels(tf.constant(masks)).numpy()[..., 0]
+    filled = mask.fill_holes(tf.constant(masks)).numpy()[..., 0]
+    for k, m in enumerate(masks[..., 0].astype(np.uint8)):
+        count, ref = cv2.connectedComponents(m, connectivity=8)
+        # the same partition: one label per OpenCV component and one component per label
+        pairs = {(a, b) for a, b in zip(ref[m > 0], labels[k][m > 0], strict=True)}
+        assert len(pairs) == count - 1 == len({b for _, b in pairs}), k
+        assert np.all(labels[k][m == 0] == 0)
+        # holes: background components that touch no border pixel (8-connected)
+        bg_count, bg = cv2.connectedComponents(1 - m, connectivity=8)
+        edge = set(bg[0]) | set(bg[-1]) | set(bg[:, 0]) | set(bg[:, -1])
+        expected = (m > 0) | ~np.isin(bg, list(edge))
+        np.testing.assert_array_equal(filled[k] > 0, expected, err_msg=str(k))
+    assert len(np.unique(labels[3][labels[3] > 0])) == 1  # the snake is one component

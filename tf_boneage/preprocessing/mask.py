@@ -1,9 +1,14 @@
 """Mask cleanup in TensorFlow ops: threshold, keep the hand, fill holes, remove the background.
 
 Connected components without tensorflow-addons: every foreground pixel starts with a unique
-label and takes the largest label of its 8-neighbours (3x3 max pooling) until nothing changes
-(``tf.while_loop``; the number of steps is the longest geodesic path in a component, a few
-hundred at 256 px). Run it at the U-Net's resolution, not on full-size images.
+label (its own 1-based index) and takes the largest label of its 8-neighbours (a 3x3 max
+filter) until nothing changes (``tf.while_loop``). Plain propagation needs as many steps as the
+longest geodesic path in a component (hundreds on a hand at 96 px: 44 ms per image, most of the
+chain's time). Pointer jumping shortens that: a label is the index of a pixel of the same
+component whose own label can only be as large or larger, so every round also replaces each
+label by the label found at that index (a gather), and labels travel along chains of jumps
+instead of pixel by pixel. Holes are the background components that touch no border pixel.
+Run it at the U-Net's resolution, not on full-size images.
 """
 
 from __future__ import annotations
@@ -13,8 +18,26 @@ import tensorflow as tf
 STEPS_PER_CHECK = 8
 
 
+def _max3x3(v: tf.Tensor) -> tf.Tensor:
+    """3x3 max filter of non-negative (B, H, W, 1) values (zero padding), separably, from
+    shifted slices: ``tf.nn.max_pool2d`` on one channel was 12 times slower on this CPU."""
+    h = tf.pad(v, [[0, 0], [0, 0], [1, 1], [0, 0]])
+    v = tf.maximum(tf.maximum(h[:, :, :-2], h[:, :, 1:-1]), h[:, :, 2:])
+    p = tf.pad(v, [[0, 0], [1, 1], [0, 0], [0, 0]])
+    return tf.maximum(tf.maximum(p[:, :-2], p[:, 1:-1]), p[:, 2:])
+
+
+def _jump(labels: tf.Tensor) -> tf.Tensor:
+    """Each label replaced by the label at the pixel it names (1-based flat index; 0 stays 0)."""
+    flat = tf.reshape(labels, [-1])
+    table = tf.concat([tf.zeros([1], flat.dtype), flat], 0)
+    return tf.reshape(tf.gather(table, tf.cast(flat, tf.int32)), tf.shape(labels))
+
+
 def _propagate(values: tf.Tensor, allowed: tf.Tensor, max_steps: int) -> tf.Tensor:
-    """Repeat ``values = maxpool3x3(values) * allowed`` until stable (or ``max_steps``).
+    """Repeat ``values = max3x3(values) * allowed`` with pointer jumping (:func:`_jump`)
+    until stable (or ``max_steps`` pooling steps). ``values``: labels as in
+    :func:`component_labels`.
 
     ``allowed`` (>= 0) is a loop variable that the body passes through ``relu`` (the identity
     on it) instead of a captured tensor: TFLite turns a capture into a loop variable returned
@@ -23,7 +46,7 @@ def _propagate(values: tf.Tensor, allowed: tf.Tensor, max_steps: int) -> tf.Tens
 
     def step(v, mask):
         for _ in range(STEPS_PER_CHECK):
-            v = tf.nn.max_pool2d(v, 3, 1, "SAME") * mask
+            v = _jump(_max3x3(v) * mask)
         return v
 
     def cond(i, v, changed, mask):
@@ -52,26 +75,32 @@ def component_labels(mask: tf.Tensor, max_steps: int | None = None) -> tf.Tensor
 def largest_component(mask: tf.Tensor) -> tf.Tensor:
     """Keep only the largest 8-connected component of each mask (B, H, W, 1) -> float32."""
     labels = component_labels(mask)
-    shape = tf.shape(labels)
-    n = shape[0] * shape[1] * shape[2]
-    ids = tf.cast(tf.reshape(labels, [-1]), tf.int32)
-    areas = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids, n + 1)
-    areas = tf.tensor_scatter_nd_update(areas, [[0]], [0.0])  # background is no component
-    pixel_area = tf.reshape(tf.gather(areas, ids), shape)
+    pixel_area = _per_component(labels, tf.ones_like(labels), tf.math.unsorted_segment_sum)
     best = tf.reduce_max(pixel_area, axis=[1, 2, 3], keepdims=True)
     return tf.cast((pixel_area >= best) & (pixel_area > 0), tf.float32)
 
 
+def _per_component(labels: tf.Tensor, values: tf.Tensor, reduce) -> tf.Tensor:
+    """``reduce`` (a ``tf.math.unsorted_segment_*``) of ``values`` over each component of
+    ``labels``, written back to every pixel of it (background: 0)."""
+    shape = tf.shape(labels)
+    n = shape[0] * shape[1] * shape[2]
+    ids = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+    per = reduce(tf.reshape(values, [-1]), ids, n + 1)
+    per = tf.tensor_scatter_nd_update(per, [[0]], [0.0])  # background is no component
+    return tf.reshape(tf.gather(per, ids), shape)
+
+
 def fill_holes(mask: tf.Tensor) -> tf.Tensor:
-    """Fill background regions (B, H, W, 1) not connected to the image border."""
+    """Fill background regions (B, H, W, 1) not connected to the image border (8-connected)."""
     mask = tf.cast(mask > 0.5, tf.float32)
     background = 1.0 - mask
     h, w = tf.shape(mask)[1], tf.shape(mask)[2]
     border = tf.pad(tf.zeros([h - 2, w - 2]), [[1, 1], [1, 1]], constant_values=1.0)
-    seeds = border[None, :, :, None] * background
-    steps = 4 * (int(mask.shape[1] or 1024) + int(mask.shape[2] or 1024))
-    outside = _propagate(seeds, background, steps)
-    return 1.0 - outside
+    border = tf.broadcast_to(border[None, :, :, None], tf.shape(mask))
+    labels = component_labels(background)
+    outside = _per_component(labels, border * background, tf.math.unsorted_segment_sum) > 0
+    return 1.0 - tf.cast(outside, tf.float32)
 
 
 def clean_mask(probabilities: tf.Tensor, threshold: float = 0.5) -> tf.Tensor:
