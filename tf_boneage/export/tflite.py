@@ -131,7 +131,29 @@ def _selective_int8(converter, float_blob: bytes, representative,
                      and not pattern.match(op_scope(name))})  # fmt: skip
     if leaked:
         raise RuntimeError(f"int8 leaked outside {scopes}: {leaked[:5]}")
+    hybrid = hybrid_ops(blob, pattern)
+    if hybrid:
+        print(f"int8: {len(hybrid)} float op(s) outside the quantized networks got int8 weights "
+              f"despite the denylist (TF 2.21): {sorted(set(t for t, _ in hybrid))}")  # fmt: skip
     return blob
+
+
+def hybrid_ops(blob: bytes, pattern=None) -> list[tuple[str, str]]:
+    """(op type, output name) of ops with an int8 input and a float32 output (dynamic-range
+    "hybrid" kernels) whose scope does not match ``pattern`` (``None``: all). The denylist
+    keeps activations float but, in TF 2.21, not the weights of ``TRANSPOSE_CONV`` (the
+    U-Net's up-sampling): measured on the real model, see RESULTS.md."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=blob)
+    found = []
+    for op in it._get_ops_details():
+        ins = [it._get_tensor_details(t, 0)["dtype"] for t in op["inputs"] if t >= 0]
+        out = it._get_tensor_details(op["outputs"][0], 0)
+        if (np.int8 in ins and out["dtype"] == np.float32 and op["op_name"] != "DEQUANTIZE"
+                and (pattern is None or not pattern.match(op_scope(out["name"])))):  # fmt: skip
+            found.append((op["op_name"], out["name"]))
+    return found
 
 
 def _op_outputs(blob: bytes, dtypes: bool = False) -> list[tuple]:
