@@ -143,33 +143,29 @@ def hybrid_ops(blob: bytes, pattern=None) -> list[tuple[str, str]]:
     "hybrid" kernels) whose scope does not match ``pattern`` (``None``: all). The denylist
     keeps activations float but, in TF 2.21, not the weights of ``TRANSPOSE_CONV`` (the
     U-Net's up-sampling): measured on the real model, see RESULTS.md."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=blob)
-    found = []
-    for op in it._get_ops_details():
-        ins = [it._get_tensor_details(t, 0)["dtype"] for t in op["inputs"] if t >= 0]
-        out = it._get_tensor_details(op["outputs"][0], 0)
-        if (np.int8 in ins and out["dtype"] == np.float32 and op["op_name"] != "DEQUANTIZE"
-                and (pattern is None or not pattern.match(op_scope(out["name"])))):  # fmt: skip
-            found.append((op["op_name"], out["name"]))
-    return found
+    return [(op_type, name) for op_type, name, dtype, inputs in _ops(blob)
+            if np.int8 in inputs and dtype == np.float32 and op_type != "DEQUANTIZE"
+            and (pattern is None or not pattern.match(op_scope(name)))]  # fmt: skip
 
 
-def _op_outputs(blob: bytes, dtypes: bool = False) -> list[tuple]:
-    """(op type, output tensor name[, dtype]) of every op of a flatbuffer (LiteRT's private
-    op listing, the one the quantization debugger itself uses)."""
+def _ops(blob: bytes) -> list[tuple]:
+    """(op type, output tensor name, its dtype, the input dtypes) per op output of a
+    flatbuffer (LiteRT's private op listing, the one the quantization debugger itself uses)."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_content=blob)
     out = []
     for op in it._get_ops_details():
+        inputs = [it._get_tensor_details(t, 0)["dtype"] for t in op["inputs"] if t >= 0]
         for t in op["outputs"]:
             d = it._get_tensor_details(t, 0)
-            out.append(
-                (op["op_name"], d["name"], d["dtype"]) if dtypes else (op["op_name"], d["name"])
-            )
+            out.append((op["op_name"], d["name"], d["dtype"], inputs))
     return out
+
+
+def _op_outputs(blob: bytes, dtypes: bool = False) -> list[tuple]:
+    """(op type, output tensor name[, dtype]) of every op output of a flatbuffer."""
+    return [(t, n, d) if dtypes else (t, n) for t, n, d, _ in _ops(blob)]
 
 
 def input_order(blob: bytes) -> list[str]:

@@ -86,7 +86,7 @@ def stage_samples(graph, manifest: pd.DataFrame, n: int = 64) -> dict[str, list[
         male = np.array([[float(row["male"])]], np.float32)
         for stage, model in graph.stage_models.items():
             if model is pre.unet:
-                x = warp.resize(images, (pre.config.unet_size,) * 2)
+                x = pre.unet_input(images)
             elif model is pre.landmark_model:
                 x = pre.landmark_input(out["enhanced"])
             else:

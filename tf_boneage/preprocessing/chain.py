@@ -54,10 +54,13 @@ class Preprocessor(tf.Module):
 
     def segment(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(clean masks at the U-Net's size (B, s, s, 1), probabilities (B, s, s, 1))."""
-        s = self.config.unet_size
-        small = warp.resize(images, (s, s))
-        probs = tf.cast(self.unet(small, training=False), tf.float32)
+        probs = tf.cast(self.unet(self.unet_input(images), training=False), tf.float32)
         return mask.clean_mask(probs), probs
+
+    def unet_input(self, images: tf.Tensor) -> tf.Tensor:
+        """The U-Net's input: images at (unet_size, unet_size)."""
+        s = self.config.unet_size
+        return warp.resize(images, (s, s))
 
     def enhance(self, images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
         """Background removed and equalised inside the hand, at the images' size."""
