@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cv2
+import numpy as np
+import tensorflow as tf
+from common import best_rate, machine, table
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from common import best_rate, machine, table  # noqa: E402
-
-from tf_boneage.data.manifest import load_manifest  # noqa: E402
-from tf_boneage.preprocessing import chain, mask, warp  # noqa: E402
+from tf_boneage.data.manifest import load_manifest
+from tf_boneage.preprocessing import chain, mask, warp
 
 
 def main(argv=None) -> int:
@@ -54,8 +51,10 @@ def main(argv=None) -> int:
     rows = []
     for name, (fn, *inputs) in stages.items():
         compiled = tf.function(fn)
-        rate = best_rate(lambda c=compiled, i=inputs: tf.nest.map_structure(
-            lambda t: t.numpy(), c(*i)), len(pixels))  # fmt: skip
+        rate = best_rate(
+            lambda c=compiled, i=inputs: tf.nest.map_structure(lambda t: t.numpy(), c(*i)),
+            len(pixels),
+        )
         rows.append({"stage": name, "ms/image": round(1000 / rate, 2)})
     print(f"machine: {machine()}; batch {len(pixels)} of {args.manifest}")
     print(table(rows, ["stage", "ms/image"]))

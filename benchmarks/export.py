@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tensorflow as tf
+from common import machine, table
 
-import tensorflow as tf  # noqa: E402
-from common import machine, table  # noqa: E402
-
-from tf_boneage.data.manifest import load_manifest  # noqa: E402
-from tf_boneage.export import saved_model, tflite  # noqa: E402
+from tf_boneage.data.manifest import load_manifest
+from tf_boneage.export import saved_model, tflite
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -55,36 +52,79 @@ def main(argv=None) -> int:
     results = []
 
     def add(name, seconds_per_call, batch, size_mb):
-        results.append({"path": name, "batch": batch,
-                        "latency ms/img": 1000 * seconds_per_call / batch,
-                        "throughput img/s": batch / seconds_per_call, "size MB": size_mb})  # fmt: skip
+        results.append(
+            {
+                "path": name,
+                "batch": batch,
+                "latency ms/img": 1000 * seconds_per_call / batch,
+                "throughput img/s": batch / seconds_per_call,
+                "size MB": size_mb,
+            }
+        )
 
     sm_size = sum(f.stat().st_size for f in model.rglob("*") if f.is_file()) / 1e6
     serve = loaded.signatures["serving_default"]
-    add("SavedModel serving_default (PNG bytes)",
-        median_seconds(lambda: serve(image_bytes=tf.constant(blobs[:1]),
-                                     male=tf.constant(male[:1])), args.repeats), 1, sm_size)  # fmt: skip
-    add("SavedModel serving_default (PNG bytes)",
-        median_seconds(lambda: serve(image_bytes=tf.constant(blobs), male=tf.constant(male)),
-                       max(3, args.repeats // 4)), len(blobs), sm_size)  # fmt: skip
+    add(
+        "SavedModel serving_default (PNG bytes)",
+        median_seconds(
+            lambda: serve(image_bytes=tf.constant(blobs[:1]), male=tf.constant(male[:1])),
+            args.repeats,
+        ),
+        1,
+        sm_size,
+    )
+    add(
+        "SavedModel serving_default (PNG bytes)",
+        median_seconds(
+            lambda: serve(image_bytes=tf.constant(blobs), male=tf.constant(male)),
+            max(3, args.repeats // 4),
+        ),
+        len(blobs),
+        sm_size,
+    )
     ref = loaded.signatures["predict_tflite"]
-    add("SavedModel predict_tflite (tensors)", median_seconds(lambda: ref(**one), args.repeats),
-        1, sm_size)  # fmt: skip
+    add(
+        "SavedModel predict_tflite (tensors)",
+        median_seconds(lambda: ref(**one), args.repeats),
+        1,
+        sm_size,
+    )
     batch = loaded.signatures["predict_images"]
-    add("SavedModel predict_images (tensors)",
-        median_seconds(lambda: batch(images=images, male=tf.constant(male), original_size=sizes),
-                       max(3, args.repeats // 4)), len(blobs), sm_size)  # fmt: skip
+    add(
+        "SavedModel predict_images (tensors)",
+        median_seconds(
+            lambda: batch(images=images, male=tf.constant(male), original_size=sizes),
+            max(3, args.repeats // 4),
+        ),
+        len(blobs),
+        sm_size,
+    )
     inputs = {k: v.numpy() for k, v in one.items()}
     for path in sorted(folder.glob("*.tflite")):
         runner = tflite.Runner(path, threads=2)
-        add(f"TFLite {path.stem}", median_seconds(lambda r=runner: r(**inputs), args.repeats), 1,
-            path.stat().st_size / 1e6)  # fmt: skip
+        add(
+            f"TFLite {path.stem}",
+            median_seconds(lambda r=runner: r(**inputs), args.repeats),
+            1,
+            path.stat().st_size / 1e6,
+        )
     base = results[2]["latency ms/img"]
     for r in results:
         r["vs SavedModel batch 1"] = r["latency ms/img"] / base
     print(f"machine: {machine()}; model {model}; {len(blobs)} images of {args.manifest}")
-    print(table(results, ["path", "batch", "latency ms/img", "throughput img/s", "size MB",
-                          "vs SavedModel batch 1"]))  # fmt: skip
+    print(
+        table(
+            results,
+            [
+                "path",
+                "batch",
+                "latency ms/img",
+                "throughput img/s",
+                "size MB",
+                "vs SavedModel batch 1",
+            ],
+        )
+    )
     return 0
 
 

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cv2
+import keras
+import numpy as np
+import pandas as pd
+from common import best_rate, machine, table
 
-import cv2  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from common import best_rate, machine, table  # noqa: E402
-
-from tf_boneage.data.augment import AffineRange  # noqa: E402
-from tf_boneage.data.pipeline import PipelineConfig, region_dataset  # noqa: E402
+from tf_boneage.data.augment import AffineRange
+from tf_boneage.data.pipeline import PipelineConfig, region_dataset
 
 SIZE = (500, 375)
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "registered60" / "images"
@@ -74,11 +71,13 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         paths = _images(args.images, args.n, Path(tmp))
         n = len(paths)
-        manifest = pd.DataFrame({"image_path": paths, "boneage": 100.0,
-                                 "male": pd.array([True] * n, dtype="boolean")})  # fmt: skip
+        manifest = pd.DataFrame(
+            {"image_path": paths, "boneage": 100.0, "male": pd.array([True] * n, dtype="boolean")}
+        )
         ranges = AffineRange(rotation=15, scale=(0.9, 1.1), shift=0.05)
-        cfg = PipelineConfig(image_size=SIZE, batch_size=args.batch, shuffle=False,
-                             augment=True, affine=ranges)  # fmt: skip
+        cfg = PipelineConfig(
+            image_size=SIZE, batch_size=args.batch, shuffle=False, augment=True, affine=ranges
+        )
         ds = region_dataset(manifest, cfg)
 
         def consume_tf():
@@ -107,9 +106,11 @@ def main(argv=None):
     ]
     print(f"machine: {machine()}; {n} PNGs of {w}x{h} -> {SIZE[1]}x{SIZE[0]}; batch {args.batch}")
     print(table(rows, ["what", "img/s"]))
-    print(f"\ntf.data / cv2 generator: {tf_rate / cv_rate:.2f}x; "
-          f"tf.data / training step: {tf_rate / step_rate:.1f}x "
-          f"({'the GPU-less step is the bottleneck' if tf_rate > step_rate else 'input-bound'})")  # fmt: skip
+    print(
+        f"\ntf.data / cv2 generator: {tf_rate / cv_rate:.2f}x; "
+        f"tf.data / training step: {tf_rate / step_rate:.1f}x "
+        f"({'the GPU-less step is the bottleneck' if tf_rate > step_rate else 'input-bound'})"
+    )
     return 0 if math.isfinite(tf_rate) else 1
 
 

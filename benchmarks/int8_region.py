@@ -21,15 +21,13 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from common import table
 from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import table  # noqa: E402
-
-import tf_boneage.models  # noqa: E402, F401  (registers the custom layers)
-from tf_boneage.export import tflite  # noqa: E402
+import tf_boneage.models  # noqa: F401  (registers the custom layers)
+from tf_boneage.export import tflite
 
 
 def crops(cache: pd.DataFrame, root: Path, region: str, size) -> np.ndarray:
@@ -56,9 +54,11 @@ def main(argv=None) -> int:
     from ai_edge_litert.interpreter import Interpreter
 
     model = keras.models.load_model(args.run / "model.keras")
-    region = next(line.split(":")[1].strip() for line in
-                  (args.run / "config.yaml").read_text().splitlines()
-                  if line.startswith("region:"))  # fmt: skip
+    region = next(
+        line.split(":")[1].strip()
+        for line in (args.run / "config.yaml").read_text().splitlines()
+        if line.startswith("region:")
+    )
     size = tuple(model.inputs[0].shape[1:3])
     with_sex = len(model.inputs) > 1
     cache = pd.read_csv(args.cache)
@@ -84,12 +84,17 @@ def main(argv=None) -> int:
             return conv.convert()
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                          tf.lite.OpsSet.TFLITE_BUILTINS]  # fmt: skip
+        conv.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
         if not keep_float:
             return conv.convert()
-        names = [n for _, n in tflite._op_outputs(convert("float32"))
-                 if any(f"/{layer}" in n for layer in tflite.FLOAT_LAYERS)]  # fmt: skip
+        names = [
+            n
+            for _, n in tflite._op_outputs(convert("float32"))
+            if any(f"/{layer}" in n for layer in tflite.FLOAT_LAYERS)
+        ]
         options = tf.lite.experimental.QuantizationDebugOptions(
             denylisted_ops=list(tflite.FLOAT_OPS), denylisted_nodes=names
         )
@@ -114,14 +119,24 @@ def main(argv=None) -> int:
     truth = test["boneage"].to_numpy(np.float32)
     inputs = {"image": x_te, "male": m_te} if with_sex else {names[0]: x_te}
     ref = model.predict(inputs, verbose=0).ravel()
-    rows = [{"variant": "keras", "mae": np.abs(ref - truth).mean(), "mean_diff": 0.0,
-             "max_diff": 0.0}]  # fmt: skip
-    for name, variant, keep in [("float32", "float32", False), ("int8 (every op)", "int8", False),
-                                ("int8 (FLOAT_OPS, FLOAT_LAYERS float32)", "int8", True)]:  # fmt: skip
+    rows = [
+        {"variant": "keras", "mae": np.abs(ref - truth).mean(), "mean_diff": 0.0, "max_diff": 0.0}
+    ]
+    for name, variant, keep in [
+        ("float32", "float32", False),
+        ("int8 (every op)", "int8", False),
+        ("int8 (FLOAT_OPS, FLOAT_LAYERS float32)", "int8", True),
+    ]:
         y = run(convert(variant, keep))
         d = np.abs(y - ref)
-        rows.append({"variant": name, "mae": np.abs(y - truth).mean(),
-                     "mean_diff": d.mean(), "max_diff": d.max()})  # fmt: skip
+        rows.append(
+            {
+                "variant": name,
+                "mae": np.abs(y - truth).mean(),
+                "mean_diff": d.mean(),
+                "max_diff": d.max(),
+            }
+        )
     print(f"{args.run.name}: {len(x_te)} test crops, {len(x_tr)} representative")
     print(table(rows, ["variant", "mae", "mean_diff", "max_diff"]))
     return 0

@@ -9,17 +9,13 @@ Training FLOPs are counted as 3x the forward FLOPs (forward + two backward produ
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import keras
+import numpy as np
+from common import best_rate, machine, matmul_gflops, table
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from common import best_rate, machine, matmul_gflops, table  # noqa: E402
-
-from tf_boneage.models.presets import PRESETS, build  # noqa: E402
-from tf_boneage.models.summary import model_flops  # noqa: E402
+from tf_boneage.models.presets import PRESETS, build
+from tf_boneage.models.summary import model_flops
 
 LOSSES = {"unet": "binary_crossentropy", "landmarks": "mse"}
 
@@ -41,18 +37,24 @@ def run(presets, batch, repeats):
             model = build(preset, name)
             flops = model_flops(model)
             x, y = _batch(model, batch)
-            model.compile(keras.optimizers.Adam(1e-4), loss=LOSSES.get(name, "mae"),
-                          jit_compile=False)  # fmt: skip
+            model.compile(
+                keras.optimizers.Adam(1e-4), loss=LOSSES.get(name, "mae"), jit_compile=False
+            )
             inf_rate = best_rate(lambda m=model, x=x: m.predict_on_batch(x), batch, repeats)
-            train_rate = best_rate(lambda m=model, x=x, y=y: m.train_on_batch(x, y), batch,
-                                   repeats)  # fmt: skip
-            rows.append({
-                "preset": preset, "model": name, "input": "x".join(map(str, model.inputs[0].shape[1:3])),
-                "GFLOPs/img": flops / 1e9, "infer img/s": inf_rate, "train img/s": train_rate,
-                "infer GFLOP/s": inf_rate * flops / 1e9,
-                "infer % of matmul": 100 * inf_rate * flops / 1e9 / peak,
-                "train % of matmul": 100 * train_rate * 3 * flops / 1e9 / peak,
-            })  # fmt: skip
+            train_rate = best_rate(lambda m=model, x=x, y=y: m.train_on_batch(x, y), batch, repeats)
+            rows.append(
+                {
+                    "preset": preset,
+                    "model": name,
+                    "input": "x".join(map(str, model.inputs[0].shape[1:3])),
+                    "GFLOPs/img": flops / 1e9,
+                    "infer img/s": inf_rate,
+                    "train img/s": train_rate,
+                    "infer GFLOP/s": inf_rate * flops / 1e9,
+                    "infer % of matmul": 100 * inf_rate * flops / 1e9 / peak,
+                    "train % of matmul": 100 * train_rate * 3 * flops / 1e9 / peak,
+                }
+            )
             print(rows[-1], flush=True)
             keras.backend.clear_session()
     return peak, rows
@@ -66,8 +68,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
     peak, rows = run(args.presets, args.batch, args.repeats)
     print(f"\nmachine: {machine()}; float32 matmul peak {peak:.1f} GFLOP/s; batch {args.batch}\n")
-    print(table(rows, ["preset", "model", "input", "GFLOPs/img", "infer img/s", "train img/s",
-                       "infer % of matmul", "train % of matmul"]))  # fmt: skip
+    print(
+        table(
+            rows,
+            [
+                "preset",
+                "model",
+                "input",
+                "GFLOPs/img",
+                "infer img/s",
+                "train img/s",
+                "infer % of matmul",
+                "train % of matmul",
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

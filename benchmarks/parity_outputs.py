@@ -36,8 +36,11 @@ def main(argv=None) -> int:
     diffs: dict[str, list[float]] = {}
     for image_path, male in zip(rows["image_path"], rows["male"], strict=True):
         x = decode(image_bytes=tf.constant([tf.io.read_file(str(image_path)).numpy()]))
-        inputs = {"images": x["images"].numpy(), "male": np.array([float(male)], np.float32),
-                  "original_size": x["original_size"].numpy()}  # fmt: skip
+        inputs = {
+            "images": x["images"].numpy(),
+            "male": np.array([float(male)], np.float32),
+            "original_size": x["original_size"].numpy(),
+        }
         a = reference(**{k: tf.constant(v) for k, v in inputs.items()})
         b = runner(**inputs)
         for key, value in b.items():

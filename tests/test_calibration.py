@@ -52,7 +52,8 @@ def test_fit_per_sex_fits_each_sex_on_its_own_rows():
 def test_coverage_known_answer_and_shape_error():
     # errors 0.5, 1.5, 2.0 with std 1: inside +/- 1 std: 1 of 3; inside +/- 1.645: 2 of 3
     got = coverage([10, 10, 10], [10.5, 8.5, 12.0], [1, 1, 1])
-    assert got == pytest.approx({"n": 3, "mae": 4 / 3, "mean_std": 1.0,
-                                 "coverage_68": 1 / 3, "coverage_90": 2 / 3})  # fmt: skip
+    assert got == pytest.approx(
+        {"n": 3, "mae": 4 / 3, "mean_std": 1.0, "coverage_68": 1 / 3, "coverage_90": 2 / 3}
+    )
     with pytest.raises(ValueError, match="one length"):
         coverage([1, 2], [1, 2], [1])

@@ -102,19 +102,41 @@ def test_cli_preprocess_and_contact_sheet(chain, synth_dir, tmp_path):
     unet, marks = tmp_path / "unet.keras", tmp_path / "marks.keras"
     chain.unet.save(unet)
     chain.landmark_model.save(marks)
-    common = ["--manifest", str(synth_dir / "manifest.csv"), "--unet", str(unet),
-              "--landmarks", str(marks), "--frame", "104x80", "--image-size", "64"]  # fmt: skip
+    common = [
+        "--manifest",
+        str(synth_dir / "manifest.csv"),
+        "--unet",
+        str(unet),
+        "--landmarks",
+        str(marks),
+        "--frame",
+        "104x80",
+        "--image-size",
+        "64",
+    ]
     run = [sys.executable, "-m", "tf_boneage.cli"]
     sheet = tmp_path / "sheet.png"
-    r = subprocess.run([*run, "contact-sheet", *common, "--out", str(sheet), "--n", "3"],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [*run, "contact-sheet", *common, "--out", str(sheet), "--n", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     img = cv2.imread(str(sheet))
     assert img is not None and img.shape[0] == 3 * 208
-    r = subprocess.run([*run, "contact-sheet", *common, "--out", str(sheet)], capture_output=True,
-                       text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [*run, "contact-sheet", *common, "--out", str(sheet)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "exists" in r.stderr
-    r = subprocess.run([*run, "preprocess", *common, "--out", str(tmp_path / "c"), "--limit", "5"],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [*run, "preprocess", *common, "--out", str(tmp_path / "c"), "--limit", "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "5 images ready" in r.stdout

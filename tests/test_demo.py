@@ -8,16 +8,34 @@ import pytest
 
 
 def _demo(*args, cwd, timeout=900):
-    return subprocess.run([sys.executable, "-m", "tf_boneage.cli", "demo", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "tf_boneage.cli", "demo", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_demo_runs_every_stage(tmp_path):
-    args = ["--n", "120", "--epochs", "1", "--eval-limit", "4", "--out", tmp_path / "run",
-            "--models", tmp_path / "sm", "--set", "segmentation.epochs=1", "landmarks.epochs=1",
-            "batch_size=8"]  # fmt: skip
+    args = [
+        "--n",
+        "120",
+        "--epochs",
+        "1",
+        "--eval-limit",
+        "4",
+        "--out",
+        tmp_path / "run",
+        "--models",
+        tmp_path / "sm",
+        "--set",
+        "segmentation.epochs=1",
+        "landmarks.epochs=1",
+        "batch_size=8",
+    ]
     r = _demo(*args, cwd=tmp_path)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     out = r.stdout

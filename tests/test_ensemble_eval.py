@@ -30,9 +30,14 @@ def test_per_sex_ensemble_round_trip(tmp_path):
     n = 400
     truth = rng.uniform(1, 228, n)
     male = rng.random(n) < 0.5
-    table = pd.DataFrame({"boneage": truth, "male": male,
-                          "A": np.where(male, truth + 5, truth - 3) + rng.normal(0, 1, n),
-                          "B": truth + rng.normal(0, 20, n)})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "boneage": truth,
+            "male": male,
+            "A": np.where(male, truth + 5, truth - 3) + rng.normal(0, 1, n),
+            "B": truth + rng.normal(0, 20, n),
+        }
+    )
     ens = LinearEnsemble(["A", "B"]).fit(table)
     assert ens.params["male"]["bias"] == pytest.approx(-5, abs=0.5)
     assert ens.params["female"]["bias"] == pytest.approx(3, abs=0.5)
@@ -48,8 +53,13 @@ def test_fit_rejects_mismatched_shapes():
 
 
 def test_mae_report_by_hand():
-    t = pd.DataFrame({"boneage": [10.0, 100.0, 200.0, 130.0], "pred": [12.0, 90.0, 200.0, 140.0],
-                      "male": [True, True, False, False]})  # fmt: skip
+    t = pd.DataFrame(
+        {
+            "boneage": [10.0, 100.0, 200.0, 130.0],
+            "pred": [12.0, 90.0, 200.0, 140.0],
+            "male": [True, True, False, False],
+        }
+    )
     r = mae_report(t)
     assert r["all"] == {"n": 4, "mae": 5.5}
     assert r["male"] == {"n": 2, "mae": 6.0} and r["female"] == {"n": 2, "mae": 5.0}
@@ -87,24 +97,23 @@ def _fake_runs(root, seed=0, n=200):
         pred = truth + k + rng.normal(0, 4 + k % 3, n)
         run = root / name
         run.mkdir(parents=True)
-        pd.DataFrame({"id": ids, "boneage": truth, "male": male, "split": split,
-                      "pred": pred})[keep].to_csv(run / "predictions.csv", index=False)  # fmt: skip
+        pd.DataFrame({"id": ids, "boneage": truth, "male": male, "split": split, "pred": pred})[
+            keep
+        ].to_csv(run / "predictions.csv", index=False)
     return truth, male, split
 
 
 def test_ensemble_and_evaluate_scripts(tmp_path):
     import json
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-    import ensemble as ensemble_script
-    import evaluate as evaluate_script
+    from tf_boneage.training import ensemble as ensemble_script
+    from tf_boneage.training import evaluation as evaluate_script
+    from tf_boneage.training.runs import ENSEMBLES
 
     truth, male, split = _fake_runs(tmp_path)
     assert ensemble_script.main([str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "ensembles.json").read_text())
-    assert set(doc) == set(ensemble_script.ENSEMBLES)
+    assert set(doc) == set(ENSEMBLES)
     wide = pd.read_csv(tmp_path / "ensemble_predictions.csv")
     # the sex-specific pair: the male model for boys, the female model for girls
     a_male = pd.read_csv(tmp_path / "A_reg_male" / "predictions.csv").set_index("id")["pred"]
@@ -116,8 +125,10 @@ def test_ensemble_and_evaluate_scripts(tmp_path):
         t.loc[t["split"] == "test", "boneage"] = 0.0
         t.to_csv(run, index=False)
     assert ensemble_script.main([str(tmp_path)]) == 0
-    assert json.loads((tmp_path / "ensembles.json").read_text())["final"]["params"] == \
-        doc["final"]["params"]  # fmt: skip
+    assert (
+        json.loads((tmp_path / "ensembles.json").read_text())["final"]["params"]
+        == doc["final"]["params"]
+    )
     wide.to_csv(tmp_path / "ensemble_predictions.csv", index=False)  # back to the true truth
     assert evaluate_script.main([str(tmp_path), "--figures", str(tmp_path / "fig")]) == 0
     table = json.loads((tmp_path / "table" / "table.json").read_text())
@@ -134,11 +145,7 @@ def test_ensemble_and_evaluate_scripts(tmp_path):
 
 
 def test_ensemble_script_skips_incomplete_ensembles(tmp_path, capsys):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-    import ensemble as ensemble_script
+    from tf_boneage.training import ensemble as ensemble_script
 
     _fake_runs(tmp_path)
     import shutil
@@ -151,11 +158,7 @@ def test_ensemble_script_skips_incomplete_ensembles(tmp_path, capsys):
 
 
 def test_ensemble_script_says_when_val_is_too_small(tmp_path, capsys):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-    import ensemble as ensemble_script
+    from tf_boneage.training import ensemble as ensemble_script
 
     _fake_runs(tmp_path, n=10)  # val: 3 boys, 2 girls; every ensemble has 2+ members
     with pytest.raises(SystemExit) as exit_info:
@@ -165,3 +168,23 @@ def test_ensemble_script_says_when_val_is_too_small(tmp_path, capsys):
     assert "final: skipped: need more than" in captured.out
     assert "(val rows: 3 boys, 2 girls)" in captured.out
     assert "no ensemble could be fitted" in captured.err
+
+
+def test_fitted_ensemble_and_graph_ensemble_agree():
+    """The numpy ensemble fitted on val and the graph's TensorFlow ensemble give the same age
+    (within 1e-4 months) for random members and both sexes."""
+    from tf_boneage.export.end_to_end import ensemble_age, ensemble_tensors
+
+    rng = np.random.default_rng(7)
+    n, members = 300, ["A_reg_both", "B_reg_both", "C_reg_both", "A_cls_sex"]
+    truth = rng.uniform(1, 228, n)
+    table = pd.DataFrame({m: truth + rng.normal(0, 5 + 3 * k, n) for k, m in enumerate(members)})
+    table["boneage"], table["male"] = truth, rng.random(n) < 0.5
+    ens = LinearEnsemble(members).fit(table)
+    new = table.sample(100, random_state=1).reset_index(drop=True)
+    new[members] = rng.uniform(0, 240, (100, len(members)))  # members never seen in the fit
+    weights, bias = ensemble_tensors(ens.params)
+    age, _ = ensemble_age(
+        new[members].to_numpy(np.float32), new["male"].to_numpy(np.float32), weights, bias
+    )
+    np.testing.assert_allclose(age.numpy(), ens.predict(new), atol=1e-4)

@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import serving_emulator
 import tensorflow as tf
 
-from tf_boneage.export import saved_model, serving_contract
+from tf_boneage.export import saved_model, serving_client
 from tf_boneage.export.end_to_end import BoneAgeGraph, members_from_spec
 from tf_boneage.models import LandmarkNet, RegionNet, UNet
 from tf_boneage.preprocessing.chain import ChainConfig, Preprocessor
@@ -23,8 +24,10 @@ from tf_boneage.preprocessing.registration import Frame
 
 SIZES = {"A": (32, 24), "B": (16, 16), "C": (16, 24)}
 INPUT = (48, 48)
-PARAMS = {"male": {"weights": [0.3, 0.3, 0.2, 0.2], "bias": 1.0},
-          "female": {"weights": [0.1, 0.5, 0.2, 0.2], "bias": -2.0}}  # fmt: skip
+PARAMS = {
+    "male": {"weights": [0.3, 0.3, 0.2, 0.2], "bias": 1.0},
+    "female": {"weights": [0.1, 0.5, 0.2, 0.2], "bias": -2.0},
+}
 
 
 def _graph(seed=0):
@@ -40,15 +43,24 @@ def _graph(seed=0):
     for region in "AB":
         for head, short in (("regression", "reg"), ("classification", "cls")):
             for sex in ("male", "female"):
-                m = RegionNet((*SIZES[region], 1), head=head, filters=(4, 4, 8, 8, 8, 8),
-                              dense_units=8, pool_padding="same")  # fmt: skip
+                m = RegionNet(
+                    (*SIZES[region], 1),
+                    head=head,
+                    filters=(4, 4, 8, 8, 8, 8),
+                    dense_units=8,
+                    pool_padding="same",
+                )
                 last = m.get_layer("bin_logits" if head == "classification" else "unit_age")
                 last.kernel.assign(last.kernel * 200.0)  # make the age depend on the image
                 models[f"{region}_{short}_{sex}"] = m
-    pre = Preprocessor(unet, marks, ChainConfig(unet_size=32, landmark_size=32,
-                                                frame=Frame(104, 80), region_sizes=SIZES))  # fmt: skip
-    members = members_from_spec(["A_reg_sex", "A_cls_sex", "B_reg_sex", "B_cls_sex"],
-                                models.__getitem__)  # fmt: skip
+    pre = Preprocessor(
+        unet,
+        marks,
+        ChainConfig(unet_size=32, landmark_size=32, frame=Frame(104, 80), region_sizes=SIZES),
+    )
+    members = members_from_spec(
+        ["A_reg_sex", "A_cls_sex", "B_reg_sex", "B_cls_sex"], models.__getitem__
+    )
     return BoneAgeGraph(pre, members, PARAMS, INPUT)
 
 
@@ -114,16 +126,32 @@ def test_layout_metadata_and_atomic_versions(exported, tmp_path):
 
 def test_saved_model_cli_shows_the_signatures(exported):
     _, path = exported
-    r = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show",
-                        "--dir", str(path), "--all"], capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tensorflow.python.tools.saved_model_cli",
+            "show",
+            "--dir",
+            str(path),
+            "--all",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     text = r.stdout
-    for needle in ("signature_def['serving_default']", "signature_def['predict_images']",
-                   "signature_def['predict_tflite']", "inputs['image_bytes'] tensor_info:",
-                   "dtype: DT_STRING", "inputs['male'] tensor_info:",
-                   "outputs['bone_age_months'] tensor_info:",
-                   "outputs['bone_age_std'] tensor_info:",
-                   "outputs['landmark_plausibility'] tensor_info:"):  # fmt: skip
+    for needle in (
+        "signature_def['serving_default']",
+        "signature_def['predict_images']",
+        "signature_def['predict_tflite']",
+        "inputs['image_bytes'] tensor_info:",
+        "dtype: DT_STRING",
+        "inputs['male'] tensor_info:",
+        "outputs['bone_age_months'] tensor_info:",
+        "outputs['bone_age_std'] tensor_info:",
+        "outputs['landmark_plausibility'] tensor_info:",
+    ):
         assert needle in text, needle
 
 
@@ -156,38 +184,56 @@ def test_rest_row_and_columnar_formats(exported):
     images = _images(2)
     ref = _keras_path(graph, images, [1.0, 0.0])
     b64 = [base64.b64encode(_png(i)).decode() for i in images]
-    body = json.dumps({"instances": [{"image_bytes": {"b64": b64[0]}, "male": 1},
-                                     {"image_bytes": {"b64": b64[1]}, "male": 0}]})  # fmt: skip
-    status, doc = serving_contract.rest_predict(loaded, body)
+    body = serving_client.rest_request([_png(i) for i in images], [1, 0])
+    assert body["instances"][0] == {"image_bytes": {"b64": b64[0]}, "male": 1.0}
+    status, doc = serving_emulator.rest_predict(loaded, json.dumps(body))
     assert status == 200 and len(doc["predictions"]) == 2
-    assert set(doc["predictions"][0]) >= {"bone_age_months", "bone_age_std", "mask_area",
-                                          "landmark_plausibility"}  # fmt: skip
+    assert set(doc["predictions"][0]) >= {
+        "bone_age_months",
+        "bone_age_std",
+        "mask_area",
+        "landmark_plausibility",
+    }
     got = [p["bone_age_months"] for p in doc["predictions"]]
     np.testing.assert_allclose(got, ref["bone_age_months"], atol=1e-3)
     assert all(p["bone_age_std"] >= 0 for p in doc["predictions"])
-    status, doc = serving_contract.rest_predict(loaded, {"inputs": {
-        "image_bytes": [{"b64": b} for b in b64], "male": [1, 0]}})  # fmt: skip
+    body = serving_client.rest_request([_png(i) for i in images], [1, 0], columnar=True)
+    assert body["inputs"]["image_bytes"] == [{"b64": b} for b in b64]
+    status, doc = serving_emulator.rest_predict(loaded, body)
     assert status == 200
-    np.testing.assert_allclose(doc["outputs"]["bone_age_months"], got, atol=1e-5)
-    assert np.shape(doc["outputs"]["landmarks"]) == (2, 6)
+    outputs = serving_client.rest_outputs(doc)
+    np.testing.assert_allclose(outputs["bone_age_months"], got, atol=1e-5)
+    assert outputs["landmarks"].shape == (2, 6)
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
-    [({"instances": [{"image_bytes": {"b64": base64.b64encode(b"not an image").decode()},
-                      "male": 1}]}, "image"),
-     ({"instances": [{"image_bytes": {"b64": "%%%"}, "male": 1}]}, "invalid base64"),
-     ({"instances": [{"image_bytes": {"b64": "AAAA"}, "male": "yes"}]}, "'male'"),
-     ({"instances": [{"image_bytes": {"b64": "AAAA"}}]}, "missing input(s) ['male']"),
-     ({"inputs": {"image_bytes": [{"b64": "AAAA"}], "male": [1]}, "instances": []}, "exactly one"),
-     ({"signature_name": "nope", "inputs": {}}, "not found"),
-     ("{not json", "JSON parse error")],
-)  # fmt: skip
+    [
+        (
+            {
+                "instances": [
+                    {"image_bytes": {"b64": base64.b64encode(b"not an image").decode()}, "male": 1}
+                ]
+            },
+            "image",
+        ),
+        ({"instances": [{"image_bytes": {"b64": "%%%"}, "male": 1}]}, "invalid base64"),
+        ({"instances": [{"image_bytes": {"b64": "AAAA"}, "male": "yes"}]}, "'male'"),
+        ({"instances": [{"image_bytes": {"b64": "AAAA"}}]}, "missing input(s) ['male']"),
+        (
+            {"inputs": {"image_bytes": [{"b64": "AAAA"}], "male": [1]}, "instances": []},
+            "exactly one",
+        ),
+        ({"signature_name": "nope", "inputs": {}}, "not found"),
+        ("{not json", "JSON parse error"),
+    ],
+)
 def test_bad_rest_requests_get_a_400_with_a_reason(exported, body, message):
     _, path = exported
     loaded = tf.saved_model.load(str(path))
-    status, doc = serving_contract.rest_predict(loaded, body if isinstance(body, str)
-                                                else json.dumps(body))  # fmt: skip
+    status, doc = serving_emulator.rest_predict(
+        loaded, body if isinstance(body, str) else json.dumps(body)
+    )
     assert status == 400 and message in doc["error"], doc
 
 
@@ -198,20 +244,16 @@ def test_grpc_predict_request(exported):
     loaded = tf.saved_model.load(str(path))
     images = _images(2, seed=1)
     ref = _keras_path(graph, images, [0.0, 1.0])
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "boneage"
-    request.model_spec.signature_name = "serving_default"
-    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([_png(i) for i in images]))
-    request.inputs["male"].CopyFrom(tf.make_tensor_proto([0.0, 1.0], dtype=tf.float32))
-    response = serving_contract.grpc_predict(loaded, request)
+    request = serving_client.grpc_request([_png(i) for i in images], [0.0, 1.0])
+    response = serving_emulator.grpc_predict(loaded, request)
     assert response.model_spec.name == "boneage"
-    got = tf.make_ndarray(response.outputs["bone_age_months"])
+    got = serving_client.grpc_outputs(response)["bone_age_months"]
     np.testing.assert_allclose(got, ref["bone_age_months"], atol=1e-3)
     bad = predict_pb2.PredictRequest()
     bad.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([1.0, 2.0]))
     bad.inputs["male"].CopyFrom(tf.make_tensor_proto([0.0, 1.0]))
-    with pytest.raises(serving_contract.RequestError, match="image_bytes"):
-        serving_contract.grpc_predict(loaded, bad)
+    with pytest.raises(serving_emulator.RequestError, match="image_bytes"):
+        serving_emulator.grpc_predict(loaded, bad)
 
 
 @pytest.mark.slow
@@ -227,15 +269,31 @@ def test_tflite_variants_parity_and_evaluate_cli(exported, tmp_path):
     for k, img in enumerate(images):
         p = tmp_path / f"img{k}.png"
         cv2.imwrite(str(p), img)
-        rows.append({"id": f"i{k}", "image_path": str(p), "boneage": 100.0 + 10 * k,
-                     "male": k % 2 == 0, "split": "train"})  # fmt: skip
+        rows.append(
+            {
+                "id": f"i{k}",
+                "image_path": str(p),
+                "boneage": 100.0 + 10 * k,
+                "male": k % 2 == 0,
+                "split": "train",
+            }
+        )
     (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
-    rows.insert(2, {"id": "bad", "image_path": str(tmp_path / "broken.png"), "boneage": 50.0,
-                    "male": True, "split": "train"})  # fmt: skip
+    rows.insert(
+        2,
+        {
+            "id": "bad",
+            "image_path": str(tmp_path / "broken.png"),
+            "boneage": 50.0,
+            "male": True,
+            "split": "train",
+        },
+    )
     manifest = pd.DataFrame(rows)
     manifest.to_csv(tmp_path / "m.csv", index=False)
-    paths = tflite_eval.convert_all(path, ["float32", "float16", "dynamic", "int8"],
-                                    tmp_path / "tfl", tmp_path / "m.csv", n=8)  # fmt: skip
+    paths = tflite_eval.convert_all(
+        path, ["float32", "float16", "dynamic", "int8"], tmp_path / "tfl", tmp_path / "m.csv", n=8
+    )
     # full int8 calibrates on the decodable rows (the broken file is skipped) and converts
     assert set(paths) == {"float32", "float16", "dynamic", "int8"}
     # float32 parity with the Keras path, image by image, through the SavedModel's decoder
@@ -244,14 +302,20 @@ def test_tflite_variants_parity_and_evaluate_cli(exported, tmp_path):
     decode = tf.saved_model.load(str(path)).signatures["decode"]
     for k, img in enumerate(images):
         x = decode(image_bytes=tf.constant([_png(img)]))
-        out = runner(images=x["images"].numpy(), male=[float(k % 2 == 0)],
-                     original_size=x["original_size"].numpy())  # fmt: skip
+        out = runner(
+            images=x["images"].numpy(),
+            male=[float(k % 2 == 0)],
+            original_size=x["original_size"].numpy(),
+        )
         assert abs(out["bone_age_months"][0] - ref["bone_age_months"][k]) < 1e-3
         np.testing.assert_allclose(out["landmarks"][0], ref["landmarks"][k], atol=1e-4)
         # int8 quantizes the region networks only: the chain (mask, landmarks) stays float32,
         # except the U-Net's TRANSPOSE_CONV weights (TF 2.21 ignores the denylist for them)
-        q = int8(images=x["images"].numpy(), male=[float(k % 2 == 0)],
-                 original_size=x["original_size"].numpy())  # fmt: skip
+        q = int8(
+            images=x["images"].numpy(),
+            male=[float(k % 2 == 0)],
+            original_size=x["original_size"].numpy(),
+        )
         np.testing.assert_allclose(q["landmarks"], out["landmarks"], atol=2e-3)
         np.testing.assert_allclose(q["mask_area"], out["mask_area"], atol=2e-2)
     # inside the region networks: convolutions int8, batch norms / softmax / bin logits float
@@ -260,8 +324,9 @@ def test_tflite_variants_parity_and_evaluate_cli(exported, tmp_path):
     assert any("/bin_logits" in n for _, n, _ in ops)
     hybrid = tflite.hybrid_ops(Path(paths["int8"]).read_bytes())
     assert {t for t, _ in hybrid} <= {"TRANSPOSE_CONV"}, hybrid  # the one known exception
-    assert not [n for t, n, d in ops if d == np.int8 and (t in tflite.FLOAT_OPS
-                                                          or "/bin_logits" in n)]  # fmt: skip
+    assert not [
+        n for t, n, d in ops if d == np.int8 and (t in tflite.FLOAT_OPS or "/bin_logits" in n)
+    ]
     summary, preds = tflite_eval.evaluate(path, paths, manifest)
     assert preds.loc[preds["id"] == "bad", "error"].str.contains("broken.png").all()
     assert (summary["images"] == 4).all()
@@ -272,9 +337,20 @@ def test_tflite_variants_parity_and_evaluate_cli(exported, tmp_path):
     # int8's size gain needs real weights (RESULTS.md: 65.6 vs 188.7 MB); on these tiny nets its
     # quantization parameters and float batch norms outweigh it: not asserted here
     # the CLI, as a user runs it
-    cli = [sys.executable, "-m", "tf_boneage.cli", "evaluate-tflite", "--model", str(path.parent),
-           "--tflite-dir", str(tmp_path / "tfl"), "--manifest", str(tmp_path / "m.csv"),
-           "--out", str(tmp_path / "eval.md")]  # fmt: skip
+    cli = [
+        sys.executable,
+        "-m",
+        "tf_boneage.cli",
+        "evaluate-tflite",
+        "--model",
+        str(path.parent),
+        "--tflite-dir",
+        str(tmp_path / "tfl"),
+        "--manifest",
+        str(tmp_path / "m.csv"),
+        "--out",
+        str(tmp_path / "eval.md"),
+    ]
     r = subprocess.run(cli, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| float16 |" in r.stdout and "broken.png" in r.stderr
@@ -289,8 +365,12 @@ def test_per_stage_savedmodel_and_tflite_float32_match_keras(tmp_path):
 
     graph = _graph(seed=3)
     rng = np.random.default_rng(0)
-    stages = {"unet": graph.preprocessor.unet, "landmarks": graph.preprocessor.landmark_model,
-              "region_cls": graph.members[1].male, "region_reg": graph.members[0].female}  # fmt: skip
+    stages = {
+        "unet": graph.preprocessor.unet,
+        "landmarks": graph.preprocessor.landmark_model,
+        "region_cls": graph.members[1].male,
+        "region_reg": graph.members[0].female,
+    }
     for name, model in stages.items():
         path = saved_model.export_stage(model, tmp_path / name)
         x = rng.random((1, *model.input_shape[1:]), dtype=np.float32)
@@ -367,8 +447,9 @@ def test_heatmap_lies_in_the_regions_the_ensemble_uses():
     # the age it explains is the ensemble's estimate from the same crops
     np.testing.assert_allclose(age.numpy(), graph._estimate(crops, male)[0].numpy(), rtol=1e-5)
     # an ensemble with negated weights ages the other way: the same map with the sign flipped
-    flipped = {sex: {"weights": [-w for w in p["weights"]], "bias": p["bias"]}
-               for sex, p in PARAMS.items()}  # fmt: skip
+    flipped = {
+        sex: {"weights": [-w for w in p["weights"]], "bias": p["bias"]} for sex, p in PARAMS.items()
+    }
     other = BoneAgeGraph(graph.preprocessor, graph.members, flipped, INPUT)
     np.testing.assert_allclose(other.heatmap(crops, male)[0].numpy(), -heat, atol=1e-5)
 
@@ -418,8 +499,7 @@ def test_calibrate_scales_the_std_per_sex_and_the_export_keeps_it(tmp_path):
         tf.constant([Path(p).read_bytes() for p in rows["image_path"]]),
         tf.constant(rows["male"].astype("float32").to_numpy()),
     )
-    np.testing.assert_allclose(got["bone_age_std"], raw["bone_age_std"].numpy() * factor,
-                               rtol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(got["bone_age_std"], raw["bone_age_std"].numpy() * factor, rtol=1e-4)
     with pytest.raises(ValueError, match="> 0"):
         graph.set_std_scale(0.0, 1.0)
 
@@ -447,9 +527,12 @@ def test_per_stage_tflite_variants_int8_calibrated_on_the_chains_inputs(tmp_path
 
     graph = _graph(seed=4)
     pre = graph.preprocessor
-    graph.stage_models = {"unet": pre.unet, "landmarks": pre.landmark_model,
-                          "A_cls_male": graph.members[1].male,
-                          "B_reg_female": graph.members[2].female}  # fmt: skip
+    graph.stage_models = {
+        "unet": pre.unet,
+        "landmarks": pre.landmark_model,
+        "A_cls_male": graph.members[1].male,
+        "B_reg_female": graph.members[2].female,
+    }
     rows = []
     for k, img in enumerate(_images(5, seed=5)):
         cv2.imwrite(str(tmp_path / f"{k}.png"), img)
@@ -466,8 +549,10 @@ def test_per_stage_tflite_variants_int8_calibrated_on_the_chains_inputs(tmp_path
     crop = pre(*first)["region_B"].numpy()
     assert min(np.abs(s["image"] - crop).max() for s in samples["B_reg_female"]) < 1e-6
 
-    dirs = {s: saved_model.export_stage(m, tmp_path / "sm" / f"b_{s}")
-            for s, m in graph.stage_models.items()}  # fmt: skip
+    dirs = {
+        s: saved_model.export_stage(m, tmp_path / "sm" / f"b_{s}")
+        for s, m in graph.stage_models.items()
+    }
     paths = tflite_eval.convert_stages(dirs, ["float32", "int8"], tmp_path / "tfl", samples)
     for stage, model in graph.stage_models.items():
         assert paths[stage]["int8"].parent == tmp_path / "tfl" / f"b_{stage}" / "1"
@@ -484,8 +569,16 @@ def test_per_stage_tflite_variants_int8_calibrated_on_the_chains_inputs(tmp_path
         assert any(t in ("CONV_2D", "FULLY_CONNECTED") and d == np.int8 for t, _, d in ops)
         assert not [t for t, _, d in ops if d == np.int8 and t in tflite.FLOAT_OPS], stage
     # the CLI converts a stage's float variants; its int8 needs the chain: a clear error
-    cli = [sys.executable, "-m", "tf_boneage.cli", "tflite", "--model", str(dirs["unet"]),
-           "--out", str(tmp_path / "cli")]  # fmt: skip
+    cli = [
+        sys.executable,
+        "-m",
+        "tf_boneage.cli",
+        "tflite",
+        "--model",
+        str(dirs["unet"]),
+        "--out",
+        str(tmp_path / "cli"),
+    ]
     r = subprocess.run([*cli, "--variants", "float16"], capture_output=True, text=True)
     assert r.returncode == 0 and (tmp_path / "cli" / "float16.tflite").is_file(), r.stderr[-2000:]
     r = subprocess.run([*cli, "--variants", "int8"], capture_output=True, text=True)

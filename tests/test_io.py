@@ -177,8 +177,14 @@ def test_compressed_dicom_decodes_through_pylibjpeg(tmp_path):
 
     pixels = np.tile(np.linspace(0, 255, 16).astype(np.uint8), (8, 1))
     ok, jpeg = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 100])
-    path = _dicom(tmp_path / "c.dcm", pixels, syntax=JPEGBaseline8Bit, BitsAllocated=8,
-                  BitsStored=8, HighBit=7)  # fmt: skip
+    path = _dicom(
+        tmp_path / "c.dcm",
+        pixels,
+        syntax=JPEGBaseline8Bit,
+        BitsAllocated=8,
+        BitsStored=8,
+        HighBit=7,
+    )
     ds = pydicom.dcmread(path)
     ds.PixelData = pydicom.encaps.encapsulate([jpeg.tobytes()])
     ds.save_as(path, enforce_file_format=True)

@@ -30,8 +30,16 @@ def tiny_landmarks():
 
 
 def tiny_region(head="regression", sex=False, block="authors"):
-    return RegionNet((24, 16, 1), head=head, sex_input=sex, block=block,
-                     filters=(4, 4, 8, 8, 8, 8), dense_units=8, pool_padding="same", dropout=0.0)  # fmt: skip
+    return RegionNet(
+        (24, 16, 1),
+        head=head,
+        sex_input=sex,
+        block=block,
+        filters=(4, 4, 8, 8, 8, 8),
+        dense_units=8,
+        pool_padding="same",
+        dropout=0.0,
+    )
 
 
 def _region_x(model, n=4):
@@ -42,19 +50,42 @@ def _region_x(model, n=4):
 
 
 CASES = {
-    "unet": (tiny_unet, lambda m: RNG.random((4, 16, 16, 1), dtype=np.float32),
-             (4, 16, 16, 1), BCEJaccardLoss(),
-             lambda: (RNG.random((4, 16, 16, 1)) < 0.4).astype(np.float32)),
-    "landmarks": (tiny_landmarks, lambda m: RNG.random((4, 16, 16, 1), dtype=np.float32),
-                  (4, 6), "mse", lambda: RNG.random((4, 6)).astype(np.float32)),
-    "region_regression": (tiny_region, _region_x, (4, 1), "mae",
-                          lambda: RNG.uniform(1, 228, (4, 1)).astype(np.float32)),
-    "region_classification_sex": (lambda: tiny_region("classification", True), _region_x,
-                                  (4, 1), "mae",
-                                  lambda: RNG.uniform(1, 228, (4, 1)).astype(np.float32)),
-    "region_paper_block": (lambda: tiny_region(block="paper"), _region_x, (4, 1), "mae",
-                           lambda: RNG.uniform(1, 228, (4, 1)).astype(np.float32)),
-}  # fmt: skip
+    "unet": (
+        tiny_unet,
+        lambda m: RNG.random((4, 16, 16, 1), dtype=np.float32),
+        (4, 16, 16, 1),
+        BCEJaccardLoss(),
+        lambda: (RNG.random((4, 16, 16, 1)) < 0.4).astype(np.float32),
+    ),
+    "landmarks": (
+        tiny_landmarks,
+        lambda m: RNG.random((4, 16, 16, 1), dtype=np.float32),
+        (4, 6),
+        "mse",
+        lambda: RNG.random((4, 6)).astype(np.float32),
+    ),
+    "region_regression": (
+        tiny_region,
+        _region_x,
+        (4, 1),
+        "mae",
+        lambda: RNG.uniform(1, 228, (4, 1)).astype(np.float32),
+    ),
+    "region_classification_sex": (
+        lambda: tiny_region("classification", True),
+        _region_x,
+        (4, 1),
+        "mae",
+        lambda: RNG.uniform(1, 228, (4, 1)).astype(np.float32),
+    ),
+    "region_paper_block": (
+        lambda: tiny_region(block="paper"),
+        _region_x,
+        (4, 1),
+        "mae",
+        lambda: RNG.uniform(1, 228, (4, 1)).astype(np.float32),
+    ),
+}
 
 
 @pytest.fixture(params=list(CASES))
@@ -172,11 +203,15 @@ LOSS_TABLE = [
     # all wrong: H = -log(eps), J = eps / (9 + eps)
     ("all-wrong", Y4, 1 - Y4, -math.log(EPS) - math.log(EPS / (9 + EPS))),
     # half overlap: 2 of 9 pixels wrong; |A and B| = 1, |A or B| = 3
-    ("half-overlap", HALF, SHIFTED,
-     -2 / 9 * math.log(EPS) - 7 / 9 * math.log(1 - EPS) - math.log((1 + EPS) / (3 + EPS))),
+    (
+        "half-overlap",
+        HALF,
+        SHIFTED,
+        -2 / 9 * math.log(EPS) - 7 / 9 * math.log(1 - EPS) - math.log((1 + EPS) / (3 + EPS)),
+    ),
     # p = 0.5 everywhere: H = log 2, J = 2 / (4 + 4.5 - 2)
     ("uniform-half", Y4, np.full((3, 3), 0.5, np.float32), math.log(2) - math.log(2 / 6.5)),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("name", "y", "p", "expected"), LOSS_TABLE, ids=[r[0] for r in LOSS_TABLE])

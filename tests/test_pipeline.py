@@ -77,3 +77,27 @@ def test_missing_columns_are_named(table):
         pipeline.segmentation_dataset(table.drop(columns="mask_path"), _cfg())
     with pytest.raises(ValueError, match="image_size"):
         pipeline.PipelineConfig(image_size=(0, 5))
+
+
+def test_one_resize_for_pipelines_and_graph():
+    """The tf.data pipelines resize with the chain's own warp.resize: static and unknown
+    shapes give the same pixels, and a 2 x 2 block mean is computed by hand."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tf_boneage.preprocessing import warp
+
+    x = np.random.default_rng(0).random((2, 203, 157, 1)).astype(np.float32)
+
+    def dynamic(images, size):
+        spec = tf.TensorSpec([None, None, None, 1])
+        return tf.function(lambda t: warp.resize(t, size), input_signature=[spec])(images)
+
+    np.testing.assert_allclose(
+        warp.resize(tf.constant(x), (64, 48)), dynamic(x, (64, 48)), atol=1e-6
+    )
+    # 4 x 4 -> 2 x 2: exactly the mean of each 2 x 2 block
+    img = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    expected = np.array([[2.5, 4.5], [10.5, 12.5]], np.float32)
+    np.testing.assert_allclose(dynamic(img, (2, 2))[0, ..., 0], expected)
+    np.testing.assert_allclose(warp.resize(tf.constant(img), (2, 2))[0, ..., 0], expected)

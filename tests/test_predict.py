@@ -41,8 +41,12 @@ def inputs(tmp_path):
 
 
 def _predict(*args):
-    return subprocess.run([sys.executable, "-m", "tf_boneage.cli", "predict", *map(str, args)],
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "tf_boneage.cli", "predict", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_folder_without_sex_uses_dicom_sex_and_reports_the_rest(model, inputs, tmp_path):
@@ -52,8 +56,10 @@ def test_folder_without_sex_uses_dicom_sex_and_reports_the_rest(model, inputs, t
     table = pd.read_csv(out)
     assert list(table.columns) == list(predict.COLUMNS)
     assert len(table) == 7  # every image file, the .txt ignored
-    by = {p.split("/")[-1]: row for p, row in zip(table["file"], table.to_dict("records"),
-                                                  strict=True)}  # fmt: skip
+    by = {
+        p.split("/")[-1]: row
+        for p, row in zip(table["file"], table.to_dict("records"), strict=True)
+    }
     male = by["f_male.dcm"]
     assert male["status"] in ("ok", "rejected") and male["sex"] == "M"
     assert male["sex_source"] == "DICOM PatientSex"
@@ -71,8 +77,21 @@ def test_folder_without_sex_uses_dicom_sex_and_reports_the_rest(model, inputs, t
 
 def test_sex_flag_corrupt_file_in_the_middle_json_and_overwrite(model, inputs, tmp_path):
     out = tmp_path / "r.json"
-    r = _predict(inputs, "--model", model, "--sex", "F", "--chronological-age", "10y6m",
-                 "--out", out, "--overlay", tmp_path / "ov", "--batch", "3")  # fmt: skip
+    r = _predict(
+        inputs,
+        "--model",
+        model,
+        "--sex",
+        "F",
+        "--chronological-age",
+        "10y6m",
+        "--out",
+        out,
+        "--overlay",
+        tmp_path / "ov",
+        "--batch",
+        "3",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert doc["model"] == str(model)
@@ -98,8 +117,9 @@ def test_sex_flag_corrupt_file_in_the_middle_json_and_overwrite(model, inputs, t
     again = _predict(inputs, "--model", model, "--sex", "F", "--out", out)
     assert again.returncode == 2 and "exists" in again.stderr
     assert out.read_text() == before  # nothing overwritten
-    third = _predict(inputs / "a_8bit.png", "--model", model, "--sex", "m", "--out", out,
-                     "--overwrite")  # fmt: skip
+    third = _predict(
+        inputs / "a_8bit.png", "--model", model, "--sex", "m", "--out", out, "--overwrite"
+    )
     assert third.returncode == 0 and len(json.loads(out.read_text())["results"]) == 1
 
 
@@ -115,8 +135,16 @@ def test_bad_arguments_are_refused_before_any_work(model, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("text", "months"), [("126", 126.0), ("10y6m", 126.0), ("10y", 120.0), ("1.5y", 18.0),
-                         ("7m", 7.0), ("10 y 6 m", 126.0)])  # fmt: skip
+    ("text", "months"),
+    [
+        ("126", 126.0),
+        ("10y6m", 126.0),
+        ("10y", 120.0),
+        ("1.5y", 18.0),
+        ("7m", 7.0),
+        ("10 y 6 m", 126.0),
+    ],
+)
 def test_parse_age(text, months):
     assert predict.parse_age(text) == months
 
@@ -138,20 +166,38 @@ def test_qc_reasons():
 
 
 def test_interval_coverage_by_hand_and_script(model, tmp_path):
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "training"))
-    import coverage as coverage_script
+    from tf_boneage.export.calibration import coverage
+    from tf_boneage.training.evaluation import coverage_main
 
-    r = coverage_script.coverage([0, 0, 0, 0], [1, 2, 3, 10], [2, 2, 2, 2])
+    r = coverage([0, 0, 0, 0], [1, 2, 3, 10], [2, 2, 2, 2])
     assert r["mae"] == 4.0 and r["coverage_68"] == 0.5 and r["coverage_90"] == 0.75
     rows = []
     for k, img in enumerate(_images(4, seed=9)):
         p = tmp_path / f"i{k}.png"
         cv2.imwrite(str(p), img)
-        rows.append({"id": f"i{k}", "image_path": str(p), "boneage": 60.0 + 30 * k,
-                     "male": k % 2 == 0, "split": "test"})  # fmt: skip
+        rows.append(
+            {
+                "id": f"i{k}",
+                "image_path": str(p),
+                "boneage": 60.0 + 30 * k,
+                "male": k % 2 == 0,
+                "split": "test",
+            }
+        )
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
-    assert coverage_script.main(["--model", str(model), "--manifest", str(tmp_path / "m.csv"),
-                                 "--out", str(tmp_path / "c.json")]) == 0  # fmt: skip
+    assert (
+        coverage_main(
+            [
+                "--model",
+                str(model),
+                "--manifest",
+                str(tmp_path / "m.csv"),
+                "--out",
+                str(tmp_path / "c.json"),
+            ]
+        )
+        == 0
+    )
     doc = json.loads((tmp_path / "c.json").read_text())
     assert doc["all"]["n"] == 4 and doc["male"]["n"] == 2
     assert 0.0 <= doc["all"]["coverage_68"] <= doc["all"]["coverage_90"] <= 1.0
@@ -167,3 +213,24 @@ def test_signed_heat_colours_by_hand():
     assert got[0, 0].tolist() == [40, 40, 40 + 153]
     assert got[0, 1].tolist() == [70 + 76, 70, 70]
     assert got[0, 2].tolist() == [100, 100, 100]
+
+
+def test_overlay_is_drawn_from_what_the_model_answered(model, tmp_path):
+    """The overlay's age, landmarks and input panel come from the SavedModel's own answer for
+    the same bytes ``serving_default`` got (no second decode or resize in ``predict``)."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(model))
+    path = tmp_path / "x.png"
+    cv2.imwrite(str(path), _images(1, seed=11)[0])
+    item = predict.prepare(path, "F", None)
+    served = predict.run_model(loaded, [item])[0]
+    png, age = predict.overlay(loaded, item, tmp_path / "ov" / "x_overlay.png")
+    assert png.is_file() and cv2.imread(str(png)).shape[1] > cv2.imread(str(png)).shape[0]
+    assert age == pytest.approx(float(served["bone_age_months"]), abs=1e-4)
+    ex = loaded.signatures["explain_bytes"](
+        image_bytes=tf.constant([item.png]), male=tf.constant([0.0])
+    )
+    np.testing.assert_allclose(ex["landmarks"].numpy()[0], served["landmarks"], atol=1e-5)
+    decoded = loaded.signatures["decode"](image_bytes=tf.constant([item.png]))
+    np.testing.assert_array_equal(ex["images"].numpy(), decoded["images"].numpy())

@@ -20,9 +20,15 @@ FRAME = registration.Frame(208, 160)
 def test_gather_warp_matches_image_projective_transform():
     rng = np.random.default_rng(0)
     images = tf.constant(rng.random((2, 20, 16, 1)), tf.float32)
-    fwd = augment.affine_matrix(tf.constant([0.3, -0.2]), tf.constant([1.1, 0.9]),
-                                tf.constant([1.5, -2.0]), tf.constant([0.5, 1.0]),
-                                tf.constant([1.0, -1.0]), 20, 16)  # fmt: skip
+    fwd = augment.affine_matrix(
+        tf.constant([0.3, -0.2]),
+        tf.constant([1.1, 0.9]),
+        tf.constant([1.5, -2.0]),
+        tf.constant([0.5, 1.0]),
+        tf.constant([1.0, -1.0]),
+        20,
+        16,
+    )
     reference = augment.warp(images, fwd).numpy()
     # augment's matrices act on index coordinates; ours on continuous ones (shift by 0.5)
     shift = tf.constant([[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]])
@@ -49,9 +55,13 @@ def _similarity(angle, scale, tx, ty, mirror):
 
 @pytest.mark.parametrize(
     ("angle", "scale", "tx", "ty", "mirror"),
-    [(0.0, 1.0, 0.0, 0.0, False), (0.4, 0.6, 30.0, -10.0, False), (-0.7, 1.3, -5.0, 12.0, True),
-     (2.5, 0.8, 100.0, 40.0, True)],
-)  # fmt: skip
+    [
+        (0.0, 1.0, 0.0, 0.0, False),
+        (0.4, 0.6, 30.0, -10.0, False),
+        (-0.7, 1.3, -5.0, 12.0, True),
+        (2.5, 0.8, 100.0, 40.0, True),
+    ],
+)
 def test_known_affine_is_recovered(angle, scale, tx, ty, mirror):
     # canonical landmarks with the thumb on the right (left hand), then a known map away
     canon = np.array([[*FRAME.tip, 1], [120.0, 90.0, 1], [*FRAME.capitate, 1]])
@@ -76,8 +86,7 @@ def test_non_square_pixels_use_the_original_size():
     pts = registration.landmarks_to_frame(tf.constant(norm.reshape(1, 6)), fwd, (100, 100))
     np.testing.assert_allclose(pts.numpy()[0], canon, atol=1e-3)
     # assuming square pixels instead distorts the thumb (no similarity can undo the stretch)
-    fwd_sq, _ = registration.registration_matrix(tf.constant(norm.reshape(1, 6)), (100, 100),
-                                                 FRAME)  # fmt: skip
+    fwd_sq, _ = registration.registration_matrix(tf.constant(norm.reshape(1, 6)), (100, 100), FRAME)
     wrong = registration.landmarks_to_frame(tf.constant(norm.reshape(1, 6)), fwd_sq, (100, 100))
     assert np.abs(wrong.numpy()[0, 1] - canon[1]).max() > 2.0
 
@@ -88,8 +97,9 @@ def test_phantom_registration_and_mirror():
         ph = render(120, True, rng, (128, 128))
         norm = (ph.landmarks + 0.5) / 128.0
         image = ph.image[None, ..., None]
-        reg, fwd, right = registration.register(tf.constant(image), tf.constant(norm.reshape(1, 6)),
-                                                FRAME)  # fmt: skip
+        reg, fwd, right = registration.register(
+            tf.constant(image), tf.constant(norm.reshape(1, 6)), FRAME
+        )
         assert bool(right[0]) == ph.right
         pts = registration.landmarks_to_frame(tf.constant(norm.reshape(1, 6)), fwd, (128, 128))[0]
         np.testing.assert_allclose(pts[0], FRAME.tip, atol=1e-3)
@@ -162,8 +172,9 @@ def test_region_crop_composes_registration():
 
 def test_closed_form_affine_inverse():
     fwd = tf.constant([_similarity(0.7, 1.3, 5.0, -2.0, True)], tf.float32)
-    np.testing.assert_allclose(warp.invert_affine(fwd).numpy()[0],
-                               np.linalg.inv(fwd.numpy()[0]), atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        warp.invert_affine(fwd).numpy()[0], np.linalg.inv(fwd.numpy()[0]), atol=1e-5
+    )
 
 
 def test_resize_pools_before_large_downscales():
@@ -196,8 +207,9 @@ def test_chain_graph_converts_to_tflite_builtins():
         out = pre(x)
         return {k: out[k] for k in ("region_A", "region_B", "landmarks", "mask_area")}
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()],
-                                                                pre)  # fmt: skip
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], pre
+    )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     assert len(converter.convert()) > 10_000
 
@@ -212,10 +224,13 @@ def test_preprocessing_ops_run_in_litert(step):
         "fill": lambda t: mask.fill_holes(tf.cast(t > 0.16, tf.float32)),
         "equalize": lambda t: contrast.equalize(t, tf.cast(t > 0.16, tf.float32)),
         "warp": lambda t: warp.warp_affine(
-            t, tf.constant([[[0.9, 0.1, 3.0], [-0.1, 1.1, -2.0], [0, 0, 1.0]]]), (50, 40)),
-    }  # fmt: skip
-    fn = tf.function(tf.autograph.experimental.do_not_convert(ops[step]),
-                     input_signature=[tf.TensorSpec([1, 96, 96, 1], tf.float32)])  # fmt: skip
+            t, tf.constant([[[0.9, 0.1, 3.0], [-0.1, 1.1, -2.0], [0, 0, 1.0]]]), (50, 40)
+        ),
+    }
+    fn = tf.function(
+        tf.autograph.experimental.do_not_convert(ops[step]),
+        input_signature=[tf.TensorSpec([1, 96, 96, 1], tf.float32)],
+    )
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     interpreter = Interpreter(model_content=converter.convert())

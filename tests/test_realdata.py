@@ -41,8 +41,9 @@ def test_full_resolution_images_sniff(shared_data):
 def poses(shared_data):
     from tf_boneage.preprocessing import pose
 
-    table = manifest.build_manifest([manifest.read_layout_dir(shared_data / "rsna100")],
-                                    check_images="none")[0]  # fmt: skip
+    table = manifest.build_manifest(
+        [manifest.read_layout_dir(shared_data / "rsna100")], check_images="none"
+    )[0]
     table = annotations.attach(
         table, annotations.read_handpose_csv(shared_data / "handpose" / "keypoints21.csv")
     )
@@ -72,8 +73,7 @@ def test_annotated_landmarks_register_hands_as_left_hands(poses):
     assert labelled.sum() >= 1 and (right.numpy() == labelled).mean() > 0.97
     pts = registration.landmarks_to_frame(marks, fwd, (100, 100)).numpy()
     assert (pts[:, 1, 0] > registration.PAPER.width / 2).mean() > 0.97  # thumbs on the right
-    np.testing.assert_allclose(pts[:, 0], np.tile(registration.PAPER.tip, (len(pts), 1)),
-                               atol=1e-2)  # fmt: skip
+    np.testing.assert_allclose(pts[:, 0], np.tile(registration.PAPER.tip, (len(pts), 1)), atol=1e-2)
 
 
 def test_registered60_background_is_one_clean_hand(shared_data):

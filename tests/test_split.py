@@ -74,9 +74,14 @@ def test_refine_carves_a_stratified_test_out_of_val_only():
 
     rng = np.random.default_rng(0)
     n = 400
-    table = pd.DataFrame({"id": [f"i{k}" for k in range(n)], "boneage": rng.uniform(1, 228, n),
-                          "male": rng.random(n) < 0.5,
-                          "split": np.where(np.arange(n) < 100, "val", "train")})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "id": [f"i{k}" for k in range(n)],
+            "boneage": rng.uniform(1, 228, n),
+            "male": rng.random(n) < 0.5,
+            "split": np.where(np.arange(n) < 100, "val", "train"),
+        }
+    )
     new = refine(table, "val", {"test": 50})
     assert (new[table["split"] == "train"] == "train").all()
     assert (new == "test").sum() == 50 and (new == "val").sum() == 50

@@ -9,16 +9,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
+from tf_boneage.training import config as config_lib
 
-import config as config_lib  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(script, *args, env=None, timeout=600):
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "training" / script), *args],
-                          capture_output=True, text=True, env=full_env, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "training" / script), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
 
 
 # ---- configs ------------------------------------------------------------------------------
@@ -26,17 +30,26 @@ def _run(script, *args, env=None, timeout=600):
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("region=D", "region"), ("head=ordinal", "head"), ("sex=other", "sex"),
-     ("epochs=0", "epochs"), ("dropout=1.5", "dropout"), ("learning_rate=2", "learning_rate"),
-     ("image_size=4x4", "image_size"), ("strategy=tpu", "strategy"), ("colour=red", "colour"),
-     ("batch_size=many", "batch_size")],
-)  # fmt: skip
+    [
+        ("region=D", "region"),
+        ("head=ordinal", "head"),
+        ("sex=other", "sex"),
+        ("epochs=0", "epochs"),
+        ("dropout=1.5", "dropout"),
+        ("learning_rate=2", "learning_rate"),
+        ("image_size=4x4", "image_size"),
+        ("strategy=tpu", "strategy"),
+        ("colour=red", "colour"),
+        ("batch_size=many", "batch_size"),
+    ],
+)
 def test_bad_config_values_name_the_key(tmp_path, override, key):
     manifest = tmp_path / "m.csv"
     manifest.write_text("id\n")
     with pytest.raises(config_lib.ConfigError, match=f"'{key}'"):
-        config_lib.load(config_lib.RegionConfig, "synthetic", None,
-                        [f"manifest={manifest}", override])  # fmt: skip
+        config_lib.load(
+            config_lib.RegionConfig, "synthetic", None, [f"manifest={manifest}", override]
+        )
 
 
 def test_config_layers_and_coercion(tmp_path):
@@ -44,8 +57,12 @@ def test_config_layers_and_coercion(tmp_path):
     manifest.write_text("id\n")
     yml = tmp_path / "c.yaml"
     yml.write_text("epochs: 7\nregion: B\n")
-    cfg = config_lib.load(config_lib.RegionConfig, "rsna100", str(yml),
-                          [f"manifest={manifest}", "image_size=48x64", "dropout=0.1"])  # fmt: skip
+    cfg = config_lib.load(
+        config_lib.RegionConfig,
+        "rsna100",
+        str(yml),
+        [f"manifest={manifest}", "image_size=48x64", "dropout=0.1"],
+    )
     assert (cfg.epochs, cfg.region, cfg.image_size, cfg.dropout) == (7, "B", (48, 64), 0.1)
     assert cfg.batch_size == config_lib.read_preset("rsna100")["region"]["batch_size"]
     config_lib.save(cfg, tmp_path / "out" / "config.yaml")
@@ -54,9 +71,16 @@ def test_config_layers_and_coercion(tmp_path):
 
 
 def test_bad_config_fails_before_training(synth_dir, tmp_path):
-    r = _run("region.py", "--preset", "synthetic", "--set",
-             f"manifest={synth_dir / 'manifest.csv'}", "input=raw", "head=ordinal",
-             f"out={tmp_path / 'r'}")  # fmt: skip
+    r = _run(
+        "region.py",
+        "--preset",
+        "synthetic",
+        "--set",
+        f"manifest={synth_dir / 'manifest.csv'}",
+        "input=raw",
+        "head=ordinal",
+        f"out={tmp_path / 'r'}",
+    )
     assert r.returncode == 2 and "'head'" in r.stderr
     assert not (tmp_path / "r").exists()
 
@@ -65,9 +89,19 @@ def test_bad_config_fails_before_training(synth_dir, tmp_path):
 
 
 def _region(synth_dir, out, *extra, env=None):
-    return _run("region.py", "--preset", "synthetic", "--set",
-                f"manifest={synth_dir / 'manifest.csv'}", "input=raw", "epochs=2",
-                "batch_size=8", f"out={out}", *extra, env=env)  # fmt: skip
+    return _run(
+        "region.py",
+        "--preset",
+        "synthetic",
+        "--set",
+        f"manifest={synth_dir / 'manifest.csv'}",
+        "input=raw",
+        "epochs=2",
+        "batch_size=8",
+        f"out={out}",
+        *extra,
+        env=env,
+    )
 
 
 @pytest.mark.slow
@@ -92,7 +126,7 @@ def test_kill_and_resume_gives_the_uninterrupted_result(synth_dir, tmp_path):
     assert first.returncode == 0 and "run again to resume" in first.stdout
     assert not (tmp_path / "cut" / "metrics.json").exists()
     second = _region(synth_dir, tmp_path / "cut", env=env)
-    assert second.returncode == 0 and "resuming at epoch 1" in second.stdout
+    assert second.returncode == 0 and "resuming at epoch 2/2" in second.stdout
     a = pd.read_csv(tmp_path / "whole" / "val_predictions.csv")
     b = pd.read_csv(tmp_path / "cut" / "val_predictions.csv")
     pd.testing.assert_series_equal(a["pred"], b["pred"], atol=1e-4)
@@ -100,8 +134,7 @@ def test_kill_and_resume_gives_the_uninterrupted_result(synth_dir, tmp_path):
 
 @pytest.mark.slow
 def test_mirrored_strategy_over_two_logical_cpus(synth_dir, tmp_path):
-    r = _region(synth_dir, tmp_path / "m", "strategy=mirrored",
-                env={"TF_BONEAGE_CPU_DEVICES": "2"})  # fmt: skip
+    r = _region(synth_dir, tmp_path / "m", "strategy=mirrored", env={"TF_BONEAGE_CPU_DEVICES": "2"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "2 replica(s)" in r.stdout
     assert (tmp_path / "m" / "metrics.json").exists()
@@ -158,7 +191,7 @@ def test_two_multi_worker_processes_on_localhost_agree_on_the_weights(synth_dir,
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-2000:]
-        assert "2 replica(s)" in out and "Epoch 1/1" in out
+        assert "2 replica(s)" in out and "epoch 1/1 - loss" in out
     chief = tmp_path / "mw"
     other = chief / "worker1"  # the non-chief keeps its own copy
     assert (chief / "metrics.json").exists() and (other / "metrics.json").exists()
@@ -181,7 +214,8 @@ def test_two_multi_worker_processes_on_localhost_agree_on_the_weights(synth_dir,
 
 def test_segmentation_quality_filter():
     import numpy as np
-    from segmentation import quality_filter
+
+    from tf_boneage.training.segmentation import quality_filter
 
     mask = np.zeros((100, 100), np.uint8)
     mask[20:90, 30:70] = 1  # 28 % of the image, 70 % of its height
@@ -198,11 +232,21 @@ def test_segmentation_quality_filter():
 
 def test_landmark_errors_by_hand():
     import numpy as np
-    from landmarks import errors
 
-    rows = pd.DataFrame({"tip_x": [0.5], "tip_y": [0.1], "thumb_x": [0.8], "thumb_y": [0.4],
-                         "capitate_x": [0.5], "capitate_y": [0.7], "orig_w": [750.0],
-                         "orig_h": [1000.0]})  # fmt: skip
+    from tf_boneage.training.landmarks import errors
+
+    rows = pd.DataFrame(
+        {
+            "tip_x": [0.5],
+            "tip_y": [0.1],
+            "thumb_x": [0.8],
+            "thumb_y": [0.4],
+            "capitate_x": [0.5],
+            "capitate_y": [0.7],
+            "orig_w": [750.0],
+            "orig_h": [1000.0],
+        }
+    )
     pred = np.array([[0.5, 0.13, 0.8, 0.4, 0.54, 0.7]])  # tip 3 % down, capitate 4 % right
     e = errors(pred, rows)
     assert e["tip"]["px_100"] == pytest.approx(3.0)
@@ -214,19 +258,36 @@ def test_landmark_errors_by_hand():
 
 @pytest.mark.slow
 def test_segmentation_and_landmark_scripts_on_the_synthetic_default(synth_dir, tmp_path):
-    seg = _run("segmentation.py", "--preset", "synthetic", "--set",
-               f"manifest={synth_dir / 'manifest.csv'}", f"out={tmp_path / 'seg'}", "size=32",
-               "rounds=2", "epochs=1", "batch_size=8", "strategy=mirrored",
-               env={"TF_BONEAGE_CPU_DEVICES": "2"})  # fmt: skip
+    seg = _run(
+        "segmentation.py",
+        "--preset",
+        "synthetic",
+        "--set",
+        f"manifest={synth_dir / 'manifest.csv'}",
+        f"out={tmp_path / 'seg'}",
+        "size=32",
+        "rounds=2",
+        "epochs=1",
+        "batch_size=8",
+        "strategy=mirrored",
+        env={"TF_BONEAGE_CPU_DEVICES": "2"},
+    )
     assert seg.returncode == 0, seg.stderr[-2000:]
     report = json.loads((tmp_path / "seg" / "report.json").read_text())
     assert report["pose_images"] == {"train": 24, "val": 8, "test": 8}
     assert 0.0 <= report["round0"]["points_inside"] <= 1.0 and "round1" not in report
     assert "no further rounds" in seg.stdout
-    marks = _run("landmarks.py", "--preset", "synthetic", "--set",
-                 f"manifest={synth_dir / 'manifest.csv'}",
-                 f"unet={tmp_path / 'seg' / 'round0' / 'unet.keras'}", f"out={tmp_path / 'lm'}",
-                 "size=32", "epochs=2")  # fmt: skip
+    marks = _run(
+        "landmarks.py",
+        "--preset",
+        "synthetic",
+        "--set",
+        f"manifest={synth_dir / 'manifest.csv'}",
+        f"unet={tmp_path / 'seg' / 'round0' / 'unet.keras'}",
+        f"out={tmp_path / 'lm'}",
+        "size=32",
+        "epochs=2",
+    )
     assert marks.returncode == 0, marks.stderr[-2000:]
     result = json.loads((tmp_path / "lm" / "report.json").read_text())
     assert result["test_images"] == 8 and result["errors"]["mean"]["px_100"] > 0
@@ -235,23 +296,48 @@ def test_segmentation_and_landmark_scripts_on_the_synthetic_default(synth_dir, t
         tmp_path / "lm" / "config.yaml"
     ).exists()
     assert len(pd.read_csv(tmp_path / "lm" / "history.csv")) == 2
-    bad = _run("landmarks.py", "--preset", "synthetic", "--set",
-               f"manifest={synth_dir / 'manifest.csv'}", "unet=missing.keras")  # fmt: skip
+    bad = _run(
+        "landmarks.py",
+        "--preset",
+        "synthetic",
+        "--set",
+        f"manifest={synth_dir / 'manifest.csv'}",
+        "unet=missing.keras",
+    )
     assert bad.returncode == 2 and "'unet'" in bad.stderr
 
 
 @pytest.mark.slow
 def test_driver_runs_the_chain_to_an_evaluated_table(synth_dir, tmp_path):
     out = tmp_path / "t"
-    args = ["--preset", "synthetic", "--manifest", str(synth_dir / "manifest.csv"), "--out",
-            str(out), "--regions", "A", "--epochs", "1", "--set", "segmentation.epochs=1",
-            "segmentation.rounds=2",  # stops after round 0: no unlabelled synthetic images
-            "landmarks.epochs=1", "batch_size=8"]  # fmt: skip
+    args = [
+        "--preset",
+        "synthetic",
+        "--manifest",
+        str(synth_dir / "manifest.csv"),
+        "--out",
+        str(out),
+        "--regions",
+        "A",
+        "--epochs",
+        "1",
+        "--set",
+        "segmentation.epochs=1",
+        "segmentation.rounds=2",  # stops after round 0: no unlabelled synthetic images
+        "landmarks.epochs=1",
+        "batch_size=8",
+    ]
     r = _run("table.py", *args, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = sorted(p.name for p in (out / "region").iterdir() if (p / "predictions.csv").exists())
-    assert runs == ["A_cls_female", "A_cls_male", "A_reg_both", "A_reg_female", "A_reg_male",
-                    "raw_reg_both"]  # fmt: skip
+    assert runs == [
+        "A_cls_female",
+        "A_cls_male",
+        "A_reg_both",
+        "A_reg_female",
+        "A_reg_male",
+        "raw_reg_both",
+    ]
     table = json.loads((out / "region" / "table" / "table.json").read_text())
     assert table["cells"]["A|ensemble"]["model"] == "A_ens_sex"
     assert table["n_test"] == 8 and "| region A |" in r.stdout
@@ -259,9 +345,20 @@ def test_driver_runs_the_chain_to_an_evaluated_table(synth_dir, tmp_path):
     again = _run("table.py", *args, timeout=900)
     assert again.returncode == 0 and again.stdout.count(": done (") == 9
     # training/export.py on the table: SavedModel + TFLite, never calibrated on test
-    exp = ["--runs", str(out), "--preset", "synthetic", "--name", "b", "--root",
-           str(tmp_path / "sm"), "--ensemble", "A_ens_sex", "--manifest",
-           str(synth_dir / "manifest.csv")]  # fmt: skip
+    exp = [
+        "--runs",
+        str(out),
+        "--preset",
+        "synthetic",
+        "--name",
+        "b",
+        "--root",
+        str(tmp_path / "sm"),
+        "--ensemble",
+        "A_ens_sex",
+        "--manifest",
+        str(synth_dir / "manifest.csv"),
+    ]
     bad = _run("export.py", *exp, "--calibrate", "test")
     assert bad.returncode == 2 and "test split" in bad.stderr
     r = _run("export.py", *exp, "--tflite", "float32", "--stages", timeout=900)

@@ -5,6 +5,8 @@
   manifest, split and landmark import.
 * ``tf-boneage preprocess``: the preprocessing chain over a manifest into a resumable cache.
 * ``tf-boneage contact-sheet``: raw -> mask -> equalised -> registered -> regions, as a PNG.
+* ``tf-boneage train STAGE ...``: one stage of :mod:`tf_boneage.training` (as ``training/``).
+* ``tf-boneage demo``, ``predict``, ``tflite``, ``evaluate-tflite``: see ``--help``.
 """
 
 from __future__ import annotations
@@ -71,8 +73,10 @@ def cmd_synth(args) -> int:
     table = generate(out, args.n, args.size, args.seed, args.bits, args.holdout, args.workers)
     seconds = time.perf_counter() - start
     counts = table["split"].value_counts().to_dict()
-    print(f"wrote {len(table)} phantoms of {args.size[0]}x{args.size[1]} px to {out} "
-          f"in {seconds:.1f} s; splits {counts}; manifest {out / 'manifest.csv'}")  # fmt: skip
+    print(
+        f"wrote {len(table)} phantoms of {args.size[0]}x{args.size[1]} px to {out} "
+        f"in {seconds:.1f} s; splits {counts}; manifest {out / 'manifest.csv'}"
+    )
     return 0
 
 
@@ -123,8 +127,13 @@ def cmd_manifest(args) -> int:
         report_path = Path(args.report or out.with_suffix(".skipped.csv"))
         manifest.save_table(report, report_path, protect=inputs)
         print(f"skipped {len(report)} row(s); report -> {report_path}")
-        print(pd.Series(report["problem"]).str.replace(r"'.*'", "'...'", regex=True)
-              .value_counts().head(10).to_string())  # fmt: skip
+        print(
+            pd.Series(report["problem"])
+            .str.replace(r"'.*'", "'...'", regex=True)
+            .value_counts()
+            .head(10)
+            .to_string()
+        )
     return 0
 
 
@@ -173,8 +182,7 @@ def cmd_tflite(args) -> int:
         return 2
     existing = [v for v in args.variants if (out / f"{v}.tflite").exists()]
     if existing and not args.overwrite:
-        print(f"error: {out} already has {existing}; pass --overwrite to replace",
-              file=sys.stderr)  # fmt: skip
+        print(f"error: {out} already has {existing}; pass --overwrite to replace", file=sys.stderr)
         return 2
     try:
         tflite_eval.convert_all(model, args.variants, out, args.manifest, args.representative)
@@ -219,11 +227,12 @@ def cmd_evaluate_tflite(args) -> int:
 
 def _default_model(root: Path = Path("saved_models")) -> Path:
     """The newest end-to-end export (a version with ``assets.extra/tf_boneage.json``)."""
-    found = sorted(root.glob("*/*/assets.extra/tf_boneage.json"),
-                   key=lambda p: p.stat().st_mtime)  # fmt: skip
+    found = sorted(root.glob("*/*/assets.extra/tf_boneage.json"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"no exported model under {root}/: run tf-boneage demo or "
-                                "training/export.py, or pass --model")  # fmt: skip
+        raise FileNotFoundError(
+            f"no exported model under {root}/: run tf-boneage demo or "
+            "training/export.py, or pass --model"
+        )
     return found[-1].parents[1]
 
 
@@ -257,12 +266,17 @@ def cmd_predict(args) -> int:
         return 2
     loaded = tf.saved_model.load(str(model))
     rows = []
-    for start in tqdm(range(0, len(files), args.batch), desc="predict", unit="batch",
-                      disable=len(files) <= args.batch):  # fmt: skip
+    for start in tqdm(
+        range(0, len(files), args.batch),
+        desc="predict",
+        unit="batch",
+        disable=len(files) <= args.batch,
+    ):
         items = [predict.prepare(f, args.sex, chrono) for f in files[start : start + args.batch]]
         good = [i for i in items if not i.error]
-        results = dict(zip(map(id, good), predict.run_model(loaded, good) if good else [],
-                           strict=True))  # fmt: skip
+        results = dict(
+            zip(map(id, good), predict.run_model(loaded, good) if good else [], strict=True)
+        )
         for item in items:
             res = results.get(id(item))
             r = predict.row(item, res)
@@ -271,7 +285,7 @@ def cmd_predict(args) -> int:
                 if path.exists() and not args.overwrite:
                     r["flags"] = "; ".join(filter(None, [r["flags"], f"{path} exists: kept"]))
                 else:
-                    r["overlay"] = str(predict.overlay(loaded, item, res, path))
+                    r["overlay"] = str(predict.overlay(loaded, item, path)[0])
             rows.append(r)
     for r in rows:
         if r["status"] == "error":
@@ -321,8 +335,9 @@ def cmd_contact_sheet(args) -> int:
     table = _load_table(args.manifest, args.n, args.ids)
     if args.pose:
         table = table.dropna(subset=["pose_wrist_x"]).head(args.n)
-    sheet = contact_sheet.draw(table, pre, args.image_size, pose=args.pose,
-                               assume_aspect=args.assume_aspect)  # fmt: skip
+    sheet = contact_sheet.draw(
+        table, pre, args.image_size, pose=args.pose, assume_aspect=args.assume_aspect
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), sheet)
     print(f"contact sheet of {len(table)} images -> {out}")
@@ -333,17 +348,52 @@ def _chain_args(p) -> None:
     p.add_argument("--manifest", required=True, help="canonical manifest")
     p.add_argument("--unet", required=True, help="segmentation model (.keras)")
     p.add_argument("--landmarks", required=True, help="landmark model (.keras)")
-    p.add_argument("--frame", type=_size, default=(2080, 1600),
-                   help="canonical frame HxW (default 2080x1600; 104x80 for 100 px data)")  # fmt: skip
-    p.add_argument("--image-size", type=_size, default=None,
-                   help="resize inputs to HxW first (100 for rsna100; default: own size)")  # fmt: skip
-    p.add_argument("--assume-aspect", type=float, default=None,
-                   help="original width/height when orig_w/orig_h are unknown (rsna100: 0.74, the median of the 726 annotated originals)")  # fmt: skip
+    p.add_argument(
+        "--frame",
+        type=_size,
+        default=None,
+        help="canonical frame HxW (default 2080x1600; 104x80 for 100 px data)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=_size,
+        default=None,
+        help="resize inputs to HxW first (100 for rsna100; default: own size)",
+    )
+    p.add_argument(
+        "--assume-aspect",
+        type=float,
+        default=None,
+        help="original width/height when orig_w/orig_h are unknown (rsna100: 0.74, the median of the 726 annotated originals)",
+    )
+
+
+def cmd_train(args) -> int:
+    from tf_boneage.training import stage_main
+
+    return stage_main(args.stage)(args.args)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tf_boneage.training import STAGES
+
     parser = argparse.ArgumentParser(prog="tf-boneage", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's C++ start-up lines (cuInit, oneDNN, ...)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "train",
+        help="one training stage, as training/STAGE.py runs it",
+        description="Run one stage of tf_boneage.training; the arguments after "
+        "STAGE are the stage's own (tf-boneage train STAGE --help).",
+    )
+    p.add_argument("stage", choices=list(STAGES))
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the stage's arguments")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("synth", help="generate the embedded synthetic dataset")
     p.add_argument("--out", default="boneage_synth", help="output folder (default %(default)s)")
@@ -351,8 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=(256, 256), help="N or HxW pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="PNG bit depth")
-    p.add_argument("--holdout", type=_parse_holdout, default=None,
-                   help="hold-outs, e.g. val=150,test=150 (default 15%% each)")  # fmt: skip
+    p.add_argument(
+        "--holdout",
+        type=_parse_holdout,
+        default=None,
+        help="hold-outs, e.g. val=150,test=150 (default 15%% each)",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.set_defaults(func=cmd_synth)
@@ -361,24 +415,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="*", help="folders with labels.csv and images/ (rsna100)")
     p.add_argument("--csv", action="append", default=[], help="an RSNA CSV (any layout)")
     p.add_argument("--images", action="append", default=[], help="image folder of each --csv")
-    p.add_argument("--split", choices=("train", "val", "test"), default=None,
-                   help="split of every row (default from the CSV layout)")  # fmt: skip
+    p.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        default=None,
+        help="split of every row (default from the CSV layout)",
+    )
     p.add_argument("--out", required=True, help="canonical manifest CSV to write")
-    p.add_argument("--lenient", action="store_true",
-                   help="skip bad rows and write a report instead of stopping")  # fmt: skip
+    p.add_argument(
+        "--lenient",
+        action="store_true",
+        help="skip bad rows and write a report instead of stopping",
+    )
     p.add_argument("--report", default=None, help="skipped-rows report (lenient mode)")
-    p.add_argument("--check-images", choices=("none", "exists", "header", "decode"),
-                   default="header", help="how hard to check each image (default %(default)s)")  # fmt: skip
-    p.add_argument("--holdout", type=_parse_holdout, default=None,
-                   help="hold out from train rows, e.g. val=1000 (the paper's)")  # fmt: skip
+    p.add_argument(
+        "--check-images",
+        choices=("none", "exists", "header", "decode"),
+        default="header",
+        help="how hard to check each image (default %(default)s)",
+    )
+    p.add_argument(
+        "--holdout",
+        type=_parse_holdout,
+        default=None,
+        help="hold out from train rows, e.g. val=1000 (the paper's)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the split hash")
-    p.add_argument("--previous-split", default=None,
-                   help="earlier split file: its ids keep their split")  # fmt: skip
-    p.add_argument("--refine", type=_parse_refine, default=None, metavar="FROM:NAME=N",
-                   help="carve new hold-outs out of split FROM, e.g. val:test=500")  # fmt: skip
+    p.add_argument(
+        "--previous-split", default=None, help="earlier split file: its ids keep their split"
+    )
+    p.add_argument(
+        "--refine",
+        type=_parse_refine,
+        default=None,
+        metavar="FROM:NAME=N",
+        help="carve new hold-outs out of split FROM, e.g. val:test=500",
+    )
     p.add_argument("--split-out", default=None, help="write the ids-only split definition here")
-    p.add_argument("--landmarks", action="append", default=[],
-                   help="VIA JSON, COCO keypoint JSON or 21-point pose CSV to attach")  # fmt: skip
+    p.add_argument(
+        "--landmarks",
+        action="append",
+        default=[],
+        help="VIA JSON, COCO keypoint JSON or 21-point pose CSV to attach",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_manifest)
 
@@ -387,8 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="cache folder (resumable)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--limit", type=int, default=None, help="first N rows only")
-    p.add_argument("--region-sizes", type=_region_sizes, default=None,
-                   help="crop size per region (default A=104x80,B=48x64,C=64x72)")  # fmt: skip
+    p.add_argument(
+        "--region-sizes",
+        type=_region_sizes,
+        default=None,
+        help="crop size per region (default A=104x80,B=48x64,C=64x72)",
+    )
     p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("contact-sheet", help="raw -> mask -> equalised -> registered -> regions")
@@ -407,27 +490,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="boneage", help="exported model name")
     p.add_argument("--n", type=int, default=800, help="synthetic images (default %(default)s)")
     p.add_argument("--eval-limit", type=int, default=60, help="test images for the TFLite table")
-    p.add_argument("--split", default=None,
-                   help="with --data: a split file (id,split) whose ids keep their split, e.g. "
-                        "data_manifests/rsna100_split.csv")  # fmt: skip
-    p.add_argument("--keypoints", action="append", default=[],
-                   help="with --data: hand keypoints (21-point pose CSV, COCO or VIA JSON) for "
-                        "the segmentation and landmark stages, e.g. "
-                        "../shared/data/handpose/keypoints21.csv")  # fmt: skip
+    p.add_argument(
+        "--split",
+        default=None,
+        help="with --data: a split file (id,split) whose ids keep their split, e.g. "
+        "data_manifests/rsna100_split.csv",
+    )
+    p.add_argument(
+        "--keypoints",
+        action="append",
+        default=[],
+        help="with --data: hand keypoints (21-point pose CSV, COCO or VIA JSON) for "
+        "the segmentation and landmark stages, e.g. "
+        "../shared/data/handpose/keypoints21.csv",
+    )
     p.add_argument("--epochs", type=int, default=None, help="epochs of each region run")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="training overrides passed to training/table.py, e.g. "
-                        "landmarks.epochs=80 segmentation.rounds=1")  # fmt: skip
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training overrides passed to training/table.py, e.g. "
+        "landmarks.epochs=80 segmentation.rounds=1",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("predict", help="bone age of image files, folders and DICOM files")
     p.add_argument("inputs", nargs="+", help="files or folders (recursive)")
-    p.add_argument("--model", default=None,
-                   help="saved_models/NAME or a version (default: newest export)")  # fmt: skip
-    p.add_argument("--sex", choices=("M", "F", "m", "f"), default=None,
-                   help="sex for files without PatientSex")  # fmt: skip
-    p.add_argument("--chronological-age", default=None,
-                   help="months (126) or years+months (10y6m); default from DICOM dates")  # fmt: skip
+    p.add_argument(
+        "--model", default=None, help="saved_models/NAME or a version (default: newest export)"
+    )
+    p.add_argument(
+        "--sex", choices=("M", "F", "m", "f"), default=None, help="sex for files without PatientSex"
+    )
+    p.add_argument(
+        "--chronological-age",
+        default=None,
+        help="months (126) or years+months (10y6m); default from DICOM dates",
+    )
     p.add_argument("--out", default=None, help="results.csv or results.json")
     p.add_argument("--overlay", default=None, help="folder for one overlay PNG per image")
     p.add_argument("--batch", type=int, default=16)
@@ -435,10 +535,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("tflite", help="convert an exported SavedModel to TFLite variants")
-    p.add_argument("--model", default="saved_models/boneage",
-                   help="saved_models/NAME (newest version) or a version folder")  # fmt: skip
-    p.add_argument("--variants", nargs="+", default=["float32", "float16", "dynamic", "int8"],
-                   choices=("float32", "float16", "dynamic", "int8"))  # fmt: skip
+    p.add_argument(
+        "--model",
+        default="saved_models/boneage",
+        help="saved_models/NAME (newest version) or a version folder",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["float32", "float16", "dynamic", "int8"],
+        choices=("float32", "float16", "dynamic", "int8"),
+    )
     p.add_argument("--manifest", default=None, help="representative images for int8")
     p.add_argument("--representative", type=int, default=64, help="images for int8")
     p.add_argument("--out", default=None, help="default saved_models/tflite/NAME/VERSION")
@@ -446,8 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tflite)
 
     p = sub.add_parser("evaluate-tflite", help="MAE, parity, latency and size of .tflite files")
-    p.add_argument("--model", default="saved_models/boneage",
-                   help="the SavedModel the .tflite files came from (reference)")  # fmt: skip
+    p.add_argument(
+        "--model",
+        default="saved_models/boneage",
+        help="the SavedModel the .tflite files came from (reference)",
+    )
     p.add_argument("--tflite-dir", default=None, help="default saved_models/tflite/NAME/VERSION")
     p.add_argument("--manifest", required=True, help="labelled images")
     p.add_argument("--split", default=None, help="only rows of this split (e.g. test)")
@@ -461,6 +571,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None and not args.verbose:  # run as a command (not called from Python)
+        from tf_boneage.quiet import filter_stderr
+
+        filter_stderr()
     return args.func(args)
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import nnls
+from sklearn.linear_model import LinearRegression
+
+from tf_boneage.training.runs import pair_of
 
 
 def fit_nnls(predictions: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, float]:
@@ -22,14 +24,16 @@ def fit_nnls(predictions: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, fl
     predictions = np.asarray(predictions, float)
     truth = np.asarray(truth, float)
     if predictions.ndim != 2 or len(predictions) != len(truth):
-        raise ValueError(f"predictions must be (N, M) matching truth (N,), got "
-                         f"{predictions.shape} and {truth.shape}")  # fmt: skip
+        raise ValueError(
+            f"predictions must be (N, M) matching truth (N,), got "
+            f"{predictions.shape} and {truth.shape}"
+        )
     if len(truth) < predictions.shape[1] + 1:
         raise ValueError(f"need more than {predictions.shape[1]} rows to fit, got {len(truth)}")
-    # centre so the intercept is free while the weights stay non-negative
-    x_mean, y_mean = predictions.mean(0), truth.mean()
-    weights, _ = nnls(predictions - x_mean, truth - y_mean)
-    return weights, float(y_mean - x_mean @ weights)
+    # scikit-learn's positive least squares (scipy's NNLS on centred data underneath): the
+    # weights are constrained >= 0, the intercept is free
+    fit = LinearRegression(positive=True, fit_intercept=True).fit(predictions, truth)
+    return fit.coef_.astype(float), float(fit.intercept_)
 
 
 class LinearEnsemble:
@@ -91,10 +95,12 @@ def wide_table(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     for name, frame in runs.items():
         base[name] = frame.set_index("id")["pred"]
     for name in list(runs):
-        if name.endswith("_male") and f"{name[:-5]}_female" in runs:
-            stem = name[:-5]
-            base[f"{stem}_sex"] = base[f"{stem}_male"].where(base["male"] == 1,
-                                                             base[f"{stem}_female"])  # fmt: skip
+        pair = pair_of(name)
+        if pair is not None and pair[1] == "male" and f"{pair[0]}_female" in runs:
+            stem = pair[0]
+            base[f"{stem}_sex"] = base[f"{stem}_male"].where(
+                base["male"] == 1, base[f"{stem}_female"]
+            )
     return base.reset_index()
 
 

@@ -23,8 +23,9 @@ def mae_report(table: pd.DataFrame, pred: str = "pred", truth: str = "boneage") 
         male = table["male"].astype("boolean")
         out["male"] = entry(male.fillna(False).astype(bool))
         out["female"] = entry((~male).fillna(False).astype(bool))
-    out["bands"] = {f"{lo}-{hi}": entry((table[truth] >= lo) & (table[truth] < hi))
-                    for lo, hi in BANDS}  # fmt: skip
+    out["bands"] = {
+        f"{lo}-{hi}": entry((table[truth] >= lo) & (table[truth] < hi)) for lo, hi in BANDS
+    }
     out["mean_predictor_mae"] = float((table[truth] - table[truth].mean()).abs().mean())
     return out
 

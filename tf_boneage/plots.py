@@ -7,12 +7,17 @@ import os
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from tf_boneage.evaluation import BANDS
 
-from tf_boneage.evaluation import BANDS  # noqa: E402
+matplotlib.use("Agg")  # no screen needed; before pyplot is first imported (in _pyplot)
+
+
+def _pyplot():
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save(fig, path) -> Path:
@@ -20,18 +25,23 @@ def _save(fig, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     os.replace(tmp, path)
     return path
 
 
 def predicted_vs_true(truth, pred, path, title="") -> Path:
     """Scatter of predicted against true bone age (months) with the identity line."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(4.5, 4.5))
     ax.scatter(truth, pred, s=4, alpha=0.4)
     ax.plot([0, 240], [0, 240], "k--", lw=1)
-    ax.set(xlim=(0, 240), ylim=(0, 240), xlabel="true bone age (months)",
-           ylabel="predicted (months)", title=title)  # fmt: skip
+    ax.set(
+        xlim=(0, 240),
+        ylim=(0, 240),
+        xlabel="true bone age (months)",
+        ylabel="predicted (months)",
+        title=title,
+    )
     return _save(fig, path)
 
 
@@ -40,12 +50,15 @@ def bland_altman(truth, pred, path, title="") -> Path:
     truth, pred = np.asarray(truth, float), np.asarray(pred, float)
     diff, mean = pred - truth, (pred + truth) / 2
     bias, sd = diff.mean(), diff.std()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = _pyplot().subplots(figsize=(5.5, 4))
     ax.scatter(mean, diff, s=4, alpha=0.4)
     for y, style in ((bias, "-"), (bias + 1.96 * sd, "--"), (bias - 1.96 * sd, "--")):
         ax.axhline(y, color="k", ls=style, lw=1)
-    ax.set(xlabel="mean of predicted and true (months)", ylabel="predicted - true (months)",
-           title=f"{title} bias {bias:.1f}, limits +/-{1.96 * sd:.1f}")  # fmt: skip
+    ax.set(
+        xlabel="mean of predicted and true (months)",
+        ylabel="predicted - true (months)",
+        title=f"{title} bias {bias:.1f}, limits +/-{1.96 * sd:.1f}",
+    )
     return _save(fig, path)
 
 
@@ -59,11 +72,28 @@ def error_by_band(truth, pred, path, title="") -> Path:
             labels.append(f"{lo}-{hi}")
             maes.append(np.abs(pred[mask] - truth[mask]).mean())
             counts.append(int(mask.sum()))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = _pyplot().subplots(figsize=(6, 3.5))
     bars = ax.bar(labels, maes)
     for bar, n in zip(bars, counts, strict=True):
-        ax.annotate(f"n={n}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=7)  # fmt: skip
+        ax.annotate(
+            f"n={n}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     ax.set(xlabel="true bone age band (months)", ylabel="MAE (months)", title=title)
     ax.tick_params(axis="x", rotation=30)
     return _save(fig, path)
+
+
+def report_plots(truth, pred, folder, name: str, title: str = "") -> list[Path]:
+    """The three plots of one model (``NAME_scatter.png``, ``NAME_bland_altman.png``,
+    ``NAME_by_band.png`` in ``folder``); ``truth`` and ``pred`` (N,) in months."""
+    folder = Path(folder)
+    title = title or name
+    return [
+        predicted_vs_true(truth, pred, folder / f"{name}_scatter.png", title),
+        bland_altman(truth, pred, folder / f"{name}_bland_altman.png", title),
+        error_by_band(truth, pred, folder / f"{name}_by_band.png", title),
+    ]

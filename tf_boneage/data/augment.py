@@ -70,8 +70,11 @@ def affine_matrix(angle, scale, tx, ty, flip, height: int, width: int) -> tf.Ten
     a00, a01, a10, a11 = c * flip, -s, s * flip, c
     b0 = cx + tx - (a00 * cx + a01 * cy)
     b1 = cy + ty - (a10 * cx + a11 * cy)
-    rows = [tf.stack([a00, a01, b0], -1), tf.stack([a10, a11, b1], -1),
-            tf.stack([zero, zero, one], -1)]  # fmt: skip
+    rows = [
+        tf.stack([a00, a01, b0], -1),
+        tf.stack([a10, a11, b1], -1),
+        tf.stack([zero, zero, one], -1),
+    ]
     return tf.cast(tf.stack(rows, 1), tf.float32)
 
 
@@ -86,9 +89,13 @@ def warp(images: tf.Tensor, forward: tf.Tensor, interpolation: str = "BILINEAR")
     """Warp float images (B, H, W, C) by forward matrices; outside is filled with 0."""
     shape = tf.shape(images)[1:3]
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=projective_params(forward), output_shape=shape,
-        fill_value=0.0, interpolation=interpolation, fill_mode="CONSTANT",
-    )  # fmt: skip
+        images=images,
+        transforms=projective_params(forward),
+        output_shape=shape,
+        fill_value=0.0,
+        interpolation=interpolation,
+        fill_mode="CONSTANT",
+    )
 
 
 def transform_points(points: tf.Tensor, forward: tf.Tensor, height: int, width: int) -> tf.Tensor:

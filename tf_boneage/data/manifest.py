@@ -49,9 +49,17 @@ LAYOUTS = {
 _DEFAULT_SPLIT = {"train": "train", "validation": "val", "test": "test"}
 
 _SEX_VALUES = {
-    "true": True, "1": True, "1.0": True, "m": True, "male": True,
-    "false": False, "0": False, "0.0": False, "f": False, "female": False,
-}  # fmt: skip
+    "true": True,
+    "1": True,
+    "1.0": True,
+    "m": True,
+    "male": True,
+    "false": False,
+    "0": False,
+    "0.0": False,
+    "f": False,
+    "female": False,
+}
 
 
 @dataclasses.dataclass(frozen=True)

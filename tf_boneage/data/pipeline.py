@@ -26,6 +26,7 @@ import tensorflow as tf
 from tf_boneage.data import io
 from tf_boneage.data.augment import AffineRange, BatchAugmenter
 from tf_boneage.data.manifest import LANDMARK_COLUMNS
+from tf_boneage.preprocessing import warp
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -71,17 +72,19 @@ def _decode_dicom(path: bytes) -> np.ndarray:
 
 
 def load_image(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Read and decode one file (PNG / JPEG natively, DICOM via pydicom), resize (bilinear,
-    aspect not kept) to ``size``: float32 (H, W, 1) in [0, 1]."""
+    """Read and decode one file (PNG / JPEG natively, DICOM via pydicom), resize to ``size``
+    (aspect not kept) with the chain's own :func:`~tf_boneage.preprocessing.warp.resize`:
+    float32 (H, W, 1) in [0, 1]."""
     is_dicom = tf.strings.regex_full_match(tf.strings.lower(path), r".*\.(dcm|dicom)")
     image = tf.cond(
         is_dicom,
         lambda: tf.numpy_function(_decode_dicom, [path], tf.float32, stateful=False),
         lambda: io.decode_image_bytes(tf.io.read_file(path)),
     )
-    image = tf.ensure_shape(tf.reshape(image, tf.concat([tf.shape(image)[:2], [1]], 0)),
-                            [None, None, 1])  # fmt: skip
-    return tf.image.resize(image, size, antialias=True)
+    image = tf.ensure_shape(
+        tf.reshape(image, tf.concat([tf.shape(image)[:2], [1]], 0)), [None, None, 1]
+    )
+    return warp.resize(image[None], tuple(size))[0]
 
 
 def _load_mask(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
@@ -148,8 +151,9 @@ def landmark_dataset(manifest: pd.DataFrame, cfg: PipelineConfig) -> tf.data.Dat
     rows = _require(manifest, ["image_path", *LANDMARK_COLUMNS], "landmark")
     points = rows[list(LANDMARK_COLUMNS)].to_numpy(np.float32)
     ds = tf.data.Dataset.from_tensor_slices((rows["image_path"].to_numpy(str), points))
-    ds = ds.map(lambda p, y: {"image": load_image(p, cfg.image_size), "landmarks": y},
-                **_map_kw(cfg))  # fmt: skip
+    ds = ds.map(
+        lambda p, y: {"image": load_image(p, cfg.image_size), "landmarks": y}, **_map_kw(cfg)
+    )
     ds = _finish(ds, len(rows), cfg, _augmenter(cfg))
     return ds.map(lambda b: (b["image"], b["landmarks"]))
 

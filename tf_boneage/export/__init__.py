@@ -1,3 +1,4 @@
 """Export: the end-to-end graph (``end_to_end``), versioned SavedModels for TF Serving
-(``saved_model``), the TF Serving request/response contract (``serving_contract``) and TFLite
-conversion and evaluation (``tflite``)."""
+(``saved_model``), client helpers for TF Serving's REST and gRPC requests (``serving_client``;
+the server side is emulated in ``tests/serving_emulator.py``), the per-sex std calibration
+(``calibration``) and TFLite conversion (``tflite``)."""

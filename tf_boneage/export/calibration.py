@@ -25,12 +25,16 @@ def coverage(truth, pred, std) -> dict:
     err = np.abs(np.asarray(pred, float) - np.asarray(truth, float))
     std = np.asarray(std, float)
     if err.shape != std.shape or err.ndim != 1:
-        raise ValueError(f"truth, pred and std must be 1-D of one length, got {err.shape}, "
-                         f"{std.shape}")  # fmt: skip
-    return {"n": int(len(err)), "mae": float(err.mean()) if len(err) else float("nan"),
-            "mean_std": float(std.mean()) if len(err) else float("nan"),
-            "coverage_68": float((err <= std).mean()) if len(err) else float("nan"),
-            "coverage_90": float((err <= INTERVAL_Z * std).mean()) if len(err) else float("nan")}  # fmt: skip
+        raise ValueError(
+            f"truth, pred and std must be 1-D of one length, got {err.shape}, {std.shape}"
+        )
+    return {
+        "n": int(len(err)),
+        "mae": float(err.mean()) if len(err) else float("nan"),
+        "mean_std": float(std.mean()) if len(err) else float("nan"),
+        "coverage_68": float((err <= std).mean()) if len(err) else float("nan"),
+        "coverage_90": float((err <= INTERVAL_Z * std).mean()) if len(err) else float("nan"),
+    }
 
 
 def std_scale(truth, pred, std, z: float = INTERVAL_Z, level: float = NOMINAL) -> float:
@@ -58,8 +62,10 @@ def fit_per_sex(truth, pred, std, male, z: float = INTERVAL_Z, level: float = NO
     """``{"male": s, "female": s}`` (:func:`std_scale` on each sex's rows)."""
     male = np.asarray(male).astype(bool)
     truth, pred, std = (np.asarray(a, float) for a in (truth, pred, std))
-    return {name: std_scale(truth[m], pred[m], std[m], z, level)
-            for name, m in (("male", male), ("female", ~male))}  # fmt: skip
+    return {
+        name: std_scale(truth[m], pred[m], std[m], z, level)
+        for name, m in (("male", male), ("female", ~male))
+    }
 
 
 def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
@@ -74,8 +80,10 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
     pred, std = [], []
     for start in tqdm(range(0, len(rows), batch), desc=desc, unit="batch"):
         part = rows.iloc[start : start + batch]
-        out = fn(image_bytes=tf.constant([Path(p).read_bytes() for p in part["image_path"]]),
-                 male=tf.constant(part["male"].astype("float32").to_numpy()))  # fmt: skip
+        out = fn(
+            image_bytes=tf.constant([Path(p).read_bytes() for p in part["image_path"]]),
+            male=tf.constant(part["male"].astype("float32").to_numpy()),
+        )
         pred.append(np.asarray(out["bone_age_months"]))
         std.append(np.asarray(out["bone_age_std"]))
     return {"bone_age_months": np.concatenate(pred), "bone_age_std": np.concatenate(std)}
@@ -95,7 +103,8 @@ def calibrate(graph, rows, batch: int = 32) -> dict:
     report = {"n": int(len(rows)), "scale": scales}
     factor = np.where(male, scales["male"], scales["female"])
     for name, std in (("before", out["bone_age_std"]), ("after", out["bone_age_std"] * factor)):
-        report[name] = {sex: coverage(truth[m], out["bone_age_months"][m], std[m])
-                        for sex, m in (("all", np.ones_like(male)), ("male", male),
-                                       ("female", ~male))}  # fmt: skip
+        report[name] = {
+            sex: coverage(truth[m], out["bone_age_months"][m], std[m])
+            for sex, m in (("all", np.ones_like(male)), ("male", male), ("female", ~male))
+        }
     return report

@@ -27,11 +27,20 @@ import tensorflow as tf
 
 from tf_boneage.data.io import decode_image_bytes
 from tf_boneage.models.region import feature_model, probability_model
-from tf_boneage.preprocessing import regions, warp
+from tf_boneage.preprocessing import regions, registration, warp
 from tf_boneage.preprocessing.chain import Preprocessor
+from tf_boneage.training import runs
 
-OUTPUTS = ("bone_age_months", "bone_age_std", "member_months", "mask_area", "mask_confidence",
-           "landmark_plausibility", "landmarks", "right_hand")  # fmt: skip
+OUTPUTS = (
+    "bone_age_months",
+    "bone_age_std",
+    "member_months",
+    "mask_area",
+    "mask_confidence",
+    "landmark_plausibility",
+    "landmarks",
+    "right_hand",
+)
 
 
 @dataclasses.dataclass
@@ -92,6 +101,23 @@ def grad_cam(features: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(features * weights, -1)
 
 
+def ensemble_tensors(params: dict) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-sex ensemble parameters (``LinearEnsemble.params``) as the graph holds them:
+    weights (2, M) and biases (2,), row 0 male, row 1 female."""
+    w = [params[s]["weights"] for s in ("male", "female")]
+    b = [params[s]["bias"] for s in ("male", "female")]
+    return tf.constant(w, tf.float32), tf.constant(b, tf.float32)
+
+
+def ensemble_age(preds: tf.Tensor, male: tf.Tensor, weights: tf.Tensor, bias: tf.Tensor):
+    """The in-graph linear ensemble: ``preds`` (B, M) member estimates (months), ``male``
+    (B,) 1 / 0 -> (age (B,) months, the weights used per image (B, M)). The same blend as
+    :meth:`tf_boneage.ensemble.LinearEnsemble.predict` (tested to agree within 1e-4 months)."""
+    rows = tf.where(male > 0.5, 0, 1)
+    w = tf.gather(weights, rows)
+    return tf.reduce_sum(w * preds, -1) + tf.gather(bias, rows), w
+
+
 class BoneAgeGraph(tf.Module):
     """End-to-end bone age.
 
@@ -105,8 +131,14 @@ class BoneAgeGraph(tf.Module):
             square (the 100 px data: 0.74); ``None``: the decoded image's own shape.
     """
 
-    def __init__(self, preprocessor: Preprocessor, members: list[Member], params: dict,
-                 input_size: tuple[int, int], assume_aspect: float | None = None):  # fmt: skip
+    def __init__(
+        self,
+        preprocessor: Preprocessor,
+        members: list[Member],
+        params: dict,
+        input_size: tuple[int, int],
+        assume_aspect: float | None = None,
+    ):
         super().__init__(name="bone_age")
         self.preprocessor = preprocessor
         self.members = members
@@ -114,10 +146,7 @@ class BoneAgeGraph(tf.Module):
         self.keras_models = [m for member in members for m in member.models()]
         self.input_size = tuple(int(v) for v in input_size)
         self.assume_aspect = assume_aspect
-        w = [params[s]["weights"] for s in ("male", "female")]
-        b = [params[s]["bias"] for s in ("male", "female")]
-        self.weights = tf.constant(w, tf.float32)  # (2, M): row 0 male, row 1 female
-        self.bias = tf.constant(b, tf.float32)
+        self.weights, self.bias = ensemble_tensors(params)  # (2, M), (2,): male, female
         # per-sex factor on bone_age_std (row 0 male, row 1 female): 1 until calibrated
         self.std_scale = tf.Variable([1.0, 1.0], trainable=False, name="std_scale")
 
@@ -150,17 +179,18 @@ class BoneAgeGraph(tf.Module):
             is_cls.append(cls)
         preds = tf.stack(means, -1)  # (B, M)
         rows = tf.where(is_male, 0, 1)
-        w = tf.gather(self.weights, rows)
-        age = tf.reduce_sum(w * preds, -1) + tf.gather(self.bias, rows)
-        spread = tf.math.divide_no_nan(tf.reduce_sum(w * tf.square(preds - age[:, None]), -1),
-                                       tf.reduce_sum(w, -1))  # fmt: skip
+        age, w = ensemble_age(preds, male, self.weights, self.bias)
+        spread = tf.math.divide_no_nan(
+            tf.reduce_sum(w * tf.square(preds - age[:, None]), -1), tf.reduce_sum(w, -1)
+        )
         cls_var = [v for v, c in zip(variances, is_cls, strict=True) if c]
         bins_var = tf.reduce_mean(tf.stack(cls_var, -1), -1) if cls_var else tf.zeros_like(age)
         std = tf.sqrt(bins_var + spread) * tf.gather(self.std_scale, rows)
         return age, std, preds
 
-    def predict_decoded(self, images: tf.Tensor, male: tf.Tensor,
-                        original_size: tf.Tensor | None = None) -> dict:  # fmt: skip
+    def predict_decoded(
+        self, images: tf.Tensor, male: tf.Tensor, original_size: tf.Tensor | None = None
+    ) -> dict:
         """``images`` (B, H, W, 1) float32 in [0, 1] (any H, W: resized to ``input_size``),
         ``male`` (B,) 1 / 0, ``original_size`` (B, 2) (h, w) of the originals or 0 = unknown."""
         images = warp.resize(tf.cast(images, tf.float32), self.input_size)
@@ -184,8 +214,6 @@ class BoneAgeGraph(tf.Module):
         map (B, frame h, frame w) in [-1, 1] (> 0 pushed the age up, < 0 down) and the age
         (B,), months. See :meth:`explain`."""
         is_male = male > 0.5
-        rows = tf.where(is_male, 0, 1)
-        w = tf.gather(self.weights, rows)
         with tf.GradientTape() as tape:
             feats, means = [], []
             for member in self.members:
@@ -200,7 +228,7 @@ class BoneAgeGraph(tf.Module):
                     means.append(pair[0][1])
                 else:
                     means.append(tf.where(is_male, pair[0][1], pair[1][1]))
-            age = tf.reduce_sum(w * tf.stack(means, -1), -1) + tf.gather(self.bias, rows)
+            age, _ = ensemble_age(tf.stack(means, -1), male, self.weights, self.bias)
         grads = tape.gradient(age, [f for _, f in feats])
         frame = self.preprocessor.config.frame
         canvas = tf.zeros([tf.shape(male)[0], frame.height, frame.width], tf.float32)
@@ -230,16 +258,28 @@ class BoneAgeGraph(tf.Module):
 
         Args: ``images`` (B, H, W, 1) float32 in [0, 1], ``male`` (B,), ``original_size``
         (B, 2). Returns ``registered`` (B, frame h, frame w, 1) enhanced image in the
-        canonical frame, ``heatmap`` (B, frame h, frame w) in [-1, 1], ``mask`` (B, s, s) and
-        ``bone_age_months`` (B,).
+        canonical frame, ``heatmap`` (B, frame h, frame w) in [-1, 1], ``mask`` (B, s, s),
+        ``bone_age_months`` (B,) and ``landmarks`` (B, 6) normalised (x, y).
         """
         images = warp.resize(tf.cast(images, tf.float32), self.input_size)
         male = tf.cast(tf.reshape(male, [-1]), tf.float32)
         out = self.preprocessor(images, original_size)
         crops = {r: out[f"region_{r}"] for r in self._regions()}
         canvas, age = self.heatmap(crops, male)
-        return {"registered": out["registered"], "heatmap": canvas, "mask": out["mask"][..., 0],
-                "bone_age_months": age}  # fmt: skip
+        return {
+            "registered": out["registered"],
+            "heatmap": canvas,
+            "mask": out["mask"][..., 0],
+            "bone_age_months": age,
+            "landmarks": out["landmarks"],
+        }
+
+    def explain_bytes(self, image_bytes: tf.Tensor, male: tf.Tensor) -> dict:
+        """:meth:`explain` of encoded images, decoded exactly as :meth:`predict_bytes` decodes
+        them (what ``serving_default`` answers is what the overlay shows); adds ``images``
+        (B, h, w, 1), the decoded input at ``input_size`` the chain saw."""
+        images, shapes = self.decode(image_bytes)
+        return {**self.explain(images, male, shapes), "images": images}
 
     def decode(self, image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Encoded PNG / JPEG strings (B,) -> images (B, h, w, 1) at ``input_size`` and the
@@ -272,19 +312,26 @@ def members_from_spec(models: list[str], load) -> list[Member]:
     ``A_cls_male`` / ``A_cls_female``); ``load(run_name)`` returns that run's Keras model."""
     out = []
     for name in models:
-        region = name.split("_")[0]
-        if name.endswith("_sex"):
-            stem = name[: -len("_sex")]
-            out.append(Member(name, region, male=load(f"{stem}_male"),
-                              female=load(f"{stem}_female")))  # fmt: skip
+        run = runs.parse(name)
+        if run.input == "raw":
+            raise ValueError(f"{name}: a raw-image run cannot be a member of the registered chain")
+        if run.sex == "sex":
+            male, female = run.pair
+            out.append(Member(name, run.region, male=load(male), female=load(female)))
         else:
-            out.append(Member(name, region, both=load(name)))
+            out.append(Member(name, run.region, both=load(name)))
     return out
 
 
-def from_runs(table_dir, ensemble: str = "final", input_size=(100, 100), frame=(104, 80),
-              region_sizes=None, assume_aspect: float | None = None,
-              unet=None) -> BoneAgeGraph:  # fmt: skip
+def from_runs(
+    table_dir,
+    ensemble: str = "final",
+    input_size=(100, 100),
+    frame=registration.PAPER_FRAME,
+    region_sizes=None,
+    assume_aspect: float | None = None,
+    unet=None,
+) -> BoneAgeGraph:
     """Build the graph from the outputs of ``training/table.py``: ``seg/roundK/unet.keras``
     (``unet``, else the one ``seg/report.json`` names, else the last round: it must be the
     U-Net the training cache was built with),
@@ -294,7 +341,7 @@ def from_runs(table_dir, ensemble: str = "final", input_size=(100, 100), frame=(
     from pathlib import Path
 
     import tf_boneage.models  # noqa: F401  (registers the custom layers)
-    from tf_boneage.preprocessing import chain, registration
+    from tf_boneage.preprocessing import chain
 
     root = Path(table_dir)
     report = root / "seg" / "report.json"

@@ -69,23 +69,36 @@ def signatures(graph: BoneAgeGraph) -> dict:
     size; ``predict_tflite``: one decoded image at ``input_size`` (fixed shapes, the signature
     TFLite converts: decoding stays outside the .tflite); ``decode``: encoded images ->
     the ``images`` and ``original_size`` the other signatures take (what runs before TFLite);
-    ``explain``: registered image, Grad-CAM heatmap and mask for the overlays."""
+    ``explain``: registered image, Grad-CAM heatmap and mask for the overlays;
+    ``explain_bytes``: the same from encoded images, decoded as ``serving_default`` does."""
     h, w = graph.input_size
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes"),
-                                  tf.TensorSpec([None], tf.float32, name="male")])  # fmt: skip
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="image_bytes"),
+            tf.TensorSpec([None], tf.float32, name="male"),
+        ]
+    )
     def serving_default(image_bytes, male):
         return graph.predict_bytes(image_bytes, male)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name="images"),
-                                  tf.TensorSpec([None], tf.float32, name="male"),
-                                  tf.TensorSpec([None, 2], tf.float32, name="original_size")])  # fmt: skip
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None, 1], tf.float32, name="images"),
+            tf.TensorSpec([None], tf.float32, name="male"),
+            tf.TensorSpec([None, 2], tf.float32, name="original_size"),
+        ]
+    )
     def predict_images(images, male, original_size):
         return graph.predict_decoded(images, male, original_size)
 
-    @tf.function(input_signature=[tf.TensorSpec([1, h, w, 1], tf.float32, name="images"),
-                                  tf.TensorSpec([1], tf.float32, name="male"),
-                                  tf.TensorSpec([1, 2], tf.float32, name="original_size")])  # fmt: skip
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([1, h, w, 1], tf.float32, name="images"),
+            tf.TensorSpec([1], tf.float32, name="male"),
+            tf.TensorSpec([1, 2], tf.float32, name="original_size"),
+        ]
+    )
     def predict_tflite(images, male, original_size):
         return graph.predict_decoded(images, male, original_size)
 
@@ -94,26 +107,49 @@ def signatures(graph: BoneAgeGraph) -> dict:
         images, original_size = graph.decode(image_bytes)
         return {"images": images, "original_size": original_size}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, h, w, 1], tf.float32, name="images"),
-                                  tf.TensorSpec([None], tf.float32, name="male"),
-                                  tf.TensorSpec([None, 2], tf.float32, name="original_size")])  # fmt: skip
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, h, w, 1], tf.float32, name="images"),
+            tf.TensorSpec([None], tf.float32, name="male"),
+            tf.TensorSpec([None, 2], tf.float32, name="original_size"),
+        ]
+    )
     def explain(images, male, original_size):
         return graph.explain(images, male, original_size)
 
-    return {"serving_default": serving_default, "predict_images": predict_images,
-            "predict_tflite": predict_tflite, "decode": decode, "explain": explain}  # fmt: skip
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="image_bytes"),
+            tf.TensorSpec([None], tf.float32, name="male"),
+        ]
+    )
+    def explain_bytes(image_bytes, male):
+        return graph.explain_bytes(image_bytes, male)
+
+    return {
+        "serving_default": serving_default,
+        "predict_images": predict_images,
+        "predict_tflite": predict_tflite,
+        "decode": decode,
+        "explain": explain,
+        "explain_bytes": explain_bytes,
+    }
 
 
 def network_names(graph: BoneAgeGraph) -> dict:
     """Keras model names of the graph's networks (they scope the ops of the converted graph:
     selective int8 quantizes the ``regions`` only, see :func:`tflite.convert`)."""
     pre = graph.preprocessor
-    return {"unet": pre.unet.name, "landmarks": pre.landmark_model.name,
-            "regions": sorted({m.name for m in graph.keras_models})}  # fmt: skip
+    return {
+        "unet": pre.unet.name,
+        "landmarks": pre.landmark_model.name,
+        "regions": sorted({m.name for m in graph.keras_models}),
+    }
 
 
-def export_end_to_end(graph: BoneAgeGraph, model_dir, version: int | None = None,
-                      metadata: dict | None = None) -> Path:  # fmt: skip
+def export_end_to_end(
+    graph: BoneAgeGraph, model_dir, version: int | None = None, metadata: dict | None = None
+) -> Path:
     """The end-to-end SavedModel as the next (or given) version of ``model_dir``."""
     sigs = signatures(graph)
     # keep the functions on the module so they are restorable as attributes too
@@ -122,16 +158,26 @@ def export_end_to_end(graph: BoneAgeGraph, model_dir, version: int | None = None
     graph.predict_tflite = sigs["predict_tflite"]
     graph.decode_images = sigs["decode"]
     graph.explain_images = sigs["explain"]
+    graph.explain_encoded = sigs["explain_bytes"]
 
     def save(path: Path) -> None:
         tf.saved_model.save(graph, str(path), signatures=sigs)
         # TF Serving ignores assets.extra: our own description of the export
         extra = path / "assets.extra"
         extra.mkdir(exist_ok=True)
-        (extra / "tf_boneage.json").write_text(json.dumps({
-            "input_size": list(graph.input_size), "assume_aspect": graph.assume_aspect,
-            "members": [m.name for m in graph.members], "outputs": list(OUTPUTS),
-            "networks": network_names(graph), **(metadata or {})}, indent=2))  # fmt: skip
+        (extra / "tf_boneage.json").write_text(
+            json.dumps(
+                {
+                    "input_size": list(graph.input_size),
+                    "assume_aspect": graph.assume_aspect,
+                    "members": [m.name for m in graph.members],
+                    "outputs": list(OUTPUTS),
+                    "networks": network_names(graph),
+                    **(metadata or {}),
+                },
+                indent=2,
+            )
+        )
 
     return write_atomic(save, model_dir, version)
 
@@ -139,8 +185,9 @@ def export_end_to_end(graph: BoneAgeGraph, model_dir, version: int | None = None
 def export_stage(model, model_dir, version: int | None = None) -> Path:
     """One Keras model (a stage: U-Net, landmarks, a region net) as a SavedModel version
     (``serving_default`` from ``model.export``)."""
-    return write_atomic(lambda p: model.export(str(p), format="tf_saved_model", verbose=False),
-                        model_dir, version)  # fmt: skip
+    return write_atomic(
+        lambda p: model.export(str(p), format="tf_saved_model", verbose=False), model_dir, version
+    )
 
 
 def write_models_config(root: str | os.PathLike, base: str = "/models") -> Path:

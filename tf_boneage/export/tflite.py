@@ -46,8 +46,9 @@ FLOAT_LAYERS = ("bin_logits",)
 def _frozen(saved_model_dir, signature: str):
     loaded = tf.saved_model.load(str(saved_model_dir))
     if signature not in loaded.signatures:
-        raise ValueError(f"{saved_model_dir}: no signature {signature!r}; it has "
-                         f"{sorted(loaded.signatures)}")  # fmt: skip
+        raise ValueError(
+            f"{saved_model_dir}: no signature {signature!r}; it has {sorted(loaded.signatures)}"
+        )
     fn = loaded.signatures[signature]
     frozen = convert_variables_to_constants_v2(fn, lower_control_flow=False)
     return loaded, frozen, sorted(fn.structured_outputs)
@@ -58,9 +59,14 @@ def freeze(saved_model_dir, signature: str = "predict_tflite"):
     return _frozen(saved_model_dir, signature)[:2]
 
 
-def convert(saved_model_dir, variant: str = "float32", signature: str = "predict_tflite",
-            representative: Callable[[], Iterable[list[np.ndarray]]] | None = None,
-            frozen=None, quantize_scopes: list[str] | None = None) -> bytes:  # fmt: skip
+def convert(
+    saved_model_dir,
+    variant: str = "float32",
+    signature: str = "predict_tflite",
+    representative: Callable[[], Iterable[list[np.ndarray]]] | None = None,
+    frozen=None,
+    quantize_scopes: list[str] | None = None,
+) -> bytes:
     """The ``signature`` of a SavedModel as a .tflite flatbuffer of ``variant``.
 
     ``representative()`` yields lists of input arrays in :func:`input_order`; required for
@@ -81,8 +87,10 @@ def convert(saved_model_dir, variant: str = "float32", signature: str = "predict
         if representative is None:
             raise ValueError("int8 needs a representative dataset")
         converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                               tf.lite.OpsSet.TFLITE_BUILTINS]  # fmt: skip
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
         float_blob = convert(saved_model_dir, "float32", signature, frozen=(loaded, frozen))
         return _selective_int8(converter, float_blob, representative, quantize_scopes)
     return converter.convert()
@@ -95,8 +103,9 @@ def op_scope(tensor_name: str) -> str:
     return parts[1] if len(parts) > 2 else ""
 
 
-def _selective_int8(converter, float_blob: bytes, representative,
-                    scopes: list[str] | None) -> bytes:  # fmt: skip
+def _selective_int8(
+    converter, float_blob: bytes, representative, scopes: list[str] | None
+) -> bytes:
     """int8 for the ops under ``scopes`` (a model name, optionally followed by
     ``_probabilities`` and TF's ``_N`` uniquifying suffixes; ``None``: every op) except
     :data:`FLOAT_OPS` / :data:`FLOAT_LAYERS`, float32 elsewhere: calibrate the whole graph, then
@@ -126,15 +135,21 @@ def _selective_int8(converter, float_blob: bytes, representative,
         converter=converter, debug_dataset=representative, debug_options=options
     )
     blob = debugger.get_nondebug_quantized_model()
-    leaked = sorted({name for op_type, name, dtype in _op_outputs(blob, dtypes=True)
-                     if dtype == np.int8 and op_type != "QUANTIZE"
-                     and not pattern.match(op_scope(name))})  # fmt: skip
+    leaked = sorted(
+        {
+            name
+            for op_type, name, dtype in _op_outputs(blob, dtypes=True)
+            if dtype == np.int8 and op_type != "QUANTIZE" and not pattern.match(op_scope(name))
+        }
+    )
     if leaked:
         raise RuntimeError(f"int8 leaked outside {scopes}: {leaked[:5]}")
     hybrid = hybrid_ops(blob, pattern)
     if hybrid:
-        print(f"int8: {len(hybrid)} float op(s) outside the quantized networks got int8 weights "
-              f"despite the denylist (TF 2.21): {sorted(set(t for t, _ in hybrid))}")  # fmt: skip
+        print(
+            f"int8: {len(hybrid)} float op(s) outside the quantized networks got int8 weights "
+            f"despite the denylist (TF 2.21): {sorted(set(t for t, _ in hybrid))}"
+        )
     return blob
 
 
@@ -143,9 +158,14 @@ def hybrid_ops(blob: bytes, pattern=None) -> list[tuple[str, str]]:
     "hybrid" kernels) whose scope does not match ``pattern`` (``None``: all). The denylist
     keeps activations float but, in TF 2.21, not the weights of ``TRANSPOSE_CONV`` (the
     U-Net's up-sampling): measured on the real model, see RESULTS.md."""
-    return [(op_type, name) for op_type, name, dtype, inputs in _ops(blob)
-            if np.int8 in inputs and dtype == np.float32 and op_type != "DEQUANTIZE"
-            and (pattern is None or not pattern.match(op_scope(name)))]  # fmt: skip
+    return [
+        (op_type, name)
+        for op_type, name, dtype, inputs in _ops(blob)
+        if np.int8 in inputs
+        and dtype == np.float32
+        and op_type != "DEQUANTIZE"
+        and (pattern is None or not pattern.match(op_scope(name)))
+    ]
 
 
 def _ops(blob: bytes) -> list[tuple]:
@@ -199,8 +219,9 @@ class Runner:
     ``names``: output names in ``output_K`` order (:func:`output_names`, stored beside the
     file as ``NAME.outputs.txt`` by the CLI)."""
 
-    def __init__(self, path: str | os.PathLike, names: list[str] | None = None,
-                 threads: int | None = None):  # fmt: skip
+    def __init__(
+        self, path: str | os.PathLike, names: list[str] | None = None, threads: int | None = None
+    ):
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)

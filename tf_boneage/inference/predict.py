@@ -33,8 +33,9 @@ def collect(inputs: list[str]) -> list[Path]:
         path = Path(item)
         if path.is_dir():
             for f in sorted(path.rglob("*")):
-                if f.is_file() and (f.suffix.lower() in IMAGE_SUFFIXES or
-                                    (not f.suffix and _looks_dicom(f))):  # fmt: skip
+                if f.is_file() and (
+                    f.suffix.lower() in IMAGE_SUFFIXES or (not f.suffix and _looks_dicom(f))
+                ):
                     out.append(f)
         else:
             out.append(path)
@@ -97,8 +98,9 @@ def _looks_inverted(pixels: np.ndarray) -> bool:
     """Radiographs have a dark background; a bright border with a darker centre is inverted."""
     h, w = pixels.shape
     bh, bw = max(1, h // 20), max(1, w // 20)
-    border = np.concatenate([pixels[:bh].ravel(), pixels[-bh:].ravel(),
-                             pixels[:, :bw].ravel(), pixels[:, -bw:].ravel()])  # fmt: skip
+    border = np.concatenate(
+        [pixels[:bh].ravel(), pixels[-bh:].ravel(), pixels[:, :bw].ravel(), pixels[:, -bw:].ravel()]
+    )
     centre = pixels[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
     return float(np.median(border)) > 0.5 and float(np.median(border)) > float(centre.mean())
 
@@ -156,31 +158,54 @@ def qc_reason(area: float, plausibility: float) -> str:
 def row(item: Prepared, out: dict | None) -> dict:
     """One result row (the CSV / JSON schema; see :data:`COLUMNS`)."""
     r = dict.fromkeys(COLUMNS, None)
-    r.update(file=str(item.path), flags="; ".join(item.flags), sex_source=item.sex_source,
-             sex=None if item.male is None else ("M" if item.male else "F"),
-             chronological_age_months=item.chronological)  # fmt: skip
+    r.update(
+        file=str(item.path),
+        flags="; ".join(item.flags),
+        sex_source=item.sex_source,
+        sex=None if item.male is None else ("M" if item.male else "F"),
+        chronological_age_months=item.chronological,
+    )
     if item.error or out is None:
         r.update(status="error", reason=item.error or "model failed")
         return r
     age, std = float(out["bone_age_months"]), float(out["bone_age_std"])
     reason = qc_reason(float(out["mask_area"]), float(out["landmark_plausibility"]))
-    r.update(status="rejected" if reason else "ok", reason=reason,
-             bone_age_months=round(age, 2), bone_age=years_months(age),
-             bone_age_std_months=round(std, 2),
-             interval_low_months=round(age - INTERVAL_Z * std, 2),
-             interval_high_months=round(age + INTERVAL_Z * std, 2),
-             mask_area=round(float(out["mask_area"]), 4),
-             landmark_plausibility=float(out["landmark_plausibility"]))  # fmt: skip
+    r.update(
+        status="rejected" if reason else "ok",
+        reason=reason,
+        bone_age_months=round(age, 2),
+        bone_age=years_months(age),
+        bone_age_std_months=round(std, 2),
+        interval_low_months=round(age - INTERVAL_Z * std, 2),
+        interval_high_months=round(age + INTERVAL_Z * std, 2),
+        mask_area=round(float(out["mask_area"]), 4),
+        landmark_plausibility=float(out["landmark_plausibility"]),
+    )
     if item.chronological is not None:
         r["ba_minus_ca_months"] = round(age - item.chronological, 2)
         r["sds_greulich_pyle"] = round(sds(age, item.chronological, bool(item.male)), 2)
     return r
 
 
-COLUMNS = ("file", "status", "reason", "flags", "sex", "sex_source", "bone_age_months",
-           "bone_age", "bone_age_std_months", "interval_low_months", "interval_high_months",
-           "chronological_age_months", "ba_minus_ca_months", "sds_greulich_pyle", "mask_area",
-           "landmark_plausibility", "overlay")  # fmt: skip
+COLUMNS = (
+    "file",
+    "status",
+    "reason",
+    "flags",
+    "sex",
+    "sex_source",
+    "bone_age_months",
+    "bone_age",
+    "bone_age_std_months",
+    "interval_low_months",
+    "interval_high_months",
+    "chronological_age_months",
+    "ba_minus_ca_months",
+    "sds_greulich_pyle",
+    "mask_area",
+    "landmark_plausibility",
+    "overlay",
+)
 
 
 def run_model(loaded, items: list[Prepared]) -> list[dict | None]:
@@ -189,8 +214,10 @@ def run_model(loaded, items: list[Prepared]) -> list[dict | None]:
     fn = loaded.signatures["serving_default"]
 
     def call(batch):
-        out = fn(image_bytes=tf.constant([i.png for i in batch]),
-                 male=tf.constant([float(i.male) for i in batch]))  # fmt: skip
+        out = fn(
+            image_bytes=tf.constant([i.png for i in batch]),
+            male=tf.constant([float(i.male) for i in batch]),
+        )
         return [{k: v.numpy()[j] for k, v in out.items()} for j in range(len(batch))]
 
     try:
@@ -214,19 +241,21 @@ def signed_heat(image: np.ndarray, heat: np.ndarray, strength: float = 0.7) -> n
     return np.clip(image * (1 - alpha) + colour * alpha, 0, 255).astype(np.uint8)
 
 
-def overlay(loaded, item: Prepared, result: dict, path: Path) -> Path:
+def overlay(loaded, item: Prepared, path: Path) -> tuple[Path, float]:
     """Input with landmarks | registered hand with regions A, B, C | Grad-CAM of the ensemble
-    (:meth:`BoneAgeGraph.explain`) over the registered hand."""
+    (:meth:`BoneAgeGraph.explain`) over the registered hand, all drawn from what the
+    SavedModel's ``explain_bytes`` signature returns for the bytes ``serving_default`` got
+    (the decoded input it saw, its landmarks, registration, heatmap and age): the picture
+    cannot disagree with the age beside it. Returns the PNG's path and the age drawn, months."""
     from tf_boneage.preprocessing.regions import REGIONS
 
-    meta_size = loaded.signatures["explain"].structured_input_signature[1]["images"].shape
-    h, w = int(meta_size[1]), int(meta_size[2])
-    x = tf.image.resize(item.pixels[None, ..., None], (h, w)).numpy()
-    ex = loaded.signatures["explain"](images=tf.constant(x, tf.float32),
-                                      male=tf.constant([float(item.male)]),
-                                      original_size=tf.constant([item.pixels.shape], tf.float32))  # fmt: skip
+    ex = loaded.signatures["explain_bytes"](
+        image_bytes=tf.constant([item.png]), male=tf.constant([float(item.male)])
+    )
+    seen = ex["images"].numpy()[0, ..., 0]
     reg = ex["registered"].numpy()[0, ..., 0]
     heatmap = ex["heatmap"].numpy()[0]
+    age = float(ex["bone_age_months"].numpy()[0])
     fh, fw = reg.shape
     scale = max(1, 400 // fh)
     panel_h = fh * scale
@@ -235,9 +264,10 @@ def overlay(loaded, item: Prepared, result: dict, path: Path) -> Path:
         u8 = np.clip(img * 255, 0, 255).astype(np.uint8)
         return cv2.cvtColor(u8, cv2.COLOR_GRAY2BGR)
 
-    src = grey(cv2.resize(item.pixels, (int(item.pixels.shape[1] * panel_h / item.pixels.shape[0]),
-                                        panel_h)))  # fmt: skip
-    marks = np.asarray(result["landmarks"]).reshape(3, 2)
+    # the input as the chain saw it, drawn at the original's aspect
+    aspect = item.pixels.shape[1] / item.pixels.shape[0]
+    src = grey(cv2.resize(seen, (max(1, int(panel_h * aspect)), panel_h)))
+    marks = ex["landmarks"].numpy()[0].reshape(3, 2)
     for (px, py), colour in zip(marks, ((0, 0, 255), (0, 255, 0), (255, 0, 0)), strict=True):
         cv2.circle(src, (int(px * src.shape[1]), int(py * src.shape[0])), 5, colour, -1)
     regp = grey(cv2.resize(reg, (fw * scale, panel_h), interpolation=cv2.INTER_NEAREST))
@@ -249,13 +279,19 @@ def overlay(loaded, item: Prepared, result: dict, path: Path) -> Path:
         cv2.putText(regp, name, (p0[0] + 4, p0[1] + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour)
     plain = grey(cv2.resize(reg, (fw * scale, panel_h), interpolation=cv2.INTER_NEAREST))
     blend = signed_heat(plain, cv2.resize(heatmap, (fw * scale, panel_h)))
-    cv2.putText(blend, "Grad-CAM: red older, blue younger", (6, panel_h - 8),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255))  # fmt: skip
+    cv2.putText(
+        blend,
+        "Grad-CAM: red older, blue younger",
+        (6, panel_h - 8),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.4,
+        (255, 255, 255),
+    )
     sheet = np.concatenate([src, regp, blend], axis=1)
-    text = f"{years_months(result['bone_age_months'])} ({result['bone_age_months']:.1f} mo)"
+    text = f"{years_months(age)} ({age:.1f} mo)"
     cv2.putText(sheet, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 255), 2)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     cv2.imwrite(str(tmp), sheet)
     tmp.replace(path)
-    return path
+    return path, age

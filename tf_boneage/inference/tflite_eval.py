@@ -43,8 +43,9 @@ def representative(saved_model_dir, manifest: pd.DataFrame, n: int = 64, order=N
             try:
                 x = decode(row["image_path"])
             except tf.errors.OpError as exc:
-                print(f"int8 calibration: skipping {row['image_path']}: "
-                      f"{exc.message.splitlines()[0]}")  # fmt: skip
+                print(
+                    f"int8 calibration: skipping {row['image_path']}: {exc.message.splitlines()[0]}"
+                )
                 continue
             yield {
                 "images": x["images"],
@@ -78,8 +79,7 @@ def stage_samples(graph, manifest: pd.DataFrame, n: int = 64) -> dict[str, list[
         try:
             images, size = graph.decode(tf.reshape(tf.io.read_file(str(row["image_path"])), [1]))
         except tf.errors.OpError as exc:
-            print(f"int8 calibration: skipping {row['image_path']}: "
-                  f"{exc.message.splitlines()[0]}")  # fmt: skip
+            print(f"int8 calibration: skipping {row['image_path']}: {exc.message.splitlines()[0]}")
             continue
         images = warp.resize(images, graph.input_size)
         out = pre(images, size)
@@ -108,13 +108,15 @@ def convert_stages(stage_dirs: dict, variants, out_root, samples: dict | None = 
     for stage, path in stage_dirs.items():
         path = Path(path)
         rep = (lambda s=samples[stage]: iter(s)) if samples is not None else None
-        done[stage] = convert_all(path, variants, Path(out_root) / path.parent.name / path.name,
-                                  representative_fn=rep)  # fmt: skip
+        done[stage] = convert_all(
+            path, variants, Path(out_root) / path.parent.name / path.name, representative_fn=rep
+        )
     return done
 
 
-def convert_all(saved_model_dir, variants, out_dir, manifest_path=None, n: int = 64,
-                representative_fn=None) -> dict:  # fmt: skip
+def convert_all(
+    saved_model_dir, variants, out_dir, manifest_path=None, n: int = 64, representative_fn=None
+) -> dict:
     """Write ``out_dir/VARIANT.tflite`` (+ ``.outputs.txt``) for each variant; returns paths.
 
     An end-to-end export converts its ``predict_tflite`` signature (int8: calibrated on ``n``
@@ -123,16 +125,19 @@ def convert_all(saved_model_dir, variants, out_dir, manifest_path=None, n: int =
     out_dir = Path(out_dir)
     signature = _signature(saved_model_dir)
     if signature == "serving_default" and "int8" in variants and representative_fn is None:
-        raise ValueError(f"{saved_model_dir}: int8 of a per-stage model needs the chain for its "
-                         "inputs: use training/export.py --stages --tflite int8 --manifest M")  # fmt: skip
+        raise ValueError(
+            f"{saved_model_dir}: int8 of a per-stage model needs the chain for its "
+            "inputs: use training/export.py --stages --tflite int8 --manifest M"
+        )
     names = tflite.output_names(saved_model_dir, signature)
     frozen = tflite.freeze(saved_model_dir, signature)
     paths, order = {}, None
     for variant in variants:
         start = time.perf_counter()
         if variant == "int8" and signature == "serving_default":
-            blob = tflite.convert(saved_model_dir, "int8", signature,
-                                  representative=representative_fn, frozen=frozen)  # fmt: skip
+            blob = tflite.convert(
+                saved_model_dir, "int8", signature, representative=representative_fn, frozen=frozen
+            )
         elif variant == "int8":
             if manifest_path is None:
                 raise ValueError("int8 needs --manifest for the representative dataset")
@@ -169,8 +174,9 @@ def _region_scopes(saved_model_dir) -> list[str] | None:
 
 
 def _int8_child(saved_model_dir, samples, out_path, scopes) -> None:
-    blob = tflite.convert(saved_model_dir, "int8", representative=lambda: iter(samples),
-                          quantize_scopes=scopes)  # fmt: skip
+    blob = tflite.convert(
+        saved_model_dir, "int8", representative=lambda: iter(samples), quantize_scopes=scopes
+    )
     Path(out_path).write_bytes(blob)
 
 
@@ -188,9 +194,11 @@ def _isolated_int8(saved_model_dir, rep, scopes=None) -> bytes | None:
         child.start()
         child.join()
         if child.exitcode != 0 or not out.exists():
-            print(f"int8: not written: the TFLite converter's calibration failed (exit code "
-                  f"{child.exitcode}; a negative code is a signal, e.g. -11 a segfault). "
-                  "float32, float16 and dynamic-range variants are unaffected.")  # fmt: skip
+            print(
+                f"int8: not written: the TFLite converter's calibration failed (exit code "
+                f"{child.exitcode}; a negative code is a signal, e.g. -11 a segfault). "
+                "float32, float16 and dynamic-range variants are unaffected."
+            )
             return None
         return out.read_bytes()
 
@@ -213,8 +221,11 @@ def evaluate(saved_model_dir, tflite_paths: dict, manifest: pd.DataFrame, thread
             rec["error"] = f"{row['image_path']}: {exc.message.splitlines()[0]}"
             records.append(rec)
             continue
-        inputs = {"images": x["images"], "male": np.array([float(row["male"])], np.float32),
-                  "original_size": x["original_size"]}  # fmt: skip
+        inputs = {
+            "images": x["images"],
+            "male": np.array([float(row["male"])], np.float32),
+            "original_size": x["original_size"],
+        }
         start = time.perf_counter()
         ref = reference(**{k: tf.constant(v) for k, v in inputs.items()})
         timing["savedmodel"].append(time.perf_counter() - start)
@@ -228,24 +239,34 @@ def evaluate(saved_model_dir, tflite_paths: dict, manifest: pd.DataFrame, thread
     ok = preds[preds["error"] == ""]
     rows = []
     for name in ["savedmodel", *runners]:
-        size = (sum(f.stat().st_size for f in Path(saved_model_dir).rglob("*") if f.is_file())
-                if name == "savedmodel" else Path(tflite_paths[name]).stat().st_size)  # fmt: skip
-        rows.append({
-            "model": name,
-            "mae_months": float((ok[name] - ok["boneage"]).abs().mean()),
-            "max_abs_diff_vs_savedmodel": float((ok[name] - ok["savedmodel"]).abs().max()),
-            "latency_ms": 1000 * float(np.median(timing[name][1:] or timing[name])),
-            "size_mb": size / 1e6,
-            "images": len(ok),
-        })  # fmt: skip
+        size = (
+            sum(f.stat().st_size for f in Path(saved_model_dir).rglob("*") if f.is_file())
+            if name == "savedmodel"
+            else Path(tflite_paths[name]).stat().st_size
+        )
+        rows.append(
+            {
+                "model": name,
+                "mae_months": float((ok[name] - ok["boneage"]).abs().mean()),
+                "max_abs_diff_vs_savedmodel": float((ok[name] - ok["savedmodel"]).abs().max()),
+                "latency_ms": 1000 * float(np.median(timing[name][1:] or timing[name])),
+                "size_mb": size / 1e6,
+                "images": len(ok),
+            }
+        )
     return pd.DataFrame(rows), preds
 
 
 def markdown(summary: pd.DataFrame) -> str:
-    lines = ["| model | MAE (months) | max abs diff vs SavedModel (months) | latency (ms/image) "
-             "| size (MB) | images |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| model | MAE (months) | max abs diff vs SavedModel (months) | latency (ms/image) "
+        "| size (MB) | images |",
+        "|---|---|---|---|---|---|",
+    ]
     for _, r in summary.iterrows():
-        lines.append(f"| {r['model']} | {r['mae_months']:.2f} | "
-                     f"{r['max_abs_diff_vs_savedmodel']:.2e} | {r['latency_ms']:.1f} | "
-                     f"{r['size_mb']:.1f} | {r['images']} |")  # fmt: skip
+        lines.append(
+            f"| {r['model']} | {r['mae_months']:.2f} | "
+            f"{r['max_abs_diff_vs_savedmodel']:.2e} | {r['latency_ms']:.1f} | "
+            f"{r['size_mb']:.1f} | {r['images']} |"
+        )
     return "\n".join(lines)

@@ -36,8 +36,14 @@ class LandmarkNet(keras.Model):
     with MSE and Adam, as the paper.
     """
 
-    def __init__(self, input_shape=(256, 256, 1), filters=(32, 64, 128, 256, 256),
-                 dense_units=512, dropout=0.3, **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        input_shape=(256, 256, 1),
+        filters=(32, 64, 128, 256, 256),
+        dense_units=512,
+        dropout=0.3,
+        **kwargs,
+    ):
         filters = tuple(int(f) for f in filters)
         if not filters or min(filters) < 1:
             raise ValueError(f"filters must be a non-empty list of positive ints, got {filters!r}")
@@ -58,17 +64,24 @@ class LandmarkNet(keras.Model):
         # start at the image centre with small weights: Adam moves a bias by about the
         # learning rate per step, so a zero bias needs thousands of steps to reach 0.5
         outputs = keras.layers.Dense(
-            6, dtype="float32", name="landmarks",
+            6,
+            dtype="float32",
+            name="landmarks",
             kernel_initializer=keras.initializers.VarianceScaling(0.01),
             bias_initializer=keras.initializers.Constant(0.5),
-        )(x)  # fmt: skip
+        )(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.input_shape_, self.filters = input_shape, filters
         self.dense_units, self.dropout = int(dense_units), float(dropout)
 
     def get_config(self):
-        return {"input_shape": self.input_shape_, "filters": self.filters,
-                "dense_units": self.dense_units, "dropout": self.dropout, "name": self.name}  # fmt: skip
+        return {
+            "input_shape": self.input_shape_,
+            "filters": self.filters,
+            "dense_units": self.dense_units,
+            "dropout": self.dropout,
+            "name": self.name,
+        }
 
     @classmethod
     def from_config(cls, config):

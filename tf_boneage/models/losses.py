@@ -59,8 +59,12 @@ class BCEJaccardLoss(keras.losses.Loss):
         return h - self.jaccard_weight * ops.log(j)
 
     def get_config(self):
-        return {**super().get_config(), "eps": self.eps, "jaccard_weight": self.jaccard_weight,
-                "jaccard": self.jaccard}  # fmt: skip
+        return {
+            **super().get_config(),
+            "eps": self.eps,
+            "jaccard_weight": self.jaccard_weight,
+            "jaccard": self.jaccard,
+        }
 
 
 class _OverlapMetric(keras.metrics.Metric):

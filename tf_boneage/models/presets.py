@@ -20,11 +20,15 @@ from tf_boneage.models.unet import UNet
 PRESETS = {
     "paper": {
         "unet": (UNet, {"input_shape": (512, 512, 1), "depth": 5, "base_filters": 16}),
-        "landmarks": (LandmarkNet, {"input_shape": (512, 384, 1),
-                                    "filters": (32, 64, 128, 256, 256, 256)}),
+        "landmarks": (
+            LandmarkNet,
+            {"input_shape": (512, 384, 1), "filters": (32, 64, 128, 256, 256, 256)},
+        ),
         "region_A": (RegionNet, {"input_shape": (500, 375, 1)}),
-        "region_A_classification": (RegionNet, {"input_shape": (500, 375, 1),
-                                                "head": "classification"}),
+        "region_A_classification": (
+            RegionNet,
+            {"input_shape": (500, 375, 1), "head": "classification"},
+        ),
     },
     "rsna100": {
         "unet": (UNet, {"input_shape": (96, 96, 1), "depth": 4, "base_filters": 16}),
@@ -32,18 +36,28 @@ PRESETS = {
         "region_A": (RegionNet, {"input_shape": (104, 80, 1), "pool_padding": "same"}),
         "region_B": (RegionNet, {"input_shape": (48, 64, 1), "pool_padding": "same"}),
         "region_C": (RegionNet, {"input_shape": (64, 72, 1), "pool_padding": "same"}),
-        "region_A_classification": (RegionNet, {"input_shape": (104, 80, 1),
-                                                "pool_padding": "same",
-                                                "head": "classification"}),
+        "region_A_classification": (
+            RegionNet,
+            {"input_shape": (104, 80, 1), "pool_padding": "same", "head": "classification"},
+        ),
     },
     "synthetic": {
         "unet": (UNet, {"input_shape": (128, 128, 1), "depth": 4, "base_filters": 8}),
-        "landmarks": (LandmarkNet, {"input_shape": (128, 128, 1), "filters": (16, 32, 64, 64, 64),
-                                    "dense_units": 128}),
-        "region_A": (RegionNet, {"input_shape": (128, 96, 1), "pool_padding": "same",
-                                 "filters": (16, 32, 64, 64, 128, 128), "dense_units": 256}),
+        "landmarks": (
+            LandmarkNet,
+            {"input_shape": (128, 128, 1), "filters": (16, 32, 64, 64, 64), "dense_units": 128},
+        ),
+        "region_A": (
+            RegionNet,
+            {
+                "input_shape": (128, 96, 1),
+                "pool_padding": "same",
+                "filters": (16, 32, 64, 64, 128, 128),
+                "dense_units": 256,
+            },
+        ),
     },
-}  # fmt: skip
+}
 
 
 def build(preset: str, name: str):

@@ -75,9 +75,19 @@ class RegionNet(keras.Model):
     Output: float32 (B, 1) bone age in months.
     """
 
-    def __init__(self, input_shape=(500, 375, 1), head="regression", sex_input=False,
-                 block="authors", filters=PAPER_FILTERS, dense_units=2048, dropout=0.3,
-                 num_bins=240, pool_padding="valid", **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        input_shape=(500, 375, 1),
+        head="regression",
+        sex_input=False,
+        block="authors",
+        filters=PAPER_FILTERS,
+        dense_units=2048,
+        dropout=0.3,
+        num_bins=240,
+        pool_padding="valid",
+        **kwargs,
+    ):
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if block not in BLOCKS:
@@ -118,8 +128,9 @@ class RegionNet(keras.Model):
         # (classification) instead of a saturated tanh / a peaked softmax
         small = keras.initializers.VarianceScaling(0.01)
         if head == "regression":
-            y = keras.layers.Dense(1, activation="tanh", dtype="float32", name="unit_age",
-                                   kernel_initializer=small)(x)  # fmt: skip
+            y = keras.layers.Dense(
+                1, activation="tanh", dtype="float32", name="unit_age", kernel_initializer=small
+            )(x)
             outputs = UnitToMonths(120.0, name="boneage")(y)
         else:
             logits = keras.layers.Dense(num_bins, name="bin_logits", kernel_initializer=small)(x)
@@ -129,10 +140,16 @@ class RegionNet(keras.Model):
             outputs = ExpectedValue(num_bins, 1.0, name="boneage")(probs)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.config_ = {
-            "input_shape": input_shape, "head": head, "sex_input": bool(sex_input),
-            "block": block, "filters": filters, "dense_units": int(dense_units),
-            "dropout": float(dropout), "num_bins": int(num_bins), "pool_padding": pool_padding,
-        }  # fmt: skip
+            "input_shape": input_shape,
+            "head": head,
+            "sex_input": bool(sex_input),
+            "block": block,
+            "filters": filters,
+            "dense_units": int(dense_units),
+            "dropout": float(dropout),
+            "num_bins": int(num_bins),
+            "pool_padding": pool_padding,
+        }
 
     def get_config(self):
         return {**self.config_, "name": self.name}

@@ -35,8 +35,9 @@ def model_flops(model: keras.Model) -> int:
 
 def parameter_split(model: keras.Model) -> tuple[int, int]:
     """(parameters in convolutional layers and their batch norms, parameters in dense layers)."""
-    dense = sum(layer.count_params() for layer in model.layers
-                if isinstance(layer, keras.layers.Dense))  # fmt: skip
+    dense = sum(
+        layer.count_params() for layer in model.layers if isinstance(layer, keras.layers.Dense)
+    )
     return model.count_params() - dense, dense
 
 
@@ -50,16 +51,22 @@ def rows(presets=("paper", "rsna100")):
             total = model.count_params()
             shape = model.inputs[0].shape[1:3]
             yield {
-                "preset": preset, "model": name, "input": f"{shape[0]}x{shape[1]}",
-                "params": total, "gflops": model_flops(model) / 1e9,
-                "body": body / total, "head": head / total,
-            }  # fmt: skip
+                "preset": preset,
+                "model": name,
+                "input": f"{shape[0]}x{shape[1]}",
+                "params": total,
+                "gflops": model_flops(model) / 1e9,
+                "body": body / total,
+                "head": head / total,
+            }
             keras.backend.clear_session()
 
 
 def format_table(table) -> str:
-    lines = ["| preset | model | input | parameters | GFLOPs / image | conv body | dense head |",
-             "|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| preset | model | input | parameters | GFLOPs / image | conv body | dense head |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
     for r in table:
         lines.append(
             f"| {r['preset']} | {r['model']} | {r['input']} | {r['params']:,} | "

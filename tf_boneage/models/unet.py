@@ -68,8 +68,12 @@ class UNet(keras.Model):
         self.base_filters = base_filters
 
     def get_config(self):
-        return {"input_shape": self.input_shape_, "depth": self.depth,
-                "base_filters": self.base_filters, "name": self.name}  # fmt: skip
+        return {
+            "input_shape": self.input_shape_,
+            "depth": self.depth,
+            "base_filters": self.base_filters,
+            "name": self.name,
+        }
 
     @classmethod
     def from_config(cls, config):

@@ -25,9 +25,21 @@ from tf_boneage.data import io
 from tf_boneage.data.manifest import save_table
 from tf_boneage.preprocessing.chain import Preprocessor, to_input_size
 
-QC_COLUMNS = ["id", "ok", "error", "right_hand", "mask_area", "mask_confidence",
-              "landmark_plausibility", "tip_x", "tip_y", "thumb_x", "thumb_y", "capitate_x",
-              "capitate_y"]  # fmt: skip
+QC_COLUMNS = [
+    "id",
+    "ok",
+    "error",
+    "right_hand",
+    "mask_area",
+    "mask_confidence",
+    "landmark_plausibility",
+    "tip_x",
+    "tip_y",
+    "thumb_x",
+    "thumb_y",
+    "capitate_x",
+    "capitate_y",
+]
 
 
 def _original_size(table: pd.DataFrame, aspect: float | None) -> np.ndarray:
@@ -48,9 +60,15 @@ def _png(path: Path, image: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def run(table: pd.DataFrame, chain: Preprocessor, out_dir: str | os.PathLike,
-        image_size: tuple[int, int] | None = (100, 100), batch: int = 32,
-        assume_aspect: float | None = None, progress: bool = True) -> pd.DataFrame:  # fmt: skip
+def run(
+    table: pd.DataFrame,
+    chain: Preprocessor,
+    out_dir: str | os.PathLike,
+    image_size: tuple[int, int] | None = (100, 100),
+    batch: int = 32,
+    assume_aspect: float | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Run the chain over ``table`` (canonical manifest) into ``out_dir``; return the cache
     manifest. Images are resized to ``image_size`` (h, w) before the chain (the 100 px data
     are already that size); ``None`` keeps each file's own size (one image per batch)."""
@@ -64,8 +82,9 @@ def run(table: pd.DataFrame, chain: Preprocessor, out_dir: str | os.PathLike,
     if image_size is None:  # native sizes differ between files: one image per batch
         batch = 1
     run_chain = tf.function(lambda x, s: chain(x, s), reduce_retracing=True)
-    bar = tqdm(total=len(table), initial=len(done), desc="preprocessing", unit="img",
-               disable=not progress)  # fmt: skip
+    bar = tqdm(
+        total=len(table), initial=len(done), desc="preprocessing", unit="img", disable=not progress
+    )
     with ThreadPoolExecutor(2) as pool:
         for start in range(0, len(todo), batch):
             part = todo.iloc[start : start + batch]
@@ -80,8 +99,10 @@ def run(table: pd.DataFrame, chain: Preprocessor, out_dir: str | os.PathLike,
                 except io.ImageError as exc:
                     rows.append({"id": str(rid), "ok": False, "error": str(exc)})
             if good:
-                result = run_chain(tf.constant(np.stack(images)[..., None]),
-                                   tf.constant(sizes[start + np.array(good)]))  # fmt: skip
+                result = run_chain(
+                    tf.constant(np.stack(images)[..., None]),
+                    tf.constant(sizes[start + np.array(good)]),
+                )
                 result = {k: v.numpy() for k, v in result.items()}
                 writes = []
                 for j, k in enumerate(good):
@@ -95,15 +116,26 @@ def run(table: pd.DataFrame, chain: Preprocessor, out_dir: str | os.PathLike,
                         )
                     )
                     for name in ("A", "B", "C"):
-                        writes.append(pool.submit(_png, out / f"region_{name}" / f"{rid}.png",
-                                                  result[f"region_{name}"][j, ..., 0]))  # fmt: skip
+                        writes.append(
+                            pool.submit(
+                                _png,
+                                out / f"region_{name}" / f"{rid}.png",
+                                result[f"region_{name}"][j, ..., 0],
+                            )
+                        )
                     lm = result["landmarks"][j]
-                    rows.append({"id": rid, "ok": True, "error": "",
-                                 "right_hand": bool(result["right"][j]),
-                                 "mask_area": float(result["mask_area"][j]),
-                                 "mask_confidence": float(result["mask_confidence"][j]),
-                                 "landmark_plausibility": float(result["landmark_plausibility"][j]),
-                                 **dict(zip(QC_COLUMNS[7:], map(float, lm), strict=True))})  # fmt: skip
+                    rows.append(
+                        {
+                            "id": rid,
+                            "ok": True,
+                            "error": "",
+                            "right_hand": bool(result["right"][j]),
+                            "mask_area": float(result["mask_area"][j]),
+                            "mask_confidence": float(result["mask_confidence"][j]),
+                            "landmark_plausibility": float(result["landmark_plausibility"][j]),
+                            **dict(zip(QC_COLUMNS[7:], map(float, lm), strict=True)),
+                        }
+                    )
                 for w in writes:
                     w.result()
             frame = pd.DataFrame(rows, columns=QC_COLUMNS)

@@ -30,9 +30,9 @@ class ChainConfig:
     unet_size: int = 96
     landmark_size: int = 96
     frame: registration.Frame = dataclasses.field(default_factory=registration.Frame)
-    region_sizes: dict = dataclasses.field(default_factory=lambda: {"A": (104, 80),
-                                                                     "B": (48, 64),
-                                                                     "C": (64, 72)})  # fmt: skip
+    region_sizes: dict = dataclasses.field(
+        default_factory=lambda: {"A": (104, 80), "B": (48, 64), "C": (64, 72)}
+    )
 
 
 class Preprocessor(tf.Module):
@@ -45,8 +45,12 @@ class Preprocessor(tf.Module):
         config: sizes.
     """
 
-    def __init__(self, unet: keras.Model, landmark_model: keras.Model | None = None,
-                 config: ChainConfig | None = None):  # fmt: skip
+    def __init__(
+        self,
+        unet: keras.Model,
+        landmark_model: keras.Model | None = None,
+        config: ChainConfig | None = None,
+    ):
         super().__init__(name="preprocessor")
         self.unet = unet
         self.landmark_model = landmark_model
@@ -83,32 +87,46 @@ class Preprocessor(tf.Module):
         tip-capitate distance / image height in :data:`AXIS_FRACTION` (square pixels), all
         landmarks inside the image, all landmarks on the mask."""
         area = tf.reduce_mean(masks, axis=[1, 2, 3])
-        confidence = tf.math.divide_no_nan(tf.reduce_sum(probs * masks, [1, 2, 3]),
-                                           tf.reduce_sum(masks, [1, 2, 3]))  # fmt: skip
+        confidence = tf.math.divide_no_nan(
+            tf.reduce_sum(probs * masks, [1, 2, 3]), tf.reduce_sum(masks, [1, 2, 3])
+        )
         oh, ow = registration.square_size(image_size, original_size, tf.shape(area)[0])
         pts = tf.reshape(landmarks, [-1, 3, 2]) * tf.stack([ow, oh], -1)[:, None]
         axis = tf.norm(pts[:, 0] - pts[:, 2], axis=-1)
         thumb = tf.norm(pts[:, 1] - pts[:, 2], axis=-1) / tf.maximum(axis, 1e-6)
         axis_frac = axis / oh
         s = tf.shape(masks)[1]
-        idx = tf.cast(tf.clip_by_value(tf.reshape(landmarks, [-1, 3, 2]), 0.0, 0.999)
-                      * tf.cast(s, tf.float32), tf.int32)  # fmt: skip
+        idx = tf.cast(
+            tf.clip_by_value(tf.reshape(landmarks, [-1, 3, 2]), 0.0, 0.999)
+            * tf.cast(s, tf.float32),
+            tf.int32,
+        )
         # a flat gather (GATHER_ND with batch dimensions fails in LiteRT: index out of bounds)
         flat = tf.reshape(masks, [tf.shape(masks)[0], -1])
         idx = tf.clip_by_value(idx, 0, s - 1)  # NaN landmarks cast to any integer
         on_mask = tf.gather(flat, idx[..., 1] * s + idx[..., 0], batch_dims=1)
-        checks = tf.stack([
-            (thumb >= THUMB_RATIO[0]) & (thumb <= THUMB_RATIO[1]),
-            (axis_frac >= AXIS_FRACTION[0]) & (axis_frac <= AXIS_FRACTION[1]),
-            tf.reduce_all(tf.reshape(landmarks, [-1, 6]) >= -0.02, -1)
-            & tf.reduce_all(tf.reshape(landmarks, [-1, 6]) <= 1.02, -1),
-            tf.reduce_all(on_mask > 0.5, -1),
-        ], -1)  # fmt: skip
-        return {"mask_area": area, "mask_confidence": confidence,
-                "landmark_plausibility": tf.reduce_mean(tf.cast(checks, tf.float32), -1)}  # fmt: skip
+        checks = tf.stack(
+            [
+                (thumb >= THUMB_RATIO[0]) & (thumb <= THUMB_RATIO[1]),
+                (axis_frac >= AXIS_FRACTION[0]) & (axis_frac <= AXIS_FRACTION[1]),
+                tf.reduce_all(tf.reshape(landmarks, [-1, 6]) >= -0.02, -1)
+                & tf.reduce_all(tf.reshape(landmarks, [-1, 6]) <= 1.02, -1),
+                tf.reduce_all(on_mask > 0.5, -1),
+            ],
+            -1,
+        )
+        return {
+            "mask_area": area,
+            "mask_confidence": confidence,
+            "landmark_plausibility": tf.reduce_mean(tf.cast(checks, tf.float32), -1),
+        }
 
-    def __call__(self, images: tf.Tensor, original_size: tf.Tensor | None = None,
-                 landmarks: tf.Tensor | None = None) -> dict:  # fmt: skip
+    def __call__(
+        self,
+        images: tf.Tensor,
+        original_size: tf.Tensor | None = None,
+        landmarks: tf.Tensor | None = None,
+    ) -> dict:
         """Run the chain. ``landmarks`` (B, 6) override the landmark model when given.
 
         Returns a dict: ``mask`` (B, s, s, 1), ``enhanced`` (B, H, W, 1), ``landmarks``
@@ -121,26 +139,34 @@ class Preprocessor(tf.Module):
         if landmarks is None:
             landmarks = self.landmarks(enhanced)
         size = tf.shape(images)[1:3]
-        forward, right = registration.registration_matrix(landmarks, size, self.config.frame,
-                                                          original_size)  # fmt: skip
+        forward, right = registration.registration_matrix(
+            landmarks, size, self.config.frame, original_size
+        )
         frame = self.config.frame
         registered = regions.warp_affine(enhanced, warp.invert_affine(forward), frame.size)
-        out = {"mask": masks, "enhanced": enhanced, "landmarks": landmarks,
-               "registered": registered, "forward": forward, "right": right}  # fmt: skip
+        out = {
+            "mask": masks,
+            "enhanced": enhanced,
+            "landmarks": landmarks,
+            "registered": registered,
+            "forward": forward,
+            "right": right,
+        }
         for name, crop_size in self.config.region_sizes.items():
             out[f"region_{name}"] = regions.extract(enhanced, forward, name, crop_size, frame)
         out.update(self.qc(masks, probs, landmarks, size, original_size))
         return out
 
 
-def load(unet_path, landmarks_path=None, frame=(2080, 1600), region_sizes=None) -> Preprocessor:
-    """A :class:`Preprocessor` from saved ``.keras`` models; sizes read from the models."""
+def load(unet_path, landmarks_path=None, frame=None, region_sizes=None) -> Preprocessor:
+    """A :class:`Preprocessor` from saved ``.keras`` models; sizes read from the models;
+    ``frame`` (h, w) defaults to the paper's ``registration.PAPER_FRAME``."""
     unet = keras.saving.load_model(unet_path)
     marks = keras.saving.load_model(landmarks_path) if landmarks_path else None
     config = ChainConfig(
         unet_size=int(unet.input_shape[1]),
         landmark_size=int(marks.input_shape[1]) if marks is not None else 96,
-        frame=registration.Frame(*frame),
+        frame=registration.Frame(*(frame or registration.PAPER_FRAME)),
     )
     if region_sizes is not None:
         config.region_sizes = dict(region_sizes)

@@ -33,20 +33,26 @@ def _points(panel, points_norm, radius=3):
 
 
 def _title(panel, text):
-    cv2.putText(panel, text, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 255, 255), 1,
-                cv2.LINE_AA)  # fmt: skip
+    cv2.putText(panel, text, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 255, 255), 1, cv2.LINE_AA)
     return panel
 
 
-def draw(table: pd.DataFrame, chain, image_size=(100, 100), height: int = 208,
-         pose: bool = False, assume_aspect: float | None = None) -> np.ndarray:  # fmt: skip
+def draw(
+    table: pd.DataFrame,
+    chain,
+    image_size=(100, 100),
+    height: int = 208,
+    pose: bool = False,
+    assume_aspect: float | None = None,
+) -> np.ndarray:
     """BGR uint8 sheet for every row of ``table`` (canonical manifest)."""
     from tf_boneage.preprocessing.cache import _original_size
 
     # a sheet needs one size: without image_size every image takes the first one's size
     image_size = image_size or io.load_image(table["image_path"].iloc[0]).shape
-    images = np.stack([to_input_size(io.load_image(p), image_size)
-                       for p in table["image_path"]])[..., None]  # fmt: skip
+    images = np.stack([to_input_size(io.load_image(p), image_size) for p in table["image_path"]])[
+        ..., None
+    ]
 
     sizes = _original_size(table, assume_aspect)
     out = {k: v.numpy() for k, v in chain(tf.constant(images), tf.constant(sizes)).items()}
@@ -61,12 +67,14 @@ def draw(table: pd.DataFrame, chain, image_size=(100, 100), height: int = 208,
                     raw, (int(x * raw.shape[1]), int(y * raw.shape[0])), 2, (0, 255, 255), -1
                 )
             cap = pose_tools.capitate_proxy(pts)
-            cv2.circle(raw, (int(cap[0] * raw.shape[1]), int(cap[1] * raw.shape[0])), 4,
-                       (0, 0, 255), -1)  # fmt: skip
+            cv2.circle(
+                raw, (int(cap[0] * raw.shape[1]), int(cap[1] * raw.shape[0])), 4, (0, 0, 255), -1
+            )
         masked = _bgr(images[j, ..., 0], height)
         m = cv2.resize(out["mask"][j, ..., 0], masked.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-        contours, _ = cv2.findContours((m > 0).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                       cv2.CHAIN_APPROX_NONE)  # fmt: skip
+        contours, _ = cv2.findContours(
+            (m > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
         cv2.drawContours(masked, contours, -1, (0, 255, 255), 1)
         enhanced = _bgr(out["enhanced"][j, ..., 0], height)
         _points(enhanced, out["landmarks"][j].reshape(3, 2))
@@ -76,13 +84,24 @@ def draw(table: pd.DataFrame, chain, image_size=(100, 100), height: int = 208,
             y0, x0, y1, x1 = (v * scale for v in box_pixels(name, frame))
             cv2.rectangle(registered, (int(x0), int(y0)), (int(x1), int(y1)), colour, 1)
         crops = [_title(_bgr(out[f"region_{n}"][j, ..., 0], height // 2), n) for n in "ABC"]
-        stack = np.vstack([np.hstack(crops[1:]), _pad(crops[0], height // 2, crops[1].shape[1]
-                                                      + crops[2].shape[1])])  # fmt: skip
-        qc = (f"{table['id'].iloc[j]} area {out['mask_area'][j]:.2f} "
-              f"plaus {out['landmark_plausibility'][j]:.2f}"
-              f"{' R' if out['right'][j] else ''}")  # fmt: skip
-        panels = [_title(raw, qc), _title(masked, "mask"), _title(enhanced, "equalised"),
-                  _title(registered, "registered"), stack]  # fmt: skip
+        stack = np.vstack(
+            [
+                np.hstack(crops[1:]),
+                _pad(crops[0], height // 2, crops[1].shape[1] + crops[2].shape[1]),
+            ]
+        )
+        qc = (
+            f"{table['id'].iloc[j]} area {out['mask_area'][j]:.2f} "
+            f"plaus {out['landmark_plausibility'][j]:.2f}"
+            f"{' R' if out['right'][j] else ''}"
+        )
+        panels = [
+            _title(raw, qc),
+            _title(masked, "mask"),
+            _title(enhanced, "equalised"),
+            _title(registered, "registered"),
+            stack,
+        ]
         rows.append(np.hstack([_pad(p, height, p.shape[1]) for p in panels]))
     width = max(r.shape[1] for r in rows)
     return np.vstack([_pad(r, r.shape[0], width) for r in rows])

@@ -19,8 +19,10 @@ def equalize(images: tf.Tensor, masks: tf.Tensor, bins: int = 256) -> tf.Tensor:
     maps to 0 and the brightest to 1.
     """
     images = tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 1.0)
-    masks = tf.cast(tf.image.resize(tf.cast(masks, tf.float32), tf.shape(images)[1:3],
-                                    method="nearest") > 0.5, tf.float32)  # fmt: skip
+    masks = tf.cast(
+        tf.image.resize(tf.cast(masks, tf.float32), tf.shape(images)[1:3], method="nearest") > 0.5,
+        tf.float32,
+    )
     b = tf.shape(images)[0]
     level = tf.cast(tf.round(images * (bins - 1)), tf.int32)
     ids = level + tf.range(b)[:, None, None, None] * bins

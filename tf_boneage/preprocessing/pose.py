@@ -29,11 +29,17 @@ def pose_points(row: pd.Series) -> np.ndarray:
     return np.array([[row[f"pose_{n}_x"], row[f"pose_{n}_y"]] for n in POSE_NAMES], float)
 
 
-def capitate_proxy(points: np.ndarray) -> np.ndarray:
-    """Capitate proxy (2,) from (21, 2) pose points (any consistent coordinates)."""
-    mcp = points[POSE_NAMES.index("middle_finger1")]
-    wrist = points[POSE_NAMES.index("wrist")]
+def capitate_between(mcp: np.ndarray, wrist: np.ndarray) -> np.ndarray:
+    """The capitate proxy from the third MCP joint and the wrist point(s) (..., 2): the one
+    place :data:`CAPITATE_FRACTION` is applied."""
     return mcp + CAPITATE_FRACTION * (wrist - mcp)
+
+
+def capitate_proxy(points: np.ndarray) -> np.ndarray:
+    """Capitate proxy (..., 2) from pose points (..., 21, 2) (any consistent coordinates)."""
+    mcp = points[..., POSE_NAMES.index("middle_finger1"), :]
+    wrist = points[..., POSE_NAMES.index("wrist"), :]
+    return capitate_between(mcp, wrist)
 
 
 def landmarks_from_pose(table: pd.DataFrame) -> pd.DataFrame:
@@ -44,7 +50,7 @@ def landmarks_from_pose(table: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     mcp = out[["pose_middle_finger1_x", "pose_middle_finger1_y"]].to_numpy(float)
     wrist = out[["pose_wrist_x", "pose_wrist_y"]].to_numpy(float)
-    cap = mcp + CAPITATE_FRACTION * (wrist - mcp)
+    cap = capitate_between(mcp, wrist)
     out["tip_x"], out["tip_y"] = out["pose_middle_finger4_x"], out["pose_middle_finger4_y"]
     out["thumb_x"], out["thumb_y"] = out["pose_thumb4_x"], out["pose_thumb4_y"]
     out["capitate_x"], out["capitate_y"] = cap[:, 0], cap[:, 1]
@@ -85,8 +91,15 @@ def mask_from_pose(points: np.ndarray, size: tuple[int, int], original_size=None
         width = (0.13 if finger == "thumb" else 0.11) * length
         for a, b in zip(pts[:-1], pts[1:], strict=True):
             cv2.line(mask, tuple(fx(a)), tuple(fx(b)), 1, thick(width), cv2.LINE_8, shift)
-    palm_names = ["wrist", "thumb1", "thumb2", "forefinger1", "middle_finger1", "ring_finger1",
-                  "pinky_finger1"]  # fmt: skip
+    palm_names = [
+        "wrist",
+        "thumb1",
+        "thumb2",
+        "forefinger1",
+        "middle_finger1",
+        "ring_finger1",
+        "pinky_finger1",
+    ]
     palm = np.array([pix[idx[n]] for n in palm_names])
     if not np.isnan(palm).any():
         # widen the palm at the wrist: points either side of the wrist across the hand axis

@@ -46,12 +46,14 @@ def crop_matrix(region: str, size: tuple[int, int], frame: Frame = PAPER) -> tf.
     """(3, 3) map from crop output coordinates (``size`` = (h, w)) to frame coordinates."""
     y0, x0, y1, x1 = box_pixels(region, frame)
     h, w = size
-    return tf.constant([[(x1 - x0) / w, 0.0, x0], [0.0, (y1 - y0) / h, y0], [0.0, 0.0, 1.0]],
-                       tf.float32)  # fmt: skip
+    return tf.constant(
+        [[(x1 - x0) / w, 0.0, x0], [0.0, (y1 - y0) / h, y0], [0.0, 0.0, 1.0]], tf.float32
+    )
 
 
-def extract(images: tf.Tensor, forward: tf.Tensor, region: str, size: tuple[int, int],
-            frame: Frame = PAPER) -> tf.Tensor:  # fmt: skip
+def extract(
+    images: tf.Tensor, forward: tf.Tensor, region: str, size: tuple[int, int], frame: Frame = PAPER
+) -> tf.Tensor:
     """Crop ``region`` at ``size`` (h, w) from input images (B, H, W, C) registered by
     ``forward`` (B, 3, 3): float32 (B, h, w, C)."""
     inverse = invert_affine(forward) @ crop_matrix(region, size, frame)[None]

@@ -117,8 +117,9 @@ def registration_matrix(
     tx = dst_tip[0] - (c * tip[:, 0] - s * tip[:, 1])
     ty = dst_tip[1] - (s * tip[:, 0] + c * tip[:, 1])
     zero, one = tf.zeros_like(c), tf.ones_like(c)
-    similarity = tf.stack([tf.stack([c, -s, tx], -1), tf.stack([s, c, ty], -1),
-                           tf.stack([zero, zero, one], -1)], 1)  # fmt: skip
+    similarity = tf.stack(
+        [tf.stack([c, -s, tx], -1), tf.stack([s, c, ty], -1), tf.stack([zero, zero, one], -1)], 1
+    )
     return similarity @ reflect @ to_square, right
 
 

@@ -54,12 +54,16 @@ class RegionConfig:
     select: str = "last"
 
     def validate(self) -> RegionConfig:
-        choices = {"input": ("cache", "raw"), "region": ("A", "B", "C"),
-                   "head": ("regression", "classification"),
-                   "sex": ("both", "male", "female", "input"), "block": ("authors", "paper"),
-                   "pool_padding": ("same", "valid"),
-                   "strategy": ("default", "mirrored", "multi-worker"),
-                   "select": ("last", "best")}  # fmt: skip
+        choices = {
+            "input": ("cache", "raw"),
+            "region": ("A", "B", "C"),
+            "head": ("regression", "classification"),
+            "sex": ("both", "male", "female", "input"),
+            "block": ("authors", "paper"),
+            "pool_padding": ("same", "valid"),
+            "strategy": ("default", "mirrored", "multi-worker"),
+            "select": ("last", "best"),
+        }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(key, getattr(self, key), f"one of {allowed}")
@@ -86,7 +90,7 @@ class RegionConfig:
 #: Preset files: one YAML per setting (``paper``, ``rsna100``, ``synthetic``), one section per
 #: job (``segmentation``, ``landmarks``, ``region``), plus ``regions`` (crop size per region)
 #: and ``table`` (what ``training/table.py`` trains).
-PRESET_DIR = Path(__file__).resolve().parent / "configs"
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
 PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
@@ -113,6 +117,8 @@ class SegmentationConfig:
     learning_rate: float = 1e-3
     patience: int = 8
     max_pseudo: int = 0  # 0 = every unlabelled training image is a candidate
+    # ids-only split of the pose-annotated images (made on first use, then kept)
+    pose_split: str = "data_manifests/handpose_split.csv"
     seed: int = 0
     strategy: str = "default"
 
@@ -121,8 +127,11 @@ class SegmentationConfig:
         if self.size % (2**self.depth):
             raise ConfigError("size", self.size, f"a multiple of {2**self.depth} (depth)")
         if self.rounds < 1 or not self.epochs or min(self.epochs) < 1:
-            raise ConfigError("epochs" if self.rounds >= 1 else "rounds",
-                              self.epochs if self.rounds >= 1 else self.rounds, ">= 1")  # fmt: skip
+            raise ConfigError(
+                "epochs" if self.rounds >= 1 else "rounds",
+                self.epochs if self.rounds >= 1 else self.rounds,
+                ">= 1",
+            )
         return self
 
 
@@ -144,6 +153,7 @@ class LandmarkConfig:
     batch_size: int = 16
     learning_rate: float = 1e-3
     patience: int = 15
+    pose_split: str = "data_manifests/handpose_split.csv"
     seed: int = 0
     strategy: str = "default"
 

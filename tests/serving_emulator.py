@@ -10,7 +10,8 @@ formats users send (https://www.tensorflow.org/tfx/serving/api_rest):
   ``{"outputs": {output: [values]}}``;
 - gRPC ``tensorflow.serving.PredictRequest`` -> ``PredictResponse``.
 
-Errors come back as TF Serving's ``{"error": "..."}`` body with HTTP status 400.
+Errors come back as TF Serving's ``{"error": "..."}`` body with HTTP status 400. Test code
+only: the client side (request builders) is :mod:`tf_boneage.export.serving_client`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ class RequestError(ValueError):
 def _signature(loaded, name: str | None):
     name = name or "serving_default"
     if name not in loaded.signatures:
-        raise RequestError(f"Serving signature name: \"{name}\" not found in signature def; "
-                           f"available: {sorted(loaded.signatures)}")  # fmt: skip
+        raise RequestError(
+            f'Serving signature name: "{name}" not found in signature def; '
+            f"available: {sorted(loaded.signatures)}"
+        )
     return loaded.signatures[name]
 
 
@@ -58,11 +61,13 @@ def _to_tensor(key: str, values, spec: tf.TensorSpec) -> tf.Tensor:
     try:
         array = np.asarray(data, dtype=spec.dtype.as_numpy_dtype)
     except (ValueError, TypeError):
-        raise RequestError(f"input {key!r}: JSON value {values!r:.80} is not of type "
-                           f"{spec.dtype.name}") from None  # fmt: skip
+        raise RequestError(
+            f"input {key!r}: JSON value {values!r:.80} is not of type {spec.dtype.name}"
+        ) from None
     if not spec.shape.is_compatible_with(array.shape):
-        raise RequestError(f"input {key!r}: shape {list(array.shape)} does not match the "
-                           f"signature's {spec.shape}")  # fmt: skip
+        raise RequestError(
+            f"input {key!r}: shape {list(array.shape)} does not match the signature's {spec.shape}"
+        )
     return tf.constant(array)
 
 
@@ -106,11 +111,16 @@ def rest_predict(loaded, body: str | bytes | dict) -> tuple[int, dict]:
             keys = set().union(*rows)
             for i, r in enumerate(rows):
                 if set(r) != keys:
-                    raise RequestError(f"instance {i} has inputs {sorted(r)}, others "
-                                       f"{sorted(keys)}: all instances need the same inputs")  # fmt: skip
+                    raise RequestError(
+                        f"instance {i} has inputs {sorted(r)}, others "
+                        f"{sorted(keys)}: all instances need the same inputs"
+                    )
             out = _run(fn, {k: [r[k] for r in rows] for k in keys})
-            return 200, {"predictions": [{k: v[i].tolist() for k, v in out.items()}
-                                         for i in range(len(rows))]}  # fmt: skip
+            return 200, {
+                "predictions": [
+                    {k: v[i].tolist() for k, v in out.items()} for i in range(len(rows))
+                ]
+            }
         inputs = doc["inputs"]
         if not isinstance(inputs, dict):
             raise RequestError('"inputs" must be an object of named inputs')
@@ -136,8 +146,9 @@ def grpc_predict(loaded, request):
             continue
         wants_string = specs[k].dtype == tf.string
         if wants_string != (v.dtype.kind in "OSU"):
-            raise RequestError(f"input {k!r}: dtype {v.dtype} does not match the signature's "
-                               f"{specs[k].dtype.name}")  # fmt: skip
+            raise RequestError(
+                f"input {k!r}: dtype {v.dtype} does not match the signature's {specs[k].dtype.name}"
+            )
     out = _run(fn, {k: v.tolist() if v.dtype.kind in "OSU" else v for k, v in columns.items()})
     response = predict_pb2.PredictResponse()
     response.model_spec.CopyFrom(request.model_spec)

@@ -1,0 +1,90 @@
+"""Fit the paper's linear ensembles on the validation predictions of the region runs.
+
+    python training/ensemble.py runs/region
+
+Reads every ``RUNS/*/predictions.csv`` written by ``training/region.py`` (run folder names
+like ``A_reg_both``, ``B_cls_male``; see ``training/table.py``), fits each ensemble of
+:data:`ENSEMBLES` whose members all exist with per-sex non-negative least squares on the
+``val`` rows only, and writes beside the runs:
+
+- ``ensembles.json``: members, per-sex weights and intercepts, 5-fold cross-validated MAE on
+  val (months) of every fitted ensemble;
+- ``ensemble_predictions.csv``: one row per hold-out image (val and test), one column per
+  model and ensemble (months). The test rows are predicted, never used to fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from tf_boneage.data.manifest import save_table
+from tf_boneage.ensemble import LinearEnsemble, cross_val_mae, wide_table
+from tf_boneage.training.runs import ENSEMBLES
+from tf_boneage.training.runtime import StepError, write_json
+
+
+def read_runs(root: Path) -> dict[str, pd.DataFrame]:
+    """``{run folder name: predictions table}`` of every finished run under ``root``."""
+    return {p.parent.name: pd.read_csv(p) for p in sorted(root.glob("*/predictions.csv"))}
+
+
+def fit_all(table: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+    val = table[table["split"] == "val"]
+    doc = {}
+    for name, members in ENSEMBLES.items():
+        if not all(m in table for m in members):
+            print(f"{name}: skipped (missing {[m for m in members if m not in table]})")
+            continue
+        try:
+            ens = LinearEnsemble(members).fit(val)
+        except ValueError as exc:  # per-sex NNLS needs more val rows than members
+            sexes = val["male"].astype(bool).value_counts().to_dict()
+            print(
+                f"{name}: skipped: {exc} (val rows: {sexes.get(True, 0)} boys, "
+                f"{sexes.get(False, 0)} girls)"
+            )
+            continue
+        table[name] = ens.predict(table)
+        try:
+            cv = cross_val_mae(val, members)
+            print(f"{name}: val 5-fold CV MAE {cv:.2f} months")
+        except ValueError as exc:  # too few validation rows per sex and fold
+            cv = None
+            print(f"{name}: fitted; no cross-validation ({exc})")
+        doc[name] = {"models": members, "params": ens.params, "val_cv_mae": cv}
+    return doc, table
+
+
+def run(root: str | Path) -> dict:
+    """Fit every ensemble whose members exist under ``root``; write ``ensembles.json`` and
+    ``ensemble_predictions.csv``; return the ``ensembles.json`` document."""
+    root = Path(root)
+    runs = read_runs(root)
+    if not runs:
+        raise StepError(f"no */predictions.csv under {root}: train the region runs first")
+    print(f"{len(runs)} runs: {', '.join(runs)}")
+    doc, table = fit_all(wide_table(runs))
+    if not doc:
+        raise StepError(
+            "no ensemble could be fitted (see above): the val split is too small or a run "
+            "is missing"
+        )
+    write_json(root / "ensembles.json", doc)
+    save_table(table, root / "ensemble_predictions.csv")
+    print(f"-> {root / 'ensembles.json'}, {root / 'ensemble_predictions.csv'}")
+    return doc
+
+
+def main(argv=None) -> int:
+    """``training/ensemble.py RUNS`` / ``tf-boneage train ensemble RUNS``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", help="folder holding one sub-folder per region run")
+    args = parser.parse_args(argv)
+    try:
+        run(args.runs)
+    except StepError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    return 0

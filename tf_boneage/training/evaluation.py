@@ -1,0 +1,240 @@
+"""The paper's table on the test split: MAE (months) of every region model and ensemble.
+
+    python training/evaluate.py runs/region --out runs/region/table --figures docs/figures
+
+Reads ``ensemble_predictions.csv`` (``training/ensemble.py``) and writes ``table.md`` and
+``table.json`` (the paper's layout: rows region A, B, C and the linear ensemble of A, B, C;
+columns regression both sexes / male / female, classification male / female, ensemble of the
+sex-specific models; plus the raw-image baseline, the mean predictor and MAE by sex and age
+band of the final ensemble) and plots of the best available row: predicted vs true,
+Bland-Altman, error by age band. Only ``split == test`` rows are scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tf_boneage import plots
+from tf_boneage.evaluation import age_band_table, format_report, mae_report
+from tf_boneage.training.runtime import StepError, write_json
+
+#: columns of the paper's table: (title, column suffix of the model, sex of the test rows)
+COLUMNS = (
+    ("both sexes, regression", "reg_both", None),
+    ("male, regression", "reg_sex", True),
+    ("female, regression", "reg_sex", False),
+    ("male, classification", "cls_sex", True),
+    ("female, classification", "cls_sex", False),
+    ("ensemble", "ens_sex", None),
+)
+ROWS = (
+    ("region A", "A"),
+    ("region B", "B"),
+    ("region C", "C"),
+    ("linear ensemble of A, B, C", "ABC"),
+)
+#: the paper's MAE (months, its own 1,000-image hold-out at full resolution)
+PAPER = {
+    ("A", "reg_both"): 8.08,
+    ("A", "reg_sex", False): 7.12,
+    ("C", "reg_both"): 8.42,
+    ("C", "reg_sex", False): 6.79,
+    ("ABC", "reg_both"): 7.52,
+    ("ABC", "reg_sex", True): 6.30,
+    ("ABC", "reg_sex", False): 6.49,
+    ("ABC", "cls_sex", True): 6.16,
+    ("ABC", "cls_sex", False): 6.39,
+    ("ABC", "ens_sex"): 6.10,
+}
+
+
+def column_name(row: str, suffix: str) -> str:
+    if row == "ABC" and suffix == "ens_sex":
+        return "final"
+    return f"{row}_{suffix}"
+
+
+def cell(test: pd.DataFrame, column: str, sex) -> dict | None:
+    if column not in test or test[column].isna().all():
+        return None
+    part = test if sex is None else test[test["male"] == sex]
+    return {
+        "model": column,
+        "n": len(part),
+        "mae": float((part[column] - part["boneage"]).abs().mean()),
+    }
+
+
+def build(table: pd.DataFrame) -> dict:
+    test = table[table["split"] == "test"]
+    if test.empty:
+        raise ValueError("no test rows in the ensemble predictions")
+    out = {"n_test": len(test), "cells": {}, "extra": {}}
+    for _, row in ROWS:
+        for title, suffix, sex in COLUMNS:
+            out["cells"][f"{row}|{title}"] = cell(test, column_name(row, suffix), sex)
+    for name in ("raw_reg_both", "A_reg_both", "demo"):
+        if name in test:
+            out["extra"][name] = mae_report(test.rename(columns={name: "pred"}))
+    out["mean_predictor_mae"] = float((test.boneage - test.boneage.mean()).abs().mean())
+    best = next((c for c in ("final", "demo", "ABC_reg_both", "A_reg_both") if c in test), None)
+    if best:
+        out["best"] = {"model": best, "report": mae_report(test.rename(columns={best: "pred"}))}
+    return out
+
+
+def markdown(doc: dict) -> str:
+    head = "| | " + " | ".join(t for t, _, _ in COLUMNS) + " |"
+    lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]
+    for label, row in ROWS:
+        values = []
+        for title, suffix, sex in COLUMNS:
+            c = doc["cells"][f"{row}|{title}"]
+            key = (row, suffix) if sex is None else (row, suffix, sex)
+            paper = f" ({PAPER[key]:.2f})" if key in PAPER else ""
+            values.append(f"**{c['mae']:.2f}**{paper}" if c else f"—{paper}")
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+    lines.append("")
+    lines.append(
+        f"Test rows: {doc['n_test']}; in brackets the paper's figure; mean predictor "
+        f"{doc['mean_predictor_mae']:.2f} months."
+    )
+    for name, rep in doc["extra"].items():
+        lines.append(
+            f"- `{name}` both sexes: {rep['all']['mae']:.2f} months "
+            f"(male {rep['male']['mae']:.2f}, female {rep['female']['mae']:.2f})"
+        )
+    if "best" in doc:
+        lines += [
+            "",
+            f"MAE by age band of `{doc['best']['model']}` (test):",
+            "",
+            age_band_table(doc["best"]["report"]),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def run(root: str | Path, out: str | Path | None = None, figures: str | Path | None = None):
+    """The table of ``root/ensemble_predictions.csv`` on its test rows: ``table.md`` and
+    ``table.json`` in ``out`` (default ``root/table``), plots of the best row in ``figures``.
+    Returns the table document."""
+    root = Path(root)
+    source = root / "ensemble_predictions.csv"
+    if not source.is_file():
+        raise StepError(f"{source} not found: fit the ensembles first (training/ensemble.py)")
+    table = pd.read_csv(source)
+    doc = build(table)
+    out = Path(out or root / "table")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "table.json", doc)
+    text = markdown(doc)
+    (out / "table.md").write_text(text)
+    print(text)
+    if figures and "best" in doc:
+        test = table[table["split"] == "test"]
+        name = doc["best"]["model"]
+        plots.report_plots(
+            test["boneage"].to_numpy(float),
+            test[name].to_numpy(np.float64),
+            figures,
+            f"table_{name}",
+            f"{name} (test)",
+        )
+        print(f"plots -> {figures}")
+    return doc
+
+
+def main(argv=None) -> int:
+    """``training/evaluate.py RUNS`` / ``tf-boneage train evaluate RUNS``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", help="folder with ensemble_predictions.csv")
+    parser.add_argument("--out", default=None, help="folder for table.md / table.json")
+    parser.add_argument("--figures", default=None, help="folder for the PNG plots")
+    args = parser.parse_args(argv)
+    try:
+        run(args.runs, args.out, args.figures)
+    except StepError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    return 0
+
+
+def interval_coverage(model, manifest, split: str = "test", batch: int = 32) -> dict:
+    """How honest is an exported model's uncertainty? Runs the end-to-end SavedModel
+    (``serving_default``: image bytes + sex; ``model`` = ``saved_models/NAME`` or a version)
+    over the ``split`` rows of ``manifest`` and reports, overall and by sex, the MAE (months),
+    the mean ``bone_age_std`` and how often the truth falls inside estimate +/- z * std for
+    the nominal 68 % (z = 1) and 90 % (z = 1.645, what ``tf-boneage predict`` prints)."""
+    import tensorflow as tf
+
+    from tf_boneage.data.manifest import load_manifest
+    from tf_boneage.export import saved_model
+    from tf_boneage.export.calibration import coverage, predict_rows
+
+    path = saved_model.resolve(model)
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    rows = load_manifest(manifest)
+    rows = rows[rows["split"] == split].reset_index(drop=True)
+    if rows.empty:
+        raise StepError(f"{manifest} has no {split!r} rows")
+    out = predict_rows(fn, rows, batch, desc="coverage")
+    pred, std = out["bone_age_months"], out["bone_age_std"]
+    report = {
+        "model": str(path),
+        "manifest": str(manifest),
+        "split": split,
+        "all": coverage(rows["boneage"], pred, std),
+    }
+    for name, sex in (("male", True), ("female", False)):
+        m = (rows["male"] == sex).to_numpy()
+        report[name] = coverage(rows["boneage"][m], pred[m], std[m])
+    return report
+
+
+def coverage_lines(report: dict) -> list[str]:
+    """One line per group (all, male, female) of an :func:`interval_coverage` report."""
+    lines = []
+    for key in ("all", "male", "female"):
+        r = report[key]
+        lines.append(
+            f"  {key:6s} n={r['n']:4d}  MAE {r['mae']:5.2f}  mean std {r['mean_std']:5.2f}  "
+            f"+/- 1 std: {100 * r['coverage_68']:5.1f} % (nominal 68)  "
+            f"+/- 1.645 std: {100 * r['coverage_90']:5.1f} % (nominal 90)"
+        )
+    return lines
+
+
+def coverage_main(argv=None) -> int:
+    """``training/interval_coverage.py`` / ``tf-boneage train coverage``."""
+    parser = argparse.ArgumentParser(description=interval_coverage.__doc__.split("\n")[0])
+    parser.add_argument("--model", default="saved_models/boneage")
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--out", default=None, help="JSON report")
+    args = parser.parse_args(argv)
+    try:
+        report = interval_coverage(args.model, args.manifest, args.split, args.batch)
+    except (StepError, FileNotFoundError) as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print("\n".join(coverage_lines(report)))
+    if args.out:
+        write_json(Path(args.out), report)
+    return 0
+
+
+def plot_predictions_main(argv=None) -> int:
+    """``training/plot_predictions.py RUN...``: the MAE report and the three plots of each
+    run's ``val_predictions.csv`` (id, boneage, male, pred)."""
+    parser = argparse.ArgumentParser(description=plot_predictions_main.__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="run folders holding val_predictions.csv")
+    parser.add_argument("--out", required=True, help="folder for the PNGs")
+    args = parser.parse_args(argv)
+    for folder in map(Path, args.runs):
+        table = pd.read_csv(folder / "val_predictions.csv")
+        print(f"{folder.name}: {format_report(mae_report(table))}")
+        plots.report_plots(table.boneage, table.pred, args.out, folder.name)
+    return 0

@@ -1,0 +1,170 @@
+"""Export a trained table (``training/table.py``'s output) for TF Serving and TFLite.
+
+    python training/export.py --runs runs/table --preset rsna100 --name boneage_rsna100
+
+Writes, never overwriting anything:
+
+- ``saved_models/NAME/VERSION/``: the end-to-end SavedModel (signatures ``serving_default``:
+  ``image_bytes`` + ``male``; ``predict_images``: decoded tensors; ``predict_tflite``: one
+  decoded image at the input size);
+- ``saved_models/NAME_unet/V``, ``NAME_landmarks/V``, ``NAME_<run>/V``: per-stage SavedModels
+  (``--stages``);
+- ``saved_models/models.config``: every model under ``saved_models/`` for TF Serving;
+- ``saved_models/tflite/NAME/VERSION/VARIANT.tflite`` (``--tflite float32 float16 ...``), with
+  a representative dataset of ``--representative N`` training images of ``--manifest`` for
+  ``int8``; with ``--stages`` also ``saved_models/tflite/NAME_<stage>/V/VARIANT.tflite`` (a
+  stage's int8 is calibrated on its own inputs, computed by the chain from the same images).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tf_boneage.preprocessing.registration import PAPER_FRAME
+from tf_boneage.training import config as config_lib
+from tf_boneage.training.runtime import StepError
+
+
+def run(
+    runs,
+    preset: str,
+    name: str = "boneage",
+    root="saved_models",
+    ensemble: str = "final",
+    version: int | None = None,
+    unet=None,
+    stages: bool = False,
+    tflite=(),
+    manifest=None,
+    representative: int = 64,
+    calibrate: str = "val",
+) -> Path:
+    """Export the table in ``runs`` (see the module docstring); returns the SavedModel's
+    version folder. ``calibrate``: the split of ``manifest`` the per-sex std scale is fitted
+    on (never ``test``; ``"none"`` to skip)."""
+    from tf_boneage.export import end_to_end, saved_model
+
+    if calibrate == "test":
+        raise StepError("--calibrate test: the test split is for reporting only")
+    spec = config_lib.read_preset(preset)
+    chain = spec.get("chain", {})
+    try:
+        graph = end_to_end.from_runs(
+            runs,
+            ensemble,
+            tuple(chain.get("image_size", (100, 100))),
+            tuple(chain.get("frame", PAPER_FRAME)),
+            {k: tuple(v) for k, v in spec["regions"].items()},
+            chain.get("assume_aspect"),
+            unet,
+        )
+    except (FileNotFoundError, KeyError) as exc:
+        raise StepError(str(exc)) from None
+    root = Path(root)
+    meta = {
+        "runs": str(runs),
+        "preset": preset,
+        "ensemble": ensemble,
+        "unet": str(unet or "last round"),
+    }
+    report = _calibrate(graph, manifest, calibrate) if manifest and calibrate != "none" else None
+    if report is not None:
+        meta["std_calibration"] = {"split": calibrate, **report}
+    elif not (manifest and calibrate != "none"):
+        print("warning: bone_age_std not calibrated (give --manifest with a val split)")
+    path = saved_model.export_end_to_end(graph, root / name, version, meta)
+    print(f"end-to-end SavedModel -> {path}")
+    stage_dirs = {}
+    if stages:
+        for stage, model in graph.stage_models.items():
+            stage_dirs[stage] = saved_model.export_stage(model, root / f"{name}_{stage}")
+            print(f"stage {stage} -> {stage_dirs[stage]}")
+    print(f"models.config -> {saved_model.write_models_config(root)}")
+    if tflite:
+        from tf_boneage.inference import tflite_eval
+
+        tflite_eval.convert_all(
+            path, list(tflite), root / "tflite" / name / path.name, manifest, representative
+        )
+        if stage_dirs:
+            samples = None
+            if "int8" in tflite and manifest:
+                from tf_boneage.data.manifest import load_manifest
+
+                samples = tflite_eval.stage_samples(graph, load_manifest(manifest), representative)
+            variants = [v for v in tflite if v != "int8" or samples is not None]
+            tflite_eval.convert_stages(stage_dirs, variants, root / "tflite", samples)
+    return path
+
+
+def _calibrate(graph, manifest, split: str) -> dict | None:
+    """Fit the per-sex std scale on the ``split`` rows of ``manifest`` (printed); None with a
+    warning when it cannot be fitted."""
+    from tf_boneage.data.manifest import load_manifest
+    from tf_boneage.export import calibration
+
+    rows = load_manifest(manifest)
+    rows = rows[rows["split"] == split].reset_index(drop=True)
+    if rows.empty:
+        raise StepError(f"{manifest} has no {split!r} rows to calibrate on")
+    try:
+        report = calibration.calibrate(graph, rows)
+    except ValueError as exc:
+        print(f"warning: bone_age_std not calibrated on {split}: {exc}")
+        return None
+    for when in ("before", "after"):
+        r = report[when]
+        print(
+            f"std calibration on {split} ({when}): "
+            + ", ".join(
+                f"{sex} 90 % interval covers {100 * r[sex]['coverage_90']:.1f} %"
+                for sex in ("all", "male", "female")
+            )
+        )
+    print(f"std scale: male {report['scale']['male']:.3f}, female {report['scale']['female']:.3f}")
+    return report
+
+
+def main(argv=None) -> int:
+    """``training/export.py`` / ``tf-boneage train export``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", required=True, help="output folder of training/table.py")
+    parser.add_argument("--preset", required=True, choices=config_lib.PRESETS)
+    parser.add_argument("--name", default="boneage", help="model name (default %(default)s)")
+    parser.add_argument("--root", default="saved_models", help="TF Serving model root")
+    parser.add_argument("--ensemble", default="final", help="ensemble of ensembles.json")
+    parser.add_argument("--version", type=int, default=None, help="default: next free")
+    parser.add_argument(
+        "--unet", default=None, help="U-Net the cache was built with (default: the last seg round)"
+    )
+    parser.add_argument("--stages", action="store_true", help="also per-stage SavedModels")
+    parser.add_argument("--tflite", nargs="*", default=[], help="TFLite variants to convert")
+    parser.add_argument("--manifest", default=None, help="manifest for the int8 calibration")
+    parser.add_argument("--representative", type=int, default=64)
+    parser.add_argument(
+        "--calibrate",
+        default="val",
+        metavar="SPLIT",
+        help="fit the per-sex std scale on this split of --manifest (default "
+        "%(default)s; never the test split); 'none' to skip",
+    )
+    args = parser.parse_args(argv)
+    try:
+        run(
+            args.runs,
+            args.preset,
+            args.name,
+            args.root,
+            args.ensemble,
+            args.version,
+            args.unet,
+            args.stages,
+            args.tflite,
+            args.manifest,
+            args.representative,
+            args.calibrate,
+        )
+    except StepError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    return 0

@@ -1,0 +1,188 @@
+"""Landmark model on real radiographs: the paper's three landmarks from the 21-point poses
+(capitate = documented proxy), on images segmented and equalised by the U-Net chain, with
+geometry-consistent augmentation (rotation, scale, shift, mirror move the points too).
+
+    python training/landmarks.py --preset rsna100 --set manifest=runs/rsna100.csv \
+        unet=runs/seg/round0/unet.keras out=runs/landmarks
+
+Evaluation on the held-out pose images (``data_manifests/handpose_split.csv``, split ``test``):
+mean distance per landmark in pixels of the 100 px image, in original pixels, and as a
+percentage of the annotated tip-to-capitate length.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_boneage.data import io, manifest
+from tf_boneage.data.augment import AffineRange, BatchAugmenter
+from tf_boneage.data.manifest import LANDMARK_COLUMNS
+from tf_boneage.models import LandmarkNet
+from tf_boneage.models.batchnorm import recalibrate
+from tf_boneage.preprocessing import pose
+from tf_boneage.preprocessing.chain import ChainConfig, Preprocessor
+from tf_boneage.training import config as config_lib
+from tf_boneage.training import loop
+from tf_boneage.training.runtime import start_job, worker_dir, write_json
+from tf_boneage.training.segmentation import POSE_SPLIT, pose_table
+from tf_boneage.training.task import Task
+
+NAMES = ("tip", "thumb", "capitate")
+
+
+def enhanced_images(rows, unet, size, raw: bool):
+    """Images as the landmark model sees them in the chain (segmented, equalised), (N, s, s, 1)."""
+    images = np.stack([io.load_image(p) for p in rows["image_path"]])[..., None]
+    chain = Preprocessor(
+        unet, None, ChainConfig(unet_size=unet.input_shape[1] if unet else 96, landmark_size=size)
+    )
+    if raw:
+        return chain.landmark_input(tf.constant(images)).numpy()
+    out = []
+    for start in range(0, len(images), 64):
+        batch = tf.constant(images[start : start + 64])
+        masks, _ = chain.segment(batch)
+        out.append(chain.landmark_input(chain.enhance(batch, masks)).numpy())
+    return np.concatenate(out)
+
+
+def labelled_rows(table, seed: int, split_file=POSE_SPLIT):
+    """Rows with the three landmarks and a ``pose_split``: from the 21-point poses (capitate
+    proxy) or, for manifests that carry landmarks (the synthetic default), as they are.
+    ``orig_w`` / ``orig_h`` default to the image size (square pixels)."""
+    if "pose_wrist_x" in table and table["pose_wrist_x"].notna().any():
+        return pose.landmarks_from_pose(pose_table(table, seed, split_file))
+    rows = table.dropna(subset=list(LANDMARK_COLUMNS)).assign(pose_split=lambda t: t["split"])
+    if rows.empty:
+        raise ValueError("the manifest has neither 21-point pose columns nor landmark columns")
+    if "orig_w" not in rows or rows["orig_w"].isna().any():
+        h, w = io.load_image(rows["image_path"].iloc[0]).shape
+        rows = rows.assign(orig_w=float(w), orig_h=float(h))
+    return rows
+
+
+def errors(pred: np.ndarray, rows) -> dict:
+    """Distances per landmark: 100 px pixels, original pixels, % of tip-capitate length."""
+    true = rows[list(LANDMARK_COLUMNS)].to_numpy(float).reshape(-1, 3, 2)
+    pred = pred.reshape(-1, 3, 2)
+    orig = np.stack([rows["orig_w"], rows["orig_h"]], -1)[:, None, :]
+    d_img = np.linalg.norm((pred - true) * 100.0, axis=-1)
+    d_orig = np.linalg.norm((pred - true) * orig, axis=-1)
+    axis = np.linalg.norm((true[:, 0] - true[:, 2]) * orig[:, 0], axis=-1)[:, None]
+    out = {}
+    for k, name in enumerate(NAMES):
+        out[name] = {
+            "px_100": float(d_img[:, k].mean()),
+            "px_original": float(d_orig[:, k].mean()),
+            "pct_tip_capitate": float(100 * (d_orig[:, k] / axis[:, 0]).mean()),
+            "median_pct": float(100 * np.median(d_orig[:, k] / axis[:, 0])),
+        }
+    out["mean"] = {
+        "px_100": float(d_img.mean()),
+        "px_original": float(d_orig.mean()),
+        "pct_tip_capitate": float(100 * (d_orig / axis).mean()),
+    }
+    return out
+
+
+class LandmarkTask(Task):
+    """The landmark regressor on in-memory arrays ``x`` (N, s, s, 1) of the chain's enhanced
+    images and ``y`` (N, 6) normalised (x, y) of tip, thumb, capitate; MSE, Adam with gradient
+    clipping; geometry-consistent augmentation (the points move with the image)."""
+
+    def __init__(self, config, strategy, x, y, part):
+        super().__init__(config, strategy)
+        self.x, self.y, self.part = x, y, part
+        self.augmenter = BatchAugmenter(
+            AffineRange(rotation=25, scale=(0.85, 1.15), shift=0.08, mirror=0.5),
+            photometric=True,
+            seed=config.seed,
+        )
+
+    def build_model(self):
+        cfg = self.config
+        return LandmarkNet(
+            (cfg.size, cfg.size, 1),
+            filters=cfg.filters,
+            dense_units=cfg.dense_units,
+            dropout=cfg.dropout,
+            name="landmarks",
+        )
+
+    def build_optimizer(self):
+        return keras.optimizers.Adam(self.config.learning_rate, clipnorm=1.0)
+
+    def build_losses(self):
+        return "mse"
+
+    def _augment(self, images, points, seed):
+        b = self.augmenter({"image": images, "landmarks": points}, seed)
+        return b["image"], b["landmarks"]
+
+    def build_inputs(self, split, epoch=0):
+        rows = self.part == split
+        ds = tf.data.Dataset.from_tensor_slices((self.x[rows], self.y[rows]))
+        if split != "train":
+            return ds.batch(64)
+        seed = self.config.seed + epoch
+        ds = ds.shuffle(1000, seed=seed).batch(self.global_batch, drop_remainder=True)
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        return tf.data.Dataset.zip(ds, seeds).map(lambda xy, s: self._augment(*xy, s)).prefetch(2)
+
+
+def run(cfg: config_lib.LandmarkConfig) -> dict:
+    """Train (resumable) and evaluate the landmark model of ``cfg``; returns the report
+    (``OUT/report.json``: errors on the held-out pose images). A finished run returns at once."""
+    out_root = Path(cfg.out)
+    if (out_root / "landmarks.keras").is_file() and (out_root / "report.json").is_file():
+        print(f"landmarks: done ({out_root / 'landmarks.keras'})")
+        return json.loads((out_root / "report.json").read_text())
+    strategy = start_job(cfg)
+    out = worker_dir(out_root, strategy)
+    config_lib.save(cfg, out / "config.yaml")
+    table = manifest.load_manifest(cfg.manifest)
+    rows = labelled_rows(table, cfg.seed, cfg.pose_split)
+    unet = keras.saving.load_model(cfg.unet) if cfg.unet else None
+    x = enhanced_images(rows, unet, cfg.size, raw=unet is None)
+    y = rows[list(LANDMARK_COLUMNS)].to_numpy(np.float32)
+    part = rows["pose_split"].to_numpy()
+    final = out / "landmarks.keras"
+    start = time.perf_counter()
+    if final.exists():
+        model = keras.saving.load_model(final)
+    else:
+        task = LandmarkTask(cfg, strategy, x, y, part)
+        model, _ = loop.run(task, out, cfg.epochs, cfg.patience, select="best")
+        recalibrate(model, x[part == "train"][:256])
+        model.save(final)
+        model = keras.saving.load_model(final)
+    seconds = time.perf_counter() - start
+    test = part == "test"
+    pred = model.predict(x[test], verbose=0)
+    report = {
+        "test_images": int(test.sum()),
+        "train_images": int((part == "train").sum()),
+        "input": "raw" if unet is None else f"segmented+equalised ({cfg.unet})",
+        "seconds": seconds,
+        "errors": errors(pred, rows[test]),
+    }
+    write_json(out / "report.json", report)
+    np.save(out / "test_predictions.npy", pred)
+    print(
+        f"landmarks: mean error {report['errors']['mean']['pct_tip_capitate']:.1f} % of the "
+        f"tip-capitate length on {report['test_images']} held-out images"
+    )
+    return report
+
+
+def main(argv=None) -> int:
+    """``training/landmarks.py`` / ``tf-boneage train landmarks``."""
+    cfg, _ = config_lib.from_command_line(config_lib.LandmarkConfig, __doc__.split("\n")[0], argv)
+    run(cfg)
+    return 0

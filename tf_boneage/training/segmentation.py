@@ -1,0 +1,280 @@
+"""Hand segmentation on real radiographs, bootstrapped like the paper's authors did.
+
+Round 0: masks drawn from the 21-point hand poses (``tf_boneage.preprocessing.pose``) of the
+pose-annotated images train a U-Net. Round k: the previous U-Net segments every other image,
+predictions that pass a quality filter become labels, and the U-Net is retrained on both. Each
+round is evaluated on held-out pose-annotated images: the fraction of the 21 annotated points
+inside the cleaned predicted mask, mask area statistics and Jaccard against the pose mask.
+
+    python training/segmentation.py --preset rsna100 --set manifest=runs/rsna100.csv out=runs/seg
+
+Resumable: a finished round is skipped, an interrupted one resumes from its last epoch
+(``training/loop.py``). ``config.yaml`` (resolved), ``roundK/`` (``unet.keras``, history,
+TensorBoard), ``report.json`` (held-out pose images: points inside the mask, Jaccard).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tqdm import tqdm
+
+from tf_boneage.data import io, manifest, split
+from tf_boneage.data.augment import AffineRange
+from tf_boneage.data.pipeline import PipelineConfig, segmentation_dataset
+from tf_boneage.models import BCEJaccardLoss, DiceCoefficient, JaccardIndex, UNet
+from tf_boneage.models.batchnorm import clean_batch, recalibrate
+from tf_boneage.preprocessing import pose
+from tf_boneage.preprocessing.chain import ChainConfig, Preprocessor
+from tf_boneage.training import config as config_lib
+from tf_boneage.training import loop
+from tf_boneage.training.runtime import start_job, worker_dir, write_json
+from tf_boneage.training.task import Task
+
+#: The split of the pose-annotated images, ids only (stable across sessions).
+POSE_SPLIT = "data_manifests/handpose_split.csv"
+
+
+def pose_table(table: pd.DataFrame, seed: int, split_file: str | Path = POSE_SPLIT) -> pd.DataFrame:
+    """Pose-annotated rows with a ``pose_split`` (train / val / test): read from
+    ``split_file`` (ids only) when it exists, else made (seeded, stratified) and written there."""
+    split_file = Path(split_file)
+    rows = table.dropna(subset=["pose_wrist_x", "pose_middle_finger4_x"]).copy()
+    previous = split.load_split(split_file) if split_file.is_file() else None
+    rows["split"] = split.assign_split(rows, {"val": 50, "test": 100}, seed, previous).to_numpy()
+    if previous is None:
+        split_file.parent.mkdir(parents=True, exist_ok=True)
+        split.save_split(rows, split_file)
+    return rows.rename(columns={"split": "pose_split"})
+
+
+def labelled_table(table: pd.DataFrame, seed: int, out: Path, split_file=POSE_SPLIT):
+    """Rows with a mask and a ``pose_split``: pose-annotated rows (masks drawn from the pose,
+    split in ``split_file``) or, for manifests that already have masks (the synthetic
+    default), their own rows and split."""
+    if "pose_wrist_x" in table and table["pose_wrist_x"].notna().any():
+        rows = pose_table(table, seed, split_file)
+        rows["mask_path"] = write_pose_masks(rows, out / "masks_pose")
+        return rows
+    if "mask_path" in table and table["mask_path"].notna().any():
+        return table.dropna(subset=["mask_path"]).assign(pose_split=lambda t: t["split"])
+    raise ValueError("the manifest has neither 21-point pose columns nor mask_path")
+
+
+def eval_points(row: pd.Series) -> np.ndarray:
+    """Annotated points that must lie inside the hand: the 21-point pose, else the three
+    landmarks (normalised (K, 2))."""
+    if "pose_wrist_x" in row and np.isfinite(row["pose_wrist_x"]):
+        return pose.pose_points(row)
+    return np.array([[row[f"{n}_x"], row[f"{n}_y"]] for n in ("tip", "thumb", "capitate")], float)
+
+
+def write_pose_masks(rows: pd.DataFrame, folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for _, row in rows.iterrows():
+        path = folder / f"{row['id']}.png"
+        if not path.exists():
+            image_h, image_w = io.load_image(row["image_path"]).shape
+            m = pose.mask_from_pose(
+                pose.pose_points(row), (image_h, image_w), (row["orig_h"], row["orig_w"])
+            )
+            cv2.imwrite(str(path), m * 255)
+        paths.append(str(path))
+    return paths
+
+
+def predict_masks(model, paths, size, batch=64):
+    """Cleaned masks at the images' own size and the raw probabilities, for image files
+    (the chain's own segmentation step, so evaluation sees what the chain does)."""
+    chain = Preprocessor(model, None, ChainConfig(unet_size=size))
+    segment = tf.function(chain.segment)
+    masks, probs = [], []
+    for start in tqdm(range(0, len(paths), batch), desc="segmenting", unit="batch"):
+        images = [io.load_image(p) for p in paths[start : start + batch]]
+        m, p = (t.numpy() for t in segment(tf.constant(np.stack(images)[..., None])))
+        for im, pk, mk in zip(images, p, m, strict=True):
+            h, w = im.shape
+            # the chain's own upsampling of masks (remove_background: nearest)
+            masks.append(tf.image.resize(mk, (h, w), method="nearest").numpy()[..., 0])
+            probs.append(tf.image.resize(pk, (h, w)).numpy()[..., 0])
+    return masks, probs
+
+
+def evaluate(model, rows: pd.DataFrame, size: int) -> dict:
+    """Held-out pose images: points inside the cleaned mask, area, Jaccard vs the pose mask."""
+    masks, _ = predict_masks(model, rows["image_path"].tolist(), size)
+    inside, areas, jaccard = [], [], []
+    for (_, row), m in zip(rows.iterrows(), masks, strict=True):
+        pts = eval_points(row)
+        inside.append(pose.points_inside(m, pts)[~np.isnan(pts).any(1)])
+        areas.append(m.mean())
+        ref = cv2.imread(row["mask_path"], 0) > 0
+        jaccard.append((ref & (m > 0)).sum() / max(1, (ref | (m > 0)).sum()))
+    inside_all = np.concatenate(inside)
+    per_image = np.array([i.mean() for i in inside])
+    return {
+        "images": len(rows),
+        "points_inside": float(inside_all.mean()),
+        "images_with_all_points_inside": float((per_image == 1).mean()),
+        "worst_image_points_inside": float(per_image.min()),
+        "mask_area_mean": float(np.mean(areas)),
+        "mask_area_p5_p50_p95": [float(v) for v in np.percentile(areas, [5, 50, 95])],
+        "jaccard_vs_pose_mask": float(np.mean(jaccard)),
+    }
+
+
+def quality_filter(mask: np.ndarray, prob: np.ndarray) -> bool:
+    """Keep a pseudo-label: plausible area, tall enough, confident, little discarded mass."""
+    area = mask.mean()
+    if not 0.12 <= area <= 0.8:
+        return False
+    ys = np.nonzero(mask.any(1))[0]
+    if ys.size == 0 or (ys[-1] - ys[0] + 1) < 0.5 * mask.shape[0]:
+        return False
+    inside = prob[mask > 0]
+    outside_mass = prob[(mask == 0) & (prob > 0.5)].size / max(1, inside.size)
+    return float(inside.mean()) >= 0.85 and outside_mass <= 0.05
+
+
+class SegmentationTask(Task):
+    """U-Net on (image, mask) pairs: BCE - log soft Jaccard, Jaccard and Dice metrics,
+    geometric augmentation (rotation 20 deg, scale 0.85-1.15, shift 8 %, mirror)."""
+
+    def __init__(self, config, strategy, train, val, init: Path | None = None):
+        super().__init__(config, strategy)
+        self.train, self.val, self.init = train, val, init
+        self.size = (config.size, config.size)
+        self.affine = AffineRange(rotation=20, scale=(0.85, 1.15), shift=0.08, mirror=0.5)
+        self._val = None
+
+    def build_model(self):
+        cfg = self.config
+        return UNet((*self.size, 1), depth=cfg.depth, base_filters=cfg.base_filters, name="unet")
+
+    def initialize(self, model):
+        if self.init is not None:  # warm start from the previous round
+            model.set_weights(keras.saving.load_model(self.init).get_weights())
+
+    def build_losses(self):
+        return BCEJaccardLoss()
+
+    def build_metrics(self):
+        return [JaccardIndex(), DiceCoefficient()]
+
+    def build_inputs(self, split, epoch=0):
+        if split == "train":
+            pc = PipelineConfig(
+                image_size=self.size,
+                batch_size=self.global_batch,
+                seed=self.config.seed + epoch,
+                augment=True,
+                affine=self.affine,
+                drop_remainder=True,
+            )
+            return segmentation_dataset(self.train, pc)
+        if self._val is None:
+            pc = PipelineConfig(
+                image_size=self.size, batch_size=self.global_batch, shuffle=False, cache=True
+            )
+            self._val = segmentation_dataset(self.val, pc)
+        return self._val
+
+
+def train_round(cfg, train, val, out: Path, epochs: int, init: Path | None, strategy):
+    """One round: :class:`SegmentationTask` trained by :func:`loop.run` (resumable, cosine
+    rate, best weights by validation loss), batch norm recalibrated on clean images, saved as
+    ``unet.keras``."""
+    final = out / "unet.keras"
+    if final.exists():
+        print(f"{final} exists: round already trained")
+        return keras.saving.load_model(final)
+    task = SegmentationTask(cfg, strategy, train, val, init)
+    model, state = loop.run(task, worker_dir(out, strategy), epochs, cfg.patience, select="best")
+    clean = PipelineConfig(image_size=task.size, batch_size=64, seed=cfg.seed)
+    recalibrate(model, clean_batch(segmentation_dataset(train, clean), 256))
+    model.save(final)
+    write_json(
+        out / "train.json",
+        {"seconds": state["seconds"], "train_images": len(train), "epochs": state["epoch"]},
+    )
+    return keras.saving.load_model(final)
+
+
+def finished(out: str | Path) -> dict | None:
+    """The report of a finished segmentation run in ``out``, else None."""
+    path = Path(out) / "report.json"
+    if path.is_file():
+        report = json.loads(path.read_text())
+        if report.get("finished"):
+            return report
+    return None
+
+
+def run(cfg: config_lib.SegmentationConfig) -> dict:
+    """Train every round of ``cfg`` (resumable: a finished run returns at once) and return
+    the report (``OUT/report.json``); its ``unet`` is the U-Net to use downstream: the last
+    round trained."""
+    done = finished(cfg.out)
+    if done is not None:
+        print(f"segmentation: done ({Path(cfg.out) / 'report.json'})")
+        return done
+    strategy = start_job(cfg)
+    out = Path(cfg.out)
+    config_lib.save(cfg, worker_dir(out, strategy) / "config.yaml")
+    table = manifest.load_manifest(cfg.manifest)
+    poses = labelled_table(table, cfg.seed, out, cfg.pose_split)
+    train = poses[poses.pose_split == "train"]
+    val = poses[poses.pose_split == "val"]
+    test = poses[poses.pose_split == "test"]
+    others = table[~table["id"].isin(poses["id"])]
+    others = others[others["split"] == "train"]  # never pseudo-label the bone-age hold-out
+    report = {"pose_images": {"train": len(train), "val": len(val), "test": len(test)}}
+    init = None
+    for r in range(cfg.rounds):
+        rdir = out / f"round{r}"
+        epochs = cfg.epochs[min(r, len(cfg.epochs) - 1)]
+        print(f"segmentation round {r + 1}/{cfg.rounds}: {len(train)} training images")
+        model = train_round(cfg, train, val, rdir, epochs, init, strategy)
+        result = evaluate(model, test, cfg.size)
+        result["train_images"] = len(train)
+        report[f"round{r}"] = result
+        print(f"round {r}: {result}")
+        write_json(out / "report.json", report)
+        init = rdir / "unet.keras"
+        if r + 1 < cfg.rounds and others.empty:
+            print("no unlabelled training images left: no further rounds")
+            break
+        if r + 1 < cfg.rounds:
+            cand = others.head(cfg.max_pseudo) if cfg.max_pseudo else others
+            masks, probs = predict_masks(model, cand["image_path"].tolist(), cfg.size)
+            folder = out / f"masks_round{r + 1}"
+            folder.mkdir(parents=True, exist_ok=True)
+            keep = []
+            for rid, m, p in zip(cand["id"], masks, probs, strict=True):
+                if quality_filter(m, p):
+                    cv2.imwrite(str(folder / f"{rid}.png"), (m > 0).astype(np.uint8) * 255)
+                    keep.append(rid)
+            pseudo = cand[cand["id"].isin(keep)].copy()
+            pseudo["mask_path"] = [str(folder / f"{i}.png") for i in pseudo["id"]]
+            report[f"round{r + 1}_pseudo_labels"] = {"candidates": len(cand), "kept": len(keep)}
+            train = pd.concat([poses[poses.pose_split == "train"], pseudo], ignore_index=True)
+    # the U-Net to use downstream: the last round trained (rounds can stop early)
+    report.update(finished=True, unet=str(init))
+    write_json(out / "report.json", report)
+    return report
+
+
+def main(argv=None) -> int:
+    """``training/segmentation.py`` / ``tf-boneage train segmentation``."""
+    cfg, _ = config_lib.from_command_line(
+        config_lib.SegmentationConfig, __doc__.split("\n")[0], argv
+    )
+    run(cfg)
+    return 0

@@ -1,0 +1,198 @@
+"""The whole chain from a manifest to the paper's evaluated table, one resumable step at a time.
+
+    python training/table.py --preset rsna100 --manifest runs/rsna100.csv --out runs/table
+    tf-boneage train table --preset synthetic --manifest boneage_synth/manifest.csv \\
+        --out runs/table_synth
+
+Steps, each a function of this package called in this process (a finished step is skipped, an
+interrupted one resumes where it stopped):
+
+1. :func:`.segmentation.run`: U-Net (``OUT/seg``)
+2. :func:`.landmarks.run`: landmark net on the chain's segmented, equalised images
+   (``OUT/landmarks``)
+3. :func:`tf_boneage.preprocessing.cache.run`: registered regions A, B, C of every image
+   (``OUT/cache``)
+4. :func:`.region.run`: every region x head x sex run of the paper's table plus the raw-image
+   baseline (``OUT/region/NAME``; names in :mod:`.runs`)
+5. :func:`.ensemble.run`: the linear ensembles, fitted on ``val``
+6. :func:`.evaluation.run`: the table on ``test`` (``OUT/region/table/table.md``), its plots
+
+The preset (``tf_boneage/training/presets/PRESET.yaml``) gives every size and the epochs of the
+table's region runs (``table.epochs``); ``epochs`` overrides that, ``regions`` / ``only``
+restrict the runs, ``sets`` (``KEY=VALUE``) go to every region run and
+``segmentation.KEY=VALUE`` / ``landmarks.KEY=VALUE`` to those steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from tf_boneage.preprocessing.registration import PAPER_FRAME
+from tf_boneage.training import config as config_lib
+from tf_boneage.training import ensemble, evaluation, landmarks, region, segmentation
+from tf_boneage.training.runs import table_runs
+from tf_boneage.training.runtime import StepError
+
+
+def size_text(pair) -> str:
+    """``(104, 80)`` -> ``"104x80"``."""
+    return f"{pair[0]}x{pair[1]}"
+
+
+def split_sets(sets) -> dict[str, list[str]]:
+    """``["segmentation.epochs=[1,1]", "batch_size=8"]`` -> per-stage override lists (an
+    override without a stage prefix goes to the region runs)."""
+    out = {"segmentation": [], "landmarks": [], "region": []}
+    for item in sets:
+        stage, dot, rest = item.partition(".")
+        if dot and stage in out and "=" in rest:
+            out[stage].append(rest)
+        else:
+            out["region"].append(item)
+    return out
+
+
+class Steps:
+    """Numbered, timed steps with one line each; a failing step raises :class:`StepError`
+    naming the step and its own message."""
+
+    def __init__(self, total: int, log: list | None = None):
+        self.total, self.done = total, 0
+        self.log = [] if log is None else log
+
+    def __call__(self, title: str, fn, *args, **kwargs):
+        self.done += 1
+        print(f"\n== [{self.done}/{self.total}] {title}", flush=True)
+        start = time.perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except StepError as exc:
+            raise StepError(f"step '{title}' failed: {exc}") from exc
+        except config_lib.ConfigError as exc:
+            raise StepError(f"step '{title}': {exc}") from exc
+        seconds = time.perf_counter() - start
+        self.log.append((title, seconds))
+        print(f"   {title}: {seconds:.0f} s", flush=True)
+        return result
+
+
+def build_cache(manifest, out, unet, marks, spec: dict) -> Path:
+    """The preprocessing cache of ``manifest`` at the preset's sizes (resumable); returns its
+    manifest (``OUT/manifest.csv``)."""
+    from tf_boneage.data.manifest import load_manifest
+    from tf_boneage.preprocessing import cache, chain
+
+    out = Path(out)
+    if (out / "manifest.csv").is_file():
+        print(f"cache: done ({out / 'manifest.csv'})")
+        return out / "manifest.csv"
+    settings = spec.get("chain", {})
+    sizes = {k: tuple(v) for k, v in spec["regions"].items()}
+    pre = chain.load(unet, marks, tuple(settings.get("frame", PAPER_FRAME)), sizes)
+    image_size = settings.get("image_size")
+    cache.run(
+        load_manifest(manifest),
+        pre,
+        out,
+        tuple(image_size) if image_size else None,
+        32,
+        settings.get("assume_aspect"),
+    )
+    return out / "manifest.csv"
+
+
+def run(
+    preset: str,
+    manifest,
+    out,
+    epochs: int | None = None,
+    regions: str = "ABC",
+    only=None,
+    sets=(),
+    figures=None,
+    log: list | None = None,
+) -> dict:
+    """Every step of the module docstring into ``out``; returns the table document
+    (``OUT/region/table/table.json``). ``log`` collects ``(step title, seconds)``."""
+    spec = config_lib.read_preset(preset)
+    out, manifest = Path(out), Path(manifest)
+    if not manifest.is_file():
+        raise StepError(f"manifest {manifest} not found")
+    stage_sets = split_sets(sets)
+    table = spec.get("table", {})
+    epochs = epochs or int(table.get("epochs", 3))
+    heads = tuple(table.get("heads", ("regression", "classification")))
+    runs = [r for r in table_runs(regions, heads) if only is None or r.name in only]
+    steps = Steps(5 + len(runs), log)
+    started = time.perf_counter()
+
+    def load(cls, *overrides):
+        return config_lib.load(cls, preset, None, [*overrides, *stage_sets[cls.SECTION]])
+
+    cfg = load(config_lib.SegmentationConfig, f"manifest={manifest}", f"out={out / 'seg'}")
+    unet = Path(steps("segmentation", segmentation.run, cfg)["unet"])
+    marks = out / "landmarks" / "landmarks.keras"
+    cfg = load(
+        config_lib.LandmarkConfig,
+        f"manifest={manifest}",
+        f"unet={unet}",
+        f"out={out / 'landmarks'}",
+    )
+    steps("landmarks", landmarks.run, cfg)
+    cached = steps("preprocess (cache)", build_cache, manifest, out / "cache", unet, marks, spec)
+    sizes = spec["regions"]
+    for spec_run in runs:
+        raw = spec_run.input == "raw"
+        cfg = load(
+            config_lib.RegionConfig,
+            f"manifest={manifest if raw else cached}",
+            f"out={out / 'region' / spec_run.name}",
+            f"epochs={epochs}",
+            f"image_size={size_text(sizes[spec_run.region])}",
+            *spec_run.overrides(),
+        )
+        steps(f"region {spec_run.name}", region.run, cfg)
+    steps("ensemble", ensemble.run, out / "region")
+    doc = steps("evaluate", evaluation.run, out / "region", None, figures)
+    print(
+        f"table: {out / 'region' / 'table' / 'table.md'} "
+        f"({time.perf_counter() - started:.0f} s in this call)"
+    )
+    return doc
+
+
+def main(argv=None) -> int:
+    """``training/table.py`` / ``tf-boneage train table``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", required=True, choices=config_lib.PRESETS)
+    parser.add_argument("--manifest", required=True, help="canonical manifest (train/val/test)")
+    parser.add_argument("--out", required=True, help="folder for every step's outputs")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of each region run")
+    parser.add_argument("--regions", default="ABC", help="regions to train (default ABC)")
+    parser.add_argument("--only", nargs="*", default=None, help="region run names to train")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides for every region run; segmentation.KEY=VALUE and "
+        "landmarks.KEY=VALUE for those steps",
+    )
+    parser.add_argument("--figures", default=None, help="folder for the table's plots")
+    args = parser.parse_args(argv)
+    try:
+        run(
+            args.preset,
+            args.manifest,
+            args.out,
+            args.epochs,
+            args.regions,
+            args.only,
+            args.set,
+            args.figures,
+        )
+    except StepError as exc:
+        parser.exit(2, f"error: {exc}; fix it and run the same command again to resume\n")
+    return 0

@@ -1,0 +1,107 @@
+"""A trainable stage, in the style of TF Model Garden's ``official/core/base_task.Task``.
+
+A :class:`Task` says *what* is trained (model, optimizer, losses, metrics, inputs, one
+training step and one validation step); :func:`tf_boneage.training.loop.run` says *how*
+(strategy scope, resumable epochs, cosine schedule, atomic checkpoints, early stopping).
+Each stage module (``segmentation``, ``landmarks``, ``region``) defines one Task subclass and a
+``run(config)`` function; the drivers in ``training/`` and ``tf-boneage train STAGE`` call
+that function.
+
+Where a new stage goes: a module of this package with a ``Task`` subclass, a typed config in
+:mod:`.config` and a ``run`` / ``main`` pair (``docs/ARCHITECTURE.md``).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+class Task:
+    """One trainable stage. Subclasses implement :meth:`build_model`,
+    :meth:`build_losses` and :meth:`build_inputs`; the rest has defaults.
+
+    Args:
+        config: the stage's typed config (:mod:`tf_boneage.training.config`); it must have
+            ``learning_rate`` and ``batch_size`` (per replica).
+        strategy: the ``tf.distribute`` strategy the job runs under.
+    """
+
+    def __init__(self, config, strategy: tf.distribute.Strategy):
+        self.config = config
+        self.strategy = strategy
+
+    @property
+    def global_batch(self) -> int:
+        """Images per step over all replicas."""
+        return int(self.config.batch_size) * self.strategy.num_replicas_in_sync
+
+    # --- what is trained ----------------------------------------------------------------------
+    def build_model(self) -> keras.Model:
+        """The (uncompiled) Keras model."""
+        raise NotImplementedError
+
+    def build_optimizer(self) -> keras.optimizers.Optimizer:
+        """Adam at the config's rate (the loop sets the rate of each epoch)."""
+        return keras.optimizers.Adam(self.config.learning_rate)
+
+    def build_losses(self):
+        """The training loss: a Keras loss name (per sample) or a ``keras.losses.Loss``."""
+        raise NotImplementedError
+
+    def build_metrics(self) -> list:
+        """Metrics reported besides the loss."""
+        return []
+
+    def build_inputs(self, split: str, epoch: int = 0) -> tf.data.Dataset:
+        """``split="train"``: the batches of one epoch (seeded by the epoch, so a resumed run
+        sees the same order); ``split="val"``: the validation batches, ``(x, y)``."""
+        raise NotImplementedError
+
+    def initialize(self, model: keras.Model) -> None:
+        """Called once on a new model before training (e.g. warm start); default nothing."""
+
+    def compiled_model(self) -> keras.Model:
+        """:meth:`build_model` compiled with :meth:`build_optimizer`, :meth:`build_losses` and
+        :meth:`build_metrics` (``jit_compile`` off: slower on the CPU)."""
+        model = self.build_model()
+        self.initialize(model)
+        model.compile(
+            self.build_optimizer(),
+            loss=self.build_losses(),
+            metrics=self.build_metrics(),
+            jit_compile=False,
+        )
+        return model
+
+    # --- one step -----------------------------------------------------------------------------
+    def loss_fn(self, model: keras.Model):
+        """The compiled loss as a callable (per sample for names such as ``"mae"``)."""
+        return keras.losses.get(model.loss) if isinstance(model.loss, str) else model.loss
+
+    def _per_sample(self, model, x, y, training: bool):
+        pred = model(x, training=training)
+        return self.loss_fn(model)(tf.reshape(tf.cast(y, pred.dtype), tf.shape(pred)), pred), pred
+
+    def train_step(self, model: keras.Model, x, y) -> tf.Tensor:
+        """One replica's step under ``strategy.run``: forward, loss scaled to the global batch,
+        gradients, update. Returns this replica's share of the mean loss (sum it over replicas).
+        The single-process path uses Keras' own ``Model.train_step`` (``model.fit``)."""
+        replicas = self.strategy.num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            per, _ = self._per_sample(model, x, y, training=True)
+            if per.shape.rank == 0:  # a loss over the whole batch (BCE - log Jaccard)
+                loss = per / replicas
+            else:
+                loss = tf.nn.compute_average_loss(per, global_batch_size=self.global_batch)
+        grads = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    def validation_step(self, model: keras.Model, x, y) -> tuple[float, int]:
+        """Summed loss and number of images of one validation batch (a batch-level loss is
+        weighted by its batch size)."""
+        per, pred = self._per_sample(model, x, y, training=False)
+        size = int(tf.shape(pred)[0])
+        total = float(tf.reduce_sum(per)) if per.shape.rank else float(per) * size
+        return total, size
