@@ -274,3 +274,48 @@ def test_components_and_holes_match_opencv_on_random_masks():
         expected = (m > 0) | ~np.isin(bg, list(edge))
         np.testing.assert_array_equal(filled[k] > 0, expected, err_msg=str(k))
     assert len(np.unique(labels[3][labels[3] > 0])) == 1  # the snake is one component
+
+
+def _opencv_clean(m: np.ndarray) -> np.ndarray:
+    """Largest 8-connected component, holes filled, by OpenCV: the reference."""
+    _, lab = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
+    areas = np.bincount(lab.ravel())
+    areas[0] = 0
+    hand = (lab == areas.argmax()).astype(np.uint8)
+    _, bg = cv2.connectedComponents(1 - hand, connectivity=8)
+    edge = (set(bg[0]) | set(bg[-1]) | set(bg[:, 0]) | set(bg[:, -1])) - {0}
+    return (~np.isin(bg, list(edge))).astype(np.float32)
+
+
+def test_mask_cleanup_survives_float16_tflite():
+    """The op that broke float16 TFLite: component labels carried as floats were folded into a
+    constant index image that float16 conversion stores in half precision (integers above
+    2,048 rounded), so pinholes and specks near the wrist came out wrong. Labels are int32 now;
+    the float16 model's cleanup equals OpenCV's on a speckled hand mask."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    size = 64
+    rng = np.random.default_rng(0)
+    m = np.zeros((size, size), np.uint8)
+    cv2.ellipse(m, (32, 46), (14, 16), 0, 0, 360, 1, -1)  # palm
+    for k, x in enumerate((20, 27, 34, 41)):
+        cv2.rectangle(m, (x, 8 + 2 * k), (x + 4, 40), 1, -1)  # fingers
+    cv2.rectangle(m, (24, 56), (40, 63), 1, -1)  # wrist at the bottom edge
+    m = np.where(rng.random(m.shape) < 0.08, 1 - m, m).astype(np.float32)  # specks, pinholes
+    assert mask.component_labels(tf.constant(m[None, ..., None])).dtype == tf.int32
+
+    @tf.function(input_signature=[tf.TensorSpec([1, size, size, 1], tf.float32)])
+    def clean(t):
+        return {"mask": mask.clean_mask(t)}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([clean.get_concrete_function()])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    interpreter = Interpreter(model_content=converter.convert())
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], m[None, ..., None])
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, ..., 0]
+    expected = _opencv_clean(m)
+    np.testing.assert_array_equal(clean(m[None, ..., None])["mask"][0, ..., 0], expected)
+    np.testing.assert_array_equal(got, expected)

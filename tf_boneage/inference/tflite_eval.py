@@ -153,7 +153,11 @@ def convert_all(
             if blob is None:
                 continue
         else:
-            blob = tflite.convert(saved_model_dir, variant, signature, frozen=frozen)
+            # end to end: reduced precision in the region networks only (keep_float)
+            scopes = _region_scopes(saved_model_dir) if signature == "predict_tflite" else None
+            blob = tflite.convert(
+                saved_model_dir, variant, signature, frozen=frozen, quantize_scopes=scopes
+            )
         if order is None:
             order = tflite.input_order(blob)
         path = tflite.write(blob, out_dir / f"{variant}.tflite")

@@ -9,6 +9,12 @@ component whose own label can only be as large or larger, so every round also re
 label by the label found at that index (a gather), and labels travel along chains of jumps
 instead of pixel by pixel. Holes are the background components that touch no border pixel.
 Run it at the U-Net's resolution, not on full-size images.
+
+Labels are **int32**, never float: with static shapes the converter folds the index image
+into a constant, and a float16 TFLite model stores float constants in half precision, where
+integers above 2,048 are rounded (to even, then to multiples of 4, 8, ...). Labels then
+collide and jumps land on the wrong pixel: that broke the float16 model's masks (its bone-age
+estimates moved by up to 108 months). Integer tensors are never converted.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ STEPS_PER_CHECK = 8
 
 
 def _max3x3(v: tf.Tensor) -> tf.Tensor:
-    """3x3 max filter of non-negative (B, H, W, 1) values (zero padding), separably, from
+    """3x3 max filter of non-negative (B, H, W, 1) values of any dtype (zero padding), separably, from
     shifted slices: ``tf.nn.max_pool2d`` on one channel was 12 times slower on this CPU."""
     h = tf.pad(v, [[0, 0], [0, 0], [1, 1], [0, 0]])
     v = tf.maximum(tf.maximum(h[:, :, :-2], h[:, :, 1:-1]), h[:, :, 2:])
@@ -39,8 +45,9 @@ def _propagate(values: tf.Tensor, allowed: tf.Tensor, max_steps: int) -> tf.Tens
     until stable (or ``max_steps`` pooling steps). ``values``: labels as in
     :func:`component_labels`.
 
-    ``allowed`` (>= 0) is a loop variable that the body passes through ``relu`` (the identity
-    on it) instead of a captured tensor: TFLite turns a capture into a loop variable returned
+    ``allowed`` (int32, 0 / 1) is a loop variable that the body passes through
+    ``maximum(allowed, 0)`` (the identity on it) instead of a captured tensor: TFLite turns a
+    capture into a loop variable returned
     unchanged, and its int8 calibrator then reads a tensor the WHILE op has freed and
     segfaults (tensorflow/tensorflow#75140)."""
 
@@ -54,7 +61,7 @@ def _propagate(values: tf.Tensor, allowed: tf.Tensor, max_steps: int) -> tf.Tens
 
     def body(i, v, changed, mask):
         new = step(v, mask)
-        return i + STEPS_PER_CHECK, new, tf.reduce_any(tf.not_equal(new, v)), tf.nn.relu(mask)
+        return i + STEPS_PER_CHECK, new, tf.reduce_any(tf.not_equal(new, v)), tf.maximum(mask, 0)
 
     start = [tf.constant(0), values * allowed, tf.constant(True), allowed]
     _, values, _, _ = tf.while_loop(cond, body, start)
@@ -62,12 +69,12 @@ def _propagate(values: tf.Tensor, allowed: tf.Tensor, max_steps: int) -> tf.Tens
 
 
 def component_labels(mask: tf.Tensor, max_steps: int | None = None) -> tf.Tensor:
-    """8-connected component labels of binary masks (B, H, W, 1): float32, 0 = background,
+    """8-connected component labels of binary masks (B, H, W, 1): int32, 0 = background,
     every component labelled by the largest (1-based, batch-unique) index of its pixels."""
-    mask = tf.cast(mask > 0.5, tf.float32)
+    mask = tf.cast(mask > 0.5, tf.int32)
     shape = tf.shape(mask)
     n = shape[0] * shape[1] * shape[2]
-    index = tf.reshape(tf.range(1, n + 1, dtype=tf.float32), shape)
+    index = tf.reshape(tf.range(1, n + 1, dtype=tf.int32), shape)
     steps = max_steps or 4 * (int(mask.shape[1] or 1024) + int(mask.shape[2] or 1024))
     return _propagate(index * mask, mask, steps)
 
@@ -75,7 +82,9 @@ def component_labels(mask: tf.Tensor, max_steps: int | None = None) -> tf.Tensor
 def largest_component(mask: tf.Tensor) -> tf.Tensor:
     """Keep only the largest 8-connected component of each mask (B, H, W, 1) -> float32."""
     labels = component_labels(mask)
-    pixel_area = _per_component(labels, tf.ones_like(labels), tf.math.unsorted_segment_sum)
+    pixel_area = _per_component(
+        labels, tf.ones_like(labels, tf.float32), tf.math.unsorted_segment_sum
+    )
     best = tf.reduce_max(pixel_area, axis=[1, 2, 3], keepdims=True)
     return tf.cast((pixel_area >= best) & (pixel_area > 0), tf.float32)
 
@@ -85,9 +94,9 @@ def _per_component(labels: tf.Tensor, values: tf.Tensor, reduce) -> tf.Tensor:
     ``labels``, written back to every pixel of it (background: 0)."""
     shape = tf.shape(labels)
     n = shape[0] * shape[1] * shape[2]
-    ids = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+    ids = tf.reshape(labels, [-1])
     per = reduce(tf.reshape(values, [-1]), ids, n + 1)
-    per = tf.tensor_scatter_nd_update(per, [[0]], [0.0])  # background is no component
+    per = tf.tensor_scatter_nd_update(per, [[0]], tf.zeros([1], per.dtype))  # no component
     return tf.reshape(tf.gather(per, ids), shape)
 
 
