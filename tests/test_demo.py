@@ -1,58 +1,67 @@
-"""``tf-boneage demo`` as a user runs it (the README's first command), on a tiny budget."""
+"""``tf-boneage demo`` as a user runs it (the README's first command), on a tiny budget: one
+run per session (``demo_run`` in conftest.py), read by these tests and the driver tests."""
 
 import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
-
-def _demo(*args, cwd, timeout=900):
-    return subprocess.run(
-        [sys.executable, "-m", "tf_boneage.cli", "demo", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-    )
+from tf_boneage.inference.tflite_eval import BOUNDS
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)
-def test_demo_runs_every_stage(tmp_path):
-    args = [
-        "--n",
-        "120",
-        "--epochs",
-        "1",
-        "--eval-limit",
-        "4",
-        "--out",
-        tmp_path / "run",
-        "--models",
-        tmp_path / "sm",
-        "--set",
-        "segmentation.epochs=1",
-        "landmarks.epochs=1",
-        "batch_size=8",
-    ]
-    r = _demo(*args, cwd=tmp_path)
-    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
-    out = r.stdout
+def test_demo_runs_every_stage(demo_run):
+    result, run, models = demo_run
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    out = result.stdout
     assert "| region A |" in out and "mean predictor" in out  # the table and its baseline
-    assert "| float32 |" in out and "| dynamic |" in out  # SavedModel vs TFLite
+    assert "| float32 |" in out and "| float16 |" in out and "| dynamic |" in out
+    assert out.count("| model | MAE (months)") == 1  # one header per table
     assert "nominal 90" in out  # interval coverage on test
     assert out.count("predicted ") == 3  # predict on three test images of one sex
     assert "given as --sex" in out
-    export = json.loads((tmp_path / "run" / "export.json").read_text())["saved_model"]
-    assert (tmp_path / "sm" / "boneage" / "1" / "saved_model.pb").is_file()
+    export = json.loads((run / "export.json").read_text())["saved_model"]
+    assert (models / "boneage" / "1" / "saved_model.pb").is_file()
     assert export.endswith("boneage/1")
     # too few val phantoms per sex to calibrate the interval: said, and the demo goes on
     assert "not calibrated on val" in out
-    assert len(list((tmp_path / "run" / "overlays").glob("*.png"))) == 3
+    assert len(list((run / "overlays").glob("*.png"))) == 3
+    # steps are numbered, in one process (no subprocess per step)
+    assert "== [1/6] data" in out and "== [6/6] predict" in out
+    assert "WARNING" not in result.stderr
+
+
+@pytest.mark.slow
+def test_tflite_parity_guard_on_the_demo_graph(demo_run):
+    """Every TFLite variant the demo offers, against the SavedModel on 16 test phantoms
+    (trained briefly, real crops): float32 largest difference <= 0.05 months, float16 mean
+    <= 0.5 and largest <= 3, the same QC decisions; dynamic-range within 1 month of MAE."""
+    result, run, _ = demo_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    preds = pd.read_csv(run / "evaluate_tflite.csv")
+    preds = preds[preds["error"].fillna("") == ""]
+    assert len(preds) >= 16
+    ref = preds["savedmodel"]
+    assert ref.std() > 1.0  # the estimates depend on the image: the comparison can fail
+    diff = {v: (preds[v] - ref).abs() for v in ("float32", "float16", "dynamic")}
+    assert diff["float32"].max() <= BOUNDS["float32"]["max_diff"]
+    assert diff["float16"].mean() <= BOUNDS["float16"]["mean_diff"]
+    assert diff["float16"].max() <= BOUNDS["float16"]["max_diff"]
+    for v in ("float32", "float16"):
+        assert (preds[f"qc_{v}"] == preds["qc_savedmodel"]).all(), v
+    mae = {v: (preds[v] - preds["boneage"]).abs().mean() for v in ("savedmodel", "dynamic")}
+    assert mae["dynamic"] - mae["savedmodel"] <= BOUNDS["dynamic"]["mae_gap"]
+    text = (run / "evaluate_tflite.md").read_text()
+    assert "OUT OF BOUND" not in text and text.count("within its bound") == 3
 
 
 def test_demo_data_without_keypoints_is_refused(tmp_path):
     (tmp_path / "d").mkdir()
-    r = _demo("--data", tmp_path / "d", "--out", tmp_path / "run", cwd=tmp_path, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "tf_boneage.cli", "demo", "--data", str(tmp_path / "d"), "--out",
+         str(tmp_path / "run")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
     assert r.returncode != 0 and "--keypoints" in r.stderr

@@ -8,18 +8,17 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from test_export import _graph, _images
 from test_io import _dicom
+from tiny_graph import _images
 
-from tf_boneage.export import saved_model
 from tf_boneage.inference import predict
 from tf_boneage.inference.gp_standards import gp_sd, sds
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    return saved_model.export_end_to_end(_graph(), root / "boneage")
+@pytest.fixture(scope="session")
+def model(exported):
+    """The session's tiny export (tests/conftest.py)."""
+    return exported[1]
 
 
 @pytest.fixture

@@ -308,70 +308,44 @@ def test_segmentation_and_landmark_scripts_on_the_synthetic_default(synth_dir, t
 
 
 @pytest.mark.slow
-def test_driver_runs_the_chain_to_an_evaluated_table(synth_dir, tmp_path):
-    out = tmp_path / "t"
-    args = [
-        "--preset",
-        "synthetic",
-        "--manifest",
-        str(synth_dir / "manifest.csv"),
-        "--out",
-        str(out),
-        "--regions",
-        "A",
-        "--epochs",
-        "1",
-        "--set",
-        "segmentation.epochs=1",
-        "segmentation.rounds=2",  # stops after round 0: no unlabelled synthetic images
-        "landmarks.epochs=1",
-        "batch_size=8",
-    ]
-    r = _run("table.py", *args, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
+    """training/table.py on the table the session's demo trained (tf_boneage.training.table.run,
+    in process): every run of the demo there, every step skipped when run again by the driver;
+    training/export.py on it: SavedModel, per-stage models and TFLite, never calibrated on test."""
+    from conftest import DEMO_ARGS
+
+    from tf_boneage.training.runs import DEMO_RUNS
+
+    result, run, _ = demo_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    out, manifest = run / "table", run / "synth" / "manifest.csv"
     runs = sorted(p.name for p in (out / "region").iterdir() if (p / "predictions.csv").exists())
-    assert runs == [
-        "A_cls_female",
-        "A_cls_male",
-        "A_reg_both",
-        "A_reg_female",
-        "A_reg_male",
-        "raw_reg_both",
-    ]
+    assert runs == sorted(DEMO_RUNS)
     table = json.loads((out / "region" / "table" / "table.json").read_text())
-    assert table["cells"]["A|ensemble"]["model"] == "A_ens_sex"
-    assert table["n_test"] == 8 and "| region A |" in r.stdout
-    # every step is skipped when run again
+    assert table["cells"]["A|both sexes, regression"]["model"] == "A_reg_both"
+    assert "raw_reg_both" in table["extra"] and "demo" in table["extra"]
+    sets = DEMO_ARGS[DEMO_ARGS.index("--set") + 1 :]
+    args = ["--preset", "synthetic", "--manifest", str(manifest), "--out", str(out),
+            "--epochs", "1", "--only", *DEMO_RUNS, "--set", *sets]  # fmt: skip
     again = _run("table.py", *args, timeout=900)
-    assert again.returncode == 0 and again.stdout.count(": done (") == 9
-    # training/export.py on the table: SavedModel + TFLite, never calibrated on test
-    exp = [
-        "--runs",
-        str(out),
-        "--preset",
-        "synthetic",
-        "--name",
-        "b",
-        "--root",
-        str(tmp_path / "sm"),
-        "--ensemble",
-        "A_ens_sex",
-        "--manifest",
-        str(synth_dir / "manifest.csv"),
-    ]
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count(": done (") == 3 + len(DEMO_RUNS)  # seg, landmarks, cache, runs
+    assert "| region A |" in again.stdout
+    exp = ["--runs", str(out), "--preset", "synthetic", "--name", "b", "--root",
+           str(tmp_path / "sm"), "--ensemble", "demo", "--manifest", str(manifest)]  # fmt: skip
     bad = _run("export.py", *exp, "--calibrate", "test")
     assert bad.returncode == 2 and "test split" in bad.stderr
     r = _run("export.py", *exp, "--tflite", "float32", "--stages", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    # 8 val phantoms: too few per sex to fit a scale; said, and the export goes on
+    # too few val phantoms per sex to fit a scale: said, and the export goes on
     assert "not calibrated on val: need at least 10" in r.stdout
     meta = json.loads(
         (tmp_path / "sm" / "b" / "1" / "assets.extra" / "tf_boneage.json").read_text()
     )
-    assert meta["ensemble"] == "A_ens_sex" and "std_calibration" not in meta
+    assert meta["ensemble"] == "demo" and "std_calibration" not in meta
     assert meta["unet"] == "last round" and meta["networks"]["regions"]
     assert (tmp_path / "sm" / "tflite" / "b" / "1" / "float32.tflite").is_file()
-    for stage in ("unet", "landmarks", "A_cls_male", "A_cls_female"):  # --stages
+    for stage in ("unet", "landmarks", "A_cls_male", "B_reg_both"):  # --stages
         assert (tmp_path / "sm" / f"b_{stage}" / "1" / "saved_model.pb").is_file()
         assert (tmp_path / "sm" / "tflite" / f"b_{stage}" / "1" / "float32.tflite").is_file()
     assert (tmp_path / "sm" / "models.config").is_file()

@@ -202,6 +202,10 @@ def cmd_evaluate_tflite(args) -> int:
     if not paths:
         print(f"error: no .tflite files in {folder}: run tf-boneage tflite first", file=sys.stderr)
         return 2
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not args.overwrite:
+        print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
     table = _load_table(args.manifest, None)
     if args.split:
         table = table[table["split"] == args.split]
@@ -211,13 +215,9 @@ def cmd_evaluate_tflite(args) -> int:
     print(text)
     for err in preds.loc[preds["error"] != "", "error"]:
         print(f"  skipped: {err}", file=sys.stderr)
-    if args.out:
+    if out is not None:
         from tf_boneage.data.manifest import save_table
 
-        out = Path(args.out)
-        if out.exists() and not args.overwrite:
-            print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
-            return 2
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
         save_table(preds, out.with_suffix(".csv"))
@@ -238,9 +238,6 @@ def _default_model(root: Path = Path("saved_models")) -> Path:
 
 def cmd_predict(args) -> int:
     import json
-
-    import tensorflow as tf
-    from tqdm import tqdm
 
     from tf_boneage.inference import predict
 
@@ -264,6 +261,9 @@ def cmd_predict(args) -> int:
     if not files:
         print("error: no image or DICOM files found in the inputs", file=sys.stderr)
         return 2
+    import tensorflow as tf
+    from tqdm import tqdm
+
     loaded = tf.saved_model.load(str(model))
     rows = []
     for start in tqdm(

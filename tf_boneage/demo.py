@@ -67,7 +67,7 @@ def _evaluate_tflite(export: Path, tflite_dir: Path, manifest: Path, limit: int,
     text = tflite_eval.markdown(summary)
     out.write_text(text + "\n")
     save_table(preds, out.with_suffix(".csv"))
-    return text
+    return text, {k: v for k, v in tflite_eval.verdicts(summary).items() if v}
 
 
 def _predict(export: Path, manifest: Path, out: Path) -> tuple[str, object, object]:
@@ -151,7 +151,7 @@ def run(args) -> int:
             doc_path.write_text(json.dumps({"saved_model": str(export_dir)}))
         tflite_dir = models / "tflite" / args.name / export_dir.name
         evaluation_md = out / "evaluate_tflite.md"
-        tflite_text = steps(
+        tflite_text, out_of_bound = steps(
             "evaluate SavedModel vs TFLite on the test split",
             _evaluate_tflite,
             export_dir,
@@ -202,4 +202,9 @@ def run(args) -> int:
     for title, seconds in log:
         print(f"  {seconds:7.0f} s  {title}")
     print(f"  {time.perf_counter() - started:7.0f} s  total")
+    if out_of_bound:
+        for name, broken in out_of_bound.items():
+            print(f"WARNING: TFLite {name} is out of its bound: {broken}", file=sys.stderr)
+        print(f"WARNING: see {evaluation_md}; do not deploy these variants", file=sys.stderr)
+        return 1
     return 0

@@ -365,7 +365,8 @@ def from_runs(
         path = root / "region" / name / "model.keras"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: ensemble member not trained")
-        loaded[name] = keras.saving.load_model(path)
+        # inference weights only: no optimizer state travels into the SavedModel
+        loaded[name] = keras.saving.load_model(path, compile=False)
         return loaded[name]
 
     members = members_from_spec(doc[ensemble]["models"], load)

@@ -75,15 +75,6 @@ def signatures(graph: BoneAgeGraph) -> dict:
 
     @tf.function(
         input_signature=[
-            tf.TensorSpec([None], tf.string, name="image_bytes"),
-            tf.TensorSpec([None], tf.float32, name="male"),
-        ]
-    )
-    def serving_default(image_bytes, male):
-        return graph.predict_bytes(image_bytes, male)
-
-    @tf.function(
-        input_signature=[
             tf.TensorSpec([None, None, None, 1], tf.float32, name="images"),
             tf.TensorSpec([None], tf.float32, name="male"),
             tf.TensorSpec([None, 2], tf.float32, name="original_size"),
@@ -91,6 +82,18 @@ def signatures(graph: BoneAgeGraph) -> dict:
     )
     def predict_images(images, male, original_size):
         return graph.predict_decoded(images, male, original_size)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="image_bytes"),
+            tf.TensorSpec([None], tf.float32, name="male"),
+        ]
+    )
+    def serving_default(image_bytes, male):
+        # decode, then the predict_images function itself (traced once, called here): the
+        # chain is the same graph in both signatures, and the export traces it once less
+        images, original_size = graph.decode(image_bytes)
+        return predict_images(images, male, original_size)
 
     @tf.function(
         input_signature=[
@@ -124,7 +127,9 @@ def signatures(graph: BoneAgeGraph) -> dict:
         ]
     )
     def explain_bytes(image_bytes, male):
-        return graph.explain_bytes(image_bytes, male)
+        # decoded as serving_default decodes, then the explain function itself
+        images, original_size = graph.decode(image_bytes)
+        return {**explain(images, male, original_size), "images": images}
 
     return {
         "serving_default": serving_default,
@@ -162,6 +167,12 @@ def export_end_to_end(
 
     def save(path: Path) -> None:
         tf.saved_model.save(graph, str(path), signatures=sigs)
+        training_only = training_variables(path)
+        if training_only:
+            raise ValueError(
+                f"the export would carry training-only variables ({training_only[:3]}...): "
+                "load the models with compile=False"
+            )
         # TF Serving ignores assets.extra: our own description of the export
         extra = path / "assets.extra"
         extra.mkdir(exist_ok=True)
@@ -180,6 +191,14 @@ def export_end_to_end(
         )
 
     return write_atomic(save, model_dir, version)
+
+
+def training_variables(saved_model_dir) -> list[str]:
+    """Names of optimizer (or other training-only) variables in a SavedModel: an export for
+    serving holds inference weights only."""
+    index = Path(saved_model_dir) / "variables" / "variables"
+    names = [name for name, _ in tf.train.list_variables(str(index))]
+    return [n for n in names if "optimizer" in n.lower() or "/iterations" in n]
 
 
 def export_stage(model, model_dir, version: int | None = None) -> Path:

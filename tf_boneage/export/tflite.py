@@ -70,6 +70,7 @@ def convert(
     representative: Callable[[], Iterable[list[np.ndarray]]] | None = None,
     frozen=None,
     quantize_scopes: list[str] | None = None,
+    float_blob: bytes | None = None,
 ) -> bytes:
     """The ``signature`` of a SavedModel as a .tflite flatbuffer of ``variant``.
 
@@ -78,7 +79,8 @@ def convert(
     ``quantize_scopes``: Keras model names whose ops are quantized (``int8``) or whose weights
     are reduced (``float16``, ``dynamic``: :func:`keep_float`); every other op and weight stays
     float32 (``None``: the whole graph). For ``int8``, :data:`FLOAT_OPS` and
-    :data:`FLOAT_LAYERS` stay float32 in any case."""
+    :data:`FLOAT_LAYERS` stay float32 in any case. ``float_blob``: this signature already
+    converted to float32 (the reference of :func:`keep_float`), to skip converting it again."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     loaded, frozen = frozen or freeze(saved_model_dir, signature)
@@ -100,7 +102,8 @@ def convert(
         return _selective_int8(converter, float_blob, representative, quantize_scopes)
     blob = converter.convert()
     if quantize_scopes is not None and variant in ("float16", "dynamic"):
-        float_blob = convert(saved_model_dir, "float32", signature, frozen=(loaded, frozen))
+        if float_blob is None:
+            float_blob = convert(saved_model_dir, "float32", signature, frozen=(loaded, frozen))
         blob = keep_float(blob, float_blob, quantize_scopes)
     return blob
 

@@ -131,7 +131,7 @@ def convert_all(
         )
     names = tflite.output_names(saved_model_dir, signature)
     frozen = tflite.freeze(saved_model_dir, signature)
-    paths, order = {}, None
+    paths, order, float_blob = {}, None, None
     for variant in variants:
         start = time.perf_counter()
         if variant == "int8" and signature == "serving_default":
@@ -155,8 +155,19 @@ def convert_all(
         else:
             # end to end: reduced precision in the region networks only (keep_float)
             scopes = _region_scopes(saved_model_dir) if signature == "predict_tflite" else None
-            blob = tflite.convert(
-                saved_model_dir, variant, signature, frozen=frozen, quantize_scopes=scopes
+            if variant == "float32" or (scopes and float_blob is None):
+                float_blob = tflite.convert(saved_model_dir, "float32", signature, frozen=frozen)
+            blob = (
+                float_blob
+                if variant == "float32"
+                else tflite.convert(
+                    saved_model_dir,
+                    variant,
+                    signature,
+                    frozen=frozen,
+                    quantize_scopes=scopes,
+                    float_blob=float_blob,
+                )
             )
         if order is None:
             order = tflite.input_order(blob)
@@ -234,10 +245,12 @@ def evaluate(saved_model_dir, tflite_paths: dict, manifest: pd.DataFrame, thread
         ref = reference(**{k: tf.constant(v) for k, v in inputs.items()})
         timing["savedmodel"].append(time.perf_counter() - start)
         rec["savedmodel"] = float(ref["bone_age_months"].numpy()[0])
+        rec["qc_savedmodel"] = qc_passes({k: v.numpy() for k, v in ref.items()})
         for variant, runner in runners.items():
             out, seconds = runner.timed(**inputs)
             timing[variant].append(seconds)
             rec[variant] = float(out["bone_age_months"][0])
+            rec[f"qc_{variant}"] = qc_passes(out)
         records.append(rec)
     preds = pd.DataFrame(records)
     ok = preds[preds["error"] == ""]
@@ -248,11 +261,14 @@ def evaluate(saved_model_dir, tflite_paths: dict, manifest: pd.DataFrame, thread
             if name == "savedmodel"
             else Path(tflite_paths[name]).stat().st_size
         )
+        diff = (ok[name] - ok["savedmodel"]).abs()
         rows.append(
             {
                 "model": name,
                 "mae_months": float((ok[name] - ok["boneage"]).abs().mean()),
-                "max_abs_diff_vs_savedmodel": float((ok[name] - ok["savedmodel"]).abs().max()),
+                "mean_abs_diff_vs_savedmodel": float(diff.mean()),
+                "max_abs_diff_vs_savedmodel": float(diff.max()),
+                "qc_agreement": float((ok[f"qc_{name}"] == ok["qc_savedmodel"]).mean()),
                 "latency_ms": 1000 * float(np.median(timing[name][1:] or timing[name])),
                 "size_mb": size / 1e6,
                 "images": len(ok),
@@ -261,16 +277,68 @@ def evaluate(saved_model_dir, tflite_paths: dict, manifest: pd.DataFrame, thread
     return pd.DataFrame(rows), preds
 
 
+#: What each offered variant must keep, against the SavedModel on the same images (months):
+#: float32 is the same graph; float16 halves the region networks' weights only; dynamic-range
+#: and full int8 quantize the region networks only (their MAE against the truth may move by
+#: ``mae_gap``). float32 and float16 must also make the same QC decisions.
+BOUNDS = {
+    "float32": {"max_diff": 0.05, "qc_agreement": 1.0},
+    "float16": {"mean_diff": 0.5, "max_diff": 3.0, "qc_agreement": 1.0},
+    "dynamic": {"mae_gap": 1.0},
+    "int8": {"mae_gap": 1.5},
+}
+
+
+def qc_passes(outputs: dict) -> bool:
+    """The QC decision ``predict`` makes from one image's outputs (enough hand, plausible
+    landmarks)."""
+    from tf_boneage.inference.predict import MIN_MASK_AREA, MIN_PLAUSIBILITY
+
+    area = float(np.ravel(outputs["mask_area"])[0])
+    plausibility = float(np.ravel(outputs["landmark_plausibility"])[0])
+    return area >= MIN_MASK_AREA and plausibility >= MIN_PLAUSIBILITY
+
+
+def verdicts(summary: pd.DataFrame) -> dict[str, str]:
+    """``{variant: ""}`` when a variant is within :data:`BOUNDS`, else what it broke."""
+    by = summary.set_index("model")
+    out = {}
+    for name in by.index.drop("savedmodel", errors="ignore"):
+        r, bound, broken = by.loc[name], BOUNDS.get(name, {}), []
+        if "max_diff" in bound and r["max_abs_diff_vs_savedmodel"] > bound["max_diff"]:
+            broken.append(
+                f"largest difference {r['max_abs_diff_vs_savedmodel']:.2f} > {bound['max_diff']}"
+            )
+        if "mean_diff" in bound and r["mean_abs_diff_vs_savedmodel"] > bound["mean_diff"]:
+            broken.append(
+                f"mean difference {r['mean_abs_diff_vs_savedmodel']:.2f} > {bound['mean_diff']}"
+            )
+        gap = r["mae_months"] - by.loc["savedmodel", "mae_months"]
+        if "mae_gap" in bound and gap > bound["mae_gap"]:
+            broken.append(f"MAE {gap:+.2f} months over the SavedModel's (> {bound['mae_gap']})")
+        if "qc_agreement" in bound and r["qc_agreement"] < bound["qc_agreement"]:
+            broken.append(f"QC agrees on {100 * r['qc_agreement']:.0f} % of images")
+        out[name] = "; ".join(broken)
+    return out
+
+
 def markdown(summary: pd.DataFrame) -> str:
+    """One table (MAE, differences and QC agreement vs the SavedModel, latency at batch 1,
+    size) and one verdict line per variant."""
     lines = [
-        "| model | MAE (months) | max abs diff vs SavedModel (months) | latency (ms/image) "
-        "| size (MB) | images |",
-        "|---|---|---|---|---|---|",
+        "| model | MAE (months) | mean / max abs diff vs SavedModel (months) | QC agreement "
+        "| latency batch 1 (ms/image) | size (MB) | images |",
+        "|---|---|---|---|---|---|---|",
     ]
     for _, r in summary.iterrows():
         lines.append(
-            f"| {r['model']} | {r['mae_months']:.2f} | "
-            f"{r['max_abs_diff_vs_savedmodel']:.2e} | {r['latency_ms']:.1f} | "
-            f"{r['size_mb']:.1f} | {r['images']} |"
+            f"| {r['model']} | {r['mae_months']:.2f} | {r['mean_abs_diff_vs_savedmodel']:.2e} / "
+            f"{r['max_abs_diff_vs_savedmodel']:.2e} | {100 * r['qc_agreement']:.0f} % | "
+            f"{r['latency_ms']:.1f} | {r['size_mb']:.1f} | {r['images']} |"
         )
+    lines.append("")
+    for name, broken in verdicts(summary).items():
+        bound = ", ".join(f"{k} {v}" for k, v in BOUNDS.get(name, {}).items())
+        state = "within its bound" if not broken else f"OUT OF BOUND: {broken}"
+        lines.append(f"- {name}: {state} ({bound or 'no bound'})")
     return "\n".join(lines)

@@ -161,8 +161,9 @@ class Preprocessor(tf.Module):
 def load(unet_path, landmarks_path=None, frame=None, region_sizes=None) -> Preprocessor:
     """A :class:`Preprocessor` from saved ``.keras`` models; sizes read from the models;
     ``frame`` (h, w) defaults to the paper's ``registration.PAPER_FRAME``."""
-    unet = keras.saving.load_model(unet_path)
-    marks = keras.saving.load_model(landmarks_path) if landmarks_path else None
+    # compile=False: inference weights only (an export must not carry optimizer slots)
+    unet = keras.saving.load_model(unet_path, compile=False)
+    marks = keras.saving.load_model(landmarks_path, compile=False) if landmarks_path else None
     config = ChainConfig(
         unet_size=int(unet.input_shape[1]),
         landmark_size=int(marks.input_shape[1]) if marks is not None else 96,

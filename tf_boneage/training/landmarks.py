@@ -148,7 +148,7 @@ def run(cfg: config_lib.LandmarkConfig) -> dict:
     config_lib.save(cfg, out / "config.yaml")
     table = manifest.load_manifest(cfg.manifest)
     rows = labelled_rows(table, cfg.seed, cfg.pose_split)
-    unet = keras.saving.load_model(cfg.unet) if cfg.unet else None
+    unet = keras.saving.load_model(cfg.unet, compile=False) if cfg.unet else None
     x = enhanced_images(rows, unet, cfg.size, raw=unet is None)
     y = rows[list(LANDMARK_COLUMNS)].to_numpy(np.float32)
     part = rows["pose_split"].to_numpy()
