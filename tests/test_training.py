@@ -349,3 +349,19 @@ def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
         assert (tmp_path / "sm" / f"b_{stage}" / "1" / "saved_model.pb").is_file()
         assert (tmp_path / "sm" / "tflite" / f"b_{stage}" / "1" / "float32.tflite").is_file()
     assert (tmp_path / "sm" / "models.config").is_file()
+
+
+def test_qc_filter_drops_implausible_training_rows_only():
+    from tf_boneage.training.region import qc_filtered
+
+    rows = pd.DataFrame(
+        {
+            "id": list("abcd"),
+            "mask_area": [0.3, 0.3, 0.01, 0.3],
+            "landmark_plausibility": [1.0, 0.75, 1.0, 0.5],
+        }
+    )
+    assert list(qc_filtered(rows, 1.0)["id"]) == ["a"]  # d implausible, c without a hand
+    assert list(qc_filtered(rows, 0.75)["id"]) == ["a", "b"]
+    with pytest.raises(config_lib.ConfigError, match="train_min_plausibility"):
+        qc_filtered(rows.drop(columns="mask_area"), 1.0)

@@ -49,6 +49,9 @@ class RegionConfig:
     seed: int = 0
     strategy: str = "default"  # default | mirrored | multi-worker
     max_train: int = 0  # 0 = all training rows
+    # > 0: drop training rows whose cached landmark plausibility (share of the chain's four
+    # landmark checks that pass) is below this, or whose mask is empty; val / test never
+    train_min_plausibility: float = 0.0
     # "last": keep the last epoch's weights, so the validation split stays untouched for the
     # ensemble fit (the cosine schedule ends at a low rate); "best": lowest validation loss
     select: str = "last"

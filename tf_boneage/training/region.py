@@ -55,6 +55,23 @@ def load_rows(cfg: config_lib.RegionConfig) -> pd.DataFrame:
     return table.dropna(subset=["male"]).reset_index(drop=True)
 
 
+def qc_filtered(train: pd.DataFrame, min_plausibility: float) -> pd.DataFrame:
+    """Training rows of a cache manifest whose landmark plausibility is at least
+    ``min_plausibility`` and whose mask is not empty (``predict``'s ``MIN_MASK_AREA``); says
+    how many were dropped."""
+    from tf_boneage.inference.predict import MIN_MASK_AREA
+
+    if not {"mask_area", "landmark_plausibility"} <= set(train.columns):
+        raise config_lib.ConfigError(
+            "train_min_plausibility", min_plausibility, "a cache manifest with QC columns"
+        )
+    keep = (train["mask_area"] >= MIN_MASK_AREA) & (
+        train["landmark_plausibility"] >= min_plausibility - 1e-6
+    )
+    print(f"QC: {int((~keep).sum())} of {len(train)} training rows dropped")
+    return train[keep]
+
+
 class RegionTask(Task):
     """One region network: region crops (or raw images) -> age, MAE on months (the
     classification head's expected value is in months too), affine augmentation."""
@@ -63,6 +80,8 @@ class RegionTask(Task):
         super().__init__(config, strategy)
         cfg = config
         self.train = rows[rows["split"] == "train"]
+        if cfg.train_min_plausibility > 0:
+            self.train = qc_filtered(self.train, cfg.train_min_plausibility)
         if cfg.max_train:
             self.train = self.train.sample(
                 min(cfg.max_train, len(self.train)), random_state=cfg.seed
