@@ -248,12 +248,13 @@ def test_landmark_errors_by_hand():
         }
     )
     pred = np.array([[0.5, 0.13, 0.8, 0.4, 0.54, 0.7]])  # tip 3 % down, capitate 4 % right
-    e = errors(pred, rows)
-    assert e["tip"]["px_100"] == pytest.approx(3.0)
+    e = errors(pred, rows, 100)
+    assert e["tip"]["px_input"] == pytest.approx(3.0)
     assert e["tip"]["px_original"] == pytest.approx(30.0)  # 0.03 * 1000
     assert e["capitate"]["px_original"] == pytest.approx(30.0)  # 0.04 * 750
     assert e["tip"]["pct_tip_capitate"] == pytest.approx(100 * 30.0 / 600.0)  # axis 0.6 * 1000
-    assert e["thumb"]["px_100"] == 0.0
+    assert e["thumb"]["px_input"] == 0.0
+    assert errors(pred, rows, 512)["tip"]["px_input"] == pytest.approx(0.03 * 512)
 
 
 @pytest.mark.slow
@@ -290,7 +291,7 @@ def test_segmentation_and_landmark_scripts_on_the_synthetic_default(synth_dir, t
     )
     assert marks.returncode == 0, marks.stderr[-2000:]
     result = json.loads((tmp_path / "lm" / "report.json").read_text())
-    assert result["test_images"] == 8 and result["errors"]["mean"]["px_100"] > 0
+    assert result["test_images"] == 8 and result["errors"]["mean"]["px_input"] > 0
     assert (tmp_path / "lm" / "landmarks.keras").exists()
     assert (tmp_path / "seg" / "config.yaml").exists() and (
         tmp_path / "lm" / "config.yaml"

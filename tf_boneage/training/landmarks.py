@@ -6,8 +6,8 @@ geometry-consistent augmentation (rotation, scale, shift, mirror move the points
         unet=runs/seg/round0/unet.keras out=runs/landmarks
 
 Evaluation on the held-out pose images (``data_manifests/handpose_split.csv``, split ``test``):
-mean distance per landmark in pixels of the 100 px image, in original pixels, and as a
-percentage of the annotated tip-to-capitate length.
+mean distance per landmark in pixels of the landmark network's input, in original pixels, and
+as a percentage of the annotated tip-to-capitate length.
 """
 
 from __future__ import annotations
@@ -67,24 +67,27 @@ def labelled_rows(table, seed: int, split_file=POSE_SPLIT):
     return rows
 
 
-def errors(pred: np.ndarray, rows) -> dict:
-    """Distances per landmark: 100 px pixels, original pixels, % of tip-capitate length."""
+def errors(pred: np.ndarray, rows, input_size: int) -> dict:
+    """Distances per landmark between ``pred`` (N, 6) and the rows' landmarks (normalised):
+    in pixels of the landmark network's ``input_size`` x ``input_size`` input (whatever the
+    films' resolution), in original pixels (``orig_w`` / ``orig_h``) and as % of the annotated
+    tip-to-capitate length."""
     true = rows[list(LANDMARK_COLUMNS)].to_numpy(float).reshape(-1, 3, 2)
     pred = pred.reshape(-1, 3, 2)
     orig = np.stack([rows["orig_w"], rows["orig_h"]], -1)[:, None, :]
-    d_img = np.linalg.norm((pred - true) * 100.0, axis=-1)
+    d_img = np.linalg.norm((pred - true) * float(input_size), axis=-1)
     d_orig = np.linalg.norm((pred - true) * orig, axis=-1)
     axis = np.linalg.norm((true[:, 0] - true[:, 2]) * orig[:, 0], axis=-1)[:, None]
     out = {}
     for k, name in enumerate(NAMES):
         out[name] = {
-            "px_100": float(d_img[:, k].mean()),
+            "px_input": float(d_img[:, k].mean()),
             "px_original": float(d_orig[:, k].mean()),
             "pct_tip_capitate": float(100 * (d_orig[:, k] / axis[:, 0]).mean()),
             "median_pct": float(100 * np.median(d_orig[:, k] / axis[:, 0])),
         }
     out["mean"] = {
-        "px_100": float(d_img.mean()),
+        "px_input": float(d_img.mean()),
         "px_original": float(d_orig.mean()),
         "pct_tip_capitate": float(100 * (d_orig / axis).mean()),
     }
@@ -170,7 +173,7 @@ def run(cfg: config_lib.LandmarkConfig) -> dict:
         "train_images": int((part == "train").sum()),
         "input": "raw" if unet is None else f"segmented+equalised ({cfg.unet})",
         "seconds": seconds,
-        "errors": errors(pred, rows[test]),
+        "errors": errors(pred, rows[test], cfg.size),
     }
     write_json(out / "report.json", report)
     np.save(out / "test_predictions.npy", pred)
