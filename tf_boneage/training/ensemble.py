@@ -23,7 +23,7 @@ import pandas as pd
 from tf_boneage.data.manifest import save_table
 from tf_boneage.ensemble import LinearEnsemble, cross_val_mae, wide_table
 from tf_boneage.training.runs import ENSEMBLES
-from tf_boneage.training.runtime import StepError, write_json
+from tf_boneage.training.runtime import StepError, run_or_exit, write_json
 
 
 def read_runs(root: Path) -> dict[str, pd.DataFrame]:
@@ -83,8 +83,5 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", help="folder holding one sub-folder per region run")
     args = parser.parse_args(argv)
-    try:
-        run(args.runs)
-    except StepError as exc:
-        parser.exit(2, f"error: {exc}\n")
+    run_or_exit(parser, run, args.runs)
     return 0

@@ -20,7 +20,7 @@ import pandas as pd
 
 from tf_boneage import plots
 from tf_boneage.evaluation import age_band_table, format_report, mae_report
-from tf_boneage.training.runtime import StepError, write_json
+from tf_boneage.training.runtime import StepError, run_or_exit, write_json
 
 #: columns of the paper's table: (title, column suffix of the model, sex of the test rows)
 COLUMNS = (
@@ -155,10 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="folder for table.md / table.json")
     parser.add_argument("--figures", default=None, help="folder for the PNG plots")
     args = parser.parse_args(argv)
-    try:
-        run(args.runs, args.out, args.figures)
-    except StepError as exc:
-        parser.exit(2, f"error: {exc}\n")
+    run_or_exit(parser, run, args.runs, args.out, args.figures)
     return 0
 
 

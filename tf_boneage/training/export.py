@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tf_boneage.preprocessing.registration import PAPER_FRAME
 from tf_boneage.training import config as config_lib
-from tf_boneage.training.runtime import StepError
+from tf_boneage.training.runtime import StepError, run_or_exit
 
 
 def run(
@@ -150,21 +150,20 @@ def main(argv=None) -> int:
         "%(default)s; never the test split); 'none' to skip",
     )
     args = parser.parse_args(argv)
-    try:
-        run(
-            args.runs,
-            args.preset,
-            args.name,
-            args.root,
-            args.ensemble,
-            args.version,
-            args.unet,
-            args.stages,
-            args.tflite,
-            args.manifest,
-            args.representative,
-            args.calibrate,
-        )
-    except StepError as exc:
-        parser.exit(2, f"error: {exc}\n")
+    run_or_exit(
+        parser,
+        run,
+        args.runs,
+        args.preset,
+        name=args.name,
+        root=args.root,
+        ensemble=args.ensemble,
+        version=args.version,
+        unet=args.unet,
+        stages=args.stages,
+        tflite=args.tflite,
+        manifest=args.manifest,
+        representative=args.representative,
+        calibrate=args.calibrate,
+    )
     return 0

@@ -17,6 +17,15 @@ class StepError(RuntimeError):
     and exit with status 2; ``tf-boneage demo`` and the table stop at it."""
 
 
+def run_or_exit(parser, fn, *args, hint: str = "", **kwargs):
+    """``fn(*args, **kwargs)`` for a stage's ``main``: a :class:`StepError` ends the command
+    with status 2 and its message (plus ``hint``) instead of a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except StepError as exc:
+        parser.exit(2, f"error: {exc}{hint}\n")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and TF; ``TF_BONEAGE_DETERMINISTIC=1`` also makes TF ops
     deterministic (used by the resume tests; slower)."""

@@ -33,7 +33,7 @@ from tf_boneage.preprocessing.registration import PAPER_FRAME
 from tf_boneage.training import config as config_lib
 from tf_boneage.training import ensemble, evaluation, landmarks, region, segmentation
 from tf_boneage.training.runs import table_runs
-from tf_boneage.training.runtime import StepError
+from tf_boneage.training.runtime import StepError, run_or_exit
 
 
 def size_text(pair) -> str:
@@ -182,17 +182,17 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--figures", default=None, help="folder for the table's plots")
     args = parser.parse_args(argv)
-    try:
-        run(
-            args.preset,
-            args.manifest,
-            args.out,
-            args.epochs,
-            args.regions,
-            args.only,
-            args.set,
-            args.figures,
-        )
-    except StepError as exc:
-        parser.exit(2, f"error: {exc}; fix it and run the same command again to resume\n")
+    run_or_exit(
+        parser,
+        run,
+        args.preset,
+        args.manifest,
+        args.out,
+        epochs=args.epochs,
+        regions=args.regions,
+        only=args.only,
+        sets=args.set,
+        figures=args.figures,
+        hint="; fix it and run the same command again to resume",
+    )
     return 0
