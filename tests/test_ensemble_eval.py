@@ -188,3 +188,32 @@ def test_fitted_ensemble_and_graph_ensemble_agree():
         new[members].to_numpy(np.float32), new["male"].to_numpy(np.float32), weights, bias
     )
     np.testing.assert_allclose(age.numpy(), ens.predict(new), atol=1e-4)
+
+
+def test_run_names_round_trip_and_errors():
+    from tf_boneage.training import runs
+
+    for run in runs.table_runs():
+        assert runs.parse(run.name) == run
+    assert [r.name for r in runs.table_runs("B", ("classification",))] == [
+        "B_cls_male",
+        "B_cls_female",
+        "raw_reg_both",
+    ]
+    assert runs.parse("C_cls_sex").pair == ("C_cls_male", "C_cls_female")
+    assert runs.parse("raw_reg_both").input == "raw"
+    assert (
+        runs.pair_of("A_reg_female") == ("A_reg", "female") and runs.pair_of("A_reg_both") is None
+    )
+    assert runs.table_column("ABC", "ens_sex") == "final"
+    assert runs.table_column("B", "reg_sex") == "B_reg_sex"
+    for bad in ("A_reg", "D_reg_both", "A_svm_both", "A_reg_other"):
+        with pytest.raises(ValueError):
+            runs.parse(bad)
+    with pytest.raises(ValueError, match="not a sex-specific pair"):
+        _ = runs.parse("A_reg_both").pair
+    for name in runs.DEMO_RUNS:  # every demo run and ensemble member has a valid name
+        runs.parse(name)
+    for members in runs.ENSEMBLES.values():
+        for name in members:
+            runs.parse(name)

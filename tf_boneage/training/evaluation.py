@@ -20,6 +20,7 @@ import pandas as pd
 
 from tf_boneage import plots
 from tf_boneage.evaluation import age_band_table, format_report, mae_report
+from tf_boneage.training.runs import table_column
 from tf_boneage.training.runtime import StepError, run_or_exit, write_json
 
 #: columns of the paper's table: (title, column suffix of the model, sex of the test rows)
@@ -52,12 +53,6 @@ PAPER = {
 }
 
 
-def column_name(row: str, suffix: str) -> str:
-    if row == "ABC" and suffix == "ens_sex":
-        return "final"
-    return f"{row}_{suffix}"
-
-
 def cell(test: pd.DataFrame, column: str, sex) -> dict | None:
     if column not in test or test[column].isna().all():
         return None
@@ -76,7 +71,7 @@ def build(table: pd.DataFrame) -> dict:
     out = {"n_test": len(test), "cells": {}, "extra": {}}
     for _, row in ROWS:
         for title, suffix, sex in COLUMNS:
-            out["cells"][f"{row}|{title}"] = cell(test, column_name(row, suffix), sex)
+            out["cells"][f"{row}|{title}"] = cell(test, table_column(row, suffix), sex)
     for name in ("raw_reg_both", "A_reg_both", "demo"):
         if name in test:
             out["extra"][name] = mae_report(test.rename(columns={name: "pred"}))

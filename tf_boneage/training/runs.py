@@ -107,3 +107,12 @@ ENSEMBLES = {
     # what `tf-boneage demo` trains in its budget (not in the paper)
     "demo": ["A_reg_both", "B_reg_both", "C_reg_both", "A_cls_sex"],
 }
+
+
+def table_column(row: str, suffix: str) -> str:
+    """The model or ensemble behind a cell of the paper's table: row ``A`` / ``B`` / ``C`` /
+    ``ABC``, column suffix ``reg_both`` / ``reg_sex`` / ``cls_sex`` / ``ens_sex``
+    (``ABC`` + ``ens_sex`` is the paper's final model)."""
+    if row == "ABC" and suffix == "ens_sex":
+        return "final"
+    return f"{row}_{suffix}"
