@@ -14,6 +14,39 @@ SHARED_DATA = Path(
 )
 
 
+#: session fixtures that train or export: every test using one runs in the same pytest-xdist
+#: worker (``--dist loadgroup`` in setup.cfg), so each is built once per run, not once per worker
+HEAVY_FIXTURES = {"demo_run": "demo", "exported": "export", "loaded_export": "export"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook, in each worker)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        groups = {g for f, g in HEAVY_FIXTURES.items() if f in getattr(item, "fixturenames", ())}
+        if len(groups) > 1:
+            raise pytest.UsageError(f"{item.nodeid} uses fixtures of two xdist groups {groups}")
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(groups.pop()))
+
+
+def _built_once(tmp_path_factory, name: str) -> None:
+    """Fail when a second xdist worker builds the session fixture ``name``: the grouping that
+    keeps its tests in one worker is broken (it was, silently, with pytest 9.2:
+    pytest-xdist#1386) and the suite would pay for it twice."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # one folder per run, shared by workers
+    first = shared / f"built-{name}"
+    try:
+        with open(first, "x") as f:
+            f.write(worker)
+    except FileExistsError:
+        pytest.fail(
+            f"{name} built by {first.read_text()} and again by {worker}: xdist groups broken"
+        )
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "rsna100" / "labels.csv").is_file():
@@ -42,6 +75,7 @@ def exported(tmp_path_factory):
 
     from tf_boneage.export import calibration, saved_model
 
+    _built_once(tmp_path_factory, "exported")
     root = tmp_path_factory.mktemp("saved_models")
     graph = _graph()
     rows = []
@@ -76,6 +110,7 @@ def demo_run(tmp_path_factory):
     import subprocess
     import sys
 
+    _built_once(tmp_path_factory, "demo_run")
     root = tmp_path_factory.mktemp("demo")
     cmd = [sys.executable, "-m", "tf_boneage.cli", "demo", *DEMO_ARGS, "--out",
            str(root / "run"), "--models", str(root / "sm")]  # fmt: skip

@@ -1,4 +1,5 @@
-"""``tf-boneage predict`` with its real argument parsing (subprocesses), on a tiny export."""
+"""``tf-boneage predict`` with its real argument parsing, on a tiny export: in this process
+through ``cli.main`` (the SavedModel loaded once), and once as a user runs it (a subprocess)."""
 
 import json
 import subprocess
@@ -8,6 +9,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from cli_run import run_cli
 from test_io import _dicom
 from tiny_graph import _images
 
@@ -39,7 +41,7 @@ def inputs(tmp_path):
     return folder
 
 
-def _predict(*args):
+def _predict_process(*args):
     return subprocess.run(
         [sys.executable, "-m", "tf_boneage.cli", "predict", *map(str, args)],
         capture_output=True,
@@ -48,9 +50,13 @@ def _predict(*args):
     )
 
 
+def _predict(*args):
+    return run_cli("predict", *args)
+
+
 def test_folder_without_sex_uses_dicom_sex_and_reports_the_rest(model, inputs, tmp_path):
     out = tmp_path / "r.csv"
-    r = _predict(inputs, "--model", model, "--out", out)
+    r = _predict_process(inputs, "--model", model, "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
     table = pd.read_csv(out)
     assert list(table.columns) == list(predict.COLUMNS)

@@ -261,10 +261,11 @@ def cmd_predict(args) -> int:
     if not files:
         print("error: no image or DICOM files found in the inputs", file=sys.stderr)
         return 2
-    import tensorflow as tf
     from tqdm import tqdm
 
-    loaded = tf.saved_model.load(str(model))
+    from tf_boneage.export import load
+
+    loaded = load.saved_model(model)
     rows = []
     for start in tqdm(
         range(0, len(files), args.batch),

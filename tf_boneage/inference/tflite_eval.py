@@ -16,7 +16,7 @@ import pandas as pd
 import tensorflow as tf
 from tqdm import tqdm
 
-from tf_boneage.export import tflite
+from tf_boneage.export import load, tflite
 
 
 def _decoder(loaded):
@@ -30,10 +30,11 @@ def _decoder(loaded):
     return run
 
 
-def representative(saved_model_dir, manifest: pd.DataFrame, n: int = 64, order=None):
+def representative(saved_model_dir, manifest: pd.DataFrame, n: int = 64, order=None, loaded=None):
     """A representative dataset for int8: ``n`` training rows of ``manifest``, decoded by the
-    SavedModel; yields lists of arrays in ``order`` (:func:`tflite.input_order`)."""
-    loaded = tf.saved_model.load(str(saved_model_dir))
+    SavedModel (``loaded``: already loaded); yields lists of arrays in ``order``
+    (:func:`tflite.input_order`)."""
+    loaded = loaded if loaded is not None else load.saved_model(saved_model_dir)
     decode = _decoder(loaded)
     rows = manifest[manifest["split"] == "train"] if "split" in manifest else manifest
     rows = rows.sample(min(n, len(rows)), random_state=0)
@@ -56,9 +57,8 @@ def representative(saved_model_dir, manifest: pd.DataFrame, n: int = 64, order=N
     return gen
 
 
-def _signature(saved_model_dir) -> str:
+def _signature(loaded) -> str:
     """``predict_tflite`` of an end-to-end export, ``serving_default`` of a per-stage one."""
-    loaded = tf.saved_model.load(str(saved_model_dir))
     return "predict_tflite" if "predict_tflite" in loaded.signatures else "serving_default"
 
 
@@ -123,14 +123,15 @@ def convert_all(
     rows of ``manifest_path``, region networks only); a per-stage one its ``serving_default``
     (int8: every op but ``tflite.FLOAT_OPS``, calibrated on ``representative_fn()``)."""
     out_dir = Path(out_dir)
-    signature = _signature(saved_model_dir)
+    loaded = load.saved_model(saved_model_dir)  # once: each load takes seconds
+    signature = _signature(loaded)
     if signature == "serving_default" and "int8" in variants and representative_fn is None:
         raise ValueError(
             f"{saved_model_dir}: int8 of a per-stage model needs the chain for its "
             "inputs: use training/export.py --stages --tflite int8 --manifest M"
         )
-    names = tflite.output_names(saved_model_dir, signature)
-    frozen = tflite.freeze(saved_model_dir, signature)
+    names = tflite.output_names(saved_model_dir, signature, loaded)
+    frozen = tflite.freeze(saved_model_dir, signature, loaded)
     paths, order, float_blob = {}, None, None
     for variant in variants:
         start = time.perf_counter()
@@ -144,8 +145,9 @@ def convert_all(
             from tf_boneage.data.manifest import load_manifest
 
             if order is None:
-                order = tflite.input_order(tflite.convert(saved_model_dir, frozen=frozen))
-            rep = representative(saved_model_dir, load_manifest(manifest_path), n, order)
+                float_blob = tflite.convert(saved_model_dir, frozen=frozen)
+                order = tflite.input_order(float_blob)
+            rep = representative(saved_model_dir, load_manifest(manifest_path), n, order, loaded)
             # the TFLite calibrator runs native code that can crash the whole process (it did on
             # this graph until the mask's WHILE loop stopped passing a tensor through
             # unchanged, tensorflow#75140): calibrate in a child so other variants survive
@@ -218,12 +220,15 @@ def _isolated_int8(saved_model_dir, rep, scopes=None) -> bytes | None:
         return out.read_bytes()
 
 
-def evaluate(saved_model_dir, tflite_paths: dict, manifest: pd.DataFrame, threads=None) -> tuple:
+def evaluate(
+    saved_model_dir, tflite_paths: dict, manifest: pd.DataFrame, threads=None, loaded=None
+) -> tuple:
     """Run the SavedModel (``predict_tflite``, batch 1) and every .tflite over ``manifest``.
 
     Returns ``(summary table, per-image predictions)``; an image that fails to decode is
-    reported in the ``error`` column of the predictions and left out of the summary."""
-    loaded = tf.saved_model.load(str(saved_model_dir))
+    reported in the ``error`` column of the predictions and left out of the summary.
+    ``loaded``: the SavedModel already loaded (else loaded here)."""
+    loaded = loaded if loaded is not None else load.saved_model(saved_model_dir)
     decode = _decoder(loaded)
     reference = loaded.signatures["predict_tflite"]
     runners = {v: tflite.Runner(p, threads=threads) for v, p in tflite_paths.items()}

@@ -15,6 +15,7 @@ module                 owns
 ``evaluation``         the paper's table on ``test``, plots, interval coverage
 ``export``             SavedModel (TF Serving), per-stage models, TFLite
 ``table``              every step above in order, resumable
+``ablation``           runs compared on ``val`` with bootstrap intervals
 =====================  =====================================================================
 
 Every stage has ``run(...)`` (the library call) and ``main(argv)`` (the command line); the
@@ -34,6 +35,7 @@ STAGES = {
     "table": ("table", "main"),
     "region-boxes": ("region_boxes", "main"),
     "preprocessing-report": ("preprocessing_report", "main"),
+    "ablation": ("ablation", "main"),
 }
 
 

@@ -160,14 +160,13 @@ def interval_coverage(model, manifest, split: str = "test", batch: int = 32) -> 
     over the ``split`` rows of ``manifest`` and reports, overall and by sex, the MAE (months),
     the mean ``bone_age_std`` and how often the truth falls inside estimate +/- z * std for
     the nominal 68 % (z = 1) and 90 % (z = 1.645, what ``tf-boneage predict`` prints)."""
-    import tensorflow as tf
 
     from tf_boneage.data.manifest import load_manifest
-    from tf_boneage.export import saved_model
+    from tf_boneage.export import load, saved_model
     from tf_boneage.export.calibration import coverage, predict_rows
 
     path = saved_model.resolve(model)
-    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    fn = load.saved_model(path).signatures["serving_default"]
     rows = load_manifest(manifest)
     rows = rows[rows["split"] == split].reset_index(drop=True)
     if rows.empty:
