@@ -1,5 +1,6 @@
 """The preprocessing chain, its cache and its CLI on phantoms with known answers."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -9,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from cli_run import run_cli
 
 from tf_boneage.data.synthetic import render
 from tf_boneage.models import LandmarkNet
 from tf_boneage.preprocessing import cache, registration
 from tf_boneage.preprocessing.chain import ChainConfig, Preprocessor
+from tf_boneage.preprocessing.spec import ChainSpec, sha256
 
 FRAME = registration.Frame(104, 80)
 SIZES = {"A": (52, 40), "B": (32, 32), "C": (32, 40)}
@@ -78,10 +81,17 @@ def _manifest_with_a_bad_file(synth_dir, tmp_path):
 def test_cache_resumes_and_reports_bad_files(chain, synth_dir, tmp_path):
     table = _manifest_with_a_bad_file(synth_dir, tmp_path)
     out = tmp_path / "cache"
-    cache.run(table.head(4), chain, out, (64, 64), batch=3, progress=False)  # "interrupted"
-    first = pd.read_csv(out / "qc.csv", dtype={"id": str})
-    assert len(first) == 4
-    result = cache.run(table, chain, out, (64, 64), batch=3, progress=False)
+    spec = ChainSpec(
+        (64, 64), 32, 32, (104, 80), {"A": (104, 80)}, None, "u.keras", "0" * 64, "m", "1" * 64
+    )
+    cache.run(table.head(4), chain, out, (64, 64), batch=3, progress=False, spec=spec)
+    first = pd.read_csv(out / "qc.csv", dtype={"id": str})  # "interrupted" after 4
+    assert len(first) == 4 and ChainSpec.read(out / "chain.json") == spec
+    other = dataclasses.replace(spec, unet_sha256="2" * 64)  # another U-Net: refused
+    with pytest.raises(ValueError, match="unet_sha256"):
+        cache.run(table, chain, out, (64, 64), batch=3, progress=False, spec=other)
+    assert len(pd.read_csv(out / "qc.csv")) == 4  # before any work
+    result = cache.run(table, chain, out, (64, 64), batch=3, progress=False, spec=spec)
     qc = pd.read_csv(out / "qc.csv", dtype={"id": str})
     assert len(qc) == 10 and qc["id"].is_unique  # the first four were not redone
     bad = qc[~qc["ok"].astype(bool)]
@@ -132,11 +142,13 @@ def test_cli_preprocess_and_contact_sheet(chain, synth_dir, tmp_path):
         timeout=300,
     )
     assert r.returncode == 2 and "exists" in r.stderr
-    r = subprocess.run(
-        [*run, "preprocess", *common, "--out", str(tmp_path / "c"), "--limit", "5"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = run_cli("preprocess", *common, "--out", tmp_path / "c", "--limit", "5")
     assert r.returncode == 0, r.stderr
     assert "5 images ready" in r.stdout
+    spec = ChainSpec.read(tmp_path / "c" / "chain.json")  # what built the cache, recorded
+    assert spec.unet_sha256 == sha256(unet) and spec.landmarks_sha256 == sha256(marks)
+    assert (spec.image_size, spec.frame) == ((64, 64), (104, 80))
+    assert spec.unet_size == chain.unet.input_shape[1]
+    common[common.index("--frame") + 1] = "96x72"
+    r = run_cli("preprocess", *common, "--out", tmp_path / "c", "--limit", "8")
+    assert r.returncode == 2 and "built by another chain" in r.stderr and "frame" in r.stderr

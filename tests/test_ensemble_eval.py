@@ -4,7 +4,7 @@ import pytest
 
 from tf_boneage import plots
 from tf_boneage.ensemble import LinearEnsemble, fit_nnls
-from tf_boneage.evaluation import mae_report
+from tf_boneage.evaluation import bootstrap_mae, mae_report
 
 
 def test_nnls_recovers_known_weights_and_intercept():
@@ -139,8 +139,16 @@ def test_ensemble_and_evaluate_scripts(tmp_path):
     expected = (girls["B_cls_sex"] - girls["boneage"]).abs().mean()
     assert table["cells"]["B|female, classification"]["mae"] == pytest.approx(expected)
     assert table["cells"]["ABC|ensemble"]["model"] == "final"
+    c = table["cells"]["B|female, classification"]
+    assert c["low"] < c["mae"] < c["high"]  # its bootstrap interval, from the same errors
+    assert c["mae"] == bootstrap_mae((girls["B_cls_sex"] - girls["boneage"]).abs())[0]
     text = (tmp_path / "table" / "table.md").read_text()
     assert "| linear ensemble of A, B, C |" in text and "(6.10)" in text
+    assert f"**{c['mae']:.2f}** [{c['low']:.1f}-{c['high']:.1f}]" in text
+    young = test["boneage"] < 24  # ages drawn from 1-228 months: some test rows are this young
+    assert young.any()
+    assert f"under 2 years: {(test['final'] - test['boneage']).abs()[young].mean():.2f}" in text
+    assert "over 17 years: " in text
     assert (tmp_path / "fig" / "table_final_bland_altman.png").exists()
 
 

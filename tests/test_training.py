@@ -336,6 +336,9 @@ def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
            str(tmp_path / "sm"), "--ensemble", "demo", "--manifest", str(manifest)]  # fmt: skip
     bad = _run("export.py", *exp, "--calibrate", "test")
     assert bad.returncode == 2 and "test split" in bad.stderr
+    # a U-Net other than the one the cache recorded (chain.json): refused before any work
+    other = _run("export.py", *exp, "--unet", str(out / "landmarks" / "landmarks.keras"))
+    assert other.returncode == 2 and "not the U-Net the cache was built with" in other.stderr
     # per-stage and end-to-end TFLite conversion: test_export.py and the demo (not repeated)
     r = _run("export.py", *exp, "--stages", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -345,6 +348,10 @@ def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
         (tmp_path / "sm" / "b" / "1" / "assets.extra" / "tf_boneage.json").read_text()
     )
     assert meta["ensemble"] == "demo" and "std_calibration" not in meta
+    recorded = json.loads((out / "cache" / "chain.json").read_text())  # written by the cache
+    for key in ("image_size", "frame", "region_sizes", "unet_sha256", "landmarks_sha256"):
+        assert meta["chain"][key] == recorded[key], key
+    assert meta["chain"]["unet_size"] > 0 and meta["chain"]["landmark_size"] > 0
     assert meta["unet"] == "last round" and meta["networks"]["regions"]
     for stage in ("unet", "landmarks", "A_cls_male", "B_reg_both"):  # --stages
         assert (tmp_path / "sm" / f"b_{stage}" / "1" / "saved_model.pb").is_file()

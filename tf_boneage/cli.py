@@ -148,10 +148,17 @@ def _load_table(path: str, limit: int | None, ids: list[str] | None = None) -> p
 
 def cmd_preprocess(args) -> int:
     from tf_boneage.preprocessing import cache, chain
+    from tf_boneage.preprocessing.spec import ChainSpec
 
     pre = chain.load(args.unet, args.landmarks, args.frame, args.region_sizes)
     table = _load_table(args.manifest, args.limit)
-    result = cache.run(table, pre, args.out, args.image_size, args.batch, args.assume_aspect)
+    size = tuple(args.image_size) if args.image_size else None
+    spec = ChainSpec.of_chain(pre, args.unet, args.landmarks, size, args.assume_aspect)
+    try:
+        result = cache.run(table, pre, args.out, size, args.batch, args.assume_aspect, spec=spec)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     qc = pd.read_csv(Path(args.out) / "qc.csv")
     bad = qc[~qc["ok"].astype(bool)]
     print(f"cache: {len(result)} images ready in {args.out}/manifest.csv; {len(bad)} failed")

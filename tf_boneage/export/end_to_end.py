@@ -323,6 +323,22 @@ def members_from_spec(models: list[str], load) -> list[Member]:
     return out
 
 
+def unet_of_runs(table_dir, unet=None):
+    """The U-Net of a ``training/table.py`` folder: ``unet`` if given, else the one
+    ``seg/report.json`` names, else the last ``seg/roundK/unet.keras``."""
+    import json
+    from pathlib import Path
+
+    root = Path(table_dir)
+    report = root / "seg" / "report.json"
+    if not unet and report.is_file() and "unet" in json.loads(report.read_text()):
+        unet = json.loads(report.read_text())["unet"]  # the one training/table.py used
+    rounds = [Path(unet)] if unet else sorted((root / "seg").glob("round*/unet.keras"))
+    if not rounds or not rounds[-1].is_file():
+        raise FileNotFoundError(f"{root / 'seg'}: no roundK/unet.keras")
+    return rounds[-1]
+
+
 def from_runs(
     table_dir,
     ensemble: str = "final",
@@ -344,19 +360,14 @@ def from_runs(
     from tf_boneage.preprocessing import chain
 
     root = Path(table_dir)
-    report = root / "seg" / "report.json"
-    if not unet and report.is_file() and "unet" in json.loads(report.read_text()):
-        unet = json.loads(report.read_text())["unet"]  # the one training/table.py used
-    rounds = [Path(unet)] if unet else sorted((root / "seg").glob("round*/unet.keras"))
-    if not rounds or not rounds[-1].is_file():
-        raise FileNotFoundError(f"{root / 'seg'}: no roundK/unet.keras")
+    unet = unet_of_runs(root, unet)
     doc_path = root / "region" / "ensembles.json"
     if not doc_path.is_file():
         raise FileNotFoundError(f"{doc_path}: run training/ensemble.py first")
     doc = json.loads(doc_path.read_text())
     if ensemble not in doc:
         raise KeyError(f"{doc_path}: no ensemble {ensemble!r}; it has {sorted(doc)}")
-    pre = chain.load(rounds[-1], root / "landmarks" / "landmarks.keras", frame, region_sizes)
+    pre = chain.load(unet, root / "landmarks" / "landmarks.keras", frame, region_sizes)
     pre.config.frame = registration.Frame(*frame)
 
     loaded = {}

@@ -6,7 +6,8 @@ error); at the end a canonical manifest of the cache (``manifest.csv``, one row 
 passed, ``region_A_path`` ...). Decoding runs in a parallel tf.data pipeline, the chain on
 batches, and PNG writing in a thread pool. Resumable: ``qc.csv`` is appended batch by batch,
 and ids already in it are skipped. A file that cannot be read is recorded with its error and
-the rest go on. Nothing outside ``out_dir`` is written.
+the rest go on. Nothing outside ``out_dir`` is written. ``chain.json`` records the chain that
+built the cache (:mod:`~tf_boneage.preprocessing.spec`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from tf_boneage.data import io
 from tf_boneage.data.manifest import save_table
 from tf_boneage.preprocessing.chain import Preprocessor, to_input_size
+from tf_boneage.preprocessing.spec import ChainSpec, settle
 
 QC_COLUMNS = [
     "id",
@@ -68,11 +70,18 @@ def run(
     batch: int = 32,
     assume_aspect: float | None = None,
     progress: bool = True,
+    spec: ChainSpec | None = None,
 ) -> pd.DataFrame:
     """Run the chain over ``table`` (canonical manifest) into ``out_dir``; return the cache
     manifest. Images are resized to ``image_size`` (h, w) before the chain (the 100 px data
-    are already that size); ``None`` keeps each file's own size (one image per batch)."""
+    are already that size); ``None`` keeps each file's own size (one image per batch).
+    ``spec``: the chain's description, recorded as ``out_dir/chain.json`` (a cache started by
+    another chain is refused: ``ValueError`` naming the differences)."""
     out = Path(out_dir)
+    if spec is not None:
+        if spec.image_size != (tuple(image_size) if image_size is not None else None):
+            raise ValueError(f"spec image_size {spec.image_size} != image_size {image_size}")
+        settle(out, spec)
     for sub in ("masks", "registered", "region_A", "region_B", "region_C"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     qc_path = out / "qc.csv"

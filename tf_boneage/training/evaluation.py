@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tf_boneage import plots
-from tf_boneage.evaluation import age_band_table, format_report, mae_report
+from tf_boneage.evaluation import age_band_table, bootstrap_mae, format_report, mae_report
 from tf_boneage.training.runs import table_column
 from tf_boneage.training.runtime import StepError, run_or_exit, write_json
 
@@ -57,11 +57,8 @@ def cell(test: pd.DataFrame, column: str, sex) -> dict | None:
     if column not in test or test[column].isna().all():
         return None
     part = test if sex is None else test[test["male"] == sex]
-    return {
-        "model": column,
-        "n": len(part),
-        "mae": float((part[column] - part["boneage"]).abs().mean()),
-    }
+    mae, low, high = bootstrap_mae((part[column] - part["boneage"]).abs().to_numpy())
+    return {"model": column, "n": len(part), "mae": mae, "low": low, "high": high}
 
 
 def build(table: pd.DataFrame) -> dict:
@@ -79,6 +76,18 @@ def build(table: pd.DataFrame) -> dict:
     best = next((c for c in ("final", "demo", "ABC_reg_both", "A_reg_both") if c in test), None)
     if best:
         out["best"] = {"model": best, "report": mae_report(test.rename(columns={best: "pred"}))}
+        err = (test[best] - test["boneage"]).abs()
+        out["best"]["extremes"] = {
+            name: dict(
+                zip(("mae", "low", "high"), bootstrap_mae(err[mask].to_numpy()), strict=True)
+            )
+            | {"n": int(mask.sum())}
+            for name, mask in (
+                ("under 2 years", test["boneage"] < 24),
+                ("over 17 years", test["boneage"] > 204),
+            )
+            if mask.any()
+        }
     return out
 
 
@@ -91,12 +100,13 @@ def markdown(doc: dict) -> str:
             c = doc["cells"][f"{row}|{title}"]
             key = (row, suffix) if sex is None else (row, suffix, sex)
             paper = f" ({PAPER[key]:.2f})" if key in PAPER else ""
-            values.append(f"**{c['mae']:.2f}**{paper}" if c else f"—{paper}")
+            ci = f" [{c['low']:.1f}-{c['high']:.1f}]" if c and "low" in c else ""
+            values.append(f"**{c['mae']:.2f}**{ci}{paper}" if c else f"—{paper}")
         lines.append(f"| {label} | " + " | ".join(values) + " |")
     lines.append("")
     lines.append(
-        f"Test rows: {doc['n_test']}; in brackets the paper's figure; mean predictor "
-        f"{doc['mean_predictor_mae']:.2f} months."
+        f"Test rows: {doc['n_test']}; in square brackets the bootstrap 95 % interval, in round "
+        f"ones the paper's figure; mean predictor {doc['mean_predictor_mae']:.2f} months."
     )
     for name, rep in doc["extra"].items():
         lines.append(
@@ -110,6 +120,10 @@ def markdown(doc: dict) -> str:
             "",
             age_band_table(doc["best"]["report"]),
         ]
+        for name, e in doc["best"].get("extremes", {}).items():
+            lines.append(
+                f"- {name}: {e['mae']:.2f} months [{e['low']:.1f}-{e['high']:.1f}] (n={e['n']})"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -14,14 +14,21 @@ Writes, never overwriting anything:
   a representative dataset of ``--representative N`` training images of ``--manifest`` for
   ``int8``; with ``--stages`` also ``saved_models/tflite/NAME_<stage>/V/VARIANT.tflite`` (a
   stage's int8 is calibrated on its own inputs, computed by the chain from the same images).
+
+The chain's settings (input size, frame, region sizes, pixel aspect, which U-Net and landmark
+weights) come from ``RUNS/cache/chain.json``, the description the cache recorded when it was
+built, and go into the export's metadata (``chain``); an export whose U-Net or landmark model
+differs from the cache's is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from tf_boneage.preprocessing.registration import PAPER_FRAME
+from tf_boneage.preprocessing.spec import CHAIN_FILE, ChainSpec, sha256
 from tf_boneage.training import config as config_lib
 from tf_boneage.training.runtime import StepError, run_or_exit
 
@@ -47,26 +54,30 @@ def run(
 
     if calibrate == "test":
         raise StepError("--calibrate test: the test split is for reporting only")
-    spec = config_lib.read_preset(preset)
-    chain = spec.get("chain", {})
     try:
+        chain = chain_of_runs(runs, preset, unet)
         graph = end_to_end.from_runs(
             runs,
             ensemble,
-            tuple(chain.get("image_size", (100, 100))),
-            tuple(chain.get("frame", PAPER_FRAME)),
-            {k: tuple(v) for k, v in spec["regions"].items()},
-            chain.get("assume_aspect"),
-            unet,
+            chain.image_size,
+            chain.frame,
+            chain.region_sizes,
+            chain.assume_aspect,
+            chain.unet,
         )
-    except (FileNotFoundError, KeyError) as exc:
+    except (FileNotFoundError, KeyError, ValueError) as exc:
         raise StepError(str(exc)) from None
+    loaded = graph.preprocessor.config
+    chain = dataclasses.replace(
+        chain, unet_size=loaded.unet_size, landmark_size=loaded.landmark_size
+    )
     root = Path(root)
     meta = {
         "runs": str(runs),
         "preset": preset,
         "ensemble": ensemble,
         "unet": str(unet or "last round"),
+        "chain": chain.to_dict(),
     }
     report = _calibrate(graph, manifest, calibrate) if manifest and calibrate != "none" else None
     if report is not None:
@@ -96,6 +107,56 @@ def run(
             variants = [v for v in tflite if v != "int8" or samples is not None]
             tflite_eval.convert_stages(stage_dirs, variants, root / "tflite", samples)
     return path
+
+
+def chain_of_runs(runs, preset: str, unet=None) -> ChainSpec:
+    """The chain the region networks of ``runs`` were trained on: ``runs/cache/chain.json``,
+    checked against the U-Net and landmark files this export would load (refused when their
+    weights differ). A cache older than ``chain.json`` falls back to the preset's ``chain``
+    section, said in a warning; a preset without ``chain.image_size`` is then refused."""
+    from tf_boneage.export import end_to_end
+
+    runs = Path(runs)
+    marks = runs / "landmarks" / "landmarks.keras"
+    recorded = runs / "cache" / CHAIN_FILE
+    if not recorded.is_file():
+        spec = config_lib.read_preset(preset)
+        chain = spec.get("chain", {})
+        if "image_size" not in chain:
+            raise ValueError(
+                f"{recorded} missing and preset {preset!r} has no chain.image_size: "
+                "rebuild the cache (tf-boneage preprocess / training/table.py) to record it"
+            )
+        print(
+            f"warning: {recorded} missing (a cache built before chain.json): the chain's "
+            f"settings come from preset {preset!r}"
+        )
+        path = end_to_end.unet_of_runs(runs, unet)
+        return ChainSpec.describe(
+            path,
+            marks if marks.is_file() else None,
+            0,  # filled from the loaded models by run()
+            0,
+            chain.get("frame", PAPER_FRAME),
+            spec["regions"],
+            chain["image_size"],
+            chain.get("assume_aspect"),
+        )
+    spec = ChainSpec.read(recorded)
+    path = Path(unet) if unet else Path(spec.unet)
+    if not path.is_file():  # the run folder moved: the one the table names
+        path = end_to_end.unet_of_runs(runs)
+    if sha256(path) != spec.unet_sha256:
+        raise ValueError(
+            f"{path} is not the U-Net the cache was built with ({recorded}: {spec.unet}); "
+            "the region networks learnt from that chain's crops"
+        )
+    if spec.landmarks_sha256 and (not marks.is_file() or sha256(marks) != spec.landmarks_sha256):
+        raise ValueError(
+            f"{marks} is not the landmark model the cache was built with ({recorded}: "
+            f"{spec.landmarks})"
+        )
+    return dataclasses.replace(spec, unet=str(path), landmarks=str(marks))
 
 
 def _calibrate(graph, manifest, split: str) -> dict | None:

@@ -83,6 +83,7 @@ def build_cache(manifest, out, unet, marks, spec: dict) -> Path:
     manifest (``OUT/manifest.csv``)."""
     from tf_boneage.data.manifest import load_manifest
     from tf_boneage.preprocessing import cache, chain
+    from tf_boneage.preprocessing.spec import ChainSpec
 
     out = Path(out)
     if (out / "manifest.csv").is_file():
@@ -92,14 +93,20 @@ def build_cache(manifest, out, unet, marks, spec: dict) -> Path:
     sizes = {k: tuple(v) for k, v in spec["regions"].items()}
     pre = chain.load(unet, marks, tuple(settings.get("frame", PAPER_FRAME)), sizes)
     image_size = settings.get("image_size")
-    cache.run(
-        load_manifest(manifest),
-        pre,
-        out,
-        tuple(image_size) if image_size else None,
-        32,
-        settings.get("assume_aspect"),
-    )
+    image_size = tuple(image_size) if image_size else None
+    aspect = settings.get("assume_aspect")
+    try:
+        cache.run(
+            load_manifest(manifest),
+            pre,
+            out,
+            image_size,
+            32,
+            aspect,
+            spec=ChainSpec.of_chain(pre, unet, marks, image_size, aspect),
+        )
+    except ValueError as exc:
+        raise StepError(str(exc)) from None
     return out / "manifest.csv"
 
 

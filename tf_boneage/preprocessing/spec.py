@@ -1,0 +1,185 @@
+"""``ChainSpec``: every setting the preprocessing chain of a trained artifact depends on.
+
+Written as ``chain.json`` into the preprocessing cache when the cache is first built, copied
+into the export's metadata (``assets.extra/tf_boneage.json``, key ``chain``) and read back from
+there by the export and ``predict``: a setting is never re-guessed from a preset or a default
+once an artifact exists. Presets only fill the description when it is first made.
+
+Sizes are (height, width) in pixels; ``image_size`` ``None`` means each film is processed at
+its own size. ``assume_aspect``: the width / height ratio assumed for files whose original size
+is unknown (the 100 px RSNA copy was squashed to a square), ``None`` for none. Models are
+identified by the SHA-256 of their ``.keras`` file (a path may move, the weights must not).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+#: the file name of the description inside a cache folder
+CHAIN_FILE = "chain.json"
+
+
+def sha256(path) -> str:
+    """Hex SHA-256 of a file's bytes (a model is identified by its weights, not its path)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"chain {name}: expected (height, width), got {value!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"chain {name}: sizes must be positive, got {value!r}")
+    return h, w
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainSpec:
+    """The preprocessing chain of one trained artifact (see the module docstring)."""
+
+    image_size: tuple[int, int] | None
+    unet_size: int
+    landmark_size: int
+    frame: tuple[int, int]
+    region_sizes: dict
+    assume_aspect: float | None
+    unet: str
+    unet_sha256: str
+    landmarks: str | None = None
+    landmarks_sha256: str | None = None
+
+    def __post_init__(self):
+        pairs = {"frame": _pair(self.frame, "frame")}
+        if self.image_size is not None:
+            pairs["image_size"] = _pair(self.image_size, "image_size")
+        sizes = {str(k): _pair(v, f"region {k}") for k, v in dict(self.region_sizes).items()}
+        if not sizes:
+            raise ValueError("chain region_sizes: at least one region")
+        for key, value in {**pairs, "region_sizes": sizes}.items():
+            object.__setattr__(self, key, value)
+        if self.assume_aspect is not None and not self.assume_aspect > 0:
+            raise ValueError(f"chain assume_aspect: must be > 0, got {self.assume_aspect!r}")
+
+    @classmethod
+    def describe(
+        cls,
+        unet_path,
+        landmarks_path,
+        unet_size: int,
+        landmark_size: int,
+        frame,
+        region_sizes: dict,
+        image_size=None,
+        assume_aspect: float | None = None,
+    ) -> ChainSpec:
+        """A new description of a chain built from these model files (hashed here)."""
+        return cls(
+            image_size=tuple(image_size) if image_size is not None else None,
+            unet_size=int(unet_size),
+            landmark_size=int(landmark_size),
+            frame=tuple(frame),
+            region_sizes=dict(region_sizes),
+            assume_aspect=assume_aspect,
+            unet=str(unet_path),
+            unet_sha256=sha256(unet_path),
+            landmarks=str(landmarks_path) if landmarks_path else None,
+            landmarks_sha256=sha256(landmarks_path) if landmarks_path else None,
+        )
+
+    @classmethod
+    def of_chain(cls, pre, unet_path, landmarks_path, image_size, assume_aspect) -> ChainSpec:
+        """The description of a loaded :class:`~.chain.Preprocessor` built from these files."""
+        c = pre.config
+        return cls.describe(
+            unet_path,
+            landmarks_path,
+            c.unet_size,
+            c.landmark_size,
+            c.frame.size,
+            c.region_sizes,
+            image_size,
+            assume_aspect,
+        )
+
+    def to_dict(self) -> dict:
+        doc = dataclasses.asdict(self)
+        doc["region_sizes"] = {k: list(v) for k, v in self.region_sizes.items()}
+        doc["frame"] = list(self.frame)
+        doc["image_size"] = list(self.image_size) if self.image_size else None
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: dict, source: str = "chain description") -> ChainSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        if not isinstance(doc, dict):
+            raise ValueError(f"{source}: expected an object, got {type(doc).__name__}")
+        missing, unknown = required - set(doc), set(doc) - names
+        if missing or unknown:
+            raise ValueError(
+                f"{source}: missing {sorted(missing)}, unknown {sorted(unknown)}"
+                if missing and unknown
+                else f"{source}: missing {sorted(missing)}"
+                if missing
+                else f"{source}: unknown {sorted(unknown)}"
+            )
+        try:
+            return cls(**doc)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+
+    def differences(self, other: ChainSpec) -> list[str]:
+        """What differs from ``other``, one line per setting (paths are ignored: the hashes
+        say whether the same weights are meant)."""
+        out = []
+        for field in dataclasses.fields(self):
+            if field.name in ("unet", "landmarks"):
+                continue
+            mine, theirs = getattr(self, field.name), getattr(other, field.name)
+            if mine != theirs:
+                out.append(f"{field.name}: {theirs!r} here, {mine!r} in the artifact")
+        return out
+
+    def write(self, path) -> Path:
+        """Write as JSON atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def read(cls, path) -> ChainSpec:
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no chain description") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+        return cls.from_dict(doc, str(path))
+
+
+def settle(folder, spec: ChainSpec) -> ChainSpec:
+    """Record ``spec`` in ``folder/chain.json`` if the folder has none; else check that it is
+    the one recorded (raises ``ValueError`` listing every difference: a cache, once started,
+    is resumed only by the chain that started it)."""
+    path = Path(folder) / CHAIN_FILE
+    if not path.exists():
+        spec.write(path)
+        return spec
+    recorded = ChainSpec.read(path)
+    diff = recorded.differences(spec)
+    if diff:
+        raise ValueError(f"{path} was built by another chain; differences:\n  " + "\n  ".join(diff))
+    return recorded
