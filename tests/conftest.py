@@ -98,8 +98,9 @@ def loaded_export(exported):
 
 
 #: the demo as the README's first command runs it, on a tiny budget (one call per session)
-DEMO_ARGS = ["--n", "120", "--epochs", "1", "--eval-limit", "16", "--set",
-             "segmentation.epochs=1", "landmarks.epochs=1", "batch_size=8"]  # fmt: skip
+DEMO_ARGS = ["--n", "120", "--epochs", "1", "--eval-limit", "16", "--tflite", "float32",
+             "float16", "dynamic", "--set", "segmentation.epochs=1", "landmarks.epochs=1",
+             "batch_size=8"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

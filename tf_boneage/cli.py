@@ -496,8 +496,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="an RSNA-layout folder instead (labels.csv)")
     p.add_argument("--models", default="saved_models", help="TF Serving model root")
     p.add_argument("--name", default="boneage", help="exported model name")
-    p.add_argument("--n", type=int, default=800, help="synthetic images (default %(default)s)")
+    p.add_argument("--n", type=int, default=640, help="synthetic images (default %(default)s)")
     p.add_argument("--eval-limit", type=int, default=60, help="test images for the TFLite table")
+    p.add_argument(
+        "--tflite",
+        nargs="+",
+        default=["float32", "float16"],
+        choices=["float32", "float16", "dynamic", "int8"],
+        help="TFLite variants to export and check (default: %(default)s; each adds ~30 s)",
+    )
     p.add_argument(
         "--split",
         default=None,

@@ -4,8 +4,8 @@ Generates the embedded synthetic dataset (or reads ``--data``, an RSNA-layout fo
 every stage briefly with :func:`tf_boneage.training.table.run` (segmentation, landmarks, the preprocessing
 cache, regions A, B, C regression, region A classification per sex and the raw-image
 baseline), fits the ensemble, exports the end-to-end SavedModel (its uncertainty calibrated on
-``val``) and the float32, float16 and dynamic-range TFLite variants into ``saved_models/``
-(full int8: ``tf-boneage tflite --variants int8 --manifest ...``), evaluates both on the test
+``val``) and the float32 and float16 TFLite variants (``--tflite``: also ``dynamic``, ``int8``)
+into ``saved_models/``, evaluates both on the test
 split and runs ``predict`` on a few images.
 Every step is a function call in this process and resumable: run the same command again after
 an interruption; a failed step stops the demo with its own message.
@@ -144,7 +144,7 @@ def run(args) -> int:
                 args.name,
                 models,
                 "demo",
-                tflite=("float32", "float16", "dynamic"),
+                tflite=tuple(getattr(args, "tflite", None) or ("float32", "float16")),
                 manifest=manifest,
                 representative=32,
             )
