@@ -85,7 +85,10 @@ def exported(tmp_path_factory):
         rows.append({"image_path": str(path), "male": k % 2 == 0, "boneage": 60.0 + 5 * k})
     rows = pd.DataFrame(rows)
     report = calibration.calibrate(graph, rows, batch=8)
-    path = saved_model.export_end_to_end(graph, root / "boneage", metadata={"test": True})
+    chain = {"frame": [104, 80], "unet_sha256": "0" * 64}  # stands for preprocessing.spec's
+    path = saved_model.export_end_to_end(
+        graph, root / "boneage", metadata={"test": True, "chain": chain}
+    )
     return graph, path, report, rows
 
 

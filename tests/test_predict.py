@@ -100,6 +100,8 @@ def test_sex_flag_corrupt_file_in_the_middle_json_and_overwrite(model, inputs, t
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert doc["model"] == str(model)
+    meta = json.loads((model / "assets.extra" / "tf_boneage.json").read_text())
+    assert doc["chain"] == meta["chain"] and doc["chain"]["frame"] == [104, 80]  # read back
     rows = {x["file"].split("/")[-1]: x for x in doc["results"]}
     assert all(set(x) == set(predict.COLUMNS) for x in doc["results"])
     assert rows["d_corrupt.png"]["status"] == "error"

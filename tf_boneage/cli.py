@@ -315,7 +315,10 @@ def cmd_predict(args) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
         if out.suffix.lower() == ".json":
-            tmp.write_text(json.dumps({"model": str(model), "results": rows}, indent=2))
+            meta = model / "assets.extra" / "tf_boneage.json"
+            chain = json.loads(meta.read_text()).get("chain") if meta.is_file() else None
+            doc = {"model": str(model), "chain": chain, "results": rows}  # chain: how it was built
+            tmp.write_text(json.dumps(doc, indent=2))
         else:
             pd.DataFrame(rows, columns=list(predict.COLUMNS)).to_csv(tmp, index=False)
         tmp.replace(out)
