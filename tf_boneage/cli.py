@@ -315,9 +315,8 @@ def cmd_predict(args) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
         if out.suffix.lower() == ".json":
-            meta = model / "assets.extra" / "tf_boneage.json"
-            chain = json.loads(meta.read_text()).get("chain") if meta.is_file() else None
-            doc = {"model": str(model), "chain": chain, "results": rows}  # chain: how it was built
+            chain = load.metadata(model).get("chain")  # how the export's chain was built
+            doc = {"model": str(model), "chain": chain, "results": rows}
             tmp.write_text(json.dumps(doc, indent=2))
         else:
             pd.DataFrame(rows, columns=list(predict.COLUMNS)).to_csv(tmp, index=False)

@@ -49,8 +49,8 @@ FLOAT_OPS = ("MUL", "ADD", "SOFTMAX", "SUM")
 FLOAT_LAYERS = ("bin_logits",)
 
 
-def _frozen(saved_model_dir, signature: str, loaded=None):
-    loaded = loaded if loaded is not None else load.saved_model(saved_model_dir)
+def _frozen(saved_model_dir, signature: str):
+    loaded = load.saved_model(saved_model_dir)
     if signature not in loaded.signatures:
         raise ValueError(
             f"{saved_model_dir}: no signature {signature!r}; it has {sorted(loaded.signatures)}"
@@ -60,10 +60,10 @@ def _frozen(saved_model_dir, signature: str, loaded=None):
     return loaded, frozen, sorted(fn.structured_outputs)
 
 
-def freeze(saved_model_dir, signature: str = "predict_tflite", loaded=None):
-    """Load (unless ``loaded`` is given: a SavedModel load of an end-to-end export takes
-    seconds) and freeze a signature once, to convert it to several variants."""
-    return _frozen(saved_model_dir, signature, loaded)[:2]
+def freeze(saved_model_dir, signature: str = "predict_tflite"):
+    """Freeze a signature once, to convert it to several variants (the SavedModel is loaded
+    once per process: :func:`tf_boneage.export.load.saved_model`)."""
+    return _frozen(saved_model_dir, signature)[:2]
 
 
 def convert(
@@ -323,10 +323,9 @@ def input_order(blob: bytes) -> list[str]:
     return [d["name"].split(":")[0].removeprefix("serving_default_") for d in details]
 
 
-def output_names(saved_model_dir, signature: str = "predict_tflite", loaded=None) -> list[str]:
+def output_names(saved_model_dir, signature: str = "predict_tflite") -> list[str]:
     """Names of the signature's outputs in the order of the .tflite's ``output_K``."""
-    loaded = loaded if loaded is not None else load.saved_model(saved_model_dir)
-    fn = loaded.signatures[signature]
+    fn = load.saved_model(saved_model_dir).signatures[signature]
     return sorted(fn.structured_outputs)
 
 

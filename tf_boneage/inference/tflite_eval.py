@@ -30,11 +30,10 @@ def _decoder(loaded):
     return run
 
 
-def representative(saved_model_dir, manifest: pd.DataFrame, n: int = 64, order=None, loaded=None):
+def representative(saved_model_dir, manifest: pd.DataFrame, n: int = 64, order=None):
     """A representative dataset for int8: ``n`` training rows of ``manifest``, decoded by the
-    SavedModel (``loaded``: already loaded); yields lists of arrays in ``order``
-    (:func:`tflite.input_order`)."""
-    loaded = loaded if loaded is not None else load.saved_model(saved_model_dir)
+    SavedModel; yields lists of arrays in ``order`` (:func:`tflite.input_order`)."""
+    loaded = load.saved_model(saved_model_dir)
     decode = _decoder(loaded)
     rows = manifest[manifest["split"] == "train"] if "split" in manifest else manifest
     rows = rows.sample(min(n, len(rows)), random_state=0)
@@ -123,15 +122,14 @@ def convert_all(
     rows of ``manifest_path``, region networks only); a per-stage one its ``serving_default``
     (int8: every op but ``tflite.FLOAT_OPS``, calibrated on ``representative_fn()``)."""
     out_dir = Path(out_dir)
-    loaded = load.saved_model(saved_model_dir)  # once: each load takes seconds
-    signature = _signature(loaded)
+    signature = _signature(load.saved_model(saved_model_dir))  # one load per process
     if signature == "serving_default" and "int8" in variants and representative_fn is None:
         raise ValueError(
             f"{saved_model_dir}: int8 of a per-stage model needs the chain for its "
             "inputs: use training/export.py --stages --tflite int8 --manifest M"
         )
-    names = tflite.output_names(saved_model_dir, signature, loaded)
-    frozen = tflite.freeze(saved_model_dir, signature, loaded)
+    names = tflite.output_names(saved_model_dir, signature)
+    frozen = tflite.freeze(saved_model_dir, signature)
     paths, order, float_blob = {}, None, None
     for variant in variants:
         start = time.perf_counter()
@@ -147,7 +145,7 @@ def convert_all(
             if order is None:
                 float_blob = tflite.convert(saved_model_dir, frozen=frozen)
                 order = tflite.input_order(float_blob)
-            rep = representative(saved_model_dir, load_manifest(manifest_path), n, order, loaded)
+            rep = representative(saved_model_dir, load_manifest(manifest_path), n, order)
             # the TFLite calibrator runs native code that can crash the whole process (it did on
             # this graph until the mask's WHILE loop stopped passing a tensor through
             # unchanged, tensorflow#75140): calibrate in a child so other variants survive
@@ -182,12 +180,7 @@ def convert_all(
 
 def _region_scopes(saved_model_dir) -> list[str] | None:
     """The region networks' names from the export's metadata (None: quantize everything)."""
-    import json
-
-    meta = Path(saved_model_dir) / "assets.extra" / "tf_boneage.json"
-    if not meta.is_file():
-        return None
-    return json.loads(meta.read_text()).get("networks", {}).get("regions")
+    return load.metadata(saved_model_dir).get("networks", {}).get("regions")
 
 
 def _int8_child(saved_model_dir, samples, out_path, scopes) -> None:
@@ -220,15 +213,12 @@ def _isolated_int8(saved_model_dir, rep, scopes=None) -> bytes | None:
         return out.read_bytes()
 
 
-def evaluate(
-    saved_model_dir, tflite_paths: dict, manifest: pd.DataFrame, threads=None, loaded=None
-) -> tuple:
+def evaluate(saved_model_dir, tflite_paths: dict, manifest: pd.DataFrame, threads=None) -> tuple:
     """Run the SavedModel (``predict_tflite``, batch 1) and every .tflite over ``manifest``.
 
     Returns ``(summary table, per-image predictions)``; an image that fails to decode is
-    reported in the ``error`` column of the predictions and left out of the summary.
-    ``loaded``: the SavedModel already loaded (else loaded here)."""
-    loaded = loaded if loaded is not None else load.saved_model(saved_model_dir)
+    reported in the ``error`` column of the predictions and left out of the summary."""
+    loaded = load.saved_model(saved_model_dir)
     decode = _decoder(loaded)
     reference = loaded.signatures["predict_tflite"]
     runners = {v: tflite.Runner(p, threads=threads) for v, p in tflite_paths.items()}

@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from tf_boneage.preprocessing.registration import PAPER_FRAME
 from tf_boneage.preprocessing.spec import CHAIN_FILE, ChainSpec, sha256
 from tf_boneage.training import config as config_lib
 from tf_boneage.training.runtime import StepError, run_or_exit
@@ -122,9 +121,10 @@ def chain_of_runs(runs, preset: str, unet=None) -> ChainSpec:
     if not recorded.is_file():
         spec = config_lib.read_preset(preset)
         chain = spec.get("chain", {})
-        if "image_size" not in chain:
+        missing = [k for k in ("image_size", "frame") if k not in chain]
+        if missing:
             raise ValueError(
-                f"{recorded} missing and preset {preset!r} has no chain.image_size: "
+                f"{recorded} missing and preset {preset!r} has no chain {missing}: "
                 "rebuild the cache (tf-boneage preprocess / training/table.py) to record it"
             )
         print(
@@ -137,7 +137,7 @@ def chain_of_runs(runs, preset: str, unet=None) -> ChainSpec:
             marks if marks.is_file() else None,
             0,  # filled from the loaded models by run()
             0,
-            chain.get("frame", PAPER_FRAME),
+            chain["frame"],
             spec["regions"],
             chain["image_size"],
             chain.get("assume_aspect"),
