@@ -332,6 +332,14 @@ def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count(": done (") == 3 + len(DEMO_RUNS)  # seg, landmarks, cache, runs
     assert "| region A |" in again.stdout
+    # --until: the finished steps up to the cache, nothing after them (in process)
+    from tf_boneage.training import table as table_lib
+
+    log = []
+    assert table_lib.run("synthetic", manifest, out, 1, sets=sets, log=log, until="cache") is None
+    assert [title for title, _ in log] == ["segmentation", "landmarks", "preprocess (cache)"]
+    with pytest.raises(table_lib.StepError, match="until='region'"):
+        table_lib.run("synthetic", manifest, out, until="region")
     exp = ["--runs", str(out), "--preset", "synthetic", "--name", "b", "--root",
            str(tmp_path / "sm"), "--ensemble", "demo", "--manifest", str(manifest)]  # fmt: skip
     bad = _run("export.py", *exp, "--calibrate", "test")

@@ -35,6 +35,9 @@ from tf_boneage.training import ensemble, evaluation, landmarks, region, segment
 from tf_boneage.training.runs import table_runs
 from tf_boneage.training.runtime import StepError, run_or_exit
 
+#: the steps in order (``until=`` stops after one of them)
+STAGES = ("segmentation", "landmarks", "cache", "regions", "ensemble", "evaluate")
+
 
 def size_text(pair) -> str:
     """``(104, 80)`` -> ``"104x80"``."""
@@ -120,9 +123,14 @@ def run(
     sets=(),
     figures=None,
     log: list | None = None,
-) -> dict:
+    until: str | None = None,
+) -> dict | None:
     """Every step of the module docstring into ``out``; returns the table document
-    (``OUT/region/table/table.json``). ``log`` collects ``(step title, seconds)``."""
+    (``OUT/region/table/table.json``). ``log`` collects ``(step title, seconds)``. ``until``
+    (one of :data:`STAGES`) stops after that step and returns None: e.g. ``"cache"`` prepares
+    the registered regions for ablation runs without training or evaluating the table."""
+    if until is not None and until not in STAGES:
+        raise StepError(f"until={until!r}: one of {', '.join(STAGES)}")
     spec = config_lib.read_preset(preset)
     out, manifest = Path(out), Path(manifest)
     if not manifest.is_file():
@@ -140,6 +148,8 @@ def run(
 
     cfg = load(config_lib.SegmentationConfig, f"manifest={manifest}", f"out={out / 'seg'}")
     unet = Path(steps("segmentation", segmentation.run, cfg)["unet"])
+    if until == "segmentation":
+        return None
     marks = out / "landmarks" / "landmarks.keras"
     cfg = load(
         config_lib.LandmarkConfig,
@@ -148,7 +158,11 @@ def run(
         f"out={out / 'landmarks'}",
     )
     steps("landmarks", landmarks.run, cfg)
+    if until == "landmarks":
+        return None
     cached = steps("preprocess (cache)", build_cache, manifest, out / "cache", unet, marks, spec)
+    if until == "cache":
+        return None
     sizes = spec["regions"]
     for spec_run in runs:
         raw = spec_run.input == "raw"
@@ -161,7 +175,11 @@ def run(
             *spec_run.overrides(),
         )
         steps(f"region {spec_run.name}", region.run, cfg)
+    if until == "regions":
+        return None
     steps("ensemble", ensemble.run, out / "region")
+    if until == "ensemble":
+        return None
     doc = steps("evaluate", evaluation.run, out / "region", None, figures)
     print(
         f"table: {out / 'region' / 'table' / 'table.md'} "
@@ -188,6 +206,12 @@ def main(argv=None) -> int:
         "landmarks.KEY=VALUE for those steps",
     )
     parser.add_argument("--figures", default=None, help="folder for the table's plots")
+    parser.add_argument(
+        "--until",
+        default=None,
+        choices=STAGES,
+        help="stop after this step (e.g. cache: prepare the regions for ablation runs)",
+    )
     args = parser.parse_args(argv)
     run_or_exit(
         parser,
@@ -200,6 +224,7 @@ def main(argv=None) -> int:
         only=args.only,
         sets=args.set,
         figures=args.figures,
+        until=args.until,
         hint="; fix it and run the same command again to resume",
     )
     return 0
