@@ -117,8 +117,11 @@ def test_sex_flag_corrupt_file_in_the_middle_json_and_overwrite(model, inputs, t
         (rows["a_8bit.png"]["bone_age_months"] - 126) / gp_sd(126, False), abs=0.01
     )
     overlays = sorted(p.name for p in (tmp_path / "ov").iterdir())
-    assert "a_8bit_overlay.png" in overlays and len(overlays) == 6
-    img = cv2.imread(str(tmp_path / "ov" / "a_8bit_overlay.png"))
+    aged = [n for n in good if rows[n]["bone_age_months"] is not None]
+    assert aged == [n for n in good if rows[n]["status"] == "ok"]  # QC-rejected: no age
+    assert len(overlays) == len(aged)  # an overlay per image with an age
+    assert "a_8bit_overlay.png" in overlays or rows["a_8bit.png"]["status"] == "rejected"
+    img = cv2.imread(str(tmp_path / "ov" / overlays[0]))
     assert img.shape[1] > img.shape[0]  # three panels side by side
     before = out.read_text()
     again = _predict(inputs, "--model", model, "--sex", "F", "--out", out)

@@ -244,9 +244,7 @@ def _default_model(root: Path = Path("saved_models")) -> Path:
 
 
 def cmd_predict(args) -> int:
-    import json
-
-    from tf_boneage.inference import predict
+    from tf_boneage.inference import batch, labels, predict
 
     out = Path(args.out) if args.out else None
     if out is not None:
@@ -268,60 +266,46 @@ def cmd_predict(args) -> int:
     if not files:
         print("error: no image or DICOM files found in the inputs", file=sys.stderr)
         return 2
+    if args.labels:
+        try:
+            requests, notes = batch.requests_from_labels(files, args.labels, args.sex, chrono)
+        except labels.LabelsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for note in notes:
+            print(f"WARNING: {note}", file=sys.stderr)
+    else:
+        requests = [batch.Request(f, args.sex, chrono) for f in files]
     from tqdm import tqdm
 
     from tf_boneage.export import load
 
     loaded = load.saved_model(model)
-    rows = []
-    for start in tqdm(
-        range(0, len(files), args.batch),
+    with tqdm(
+        total=-(-len(requests) // args.batch),
         desc="predict",
         unit="batch",
-        disable=len(files) <= args.batch,
-    ):
-        items = [predict.prepare(f, args.sex, chrono) for f in files[start : start + args.batch]]
-        good = [i for i in items if not i.error]
-        results = dict(
-            zip(map(id, good), predict.run_model(loaded, good) if good else [], strict=True)
+        disable=len(requests) <= args.batch,
+    ) as bar:
+        rows = batch.run(
+            loaded,
+            requests,
+            args.batch,
+            args.overlay,
+            args.overwrite,
+            args.force,
+            bar=lambda: bar.update(1),
         )
-        for item in items:
-            res = results.get(id(item))
-            r = predict.row(item, res)
-            if args.overlay and res is not None and not item.error:
-                path = Path(args.overlay) / f"{item.path.stem}_overlay.png"
-                if path.exists() and not args.overwrite:
-                    r["flags"] = "; ".join(filter(None, [r["flags"], f"{path} exists: kept"]))
-                else:
-                    r["overlay"] = str(predict.overlay(loaded, item, path)[0])
-            rows.append(r)
     for r in rows:
         if r["status"] == "error":
             print(f"{r['file']}: ERROR {r['reason']}", file=sys.stderr)
-            continue
-        line = (
-            f"{r['file']}: {r['bone_age']} ({r['bone_age_months']:.1f} months, 90 % "
-            f"{r['interval_low_months']:.0f}-{r['interval_high_months']:.0f}) {r['sex']}"
-        )
-        if r["sds_greulich_pyle"] is not None:
-            line += (
-                f", BA-CA {r['ba_minus_ca_months']:+.1f} months, SDS {r['sds_greulich_pyle']:+.2f}"
-            )
-        line += f" [{r['status']}{': ' + r['reason'] if r['reason'] else ''}]"
-        if r["flags"]:
-            line += f" ({r['flags']})"
-        print(line)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        if out.suffix.lower() == ".json":
-            chain = load.metadata(model).get("chain")  # how the export's chain was built
-            doc = {"model": str(model), "chain": chain, "results": rows}
-            tmp.write_text(json.dumps(doc, indent=2))
         else:
-            pd.DataFrame(rows, columns=list(predict.COLUMNS)).to_csv(tmp, index=False)
-        tmp.replace(out)
+            print(batch.line(r))
+    if out is not None:
+        batch.write(rows, out, model, load.metadata(model).get("chain"))
         print(f"{len(rows)} results -> {out}")
+    for text in batch.agreement(rows, out, args.overwrite):
+        print(text)
     errors = sum(r["status"] == "error" for r in rows)
     return 1 if errors == len(rows) else 0
 
@@ -546,6 +530,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="months (126) or years+months (10y6m); default from DICOM dates",
     )
     p.add_argument("--out", default=None, help="results.csv or results.json")
+    p.add_argument(
+        "--labels",
+        default=None,
+        help="CSV with per-image sex (columns id or file, sex or male; optional "
+        "chronological_age or birth_date + study_date, and boneage: the true age)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="give an age to images QC rejects too (marked in flags)",
+    )
     p.add_argument("--overlay", default=None, help="folder for one overlay PNG per image")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -70,30 +70,37 @@ def _evaluate_tflite(export: Path, tflite_dir: Path, manifest: Path, limit: int,
     return text, {k: v for k, v in tflite_eval.verdicts(summary).items() if v}
 
 
-def _predict(export: Path, manifest: Path, out: Path) -> tuple[str, object, object]:
-    """``tf-boneage predict`` on three test images of one sex (the sample folder holds plain
-    images, whose sex is given once); returns (sex, the test rows, the results table)."""
+def _predict(export: Path, manifest: Path, out: Path) -> tuple[object, object]:
+    """``tf-boneage predict --labels`` on three test images (a folder of plain images and a
+    labels CSV with each one's sex and true age, as a clinic's batch would come); returns
+    (the test rows, the results table)."""
     import pandas as pd
 
     from tf_boneage import cli
     from tf_boneage.data.manifest import load_manifest
 
     test = load_manifest(manifest)
-    test = test[test["split"] == "test"]
-    girls = test[~test["male"].astype(bool)]
-    test, sex = (girls.head(3), "F") if len(girls) else (test.head(3), "M")
+    test = test[test["split"] == "test"].head(3)
     samples = out / "predict_samples"
     samples.mkdir(exist_ok=True)
     for _, row in test.iterrows():
         shutil.copy(row["image_path"], samples / Path(row["image_path"]).name)
+    labels = out / "predict_labels.csv"
+    pd.DataFrame(
+        {
+            "file": [Path(p).name for p in test["image_path"]],
+            "sex": ["M" if m else "F" for m in test["male"].astype(bool)],
+            "boneage": test["boneage"],
+        }
+    ).to_csv(labels, index=False)
     results = out / "predictions.csv"
     argv = [
         "predict",
         str(samples),
         "--model",
         str(export),
-        "--sex",
-        sex,
+        "--labels",
+        str(labels),
         "--out",
         str(results),
         "--overlay",
@@ -102,7 +109,7 @@ def _predict(export: Path, manifest: Path, out: Path) -> tuple[str, object, obje
     ]
     if cli.main(argv) != 0:
         raise StepError("predict found no image it could read")
-    return sex, test, pd.read_csv(results)
+    return test, pd.read_csv(results)
 
 
 def run(args) -> int:
@@ -168,7 +175,7 @@ def run(args) -> int:
             "test",
         )
         (out / "coverage.json").write_text(json.dumps(coverage, indent=2))
-        sex, test, got = steps("predict on 3 test images", _predict, export_dir, manifest, out)
+        test, got = steps("predict on 3 test images", _predict, export_dir, manifest, out)
     except StepError as exc:
         print(f"demo: {exc}; run the same command again to resume", file=sys.stderr)
         return 2
@@ -179,10 +186,13 @@ def run(args) -> int:
     print(tflite_text)
     print("=== uncertainty: how often the truth is inside the interval (test split)")
     print("\n".join(evaluation.coverage_lines(coverage)))
-    print(f"=== predict ({len(test)} test images of one sex, given as --sex {sex})")
+    print(f"=== predict ({len(test)} test images, sex and true age from --labels)")
     for _, r in got.iterrows():
         name = Path(r["file"]).name
-        print(f"  {name}: predicted {r['bone_age_months']:.1f} months, true {truth[name]:.1f}")
+        if r["bone_age_months"] != r["bone_age_months"]:  # NaN: no age
+            print(f"  {name}: rejected by QC ({r['reason']}), true {truth[name]:.1f}")
+        else:
+            print(f"  {name}: predicted {r['bone_age_months']:.1f} months, true {truth[name]:.1f}")
     print("\n=== where everything went")
     for label, path in (
         ("data / manifest", manifest),

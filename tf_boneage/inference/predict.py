@@ -26,8 +26,8 @@ MIN_PLAUSIBILITY = 0.75
 
 
 def collect(inputs: list[str]) -> list[Path]:
-    """Files given and image / DICOM files under folders (recursive), in a stable order;
-    extension-less files inside folders are included when they look like DICOM."""
+    """Files given and image / DICOM files under folders (recursive), in a stable order, each
+    once; extension-less files inside folders are included when they look like DICOM."""
     out = []
     for item in inputs:
         path = Path(item)
@@ -39,7 +39,49 @@ def collect(inputs: list[str]) -> list[Path]:
                     out.append(f)
         else:
             out.append(path)
-    return out
+    seen: set = set()
+    return [p for p in out if not (p.resolve() in seen or seen.add(p.resolve()))]
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """A name per input, unique within the call, for its outputs (overlays): the file's stem,
+    or where two inputs share a stem their paths below the folder they share
+    (``rot/2040.png``, ``orig/2040.png`` -> ``rot__2040``, ``orig__2040``); a clash left after
+    that gets ``-2``, ``-3``."""
+    stems: dict[str, list[Path]] = {}
+    for f in files:
+        stems.setdefault(f.stem, []).append(f)
+    names = []
+    for f in files:
+        name = f.stem
+        if len(stems[f.stem]) > 1:
+            group = [p.resolve() for p in stems[f.stem]]
+            common = Path(*_common_parts(group))
+            rel = f.resolve().relative_to(common)
+            name = "__".join([*rel.parent.parts, rel.stem if rel.suffix else rel.name])
+            if len({p.suffix for p in stems[f.stem]}) > 1:
+                name += "_" + f.suffix.lstrip(".")
+        names.append(name)
+    used: set = set()
+    unique = []
+    for name in names:
+        candidate, k = name, 1
+        while candidate in used:
+            k += 1
+            candidate = f"{name}-{k}"
+        used.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
+def _common_parts(paths: list[Path]) -> tuple:
+    parts = [p.parent.parts for p in paths]
+    common = []
+    for items in zip(*parts):  # noqa: B905 (shortest path bounds the shared prefix)
+        if len(set(items)) != 1:
+            break
+        common.append(items[0])
+    return tuple(common) or ("/",)
 
 
 def _looks_dicom(path: Path) -> bool:
@@ -105,8 +147,12 @@ def _looks_inverted(pixels: np.ndarray) -> bool:
     return float(np.median(border)) > 0.5 and float(np.median(border)) > float(centre.mean())
 
 
-def prepare(path: Path, sex: str | None, chronological: float | None) -> Prepared:
-    """Read one file and gather what the model and the report need; errors are kept."""
+def prepare(
+    path: Path, sex: str | None, chronological: float | None, source: str = "--sex"
+) -> Prepared:
+    """Read one file and gather what the model and the report need; errors are kept.
+    ``sex`` ("M" / "F") is used when the file has no PatientSex (``source`` names where it
+    came from); ``chronological`` (months) wins over the DICOM dates."""
     item = Prepared(path)
     try:
         loaded = io.read_image(path)
@@ -127,11 +173,11 @@ def prepare(path: Path, sex: str | None, chronological: float | None) -> Prepare
     if "sex" in meta:
         item.male, item.sex_source = meta["sex"] == "M", "DICOM PatientSex"
         if sex and sex.upper() != meta["sex"]:
-            item.flags.append(f"--sex {sex.upper()} ignored: the DICOM says {meta['sex']}")
+            item.flags.append(f"{source} {sex.upper()} ignored: the DICOM says {meta['sex']}")
     elif sex:
-        item.male, item.sex_source = sex.upper() == "M", "--sex"
+        item.male, item.sex_source = sex.upper() == "M", source
     else:
-        item.error = "sex unknown: the file has no PatientSex; pass --sex M or --sex F"
+        item.error = "sex unknown: the file has no PatientSex; pass --sex M or --sex F, or --labels"
         return item
     if chronological is not None:
         item.chronological = chronological
@@ -155,8 +201,10 @@ def qc_reason(area: float, plausibility: float) -> str:
     return ""
 
 
-def row(item: Prepared, out: dict | None) -> dict:
-    """One result row (the CSV / JSON schema; see :data:`COLUMNS`)."""
+def row(item: Prepared, out: dict | None, force: bool = False, truth: float | None = None) -> dict:
+    """One result row (the CSV / JSON schema; see :data:`COLUMNS`). An image QC rejects gets
+    no age (its reason in ``reason``) unless ``force``, and then ``flags`` says so. ``truth``:
+    the true bone age (months) from ``--labels``, if any."""
     r = dict.fromkeys(COLUMNS, None)
     r.update(
         file=str(item.path),
@@ -164,6 +212,7 @@ def row(item: Prepared, out: dict | None) -> dict:
         sex_source=item.sex_source,
         sex=None if item.male is None else ("M" if item.male else "F"),
         chronological_age_months=item.chronological,
+        true_bone_age_months=truth,
     )
     if item.error or out is None:
         r.update(status="error", reason=item.error or "model failed")
@@ -173,13 +222,19 @@ def row(item: Prepared, out: dict | None) -> dict:
     r.update(
         status="rejected" if reason else "ok",
         reason=reason,
+        mask_area=round(float(out["mask_area"]), 4),
+        landmark_plausibility=float(out["landmark_plausibility"]),
+    )
+    if reason and not force:
+        return r
+    if reason:
+        r["flags"] = "; ".join(filter(None, [r["flags"], "QC rejected: age given by --force"]))
+    r.update(
         bone_age_months=round(age, 2),
         bone_age=years_months(age),
         bone_age_std_months=round(std, 2),
         interval_low_months=round(age - INTERVAL_Z * std, 2),
         interval_high_months=round(age + INTERVAL_Z * std, 2),
-        mask_area=round(float(out["mask_area"]), 4),
-        landmark_plausibility=float(out["landmark_plausibility"]),
     )
     if item.chronological is not None:
         r["ba_minus_ca_months"] = round(age - item.chronological, 2)
@@ -204,6 +259,7 @@ COLUMNS = (
     "sds_greulich_pyle",
     "mask_area",
     "landmark_plausibility",
+    "true_bone_age_months",
     "overlay",
 )
 
