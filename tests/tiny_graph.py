@@ -79,3 +79,63 @@ def _keras_path(graph, images, male):
         shape = tf.constant([[img.shape[0], img.shape[1]]], tf.float32)
         out.append(graph.predict_decoded(x, tf.constant([m], tf.float32), shape))
     return {k: np.concatenate([o[k].numpy() for o in out]) for k in out[0]}
+
+
+#: the paper's frame and region sizes (a native-size graph warps from the film's own pixels)
+PAPER_SIZES = {"A": (500, 375), "B": (240, 320), "C": (320, 360)}
+#: normalised (x, y) of tip, thumb, capitate the native graph's landmark net always answers
+HAND = [0.5, 0.15, 0.8, 0.55, 0.5, 0.7]
+
+
+def _native_graph(input_size=None, seed=0):
+    """A tiny graph at the paper's frame (2080 x 1600) and region sizes whose chain is known
+    exactly: the U-Net's mask covers the whole film (zero kernel, bias +10) and the landmark
+    net answers :data:`HAND` whatever the film (zero kernel), so the registration is fixed and
+    a region crop is a pure resampling of the film. ``input_size=None``: native size."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    unet = UNet((32, 32, 1), depth=2, base_filters=4)
+    last = unet.get_layer("mask")
+    last.kernel.assign(tf.zeros_like(last.kernel))
+    last.bias.assign([10.0])
+    marks = LandmarkNet((32, 32, 1), filters=(4, 8), dense_units=8)
+    head = marks.get_layer("landmarks")
+    head.kernel.assign(tf.zeros_like(head.kernel))
+    head.bias.assign(HAND)
+    models = {}
+    for region in "ABC":
+        m = RegionNet(
+            (*PAPER_SIZES[region], 1),
+            head="regression",
+            filters=(4, 4, 8, 8, 8, 8),
+            dense_units=8,
+            pool_padding="same",
+            name=f"region_{region}",
+        )
+        last = m.get_layer("unit_age")
+        last.kernel.assign(last.kernel * 200.0)  # make the age depend on the image
+        models[f"{region}_reg_both"] = m
+    pre = Preprocessor(
+        unet,
+        marks,
+        ChainConfig(
+            unet_size=32, landmark_size=32, frame=Frame(2080, 1600), region_sizes=PAPER_SIZES
+        ),
+    )
+    names = ["A_reg_both", "B_reg_both", "C_reg_both"]
+    members = members_from_spec(names, models.__getitem__)
+    params = {s: {"weights": [0.4, 0.3, 0.3], "bias": 0.0} for s in ("male", "female")}
+    return BoneAgeGraph(pre, members, params, input_size)
+
+
+def _film(h=2000, w=1600, seed=0):
+    """A smooth full-size 'film' (float32 (h, w) in [0, 1]): a bright blurred hand-sized
+    ellipse on a dark gradient, no detail finer than ~40 px."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = 0.1 + 0.1 * yy / h
+    cy, cx = h * (0.5 + 0.05 * rng.standard_normal()), w * 0.5
+    inside = ((yy - cy) / (0.42 * h)) ** 2 + ((xx - cx) / (0.35 * w)) ** 2 < 1
+    img = img + 0.5 * inside
+    return cv2.GaussianBlur(img, (0, 0), h / 50).astype(np.float32)

@@ -31,6 +31,10 @@ from tf_boneage.preprocessing import regions, registration, warp
 from tf_boneage.preprocessing.chain import Preprocessor
 from tf_boneage.training import runs
 
+#: side of the square preview of each decoded film a native-size graph's ``explain_bytes``
+#: returns (the overlay's input panel; the chain itself runs on the full film)
+PREVIEW = 512
+
 OUTPUTS = (
     "bone_age_months",
     "bone_age_std",
@@ -126,7 +130,10 @@ class BoneAgeGraph(tf.Module):
         members: ensemble members (order = the ensemble's weight order).
         params: per-sex ensemble ``{"male": {"weights": [M], "bias": b}, "female": ...}``.
         input_size: (h, w) every image is resized to before the chain (the training images'
-            size, e.g. 100 x 100 for the 100 px data).
+            size, e.g. 100 x 100 for the 100 px data), or ``None``: every film at its own
+            size (the paper preset): segmented and landmarked on downscaled copies inside the
+            chain, regions warped from its full-resolution pixels, one film at a time
+            (:meth:`chain_bytes`).
         assume_aspect: width / height of the originals when the inputs were squashed to a
             square (the 100 px data: 0.74); ``None``: the decoded image's own shape.
     """
@@ -144,7 +151,7 @@ class BoneAgeGraph(tf.Module):
         self.members = members
         self.heads = {id(m): _Head(m) for member in members for m in member.models()}
         self.keras_models = [m for member in members for m in member.models()]
-        self.input_size = tuple(int(v) for v in input_size)
+        self.input_size = None if input_size is None else tuple(int(v) for v in input_size)
         self.assume_aspect = assume_aspect
         self.weights, self.bias = ensemble_tensors(params)  # (2, M), (2,): male, female
         # per-sex factor on bone_age_std (row 0 male, row 1 female): 1 until calibrated
@@ -188,14 +195,70 @@ class BoneAgeGraph(tf.Module):
         std = tf.sqrt(bins_var + spread) * tf.gather(self.std_scale, rows)
         return age, std, preds
 
+    def _sized(self, images: tf.Tensor) -> tf.Tensor:
+        """Images as the chain takes them: resized to ``input_size``, or as they are."""
+        images = tf.cast(images, tf.float32)
+        return images if self.input_size is None else warp.resize(images, self.input_size)
+
+    def chain_bytes(self, image_bytes: tf.Tensor, keys: tuple[str, ...]) -> tuple[dict, tf.Tensor]:
+        """The chain on encoded films of any sizes, one at a time (how a native-size graph
+        serves): decoded at their own size (resized to ``input_size`` if the graph has one),
+        the chain's outputs ``keys`` stacked (B, ...), plus a
+        square preview (B, :data:`PREVIEW`, :data:`PREVIEW`, 1) of each decoded film for the
+        overlays. Films are processed one after another (``parallel_iterations=1``): a batch
+        of 3,000 px films never sits in memory at full size at once."""
+        outputs = {**self._output_specs(), "right": tf.TensorSpec([], tf.bool)}
+        spec = {k: outputs[k] for k in keys}
+
+        def one(contents):
+            image = decode_image_bytes(contents)
+            shape = tf.cast(tf.shape(image)[:2], tf.float32)
+            if self.assume_aspect is not None:
+                shape = tf.stack([shape[0], shape[0] * self.assume_aspect])
+            out = self.preprocessor(self._sized(image[None]), shape[None])
+            preview = warp.resize(image[None], (PREVIEW, PREVIEW))[0]
+            return {k: out[k][0] for k in keys}, preview
+
+        return tf.map_fn(
+            one,
+            image_bytes,
+            fn_output_signature=(spec, tf.TensorSpec([PREVIEW, PREVIEW, 1], tf.float32)),
+            parallel_iterations=1,
+        )
+
+    def _output_specs(self) -> dict:
+        """Shapes of one image's chain outputs (what :meth:`chain_bytes` stacks)."""
+        cfg = self.preprocessor.config
+        specs = {
+            f"region_{r}": tf.TensorSpec([*cfg.region_sizes[r], 1], tf.float32)
+            for r in self._regions()
+        }
+        specs.update(
+            mask_area=tf.TensorSpec([], tf.float32),
+            mask_confidence=tf.TensorSpec([], tf.float32),
+            landmark_plausibility=tf.TensorSpec([], tf.float32),
+            landmarks=tf.TensorSpec([6], tf.float32),
+            registered=tf.TensorSpec([cfg.frame.height, cfg.frame.width, 1], tf.float32),
+            mask=tf.TensorSpec([cfg.unet_size, cfg.unet_size, 1], tf.float32),
+        )
+        return specs
+
+    def _predict_keys(self) -> tuple[str, ...]:
+        qc = ("mask_area", "mask_confidence", "landmark_plausibility", "landmarks", "right")
+        return (*(f"region_{r}" for r in self._regions()), *qc)
+
     def predict_decoded(
         self, images: tf.Tensor, male: tf.Tensor, original_size: tf.Tensor | None = None
     ) -> dict:
-        """``images`` (B, H, W, 1) float32 in [0, 1] (any H, W: resized to ``input_size``),
-        ``male`` (B,) 1 / 0, ``original_size`` (B, 2) (h, w) of the originals or 0 = unknown."""
-        images = warp.resize(tf.cast(images, tf.float32), self.input_size)
+        """``images`` (B, H, W, 1) float32 in [0, 1] (any H, W: resized to ``input_size``;
+        a native-size graph takes them as they are), ``male`` (B,) 1 / 0, ``original_size``
+        (B, 2) (h, w) of the originals or 0 = unknown."""
+        out = self.preprocessor(self._sized(images), original_size)
+        return self._answer(out, male)
+
+    def _answer(self, out: dict, male: tf.Tensor) -> dict:
+        """The outputs of the module docstring from the chain's outputs ``out``."""
         male = tf.cast(tf.reshape(male, [-1]), tf.float32)
-        out = self.preprocessor(images, original_size)
         crops = {r: out[f"region_{r}"] for r in self._regions()}
         age, std, preds = self._estimate(crops, male)
         return {
@@ -261,9 +324,10 @@ class BoneAgeGraph(tf.Module):
         canonical frame, ``heatmap`` (B, frame h, frame w) in [-1, 1], ``mask`` (B, s, s),
         ``bone_age_months`` (B,) and ``landmarks`` (B, 6) normalised (x, y).
         """
-        images = warp.resize(tf.cast(images, tf.float32), self.input_size)
+        return self._explained(self.preprocessor(self._sized(images), original_size), male)
+
+    def _explained(self, out: dict, male: tf.Tensor) -> dict:
         male = tf.cast(tf.reshape(male, [-1]), tf.float32)
-        out = self.preprocessor(images, original_size)
         crops = {r: out[f"region_{r}"] for r in self._regions()}
         canvas, age = self.heatmap(crops, male)
         return {
@@ -277,24 +341,31 @@ class BoneAgeGraph(tf.Module):
     def explain_bytes(self, image_bytes: tf.Tensor, male: tf.Tensor) -> dict:
         """:meth:`explain` of encoded images, decoded exactly as :meth:`predict_bytes` decodes
         them (what ``serving_default`` answers is what the overlay shows); adds ``images``
-        (B, h, w, 1), the decoded input at ``input_size`` the chain saw."""
+        (B, h, w, 1), the decoded input at ``input_size`` the chain saw (a native-size graph:
+        a :data:`PREVIEW` square of it)."""
+        if self.input_size is None:
+            keys = (*self._predict_keys(), "registered", "mask")
+            out, preview = self.chain_bytes(image_bytes, keys)
+            return {**self._explained(out, male), "images": preview}
         images, shapes = self.decode(image_bytes)
         return {**self.explain(images, male, shapes), "images": images}
 
     def decode(self, image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Encoded PNG / JPEG strings (B,) -> images (B, h, w, 1) at ``input_size`` and the
-        decoded (h, w) of each original (B, 2)."""
+        decoded (h, w) of each original (B, 2). A native-size graph returns them at their own
+        size: films of one size per call (one film, as the TFLite evaluation decodes)."""
 
         def one(contents):
             image = decode_image_bytes(contents)
             shape = tf.cast(tf.shape(image)[:2], tf.float32)
-            return warp.resize(image[None], self.input_size)[0], shape
+            return self._sized(image[None])[0], shape
 
+        size = [None, None] if self.input_size is None else list(self.input_size)
         images, shapes = tf.map_fn(
             one,
             image_bytes,
             fn_output_signature=(
-                tf.TensorSpec([*self.input_size, 1], tf.float32),
+                tf.TensorSpec([*size, 1], tf.float32),
                 tf.TensorSpec([2], tf.float32),
             ),
         )
@@ -303,6 +374,11 @@ class BoneAgeGraph(tf.Module):
         return images, shapes
 
     def predict_bytes(self, image_bytes: tf.Tensor, male: tf.Tensor) -> dict:
+        """Encoded films (B,) and sex (B,) -> the outputs of the module docstring; a
+        native-size graph runs the chain film by film (:meth:`chain_bytes`)."""
+        if self.input_size is None:
+            out, _ = self.chain_bytes(image_bytes, self._predict_keys())
+            return self._answer(out, male)
         images, shapes = self.decode(image_bytes)
         return self.predict_decoded(images, male, shapes)
 

@@ -70,8 +70,14 @@ def signatures(graph: BoneAgeGraph) -> dict:
     TFLite converts: decoding stays outside the .tflite); ``decode``: encoded images ->
     the ``images`` and ``original_size`` the other signatures take (what runs before TFLite);
     ``explain``: registered image, Grad-CAM heatmap and mask for the overlays;
-    ``explain_bytes``: the same from encoded images, decoded as ``serving_default`` does."""
-    h, w = graph.input_size
+    ``explain_bytes``: the same from encoded images, decoded as ``serving_default`` does.
+
+    A native-size graph (``input_size`` None) takes films at their own size everywhere:
+    ``serving_default`` and ``explain_bytes`` run the chain film by film
+    (:meth:`BoneAgeGraph.chain_bytes`), ``predict_tflite`` takes (1, H, W, 1) for any H, W,
+    ``decode`` returns one film (or films of one size) as it is."""
+    native = graph.input_size is None
+    h, w = (None, None) if native else graph.input_size
 
     @tf.function(
         input_signature=[
@@ -90,6 +96,8 @@ def signatures(graph: BoneAgeGraph) -> dict:
         ]
     )
     def serving_default(image_bytes, male):
+        if native:  # films of any sizes in one request: the chain film by film
+            return graph.predict_bytes(image_bytes, male)
         # decode, then the predict_images function itself (traced once, called here): the
         # chain is the same graph in both signatures, and the export traces it once less
         images, original_size = graph.decode(image_bytes)
@@ -127,6 +135,8 @@ def signatures(graph: BoneAgeGraph) -> dict:
         ]
     )
     def explain_bytes(image_bytes, male):
+        if native:
+            return graph.explain_bytes(image_bytes, male)
         # decoded as serving_default decodes, then the explain function itself
         images, original_size = graph.decode(image_bytes)
         return {**explain(images, male, original_size), "images": images}
@@ -179,7 +189,7 @@ def export_end_to_end(
         (extra / "tf_boneage.json").write_text(
             json.dumps(
                 {
-                    "input_size": list(graph.input_size),
+                    "input_size": None if graph.input_size is None else list(graph.input_size),
                     "assume_aspect": graph.assume_aspect,
                     "members": [m.name for m in graph.members],
                     "outputs": list(OUTPUTS),

@@ -80,7 +80,8 @@ def stage_samples(graph, manifest: pd.DataFrame, n: int = 64) -> dict[str, list[
         except tf.errors.OpError as exc:
             print(f"int8 calibration: skipping {row['image_path']}: {exc.message.splitlines()[0]}")
             continue
-        images = warp.resize(images, graph.input_size)
+        if graph.input_size is not None:
+            images = warp.resize(images, graph.input_size)
         out = pre(images, size)
         male = np.array([[float(row["male"])]], np.float32)
         for stage, model in graph.stage_models.items():

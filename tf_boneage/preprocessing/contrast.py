@@ -33,4 +33,4 @@ def equalize(images: tf.Tensor, masks: tf.Tensor, bins: int = 256) -> tf.Tensor:
     first = tf.reduce_min(tf.where(hist > 0, cdf, total), axis=1, keepdims=True)
     mapping = tf.math.divide_no_nan(cdf - first, total - first)
     out = tf.gather(tf.clip_by_value(mapping, 0.0, 1.0), level[..., 0], batch_dims=1)
-    return out[..., None] * masks
+    return tf.expand_dims(out, -1) * masks  # not [..., None]: TFLite needs it for any H, W

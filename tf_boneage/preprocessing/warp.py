@@ -131,4 +131,8 @@ def _block_mean(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     hk, wk = h // k, w // k
     x = images[:, : hk * k, : wk * k, :]
     x = tf.reshape(x, tf.stack([b, hk, k, wk, k, c]))
-    return tf.reduce_mean(x, axis=[2, 4])
+    out = tf.reduce_mean(x, axis=[2, 4])
+    # the reshape lost the static batch and channel sizes: keep them (the converted TFLite
+    # graph of a native-size export needs the U-Net's input fully known after its resize)
+    out.set_shape([images.shape[0], None, None, images.shape[3]])
+    return out
