@@ -37,18 +37,25 @@ NAMES = ("tip", "thumb", "capitate")
 
 
 def enhanced_images(rows, unet, size, raw: bool):
-    """Images as the landmark model sees them in the chain (segmented, equalised), (N, s, s, 1)."""
-    images = np.stack([io.load_image(p) for p in rows["image_path"]])[..., None]
+    """Images as the landmark model sees them in the chain (segmented, equalised), (N, s, s, 1)
+    float32. Films are read and run in batches (``segmentation.batches_of_films``): only the
+    small (s, s) results are kept, so full-size films of any number fit in memory."""
+    from tf_boneage.training.segmentation import batches_of_films
+
     chain = Preprocessor(
         unet, None, ChainConfig(unet_size=unet.input_shape[1] if unet else 96, landmark_size=size)
     )
-    if raw:
-        return chain.landmark_input(tf.constant(images)).numpy()
-    out = []
-    for start in range(0, len(images), 64):
-        batch = tf.constant(images[start : start + 64])
+
+    def small(batch):
+        if raw:
+            return chain.landmark_input(batch)
         masks, _ = chain.segment(batch)
-        out.append(chain.landmark_input(chain.enhance(batch, masks)).numpy())
+        return chain.landmark_input(chain.enhance(batch, masks))
+
+    run = tf.function(small, reduce_retracing=True)
+    out = []
+    for group in batches_of_films(rows["image_path"], 64):
+        out.append(run(tf.constant(np.stack([image for _, image in group])[..., None])).numpy())
     return np.concatenate(out)
 
 

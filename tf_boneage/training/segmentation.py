@@ -90,28 +90,53 @@ def write_pose_masks(rows: pd.DataFrame, folder: Path) -> list[str]:
     return paths
 
 
-def predict_masks(model, paths, size, batch=64):
-    """Cleaned masks at the images' own size and the raw probabilities, for image files
-    (the chain's own segmentation step, so evaluation sees what the chain does)."""
+#: most pixels of decoded films held at once by :func:`iter_masks` (16 MP: about five 2,000 x
+#: 1,600 films; the U-Net itself runs on its small input)
+MAX_BATCH_PIXELS = 1 << 24
+
+
+def batches_of_films(paths, batch: int, max_pixels: int = MAX_BATCH_PIXELS):
+    """Decoded films ``(path, (h, w) float32)`` grouped in batches of one size (at most
+    ``batch`` films and ``max_pixels`` pixels, a film larger than that alone), read one at a
+    time: what is in memory is set by the batch, never by the number of films."""
+    group: list = []
+    for path in paths:
+        image = io.load_image(path)
+        if group and (
+            image.shape != group[0][1].shape
+            or len(group) >= batch
+            or (len(group) + 1) * image.size > max_pixels
+        ):
+            yield group
+            group = []
+        group.append((path, image))
+    if group:
+        yield group
+
+
+def iter_masks(model, paths, size, batch=64):
+    """Per film, in order: the cleaned mask (h, w) uint8 0 / 1 at the film's own size and the
+    raw probabilities (h, w) float32 (the chain's own segmentation step, so evaluation sees
+    what the chain does). Streams (:func:`batches_of_films`): full-size films of any number
+    and sizes, one batch in memory at a time."""
     chain = Preprocessor(model, None, ChainConfig(unet_size=size))
-    segment = tf.function(chain.segment)
-    masks, probs = [], []
-    for start in tqdm(range(0, len(paths), batch), desc="segmenting", unit="batch"):
-        images = [io.load_image(p) for p in paths[start : start + batch]]
-        m, p = (t.numpy() for t in segment(tf.constant(np.stack(images)[..., None])))
-        for im, pk, mk in zip(images, p, m, strict=True):
-            h, w = im.shape
+    segment = tf.function(chain.segment, reduce_retracing=True)
+    for group in tqdm(batches_of_films(paths, batch), desc="segmenting", unit="batch"):
+        images = np.stack([image for _, image in group])[..., None]
+        m, p = (t.numpy() for t in segment(tf.constant(images)))
+        for (_, image), pk, mk in zip(group, p, m, strict=True):
+            h, w = image.shape
             # the chain's own upsampling of masks (remove_background: nearest)
-            masks.append(tf.image.resize(mk, (h, w), method="nearest").numpy()[..., 0])
-            probs.append(tf.image.resize(pk, (h, w)).numpy()[..., 0])
-    return masks, probs
+            mask = tf.image.resize(mk, (h, w), method="nearest").numpy()[..., 0] > 0.5
+            yield mask.astype(np.uint8), tf.image.resize(pk, (h, w)).numpy()[..., 0]
 
 
 def evaluate(model, rows: pd.DataFrame, size: int) -> dict:
-    """Held-out pose images: points inside the cleaned mask, area, Jaccard vs the pose mask."""
-    masks, _ = predict_masks(model, rows["image_path"].tolist(), size)
+    """Held-out pose images: points inside the cleaned mask, area, Jaccard vs the pose mask
+    (streamed: one batch of films in memory)."""
+    masks = iter_masks(model, rows["image_path"].tolist(), size)
     inside, areas, jaccard = [], [], []
-    for (_, row), m in zip(rows.iterrows(), masks, strict=True):
+    for (_, row), (m, _) in zip(rows.iterrows(), masks, strict=True):
         pts = eval_points(row)
         inside.append(pose.points_inside(m, pts)[~np.isnan(pts).any(1)])
         areas.append(m.mean())
@@ -253,11 +278,11 @@ def run(cfg: config_lib.SegmentationConfig) -> dict:
             break
         if r + 1 < cfg.rounds:
             cand = others.head(cfg.max_pseudo) if cfg.max_pseudo else others
-            masks, probs = predict_masks(model, cand["image_path"].tolist(), cfg.size)
+            masks = iter_masks(model, cand["image_path"].tolist(), cfg.size)
             folder = out / f"masks_round{r + 1}"
             folder.mkdir(parents=True, exist_ok=True)
             keep = []
-            for rid, m, p in zip(cand["id"], masks, probs, strict=True):
+            for rid, (m, p) in zip(cand["id"], masks, strict=True):
                 if quality_filter(m, p):
                     cv2.imwrite(str(folder / f"{rid}.png"), (m > 0).astype(np.uint8) * 255)
                     keep.append(rid)

@@ -1,0 +1,80 @@
+"""Memory set by the batch, not by the number of films (issue 15 item 7): the segmentation
+step's evaluation and pseudo-labelling and the landmark step's inputs stream full-size films
+from disk. The paper preset was killed at 24 GB on 80 full-size phantoms because every film's
+full-size mask and probabilities were kept in lists (and 64 films were stacked at once)."""
+
+import tracemalloc
+
+import cv2
+import numpy as np
+import pytest
+
+from tf_boneage.models import UNet
+from tf_boneage.training import landmarks, segmentation
+
+
+@pytest.fixture(scope="module")
+def films(tmp_path_factory):
+    """18 films: 16 of 800 x 640 and two of other sizes in the middle (8 and 16 bit)."""
+    folder = tmp_path_factory.mktemp("films")
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(18):
+        h, w = (800, 640) if k not in (7, 11) else (600, 900)
+        img = rng.integers(0, 255, (h, w)).astype(np.uint8)
+        img = cv2.GaussianBlur(img, (0, 0), 8)
+        path = folder / f"f{k}.png"
+        cv2.imwrite(str(path), img if k != 11 else img.astype(np.uint16) * 257)
+        paths.append(str(path))
+    return paths
+
+
+def test_batches_of_films_group_one_size_within_the_pixel_budget(films):
+    groups = list(segmentation.batches_of_films(films, batch=4, max_pixels=3 * 800 * 640))
+    sizes = [[img.shape for _, img in g] for g in groups]
+    assert all(len(set(s)) == 1 for s in sizes)  # one size per batch
+    assert max(len(g) for g in groups) == 3  # the pixel budget, not the count of 4
+    assert [p for g in groups for p, _ in g] == films  # every film, in order
+    big = list(segmentation.batches_of_films(films[:2], batch=4, max_pixels=100))
+    assert [len(g) for g in big] == [1, 1]  # a film over the budget goes alone
+
+
+def _peak_mb(fn) -> float:
+    tracemalloc.start()  # numpy's buffers are traced; TensorFlow's own are not
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 1e6
+    finally:
+        tracemalloc.stop()
+
+
+def test_segmenting_films_holds_one_batch_not_all_films(films):
+    """Peak memory of consuming :func:`segmentation.iter_masks` over 6 and over 18 films:
+    the same (the old list-returning version grew with the films: 3x from 6 to 18)."""
+    unet = UNet((32, 32, 1), depth=2, base_filters=4)
+
+    def consume(n):
+        def go():
+            for mask, prob in segmentation.iter_masks(unet, films[:n], 32, batch=2):
+                assert mask.dtype == np.uint8 and prob.shape == mask.shape
+                assert set(np.unique(mask)) <= {0, 1}
+
+        return go
+
+    consume(2)()  # trace the functions first
+    few, many = _peak_mb(consume(6)), _peak_mb(consume(18))
+    assert many < 1.3 * few, (few, many)
+
+
+def test_landmark_inputs_are_small_whatever_the_films(films):
+    import pandas as pd
+
+    unet = UNet((32, 32, 1), depth=2, base_filters=4)
+    rows = pd.DataFrame({"image_path": films})
+    x = landmarks.enhanced_images(rows, unet, 24, raw=False)
+    assert x.shape == (18, 24, 24, 1) and x.dtype == np.float32
+    raw = landmarks.enhanced_images(rows.head(3), None, 24, raw=True)
+    assert raw.shape == (3, 24, 24, 1)
+    # the film of another size in the middle is itself, not its neighbour's
+    alone = landmarks.enhanced_images(rows.iloc[[7]], unet, 24, raw=False)
+    np.testing.assert_allclose(x[7], alone[0], atol=1e-5)
