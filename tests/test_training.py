@@ -39,6 +39,7 @@ def _run(script, *args, env=None, timeout=600):
         ("learning_rate=2", "learning_rate"),
         ("image_size=4x4", "image_size"),
         ("strategy=tpu", "strategy"),
+        ("precision=float64", "precision"),
         ("colour=red", "colour"),
         ("batch_size=many", "batch_size"),
     ],

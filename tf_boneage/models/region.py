@@ -131,13 +131,13 @@ class RegionNet(keras.Model):
             y = keras.layers.Dense(
                 1, activation="tanh", dtype="float32", name="unit_age", kernel_initializer=small
             )(x)
-            outputs = UnitToMonths(120.0, name="boneage")(y)
+            outputs = UnitToMonths(120.0, dtype="float32", name="boneage")(y)
         else:
             logits = keras.layers.Dense(num_bins, name="bin_logits", kernel_initializer=small)(x)
             probs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(
                 logits
             )
-            outputs = ExpectedValue(num_bins, 1.0, name="boneage")(probs)
+            outputs = ExpectedValue(num_bins, 1.0, dtype="float32", name="boneage")(probs)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.config_ = {
             "input_shape": input_shape,

@@ -48,6 +48,8 @@ class RegionConfig:
     shift: float = 0.05
     seed: int = 0
     strategy: str = "default"  # default | mirrored | multi-worker
+    # float32 | mixed_float16 | mixed_bfloat16 (GPUs / TPUs; heads and losses stay float32)
+    precision: str = "float32"
     max_train: int = 0  # 0 = all training rows
     # > 0: drop training rows whose cached landmark plausibility (share of the chain's four
     # landmark checks that pass) is below this, or whose mask is empty; val / test never
@@ -66,6 +68,7 @@ class RegionConfig:
             "pool_padding": ("same", "valid"),
             "strategy": ("default", "mirrored", "multi-worker"),
             "select": ("last", "best"),
+            "precision": PRECISIONS,
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -124,6 +127,7 @@ class SegmentationConfig:
     pose_split: str = "data_manifests/handpose_split.csv"
     seed: int = 0
     strategy: str = "default"
+    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
 
     def validate(self) -> SegmentationConfig:
         _check_common(self)
@@ -159,6 +163,7 @@ class LandmarkConfig:
     pose_split: str = "data_manifests/handpose_split.csv"
     seed: int = 0
     strategy: str = "default"
+    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
 
     def validate(self) -> LandmarkConfig:
         _check_common(self)
@@ -172,6 +177,8 @@ class LandmarkConfig:
 def _check_common(cfg) -> None:
     if cfg.strategy not in STRATEGIES:
         raise ConfigError("strategy", cfg.strategy, f"one of {STRATEGIES}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError("precision", cfg.precision, f"one of {PRECISIONS}")
     for key in ("epochs", "batch_size"):
         value = getattr(cfg, key)
         if min(value if isinstance(value, tuple) else (value,)) < 1:
@@ -185,6 +192,8 @@ def _check_common(cfg) -> None:
 
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
+#: Keras dtype policies a run may train in (:meth:`tf_boneage.training.task.Task.compiled_model`)
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def _coerce(value: str, hint):

@@ -129,7 +129,8 @@ def run(
     ckpt, state_path = out / "checkpoint.keras", out / "state.json"
     with strategy.scope():
         if ckpt.exists() and state_path.exists():
-            model = keras.saving.load_model(ckpt)
+            with task.precision():  # the run's dtype policy (mixed precision) on resume
+                model = keras.saving.load_model(ckpt)
             state = json.loads(state_path.read_text())
             print(f"resuming at epoch {state['epoch'] + 1}/{epochs} from {ckpt}")
         else:

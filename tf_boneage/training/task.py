@@ -13,6 +13,8 @@ Where a new stage goes: a module of this package with a ``Task`` subclass, a typ
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -63,8 +65,15 @@ class Task:
 
     def compiled_model(self) -> keras.Model:
         """:meth:`build_model` compiled with :meth:`build_optimizer`, :meth:`build_losses` and
-        :meth:`build_metrics` (``jit_compile`` off: slower on the CPU)."""
-        model = self.build_model()
+        :meth:`build_metrics` (``jit_compile`` off: slower on the CPU).
+
+        The model is built under the config's ``precision`` (a Keras dtype policy:
+        ``mixed_float16`` / ``mixed_bfloat16`` compute in half precision with float32
+        variables; the models' output heads are float32 layers, so losses are too). Keras
+        wraps the optimizer of a ``mixed_float16`` model in a ``LossScaleOptimizer`` (dynamic
+        loss scaling); :meth:`train_step` scales its loss the same way."""
+        with self.precision():
+            model = self.build_model()
         self.initialize(model)
         model.compile(
             self.build_optimizer(),
@@ -73,6 +82,17 @@ class Task:
             jit_compile=False,
         )
         return model
+
+    @contextlib.contextmanager
+    def precision(self):
+        """The config's ``precision`` as the global Keras dtype policy inside the block (models
+        built or reloaded from a checkpoint there compute in it), the previous one after."""
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(getattr(self.config, "precision", "float32"))
+        try:
+            yield
+        finally:
+            keras.config.set_dtype_policy(previous)
 
     # --- one step -----------------------------------------------------------------------------
     def loss_fn(self, model: keras.Model):
@@ -94,7 +114,9 @@ class Task:
                 loss = per / replicas
             else:
                 loss = tf.nn.compute_average_loss(per, global_batch_size=self.global_batch)
-        grads = tape.gradient(loss, model.trainable_variables)
+            scaled = model.optimizer.scale_loss(loss)  # loss scaling (mixed_float16), else 1
+        grads = tape.gradient(scaled, model.trainable_variables)
+        # a LossScaleOptimizer unscales the gradients and skips a step that overflowed
         model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
