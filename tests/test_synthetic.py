@@ -126,3 +126,48 @@ def test_generate_rejects_bad_arguments(tmp_path):
         synthetic.generate(tmp_path, n=0)
     with pytest.raises(ValueError, match="16"):
         synthetic.generate(tmp_path, n=2, size=(16, 16))
+
+
+def test_formats_and_size_ranges_read_back_as_the_same_phantoms(tmp_path):
+    """Every input path of the paper preset: PNG 8 / 16 bit and DICOM 12 / 16 stored bits,
+    MONOCHROME1 (stored inverted) and 2, films of varying sizes and aspects, each read back as
+    the same phantom as its 16-bit PNG twin (the DICOM reader scales min-max), with its mask
+    and sex at its own size and a chronological age from the DICOM dates."""
+    from tf_boneage.data import io
+    from tf_boneage.inference.predict import months_between
+
+    kw = {"n": 8, "seed": 5, "workers": 1, "progress": False, "size_range": (200, 400)}
+    formats = synthetic.FORMATS
+    mixed = synthetic.generate(tmp_path / "mixed", formats=formats, **kw)
+    twin = synthetic.generate(tmp_path / "twin", formats=("png16",), **kw)
+    assert mixed["boneage"].tolist() == twin["boneage"].tolist()
+    shapes = set()
+    for k, (row, ref) in enumerate(zip(mixed.itertuples(), twin.itertuples(), strict=True)):
+        fmt = formats[k % len(formats)]
+        loaded = io.read_image(tmp_path / "mixed" / row.image_path)
+        expected = io.load_image(tmp_path / "twin" / ref.image_path)
+        h, w = expected.shape
+        shapes.add((h, w))
+        assert 200 <= h <= 400 and 0.69 <= w / h <= 0.96, (h, w)
+        assert loaded.pixels.shape == (h, w)
+        mask = cv2.imread(str(tmp_path / "mixed" / row.mask_path), 0)
+        assert mask.shape == (h, w)
+        if fmt.startswith("dicom"):
+            lo, hi = expected.min(), expected.max()
+            expected = (expected - lo) / (hi - lo)
+            assert loaded.meta["sex"] == ("M" if row.male else "F")
+            assert loaded.meta["photometric"] == (
+                "MONOCHROME1" if "mono1" in fmt else "MONOCHROME2"
+            )
+            chrono = months_between(loaded.meta["birth_date"], loaded.meta["study_date"])
+            assert abs(chrono - row.boneage) < 60
+        tolerance = 2 / 4095 if fmt == "dicom12-mono1" else 2 / 255 if fmt == "png8" else 1e-3
+        np.testing.assert_allclose(loaded.pixels, expected, atol=tolerance, err_msg=fmt)
+    assert len(shapes) > 4  # sizes vary
+
+
+def test_bad_formats_and_size_ranges_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown formats"):
+        synthetic.generate(tmp_path, n=2, formats=("tiff",), progress=False)
+    with pytest.raises(ValueError, match="size_range"):
+        synthetic.generate(tmp_path, n=2, size_range=(300, 200), progress=False)

@@ -70,14 +70,42 @@ def cmd_synth(args) -> int:
         print(f"error: {out}/manifest.csv exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    table = generate(out, args.n, args.size, args.seed, args.bits, args.holdout, args.workers)
+    try:
+        table = generate(
+            out,
+            args.n,
+            args.size,
+            args.seed,
+            args.bits,
+            args.holdout,
+            args.workers,
+            formats=args.format,
+            size_range=args.size_range,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - start
     counts = table["split"].value_counts().to_dict()
+    sizes = (
+        f"{args.size[0]}x{args.size[1]} px"
+        if args.size_range is None
+        else f"heights {args.size_range[0]}-{args.size_range[1]} px"
+    )
+    kinds = ", ".join(args.format) if args.format else f"{args.bits}-bit PNG"
     print(
-        f"wrote {len(table)} phantoms of {args.size[0]}x{args.size[1]} px to {out} "
+        f"wrote {len(table)} phantoms ({sizes}; {kinds}) to {out} "
         f"in {seconds:.1f} s; splits {counts}; manifest {out / 'manifest.csv'}"
     )
     return 0
+
+
+def _range(text: str) -> tuple[int, int]:
+    """``"1500-3000"`` -> (1500, 3000)."""
+    lo, sep, hi = text.partition("-")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not LO-HI (e.g. 1500-3000)")
+    return int(lo), int(hi)
 
 
 def cmd_manifest(args) -> int:
@@ -395,6 +423,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=(256, 256), help="N or HxW pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="PNG bit depth")
+    p.add_argument(
+        "--format",
+        nargs="+",
+        default=None,
+        choices=("png8", "png16", "dicom12-mono1", "dicom16-mono2"),
+        help="file formats used in turn (DICOMs carry sex and dates; mono1 = stored inverted)",
+    )
+    p.add_argument(
+        "--size-range",
+        type=_range,
+        default=None,
+        metavar="LO-HI",
+        help="film heights drawn in LO-HI px, aspect 0.7-0.95 (instead of --size)",
+    )
     p.add_argument(
         "--holdout",
         type=_parse_holdout,

@@ -285,3 +285,56 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray, bits: int = 8) -> Non
     data = np.clip(np.rint(np.asarray(pixels, np.float64) * scale), 0, scale).astype(dtype)
     if not cv2.imwrite(str(path), data):
         raise OSError(f"{path}: could not write PNG")
+
+
+def write_dicom(
+    path: str | os.PathLike,
+    pixels: np.ndarray,
+    bits: int = 16,
+    photometric: str = "MONOCHROME2",
+    sex: str | None = None,
+    birth_date: str | None = None,
+    study_date: str | None = None,
+) -> None:
+    """Write float [0, 1] grey ``pixels`` (H, W) as an uncompressed DICOM (Digital X-Ray,
+    explicit VR little endian) with ``bits`` stored bits (12 or 16) in 16-bit words;
+    ``MONOCHROME1`` stores the inverted values (bright = low), as some modalities do. ``sex``
+    "M" / "F" and the dates (YYYYMMDD) go into PatientSex, PatientBirthDate and StudyDate.
+    Used by the phantom generator; :func:`read_image` reads it back."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    if bits not in (12, 16):
+        raise ValueError(f"bits must be 12 or 16, got {bits!r}")
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ValueError(f"photometric must be MONOCHROME1 or MONOCHROME2, got {photometric!r}")
+    top = (1 << bits) - 1
+    values = np.clip(np.rint(np.asarray(pixels, np.float64) * top), 0, top)
+    if photometric == "MONOCHROME1":
+        values = top - values
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = values.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1
+    ds.PixelRepresentation = 0
+    for key, value in (
+        ("PatientSex", sex),
+        ("PatientBirthDate", birth_date),
+        ("StudyDate", study_date),
+    ):
+        if value is not None:
+            setattr(ds, key, value)
+    ds.PixelData = values.astype(np.uint16).tobytes()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    ds.save_as(tmp, enforce_file_format=True)
+    os.replace(tmp, path)

@@ -28,6 +28,7 @@ bone ages in months.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -402,21 +403,65 @@ def sample_ages(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarra
     return ages, rng.random(n) < 0.54
 
 
-def _write_one(job):
-    out, index, seed, size, bits = job
-    from tf_boneage.data.io import write_png
+#: file formats of the phantoms: PNG 8 / 16 bit, DICOM with 12 or 16 stored bits, stored
+#: inverted (MONOCHROME1, bright bone = low values) or not (MONOCHROME2)
+FORMATS = ("png8", "png16", "dicom12-mono1", "dicom16-mono2")
+#: width / height of the films when sizes vary (RSNA films: portrait, about 0.7 to 0.95)
+ASPECTS = (0.7, 0.95)
+STUDY_DATE = dt.date(2020, 6, 15)
 
+
+def film_size(seed: int, index: int, size, size_range) -> tuple[int, int]:
+    """(height, width) of phantom ``index``: ``size``, or with ``size_range`` (lo, hi) a
+    height drawn in [lo, hi] and a width at an aspect drawn in :data:`ASPECTS` (its own random
+    stream: the phantoms of a fixed size are unchanged)."""
+    if size_range is None:
+        return tuple(size)
+    rng = np.random.default_rng([seed, index, 1])
+    h = int(rng.integers(size_range[0], size_range[1] + 1))
+    return h, max(32, int(round(h * rng.uniform(*ASPECTS))))
+
+
+def _write_image(path_stem: Path, ph, fmt: str, rng) -> str:
+    """Write the phantom's image in ``fmt``; returns the file name. DICOMs carry PatientSex and
+    dates whose difference is a chronological age near the bone age (sd 12 months)."""
+    from tf_boneage.data.io import write_dicom, write_png
+
+    if fmt.startswith("png"):
+        path = path_stem.with_suffix(".png")
+        write_png(path, ph.image, 16 if fmt == "png16" else 8)
+        return path.name
+    bits, mono = fmt.removeprefix("dicom").split("-")
+    chrono = max(1.0, ph.boneage + 12.0 * rng.standard_normal())
+    birth = STUDY_DATE - dt.timedelta(days=int(round(chrono * 30.4375)))
+    path = path_stem.with_suffix(".dcm")
+    write_dicom(
+        path,
+        ph.image,
+        int(bits),
+        "MONOCHROME1" if mono == "mono1" else "MONOCHROME2",
+        sex="M" if ph.male else "F",
+        birth_date=birth.strftime("%Y%m%d"),
+        study_date=STUDY_DATE.strftime("%Y%m%d"),
+    )
+    return path.name
+
+
+def _write_one(job):
+    out, index, seed, size, bits, formats, size_range = job
     rng = np.random.default_rng([seed, index])
     age, male = sample_ages(rng, 1)
+    size = film_size(seed, index, size, size_range)
     ph = render(float(age[0]), bool(male[0]), rng, size)
     name = f"syn{index:06d}"
-    write_png(out / "images" / f"{name}.png", ph.image, bits)
+    fmt = formats[index % len(formats)] if formats else f"png{bits}"
+    file = _write_image(out / "images" / name, ph, fmt, np.random.default_rng([seed, index, 2]))
     cv2.imwrite(str(out / "masks" / f"{name}.png"), ph.mask * 255)
     h, w = size
     norm = (ph.landmarks + 0.5) / np.array([w, h], np.float32)  # pixel centres -> fractions
     return {
         "id": name,
-        "image_path": f"images/{name}.png",
+        "image_path": f"images/{file}",
         "boneage": ph.boneage,
         "male": ph.male,
         "mask_path": f"masks/{name}.png",
@@ -439,8 +484,14 @@ def generate(
     holdout: dict[str, int] | None = None,
     workers: int | None = None,
     progress: bool = True,
+    formats: tuple[str, ...] | None = None,
+    size_range: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Write ``n`` phantoms to ``out_dir`` (``images/``, ``masks/``, ``manifest.csv``).
+
+    ``formats`` (of :data:`FORMATS`) are used in turn, image by image (default: PNG of
+    ``bits``); ``size_range`` (lo, hi) draws each film's height in [lo, hi] and its aspect in
+    :data:`ASPECTS` instead of one ``size``. Masks and landmarks are exact at each film's size.
 
     The manifest is canonical (see :mod:`tf_boneage.data.manifest`) with paths relative to
     ``out_dir``; the split holds out 15 % for ``val`` and 15 % for ``test`` unless ``holdout``
@@ -454,10 +505,16 @@ def generate(
         raise ValueError(f"n must be >= 1, got {n!r}")
     if min(size) < 32:
         raise ValueError(f"size must be at least 32 x 32 pixels, got {size!r}")
+    unknown = sorted(set(formats or ()) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown formats {unknown}; choose from {FORMATS}")
+    if size_range is not None and not 64 <= size_range[0] <= size_range[1]:
+        raise ValueError(f"size_range must be (lo, hi) with 64 <= lo <= hi, got {size_range!r}")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    jobs = [(out, i, seed, tuple(size), bits) for i in range(n)]
+    formats = tuple(formats) if formats else None
+    jobs = [(out, i, seed, tuple(size), bits, formats, size_range) for i in range(n)]
     workers = workers or min(2, os.cpu_count() or 1)
     if workers > 1 and n >= 64:
         with ProcessPoolExecutor(workers) as pool:
