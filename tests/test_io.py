@@ -191,3 +191,22 @@ def test_compressed_dicom_decodes_through_pylibjpeg(tmp_path):
     out = io.load_image(path)
     assert out.shape == (8, 16)
     np.testing.assert_allclose(out, pixels / 255.0, atol=0.03)
+
+
+def test_a_film_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
+    """50 megapixels (io.MAX_PIXELS) is the limit: a 7,100 x 7,100 film (50.4 MP) is refused
+    by the reader (predict, the cache, manifests) naming the file, and by the serving graph's
+    decoder from the PNG / JPEG header, before any pixel is decoded: an error, not an
+    out-of-memory crash. A 7,000 x 7,000 film (49 MP) is decoded."""
+    big = np.zeros((7100, 7100), np.uint8)
+    path = tmp_path / "huge.png"
+    cv2.imwrite(str(path), big)
+    with pytest.raises(io.ImageError, match="exceeds the limit") as err:
+        io.read_image(path)
+    assert "huge.png" in str(err.value) and "50,410,000" in str(err.value)
+    for ext in (".png", ".jpg"):
+        data = cv2.imencode(ext, big)[1].tobytes()
+        with pytest.raises(tf.errors.InvalidArgumentError, match="over the limit of 50,000,000"):
+            io.decode_image_bytes(tf.constant(data))
+    ok = io.decode_image_bytes(tf.constant(cv2.imencode(".png", big[:7000, :7000])[1].tobytes()))
+    assert ok.shape == (7000, 7000, 1)

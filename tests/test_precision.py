@@ -11,10 +11,12 @@ from tf_boneage.training.region import RegionTask, load_rows
 
 
 @pytest.mark.parametrize(
-    ("precision", "half", "scaled"),
-    [("mixed_float16", "float16", True), ("mixed_bfloat16", "bfloat16", False)],
+    ("precision", "half", "scaled", "head"),
+    [
+        ("mixed_float16", "float16", True, "classification"),  # softmax + expected value
+        ("mixed_bfloat16", "bfloat16", False, "regression"),  # tanh + scale
+    ],
 )
-@pytest.mark.parametrize("head", ["regression", "classification"])
 def test_mixed_precision_trains_with_float32_heads(
     synth_dir, tmp_path, precision, half, scaled, head
 ):

@@ -151,6 +151,23 @@ def _dicom_size(path) -> tuple[int, int]:
     return int(ds.Columns), int(ds.Rows)
 
 
+def _png_pixels(padded):
+    """Width x height from a PNG's IHDR (big-endian uint32 at bytes 16 and 20), int64."""
+    import tensorflow as tf
+
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, 16, 8), tf.uint8), tf.int64)
+    weights = tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64)
+    return tf.reduce_sum(raw[:4] * weights) * tf.reduce_sum(raw[4:] * weights)
+
+
+def _jpeg_pixels(contents):
+    """Width x height of a JPEG from its frame header (not decoded), int64."""
+    import tensorflow as tf
+
+    shape = tf.cast(tf.image.extract_jpeg_shape(contents), tf.int64)
+    return shape[0] * shape[1]
+
+
 def decode_image_bytes(contents):
     """Decode PNG or JPEG bytes to float32 grey in [0, 1] with TensorFlow ops.
 
@@ -170,6 +187,13 @@ def decode_image_bytes(contents):
     is_jpeg = tf.strings.substr(padded, 0, 3) == b"\xff\xd8\xff"
     tf.debugging.Assert(is_png | is_jpeg, ["image_bytes is not a PNG or JPEG image"])
     is_16 = tf.logical_and(is_png, tf.reduce_any(tf.equal(depth, 16)))
+    # refuse a film over MAX_PIXELS from its header, before decoding it (a client of the
+    # serving graph bypasses read_image's own check): an error, never an out-of-memory crash
+    pixels = tf.cond(is_png, lambda: _png_pixels(padded), lambda: _jpeg_pixels(contents))
+    tf.debugging.Assert(
+        pixels <= MAX_PIXELS,
+        ["image_bytes: the image has", pixels, f"pixels, over the limit of {MAX_PIXELS:,}"],
+    )
 
     def decode(dtype, scale):
         image = tf.io.decode_image(contents, channels=0, dtype=dtype, expand_animations=False)
