@@ -524,8 +524,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="an RSNA-layout folder instead (labels.csv)")
     p.add_argument("--models", default="saved_models", help="TF Serving model root")
     p.add_argument("--name", default="boneage", help="exported model name")
-    p.add_argument("--n", type=int, default=640, help="synthetic images (default %(default)s)")
-    p.add_argument("--eval-limit", type=int, default=60, help="test images for the TFLite table")
+    p.add_argument(
+        "--preset",
+        default="synthetic",
+        choices=("synthetic", "paper"),
+        help="synthetic: 128 px phantoms, small networks (default); paper: full-size phantoms "
+        "(1,500-3,000 px, PNG 8/16 bit and DICOM), the paper's networks and frame, one short "
+        "epoch each",
+    )
+    p.add_argument(
+        "--n", type=int, default=None, help="phantoms (default 640; 80 with --preset paper)"
+    )
+    p.add_argument(
+        "--eval-limit",
+        type=int,
+        default=None,
+        help="test images for the TFLite table (default 60; 16 with --preset paper)",
+    )
     p.add_argument(
         "--tflite",
         nargs="+",

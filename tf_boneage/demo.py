@@ -44,12 +44,42 @@ def _manifest(args, out: Path) -> tuple[Path, str]:
                 table = annotations.attach(table, annotations.read_any(keypoints))
             manifest.save_table(table, path)
         return path, "rsna100"
-    from tf_boneage.data.synthetic import generate
+    from tf_boneage.data.synthetic import FORMATS, generate
 
     synth = out / "synth"
+    paper = getattr(args, "preset", "synthetic") == "paper"
     if not (synth / "manifest.csv").exists():
-        generate(synth, n=args.n, size=(128, 128), seed=0, progress=True)
-    return synth / "manifest.csv", "synthetic"
+        if paper:  # every input path of the paper preset: sizes, aspects, PNG and DICOM
+            generate(synth, n=args.n, seed=0, formats=FORMATS, size_range=PAPER_HEIGHTS)
+        else:
+            generate(synth, n=args.n, size=(128, 128), seed=0, progress=True)
+    return synth / "manifest.csv", "paper" if paper else "synthetic"
+
+
+#: heights of the paper demo's phantoms (aspects 0.7-0.95): RSNA films are 1,500-3,000 px
+PAPER_HEIGHTS = (1500, 3000)
+#: the paper demo's budget: one short epoch per network on 2 CPU cores (``--set`` adds to it)
+PAPER_SETS = (
+    "segmentation.rounds=1",
+    "segmentation.epochs=[1]",
+    "segmentation.batch_size=4",
+    "landmarks.epochs=1",
+    "landmarks.batch_size=4",
+    "batch_size=8",
+)
+
+
+def defaults(args) -> None:
+    """Fill the preset-dependent defaults of ``args`` (``n``, ``eval_limit``, ``epochs``,
+    ``set``): the paper demo runs 80 full-size phantoms, one epoch per network."""
+    paper = getattr(args, "preset", "synthetic") == "paper"
+    if getattr(args, "n", None) is None:
+        args.n = 80 if paper else 640
+    if getattr(args, "eval_limit", None) is None:
+        args.eval_limit = 16 if paper else 60
+    if paper:
+        args.epochs = args.epochs or 1
+        args.set = [*PAPER_SETS, *(args.set or ())]
 
 
 def _evaluate_tflite(export: Path, tflite_dir: Path, manifest: Path, limit: int, out: Path):
@@ -117,6 +147,7 @@ def run(args) -> int:
     from tf_boneage.training.table import Steps
 
     started = time.perf_counter()
+    defaults(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log: list = []

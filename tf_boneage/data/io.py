@@ -362,3 +362,20 @@ def write_dicom(
     tmp = Path(path).with_name(f".{Path(path).name}.tmp")
     ds.save_as(tmp, enforce_file_format=True)
     os.replace(tmp, path)
+
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def encoded_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes the serving graph takes for one file: a PNG or JPEG as it is; a DICOM read
+    by :func:`read_image` (modality / VOI LUT, MONOCHROME1 undone) and encoded as a 16-bit PNG.
+    One implementation for the export's calibration, the TFLite evaluation and the demo."""
+    path = Path(path)
+    if path.suffix.lower() not in DICOM_SUFFIXES:
+        return path.read_bytes()
+    import cv2
+
+    pixels = read_image(path).pixels
+    data = np.clip(np.rint(pixels * 65535.0), 0, 65535).astype(np.uint16)
+    return cv2.imencode(".png", data)[1].tobytes()

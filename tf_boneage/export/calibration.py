@@ -72,16 +72,16 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
     """Run ``fn(image_bytes=(B,) tf.string, male=(B,) float32) -> dict`` (the
     ``serving_default`` signature, or ``BoneAgeGraph.predict_bytes``) over manifest ``rows``
     (``image_path``, ``male``); returns ``bone_age_months`` and ``bone_age_std`` (N,) months."""
-    from pathlib import Path
-
     import tensorflow as tf
     from tqdm import tqdm
+
+    from tf_boneage.data.io import encoded_bytes
 
     pred, std = [], []
     for start in tqdm(range(0, len(rows), batch), desc=desc, unit="batch"):
         part = rows.iloc[start : start + batch]
         out = fn(
-            image_bytes=tf.constant([Path(p).read_bytes() for p in part["image_path"]]),
+            image_bytes=tf.constant([encoded_bytes(p) for p in part["image_path"]]),
             male=tf.constant(part["male"].astype("float32").to_numpy()),
         )
         pred.append(np.asarray(out["bone_age_months"]))

@@ -16,15 +16,21 @@ import pandas as pd
 import tensorflow as tf
 from tqdm import tqdm
 
+from tf_boneage.data import io
 from tf_boneage.export import load, tflite
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of why a file could not be decoded."""
+    text = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _decoder(loaded):
     decode = loaded.signatures["decode"]
 
     def run(path) -> dict:
-        data = tf.io.read_file(str(path))
-        out = decode(image_bytes=tf.reshape(data, [1]))
+        out = decode(image_bytes=tf.constant([io.encoded_bytes(path)]))
         return {"images": out["images"].numpy(), "original_size": out["original_size"].numpy()}
 
     return run
@@ -42,10 +48,8 @@ def representative(saved_model_dir, manifest: pd.DataFrame, n: int = 64, order=N
         for _, row in rows.iterrows():
             try:
                 x = decode(row["image_path"])
-            except tf.errors.OpError as exc:
-                print(
-                    f"int8 calibration: skipping {row['image_path']}: {exc.message.splitlines()[0]}"
-                )
+            except (tf.errors.OpError, io.ImageError, OSError) as exc:
+                print(f"int8 calibration: skipping {row['image_path']}: {_reason(exc)}")
                 continue
             yield {
                 "images": x["images"],
@@ -76,9 +80,9 @@ def stage_samples(graph, manifest: pd.DataFrame, n: int = 64) -> dict[str, list[
     samples = {stage: [] for stage in graph.stage_models}
     for _, row in rows.iterrows():
         try:
-            images, size = graph.decode(tf.reshape(tf.io.read_file(str(row["image_path"])), [1]))
-        except tf.errors.OpError as exc:
-            print(f"int8 calibration: skipping {row['image_path']}: {exc.message.splitlines()[0]}")
+            images, size = graph.decode(tf.constant([io.encoded_bytes(row["image_path"])]))
+        except (tf.errors.OpError, io.ImageError, OSError) as exc:
+            print(f"int8 calibration: skipping {row['image_path']}: {_reason(exc)}")
             continue
         if graph.input_size is not None:
             images = warp.resize(images, graph.input_size)
@@ -229,8 +233,8 @@ def evaluate(saved_model_dir, tflite_paths: dict, manifest: pd.DataFrame, thread
         rec = {"id": row["id"], "boneage": row.get("boneage"), "male": row["male"], "error": ""}
         try:
             x = decode(row["image_path"])
-        except tf.errors.OpError as exc:
-            rec["error"] = f"{row['image_path']}: {exc.message.splitlines()[0]}"
+        except (tf.errors.OpError, io.ImageError, OSError) as exc:
+            rec["error"] = f"{row['image_path']}: {_reason(exc)}"
             records.append(rec)
             continue
         inputs = {
