@@ -71,36 +71,52 @@ def fit_per_sex(truth, pred, std, male, z: float = INTERVAL_Z, level: float = NO
 def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
     """Run ``fn(image_bytes=(B,) tf.string, male=(B,) float32) -> dict`` (the
     ``serving_default`` signature, or ``BoneAgeGraph.predict_bytes``) over manifest ``rows``
-    (``image_path``, ``male``); returns ``bone_age_months`` and ``bone_age_std`` (N,) months."""
+    (``image_path``, ``male``); returns ``bone_age_months``, ``bone_age_std`` and (when the
+    model has them) ``interval_low_months`` / ``interval_high_months`` (N,) months."""
     import tensorflow as tf
     from tqdm import tqdm
 
     from tf_boneage.data.io import encoded_bytes
 
-    pred, std = [], []
+    keys = ("bone_age_months", "bone_age_std", "interval_low_months", "interval_high_months")
+    got: dict = {k: [] for k in keys}
     for start in tqdm(range(0, len(rows), batch), desc=desc, unit="batch"):
         part = rows.iloc[start : start + batch]
         out = fn(
             image_bytes=tf.constant([encoded_bytes(p) for p in part["image_path"]]),
             male=tf.constant(part["male"].astype("float32").to_numpy()),
         )
-        pred.append(np.asarray(out["bone_age_months"]))
-        std.append(np.asarray(out["bone_age_std"]))
-    return {"bone_age_months": np.concatenate(pred), "bone_age_std": np.concatenate(std)}
+        for k in keys:
+            if k in out:  # exports older than the interval outputs lack the last two
+                got[k].append(np.asarray(out[k]))
+    return {k: np.concatenate(v) for k, v in got.items() if v}
 
 
 def calibrate(graph, rows, batch: int = 32) -> dict:
-    """Fit and set ``graph``'s per-sex std scale on labelled manifest ``rows`` (not the test
-    split). Returns the scales and the coverage on ``rows`` before and after, by sex."""
+    """Fit and set ``graph``'s per-sex std scale and its interval's factors per sex and age
+    band (:mod:`.interval`) on labelled manifest ``rows`` (not the test split). Returns the
+    scales and the coverage on ``rows`` before and after, by sex."""
     import tensorflow as tf
 
+    from tf_boneage.export import interval
+
     graph.set_std_scale(1.0, 1.0)
+    graph.set_interval_scale(np.ones(graph.interval_scale.shape))
     fn = tf.function(graph.predict_bytes, reduce_retracing=True)
     out = predict_rows(fn, rows, batch, desc="calibrate")
     truth, male = rows["boneage"].to_numpy(float), rows["male"].to_numpy().astype(bool)
     scales = fit_per_sex(truth, out["bone_age_months"], out["bone_age_std"], male)
     graph.set_std_scale(scales["male"], scales["female"])
-    report = {"n": int(len(rows)), "scale": scales}
+    table = interval.fit(truth, out["bone_age_months"], out["bone_age_std"], male)
+    graph.set_interval_scale(table)
+    report = {"n": int(len(rows)), "scale": scales, "interval_scale": table}
+    rows_of = np.where(male, 0, 1)
+    factor_i = np.asarray(table)[rows_of, interval.band_of(out["bone_age_months"])]
+    low, high = interval.bounds(out["bone_age_months"], out["bone_age_std"], factor_i)
+    report["interval_coverage"] = {
+        sex: interval.coverage(truth[m], low[m], high[m])
+        for sex, m in (("all", np.ones_like(male)), ("male", male), ("female", ~male))
+    }
     factor = np.where(male, scales["male"], scales["female"])
     for name, std in (("before", out["bone_age_std"]), ("after", out["bone_age_std"] * factor)):
         report[name] = {

@@ -13,6 +13,9 @@ Outputs per image (float32 unless said):
 - ``bone_age_std`` (B,): sqrt(mean variance of the classification members' 240-bin
   distributions + weighted variance of the members around the estimate), months, times a
   per-sex factor fitted on a validation split at export (:mod:`.calibration`; 1 if not);
+- ``interval_low_months``, ``interval_high_months`` (B,): the 90 % interval, inside (0, 240),
+  made on the logit scale from the same spread with a factor per sex and age band fitted on
+  the validation split (:mod:`.interval`);
 - ``member_months`` (B, M): every member's estimate (sex-specific members resolved by sex);
 - ``mask_area``, ``mask_confidence``, ``landmark_plausibility`` (B,): QC of the chain;
 - ``landmarks`` (B, 6) normalised (x, y) of tip, thumb, capitate; ``right_hand`` (B,) 0 / 1.
@@ -26,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from tf_boneage.data.io import decode_image_bytes
+from tf_boneage.export import interval
 from tf_boneage.models.region import feature_model, probability_model
 from tf_boneage.preprocessing import regions, registration, warp
 from tf_boneage.preprocessing.chain import Preprocessor
@@ -38,6 +42,8 @@ PREVIEW = 512
 OUTPUTS = (
     "bone_age_months",
     "bone_age_std",
+    "interval_low_months",
+    "interval_high_months",
     "member_months",
     "mask_area",
     "mask_confidence",
@@ -156,6 +162,11 @@ class BoneAgeGraph(tf.Module):
         self.weights, self.bias = ensemble_tensors(params)  # (2, M), (2,): male, female
         # per-sex factor on bone_age_std (row 0 male, row 1 female): 1 until calibrated
         self.std_scale = tf.Variable([1.0, 1.0], trainable=False, name="std_scale")
+        # the 90 % interval's factor per sex (rows) and band of the estimate (:mod:`.interval`)
+        bands = len(interval.BANDS) - 1
+        self.interval_scale = tf.Variable(
+            tf.ones([2, bands]), trainable=False, name="interval_scale"
+        )
 
     def set_std_scale(self, male: float, female: float) -> None:
         """Scale ``bone_age_std`` per sex (see :mod:`tf_boneage.export.calibration`)."""
@@ -163,12 +174,19 @@ class BoneAgeGraph(tf.Module):
             raise ValueError(f"std scales must be > 0, got male={male}, female={female}")
         self.std_scale.assign([float(male), float(female)])
 
+    def set_interval_scale(self, table) -> None:
+        """Set the interval's factors ``[[male per band], [female per band]]`` (> 0)."""
+        table = tf.constant(table, tf.float32)
+        if table.shape != self.interval_scale.shape or not bool(tf.reduce_all(table > 0)):
+            raise ValueError(f"interval scales must be {self.interval_scale.shape} and > 0")
+        self.interval_scale.assign(table)
+
     def _regions(self) -> list[str]:
         return sorted({m.region for m in self.members})
 
     def _estimate(self, crops: dict, male: tf.Tensor):
         """Members and the per-sex ensemble from the region crops ``{region: (B, h, w, 1)}``:
-        ``(age (B,), std (B,), member predictions (B, M))``, months."""
+        ``(age (B,), std (B,), member predictions (B, M), uncalibrated std (B,))``, months."""
         is_male = male > 0.5
         means, variances, is_cls = [], [], []
         for member in self.members:
@@ -192,8 +210,8 @@ class BoneAgeGraph(tf.Module):
         )
         cls_var = [v for v, c in zip(variances, is_cls, strict=True) if c]
         bins_var = tf.reduce_mean(tf.stack(cls_var, -1), -1) if cls_var else tf.zeros_like(age)
-        std = tf.sqrt(bins_var + spread) * tf.gather(self.std_scale, rows)
-        return age, std, preds
+        raw = tf.sqrt(bins_var + spread)
+        return age, raw * tf.gather(self.std_scale, rows), preds, raw
 
     def _sized(self, images: tf.Tensor) -> tf.Tensor:
         """Images as the chain takes them: resized to ``input_size``, or as they are."""
@@ -260,10 +278,13 @@ class BoneAgeGraph(tf.Module):
         """The outputs of the module docstring from the chain's outputs ``out``."""
         male = tf.cast(tf.reshape(male, [-1]), tf.float32)
         crops = {r: out[f"region_{r}"] for r in self._regions()}
-        age, std, preds = self._estimate(crops, male)
+        age, std, preds, raw = self._estimate(crops, male)
+        low, high = interval.bounds_tf(age, raw, male, self.interval_scale)
         return {
             "bone_age_months": age,
             "bone_age_std": std,
+            "interval_low_months": low,
+            "interval_high_months": high,
             "member_months": preds,
             "mask_area": out["mask_area"],
             "mask_confidence": out["mask_confidence"],

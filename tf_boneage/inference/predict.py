@@ -201,6 +201,13 @@ def qc_reason(area: float, plausibility: float) -> str:
     return ""
 
 
+def _bound(out: dict, side: str, fallback: float) -> float:
+    """The model's own 90 % interval bound (inside 0-240 months, calibrated per sex and age
+    band); an export made before it had one: estimate +/- 1.645 std."""
+    key = f"interval_{side}_months"
+    return float(out[key]) if key in out else float(fallback)
+
+
 def row(item: Prepared, out: dict | None, force: bool = False, truth: float | None = None) -> dict:
     """One result row (the CSV / JSON schema; see :data:`COLUMNS`). An image QC rejects gets
     no age (its reason in ``reason``) unless ``force``, and then ``flags`` says so. ``truth``:
@@ -233,8 +240,8 @@ def row(item: Prepared, out: dict | None, force: bool = False, truth: float | No
         bone_age_months=round(age, 2),
         bone_age=years_months(age),
         bone_age_std_months=round(std, 2),
-        interval_low_months=round(age - INTERVAL_Z * std, 2),
-        interval_high_months=round(age + INTERVAL_Z * std, 2),
+        interval_low_months=round(_bound(out, "low", age - INTERVAL_Z * std), 2),
+        interval_high_months=round(_bound(out, "high", age + INTERVAL_Z * std), 2),
     )
     if item.chronological is not None:
         r["ba_minus_ca_months"] = round(age - item.chronological, 2)

@@ -285,9 +285,9 @@ def evaluate(saved_model_dir, tflite_paths: dict, manifest: pd.DataFrame, thread
 
 def _batch8_ms(loaded, inputs: list[dict]) -> float:
     """ms per image of the SavedModel's ``predict_images`` on a batch of 8 (best of 3 after a
-    warm-up); NaN with fewer than 8 images."""
-    if len(inputs) < 8:
-        return float("nan")
+    warm-up); NaN with fewer than 8 images or with films of different sizes."""
+    if len(inputs) < 8 or len({x["images"].shape for x in inputs[:8]}) > 1:
+        return float("nan")  # too few, or films of different sizes (a native-size graph)
     fn = loaded.signatures["predict_images"]
     batch = {k: tf.constant(np.concatenate([x[k] for x in inputs])) for k in inputs[0]}
     fn(**batch)

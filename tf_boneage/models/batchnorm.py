@@ -42,6 +42,17 @@ def recalibrate(model: keras.Model, inputs) -> int:
     return len(layers)
 
 
+#: most input pixels in one batch norm recalibration pass (16 images of 512 x 512, 455 of
+#: 96 x 96): the U-Net at the paper's 512 px ran out of 24 GB on 56 images at once
+MAX_RECALIBRATION_PIXELS = 1 << 22
+
+
+def batch_for(shape, largest: int = 256) -> int:
+    """A recalibration batch size for inputs of ``shape`` (h, w, ...): at most ``largest``
+    images and :data:`MAX_RECALIBRATION_PIXELS` pixels."""
+    return max(1, min(largest, MAX_RECALIBRATION_PIXELS // int(shape[0] * shape[1])))
+
+
 def clean_batches(dataset, limit: int = 2048, size: int = 256) -> list:
     """Up to ``limit`` un-augmented inputs of ``dataset`` in batches of ``size``."""
     everything = clean_batch(dataset, limit)

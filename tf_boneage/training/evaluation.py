@@ -176,7 +176,7 @@ def interval_coverage(model, manifest, split: str = "test", batch: int = 32) -> 
     the nominal 68 % (z = 1) and 90 % (z = 1.645, what ``tf-boneage predict`` prints)."""
 
     from tf_boneage.data.manifest import load_manifest
-    from tf_boneage.export import load, saved_model
+    from tf_boneage.export import interval, load, saved_model
     from tf_boneage.export.calibration import coverage, predict_rows
 
     path = saved_model.resolve(model)
@@ -187,15 +187,19 @@ def interval_coverage(model, manifest, split: str = "test", batch: int = 32) -> 
         raise StepError(f"{manifest} has no {split!r} rows")
     out = predict_rows(fn, rows, batch, desc="coverage")
     pred, std = out["bone_age_months"], out["bone_age_std"]
-    report = {
-        "model": str(path),
-        "manifest": str(manifest),
-        "split": split,
-        "all": coverage(rows["boneage"], pred, std),
-    }
-    for name, sex in (("male", True), ("female", False)):
-        m = (rows["male"] == sex).to_numpy()
-        report[name] = coverage(rows["boneage"][m], pred[m], std[m])
+    truth = rows["boneage"].to_numpy(float)
+    report = {"model": str(path), "manifest": str(manifest), "split": split}
+    for name, m in (
+        ("all", np.ones(len(rows), bool)),
+        ("male", (rows["male"] == True).to_numpy()),  # noqa: E712 (a pandas mask)
+        ("female", (rows["male"] == False).to_numpy()),  # noqa: E712
+    ):
+        report[name] = coverage(truth[m], pred[m], std[m])
+        if "interval_low_months" in out:  # the model's own interval (inside 0-240 months)
+            low, high = out["interval_low_months"][m], out["interval_high_months"][m]
+            report[name]["interval_90"] = interval.coverage(truth[m], low, high)
+            report[name]["interval_width"] = float(np.mean(high - low)) if m.any() else 0.0
+            report[name]["interval_in_range"] = float(np.mean((low >= 0) & (high <= 240)))
     return report
 
 
@@ -208,6 +212,12 @@ def coverage_lines(report: dict) -> list[str]:
             f"  {key:6s} n={r['n']:4d}  MAE {r['mae']:5.2f}  mean std {r['mean_std']:5.2f}  "
             f"+/- 1 std: {100 * r['coverage_68']:5.1f} % (nominal 68)  "
             f"+/- 1.645 std: {100 * r['coverage_90']:5.1f} % (nominal 90)"
+            + (
+                f"  the 90 % interval: {100 * r['interval_90']:5.1f} %, mean width "
+                f"{r['interval_width']:5.1f} months"
+                if "interval_90" in r
+                else ""
+            )
         )
     return lines
 

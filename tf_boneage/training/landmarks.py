@@ -24,7 +24,7 @@ from tf_boneage.data import io, manifest
 from tf_boneage.data.augment import AffineRange, BatchAugmenter
 from tf_boneage.data.manifest import LANDMARK_COLUMNS
 from tf_boneage.models import LandmarkNet
-from tf_boneage.models.batchnorm import recalibrate
+from tf_boneage.models.batchnorm import batch_for, recalibrate
 from tf_boneage.preprocessing import pose
 from tf_boneage.preprocessing.chain import ChainConfig, Preprocessor
 from tf_boneage.training import config as config_lib
@@ -169,7 +169,9 @@ def run(cfg: config_lib.LandmarkConfig) -> dict:
     else:
         task = LandmarkTask(cfg, strategy, x, y, part)
         model, _ = loop.run(task, out, cfg.epochs, cfg.patience, select="best")
-        recalibrate(model, x[part == "train"][:256])
+        clean = x[part == "train"][:256]
+        size = batch_for(clean.shape[1:])
+        recalibrate(model, [clean[i : i + size] for i in range(0, len(clean), size)])
         model.save(final)
         model = keras.saving.load_model(final)
     seconds = time.perf_counter() - start

@@ -29,7 +29,7 @@ from tf_boneage.data import io, manifest, split
 from tf_boneage.data.augment import AffineRange
 from tf_boneage.data.pipeline import PipelineConfig, segmentation_dataset
 from tf_boneage.models import BCEJaccardLoss, DiceCoefficient, JaccardIndex, UNet
-from tf_boneage.models.batchnorm import clean_batch, recalibrate
+from tf_boneage.models.batchnorm import batch_for, clean_batches, recalibrate
 from tf_boneage.preprocessing import pose
 from tf_boneage.preprocessing.chain import ChainConfig, Preprocessor
 from tf_boneage.training import config as config_lib
@@ -223,7 +223,8 @@ def train_round(cfg, train, val, out: Path, epochs: int, init: Path | None, stra
     task = SegmentationTask(cfg, strategy, train, val, init)
     model, state = loop.run(task, worker_dir(out, strategy), epochs, cfg.patience, select="best")
     clean = PipelineConfig(image_size=task.size, batch_size=64, seed=cfg.seed)
-    recalibrate(model, clean_batch(segmentation_dataset(train, clean), 256))
+    # statistics averaged over batches small enough at any input size (batch_for)
+    recalibrate(model, clean_batches(segmentation_dataset(train, clean), 256, batch_for(task.size)))
     model.save(final)
     write_json(
         out / "train.json",
