@@ -1,0 +1,70 @@
+"""The robustness transforms and their summary (issue 17), by hand."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tf_boneage.inference import robustness
+
+
+def test_rotations_flips_and_inversion_by_hand():
+    img = np.arange(6, dtype=np.float32).reshape(2, 3) / 10
+    r90 = robustness.transformed(img, "rotate 90", 0, 0)
+    assert r90.shape == (3, 2) and r90[0].tolist() == pytest.approx([0.3, 0.0])  # clockwise
+    np.testing.assert_array_equal(robustness.transformed(img, "rotate 180", 0, 0), img[::-1, ::-1])
+    np.testing.assert_array_equal(
+        robustness.transformed(img, "flip horizontal", 0, 0), img[:, ::-1]
+    )
+    np.testing.assert_array_equal(robustness.transformed(img, "flip vertical", 0, 0), img[::-1])
+    np.testing.assert_allclose(robustness.transformed(img, "inverted", 0, 0), 1 - img)
+
+
+def test_exposure_and_resolution_by_hand():
+    flat = np.full((8, 8), 0.5, np.float32)
+    assert robustness.transformed(flat, "brightness +30 %", 0, 0).max() == pytest.approx(0.8)
+    assert robustness.transformed(flat, "brightness -30 %", 0, 0).max() == pytest.approx(0.2)
+    ramp = np.tile(np.linspace(0.2, 0.6, 8, dtype=np.float32), (8, 1))  # mean 0.4
+    more = robustness.transformed(ramp, "contrast +30 %", 0, 0)
+    np.testing.assert_allclose(more, (ramp - 0.4) * 1.3 + 0.4, atol=1e-6)
+    checker = (np.indices((64, 64)).sum(0) % 2).astype(np.float32)
+    half = robustness.transformed(checker, "resolution x0.5", 0, 0)
+    assert half.shape == checker.shape and half.std() < 0.1 * checker.std()  # detail gone
+
+
+def test_rotation_by_30_degrees_keeps_size_and_moves_the_content():
+    img = np.zeros((100, 80), np.float32)
+    img[10:20, 35:45] = 1.0  # a bright square near the top centre
+    out = robustness.transformed(img, "rotate +30", 0, 0)
+    assert out.shape == img.shape
+    ys, xs = np.nonzero(out > 0.5)
+    assert xs.mean() > 45  # clockwise: the top moves right
+
+
+def test_markers_are_burned_into_a_corner_reproducibly():
+    img = np.zeros((400, 300), np.float32)
+    a = robustness.transformed(img, "laterality marker", 3, 7)
+    b = robustness.transformed(img, "laterality marker", 3, 7)
+    np.testing.assert_array_equal(a, b)
+    ys, xs = np.nonzero(a > 0.5)
+    assert len(ys) and ys.max() < 200 and xs.min() > 150  # top right
+    text = robustness.transformed(img, "burned-in text", 3, 7)
+    ys, xs = np.nonzero(text > 0.5)
+    assert ys.min() > 200 and xs.min() < 100  # bottom left
+
+
+def test_summary_by_hand():
+    preds = pd.DataFrame(
+        {
+            "transform": ["untouched"] * 2 + ["rotate 90"] * 2,
+            "boneage": [100.0, 50.0, 100.0, 50.0],
+            "pred": [110.0, 40.0, 130.0, 50.0],
+            "rejected": [False, False, True, False],
+        }
+    )
+    table = robustness.summarise(preds).set_index("transform")
+    assert table.loc["untouched", "mae"] == 10.0 and table.loc["rotate 90", "mae"] == 15.0
+    assert table.loc["rotate 90", "change"] == pytest.approx(0.5)
+    assert table.loc["rotate 90", "mae_accepted"] == 0.0
+    assert table.loc["rotate 90", "rejected"] == 0.5
+    text = robustness.markdown(table.reset_index())
+    assert "| rotate 90 | 2 | 15.00 | +50 % | 0.00 | 50 % |" in text

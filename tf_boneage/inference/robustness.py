@@ -1,0 +1,129 @@
+"""How films are taken, as transforms, and what each does to the age and to QC (issue 17).
+
+Each transform maps a film (H, W) float32 in [0, 1] to another film, seeded per image. The
+benchmark (``benchmarks/robustness.py``) sends every transformed film through the exported
+SavedModel's ``serving_default`` (16-bit PNG bytes, as ``predict`` does) and reports, per
+transform, the MAE on every film (QC or not), the MAE on the films QC accepts, the share QC
+rejects and the change of MAE against the untouched films (Santomartino et al., Radiology: AI
+2024, measured the RSNA-2017 winner the same way).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+
+
+def _rotate(img: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotation about the centre; corners filled with the film's own dark background (its
+    5th percentile); 90 / 180 degrees exactly (the film's shape turns with it)."""
+    if degrees % 90 == 0:
+        return np.ascontiguousarray(np.rot90(img, int(-degrees // 90) % 4))
+    h, w = img.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), -degrees, 1.0)
+    fill = float(np.percentile(img, 5))
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=fill)
+
+
+def _exposure(img: np.ndarray, brightness: float = 0.0, contrast: float = 1.0) -> np.ndarray:
+    """``brightness`` shifts by a share of the range (+0.3: 30 % brighter); ``contrast``
+    scales around the mean (1.3: 30 % more)."""
+    mean = float(img.mean())
+    return np.clip((img - mean) * contrast + mean + brightness, 0.0, 1.0)
+
+
+def _resolution(img: np.ndarray, factor: float) -> np.ndarray:
+    """Down to ``factor`` of the size (area average) and back up (bilinear)."""
+    h, w = img.shape
+    small = cv2.resize(
+        img, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA
+    )
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _burn_text(img: np.ndarray, text: str, where: str, rng) -> np.ndarray:
+    """Bright burned-in text (a laterality marker or a label) in a corner."""
+    h, w = img.shape
+    ink = np.zeros((h, w), np.uint8)  # OpenCV draws text on 8-bit images only
+    scale = max(0.3, min(h, w) / 200.0)
+    thick = max(1, int(round(scale * 2)))
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    margin = int(0.04 * min(h, w)) + int(rng.integers(0, max(1, int(0.02 * min(h, w)))))
+    x = margin if where.endswith("left") else max(0, w - tw - margin)
+    y = margin + th if where.startswith("top") else h - margin
+    cv2.putText(ink, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick, cv2.LINE_AA)
+    return np.maximum(img, ink.astype(np.float32) / 255.0)
+
+
+#: name -> transform(film, rng); the paper's list of acquisition differences
+TRANSFORMS = {
+    "untouched": lambda img, rng: img,
+    "rotate +15": lambda img, rng: _rotate(img, 15),
+    "rotate -15": lambda img, rng: _rotate(img, -15),
+    "rotate +30": lambda img, rng: _rotate(img, 30),
+    "rotate -30": lambda img, rng: _rotate(img, -30),
+    "rotate 90": lambda img, rng: _rotate(img, 90),
+    "rotate 180": lambda img, rng: _rotate(img, 180),
+    "flip horizontal": lambda img, rng: np.ascontiguousarray(img[:, ::-1]),
+    "flip vertical": lambda img, rng: np.ascontiguousarray(img[::-1]),
+    "brightness +30 %": lambda img, rng: _exposure(img, brightness=0.3),
+    "brightness -30 %": lambda img, rng: _exposure(img, brightness=-0.3),
+    "contrast +30 %": lambda img, rng: _exposure(img, contrast=1.3),
+    "contrast -30 %": lambda img, rng: _exposure(img, contrast=0.7),
+    "inverted": lambda img, rng: 1.0 - img,
+    "resolution x0.5": lambda img, rng: _resolution(img, 0.5),
+    "resolution x0.25": lambda img, rng: _resolution(img, 0.25),
+    "laterality marker": lambda img, rng: _burn_text(img, "L", "top right", rng),
+    "burned-in text": lambda img, rng: _burn_text(img, "ID 0042 HAND PA", "bottom left", rng),
+}
+
+
+def transformed(img: np.ndarray, name: str, seed: int, index: int) -> np.ndarray:
+    """Film ``img`` under transform ``name``, seeded by (seed, index): reproducible."""
+    rng = np.random.default_rng([seed, index])
+    return np.asarray(TRANSFORMS[name](img.astype(np.float32), rng), np.float32)
+
+
+def png16(img: np.ndarray) -> bytes:
+    """A film in [0, 1] as the 16-bit PNG bytes ``predict`` sends the model."""
+    data = np.clip(np.rint(img * 65535.0), 0, 65535).astype(np.uint16)
+    return cv2.imencode(".png", data)[1].tobytes()
+
+
+def summarise(preds: pd.DataFrame) -> pd.DataFrame:
+    """Per transform of ``preds`` (columns transform, boneage, pred, rejected): MAE of every
+    film, MAE of the accepted ones, share rejected, and the MAE change vs ``untouched``."""
+    rows = []
+    base = None
+    for name in preds["transform"].unique():
+        part = preds[preds["transform"] == name]
+        err = (part["pred"] - part["boneage"]).abs()
+        accepted = err[~part["rejected"]]
+        row = {
+            "transform": name,
+            "n": len(part),
+            "mae": float(err.mean()),
+            "mae_accepted": float(accepted.mean()) if len(accepted) else float("nan"),
+            "rejected": float(part["rejected"].mean()),
+        }
+        if name == "untouched":
+            base = row["mae"]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["change"] = table["mae"] / base - 1 if base else float("nan")
+    return table
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The summary as a markdown table (months; change and rejected in %)."""
+    lines = [
+        "| transform | films | MAE (months) | change vs untouched | MAE of QC-accepted | QC rejected |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples():
+        lines.append(
+            f"| {r.transform} | {r.n} | {r.mae:.2f} | {100 * r.change:+.0f} % | "
+            f"{r.mae_accepted:.2f} | {100 * r.rejected:.0f} % |"
+        )
+    return "\n".join(lines)
