@@ -407,6 +407,22 @@ def test_calibrate_scales_the_std_per_sex_and_the_export_keeps_it(exported, load
     np.testing.assert_allclose(got["bone_age_std"], raw["bone_age_std"].numpy() * factor, rtol=1e-4)
     with pytest.raises(ValueError, match="> 0"):
         graph.set_std_scale(0.0, 1.0)
+    # the 90 % interval (issue 17): inside 0-240, around the estimate, from the raw spread and
+    # the factor of the image's sex and age band fitted on the same rows, covering 90 % of them
+    from tf_boneage.export import interval
+
+    table = np.asarray(report["interval_scale"])
+    low, high, age = got["interval_low_months"], got["interval_high_months"], got["bone_age_months"]
+    assert (low > 0).all() and (high < 240).all() and (low <= age).all() and (age <= high).all()
+    cells = table[np.where(rows["male"], 0, 1), interval.band_of(age)]
+    ref = interval.bounds(age, raw["bone_age_std"].numpy(), cells)
+    np.testing.assert_allclose(low, ref[0], rtol=1e-4)
+    np.testing.assert_allclose(high, ref[1], rtol=1e-4)
+    for sex in ("male", "female"):  # too few rows per band here: each sex's own factor
+        assert len(set(table[0 if sex == "male" else 1])) == 1
+        assert report["interval_coverage"][sex] >= 0.9
+    with pytest.raises(ValueError, match="> 0"):
+        graph.set_interval_scale(np.zeros_like(table))
 
 
 def test_export_holds_inference_weights_only(exported):

@@ -118,15 +118,44 @@ def convert_stages(stage_dirs: dict, variants, out_root, samples: dict | None = 
     return done
 
 
+#: an export whose variables exceed this is converted one variant per child process: the
+#: paper preset's graph (515 MB as float32 TFLite) ran out of 24 GB converting float16 in the
+#: process that had trained and exported it
+ISOLATE_BYTES = 200_000_000
+
+
+def variables_bytes(saved_model_dir) -> int:
+    """Size of a SavedModel's variables on disk (bytes)."""
+    folder = Path(saved_model_dir) / "variables"
+    return sum(f.stat().st_size for f in folder.glob("*") if f.is_file())
+
+
 def convert_all(
-    saved_model_dir, variants, out_dir, manifest_path=None, n: int = 64, representative_fn=None
+    saved_model_dir,
+    variants,
+    out_dir,
+    manifest_path=None,
+    n: int = 64,
+    representative_fn=None,
+    isolate: bool | None = None,
 ) -> dict:
     """Write ``out_dir/VARIANT.tflite`` (+ ``.outputs.txt``) for each variant; returns paths.
 
     An end-to-end export converts its ``predict_tflite`` signature (int8: calibrated on ``n``
     rows of ``manifest_path``, region networks only); a per-stage one its ``serving_default``
-    (int8: every op but ``tflite.FLOAT_OPS``, calibrated on ``representative_fn()``)."""
+    (int8: every op but ``tflite.FLOAT_OPS``, calibrated on ``representative_fn()``).
+    ``isolate`` (default: variables over :data:`ISOLATE_BYTES`) converts each variant in a
+    child process, so the converter's copies of a large graph never add up in one process."""
     out_dir = Path(out_dir)
+    if isolate is None:
+        isolate = representative_fn is None and variables_bytes(saved_model_dir) > ISOLATE_BYTES
+    if isolate:
+        paths = {}
+        for variant in variants:
+            path = _convert_in_child(saved_model_dir, variant, out_dir, manifest_path, n)
+            if path is not None:
+                paths[variant] = path
+        return paths
     signature = _signature(load.saved_model(saved_model_dir))  # one load per process
     if signature == "serving_default" and "int8" in variants and representative_fn is None:
         raise ValueError(
@@ -181,6 +210,30 @@ def convert_all(
         print(f"{variant}: {path} ({len(blob) / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s)")
         paths[variant] = path
     return paths
+
+
+def _convert_child(saved_model_dir, variant, out_dir, manifest_path, n) -> None:
+    convert_all(saved_model_dir, [variant], out_dir, manifest_path, n, isolate=False)
+
+
+def _convert_in_child(saved_model_dir, variant, out_dir, manifest_path, n) -> Path | None:
+    """One variant converted by a spawned child (its memory returned when it ends); the
+    path, or None (said) when the child failed."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    args = (str(saved_model_dir), variant, str(out_dir), manifest_path, n)
+    child = ctx.Process(target=_convert_child, args=args)
+    child.start()
+    child.join()
+    path = Path(out_dir) / f"{variant}.tflite"
+    if child.exitcode != 0 or not path.exists():
+        print(
+            f"{variant}: not written: its conversion failed in a child process (exit code "
+            f"{child.exitcode}; -9 is the out-of-memory killer)"
+        )
+        return None
+    return path
 
 
 def _region_scopes(saved_model_dir) -> list[str] | None:
