@@ -219,6 +219,11 @@ def test_tflite_variants_parity_and_evaluate_cli(exported, loaded_export, tmp_pa
     )
     # full int8 calibrates on the decodable rows (the broken file is skipped) and converts
     assert set(paths) == {"float32", "int8"}
+    # a large export converts each variant in a child process (the tiny one only when asked):
+    # the same bytes
+    assert tflite_eval.variables_bytes(path) < tflite_eval.ISOLATE_BYTES
+    child = tflite_eval.convert_all(path, ["float32"], tmp_path / "iso", isolate=True)
+    assert child["float32"].read_bytes() == paths["float32"].read_bytes()
     # float32 parity with the Keras path, image by image, through the SavedModel's decoder
     runner, int8 = tflite.Runner(paths["float32"]), tflite.Runner(paths["int8"])
     ref = _keras_path(graph, images, [1.0, 0.0, 1.0, 0.0])
