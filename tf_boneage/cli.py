@@ -94,7 +94,7 @@ def cmd_synth(args) -> int:
     )
     kinds = ", ".join(args.format) if args.format else f"{args.bits}-bit PNG"
     print(
-        f"wrote {len(table)} phantoms ({sizes}; {kinds}) to {out} "
+        f"wrote {len(table)} phantoms of {sizes} ({kinds}) to {out} "
         f"in {seconds:.1f} s; splits {counts}; manifest {out / 'manifest.csv'}"
     )
     return 0

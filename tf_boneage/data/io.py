@@ -189,7 +189,11 @@ def decode_image_bytes(contents):
     is_16 = tf.logical_and(is_png, tf.reduce_any(tf.equal(depth, 16)))
     # refuse a film over MAX_PIXELS from its header, before decoding it (a client of the
     # serving graph bypasses read_image's own check): an error, never an out-of-memory crash
-    pixels = tf.cond(is_png, lambda: _png_pixels(padded), lambda: _jpeg_pixels(contents))
+    pixels = tf.cond(
+        is_png,
+        lambda: _png_pixels(padded),
+        lambda: tf.cond(is_jpeg, lambda: _jpeg_pixels(contents), lambda: tf.constant(0, tf.int64)),
+    )  # neither: 0 here, the assertion above names the problem
     tf.debugging.Assert(
         pixels <= MAX_PIXELS,
         ["image_bytes: the image has", pixels, f"pixels, over the limit of {MAX_PIXELS:,}"],
