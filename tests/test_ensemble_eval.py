@@ -196,6 +196,14 @@ def test_fitted_ensemble_and_graph_ensemble_agree():
         new[members].to_numpy(np.float32), new["male"].to_numpy(np.float32), weights, bias
     )
     np.testing.assert_allclose(age.numpy(), ens.predict(new), atol=1e-4)
+    # members far outside the range (an extrapolating blend): both clip to 0-240 months
+    new.loc[:49, members] = 600.0
+    new.loc[50:, members] = -300.0
+    age, _ = ensemble_age(
+        new[members].to_numpy(np.float32), new["male"].to_numpy(np.float32), weights, bias
+    )
+    np.testing.assert_allclose(age.numpy(), ens.predict(new), atol=1e-4)
+    assert set(np.unique(ens.predict(new))) == {0.0, 240.0}
 
 
 def test_run_names_round_trip_and_errors():

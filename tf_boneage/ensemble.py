@@ -17,6 +17,9 @@ from sklearn.linear_model import LinearRegression
 
 from tf_boneage.training.runs import pair_of
 
+#: the possible bone ages (months): the ensemble's estimate is clipped to it
+AGE_RANGE = (0.0, 240.0)
+
 
 def fit_nnls(predictions: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, float]:
     """Weights >= 0 (one per column of ``predictions`` (N, M), months) and a free intercept
@@ -65,7 +68,9 @@ class LinearEnsemble:
             out[mask] = (
                 table.loc[mask, self.models].to_numpy() @ np.asarray(p["weights"]) + p["bias"]
             )
-        return out
+        # a linear blend can leave the possible range (416 months on a real film with a blend
+        # fitted on 12 phantoms): bounded, as the graph's ensemble_age is
+        return np.clip(out, *AGE_RANGE)
 
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)

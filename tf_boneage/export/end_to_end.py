@@ -29,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from tf_boneage.data.io import decode_image_bytes
+from tf_boneage.ensemble import AGE_RANGE
 from tf_boneage.export import interval
 from tf_boneage.models.region import feature_model, probability_model
 from tf_boneage.preprocessing import regions, registration, warp
@@ -119,13 +120,18 @@ def ensemble_tensors(params: dict) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.constant(w, tf.float32), tf.constant(b, tf.float32)
 
 
-def ensemble_age(preds: tf.Tensor, male: tf.Tensor, weights: tf.Tensor, bias: tf.Tensor):
+def ensemble_age(
+    preds: tf.Tensor, male: tf.Tensor, weights: tf.Tensor, bias: tf.Tensor, clip: bool = True
+):
     """The in-graph linear ensemble: ``preds`` (B, M) member estimates (months), ``male``
     (B,) 1 / 0 -> (age (B,) months, the weights used per image (B, M)). The same blend as
-    :meth:`tf_boneage.ensemble.LinearEnsemble.predict` (tested to agree within 1e-4 months)."""
+    :meth:`tf_boneage.ensemble.LinearEnsemble.predict` (tested to agree within 1e-4 months),
+    clipped to 0-240 months; ``clip=False``: the blend itself (Grad-CAM differentiates it, so
+    an estimate outside the range is still explained)."""
     rows = tf.where(male > 0.5, 0, 1)
     w = tf.gather(weights, rows)
-    return tf.reduce_sum(w * preds, -1) + tf.gather(bias, rows), w
+    age = tf.reduce_sum(w * preds, -1) + tf.gather(bias, rows)
+    return (tf.clip_by_value(age, *AGE_RANGE) if clip else age), w
 
 
 class BoneAgeGraph(tf.Module):
@@ -312,8 +318,9 @@ class BoneAgeGraph(tf.Module):
                     means.append(pair[0][1])
                 else:
                     means.append(tf.where(is_male, pair[0][1], pair[1][1]))
-            age, _ = ensemble_age(tf.stack(means, -1), male, self.weights, self.bias)
+            age, _ = ensemble_age(tf.stack(means, -1), male, self.weights, self.bias, clip=False)
         grads = tape.gradient(age, [f for _, f in feats])
+        age = tf.clip_by_value(age, *AGE_RANGE)  # the estimate as served
         frame = self.preprocessor.config.frame
         canvas = tf.zeros([tf.shape(male)[0], frame.height, frame.width], tf.float32)
         for (region, f), g in zip(feats, grads, strict=True):
