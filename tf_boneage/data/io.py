@@ -378,8 +378,14 @@ def encoded_bytes(path: str | os.PathLike) -> bytes:
     path = Path(path)
     if path.suffix.lower() not in DICOM_SUFFIXES:
         return path.read_bytes()
+    return png16_bytes(read_image(path).pixels)
+
+
+def png16_bytes(pixels: np.ndarray) -> bytes:
+    """Grey ``pixels`` (H, W) float in [0, 1] as 16-bit PNG bytes: how every film that is not
+    already a PNG / JPEG reaches the serving graph (``predict``, the DICOM path above, the
+    robustness benchmark)."""
     import cv2
 
-    pixels = read_image(path).pixels
-    data = np.clip(np.rint(pixels * 65535.0), 0, 65535).astype(np.uint16)
+    data = np.clip(np.rint(np.asarray(pixels) * 65535.0), 0, 65535).astype(np.uint16)
     return cv2.imencode(".png", data)[1].tobytes()

@@ -187,8 +187,7 @@ def prepare(
         except ValueError:
             item.flags.append("unreadable PatientBirthDate / StudyDate")
     item.pixels = pixels
-    data = np.clip(np.rint(pixels * 65535.0), 0, 65535).astype(np.uint16)
-    item.png = cv2.imencode(".png", data)[1].tobytes()
+    item.png = io.png16_bytes(pixels)
     return item
 
 

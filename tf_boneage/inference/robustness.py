@@ -87,8 +87,9 @@ def transformed(img: np.ndarray, name: str, seed: int, index: int) -> np.ndarray
 
 def png16(img: np.ndarray) -> bytes:
     """A film in [0, 1] as the 16-bit PNG bytes ``predict`` sends the model."""
-    data = np.clip(np.rint(img * 65535.0), 0, 65535).astype(np.uint16)
-    return cv2.imencode(".png", data)[1].tobytes()
+    from tf_boneage.data.io import png16_bytes
+
+    return png16_bytes(img)
 
 
 def summarise(preds: pd.DataFrame) -> pd.DataFrame:
