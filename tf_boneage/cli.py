@@ -178,7 +178,7 @@ def cmd_preprocess(args) -> int:
     from tf_boneage.preprocessing import cache, chain
     from tf_boneage.preprocessing.spec import ChainSpec
 
-    pre = chain.load(args.unet, args.landmarks, args.frame, args.region_sizes)
+    pre = chain.load(args.unet, args.landmarks, args.frame, args.region_sizes, args.orient)
     table = _load_table(args.manifest, args.limit)
     size = tuple(args.image_size) if args.image_size else None
     spec = ChainSpec.of_chain(pre, args.unet, args.landmarks, size, args.assume_aspect)
@@ -353,7 +353,7 @@ def cmd_contact_sheet(args) -> int:
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
-    pre = chain.load(args.unet, args.landmarks, args.frame)
+    pre = chain.load(args.unet, args.landmarks, args.frame, orient=args.orient)
     table = _load_table(args.manifest, args.n, args.ids)
     if args.pose:
         table = table.dropna(subset=["pose_wrist_x"]).head(args.n)
@@ -387,6 +387,11 @@ def _chain_args(p) -> None:
         type=float,
         default=None,
         help="original width/height when orig_w/orig_h are unknown (rsna100: 0.74, the median of the 726 annotated originals)",
+    )
+    p.add_argument(
+        "--orient",
+        action="store_true",
+        help="find each film's quarter turn and polarity first (the presets' chain does)",
     )
 
 

@@ -451,6 +451,7 @@ def from_runs(
     region_sizes=None,
     assume_aspect: float | None = None,
     unet=None,
+    orient: bool = False,
 ) -> BoneAgeGraph:
     """Build the graph from the outputs of ``training/table.py``: ``seg/roundK/unet.keras``
     (``unet``, else the one ``seg/report.json`` names, else the last round: it must be the
@@ -471,7 +472,7 @@ def from_runs(
     doc = json.loads(doc_path.read_text())
     if ensemble not in doc:
         raise KeyError(f"{doc_path}: no ensemble {ensemble!r}; it has {sorted(doc)}")
-    pre = chain.load(unet, root / "landmarks" / "landmarks.keras", frame, region_sizes)
+    pre = chain.load(unet, root / "landmarks" / "landmarks.keras", frame, region_sizes, orient)
     pre.config.frame = registration.Frame(*frame)
 
     loaded = {}

@@ -56,6 +56,9 @@ class ChainSpec:
     unet_sha256: str
     landmarks: str | None = None
     landmarks_sha256: str | None = None
+    #: the orientation / polarity step (:meth:`~.chain.Preprocessor.orient`); a description
+    #: written before the step existed has no key: those chains ran without it
+    orient: bool = False
 
     def __post_init__(self):
         pairs = {"frame": _pair(self.frame, "frame")}
@@ -80,6 +83,7 @@ class ChainSpec:
         region_sizes: dict,
         image_size=None,
         assume_aspect: float | None = None,
+        orient: bool = False,
     ) -> ChainSpec:
         """A new description of a chain built from these model files (hashed here)."""
         return cls(
@@ -93,6 +97,7 @@ class ChainSpec:
             unet_sha256=sha256(unet_path),
             landmarks=str(landmarks_path) if landmarks_path else None,
             landmarks_sha256=sha256(landmarks_path) if landmarks_path else None,
+            orient=bool(orient),
         )
 
     @classmethod
@@ -108,6 +113,7 @@ class ChainSpec:
             c.region_sizes,
             image_size,
             assume_aspect,
+            c.orient,
         )
 
     def to_dict(self) -> dict:

@@ -63,6 +63,7 @@ def run(
             chain.region_sizes,
             chain.assume_aspect,
             chain.unet,
+            chain.orient,
         )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise StepError(str(exc)) from None
@@ -141,6 +142,7 @@ def chain_of_runs(runs, preset: str, unet=None) -> ChainSpec:
             spec["regions"],
             chain["image_size"],
             chain.get("assume_aspect"),
+            chain.get("orient", False),
         )
     spec = ChainSpec.read(recorded)
     path = Path(unet) if unet else Path(spec.unet)

@@ -94,7 +94,8 @@ def build_cache(manifest, out, unet, marks, spec: dict) -> Path:
         return out / "manifest.csv"
     settings = spec.get("chain", {})
     sizes = {k: tuple(v) for k, v in spec["regions"].items()}
-    pre = chain.load(unet, marks, tuple(settings.get("frame", PAPER_FRAME)), sizes)
+    frame = tuple(settings.get("frame", PAPER_FRAME))
+    pre = chain.load(unet, marks, frame, sizes, orient=settings.get("orient", False))
     image_size = settings.get("image_size")
     image_size = tuple(image_size) if image_size else None
     aspect = settings.get("assume_aspect")

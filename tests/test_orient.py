@@ -1,0 +1,142 @@
+"""The chain's orientation and polarity step (issue 17): quarter turns and inverted films found
+from the U-Net, landmarks turned back, registration the same as for the upright film."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_boneage.preprocessing import chain as chain_lib
+from tf_boneage.preprocessing import registration
+from tf_boneage.preprocessing.chain import ChainConfig, Preprocessor, rot90, turn_points
+
+S = 32
+FRAME = registration.Frame(52, 40)
+SIZES = {"B": (16, 16)}
+#: the fake landmark net's answer on any image: tip, thumb, capitate of an upright left hand
+UPRIGHT_POINTS = np.array([0.5, 0.08, 0.82, 0.45, 0.5, 0.62], np.float32)
+
+
+class UprightUnet(keras.layers.Layer):
+    """Stands in for a U-Net that segments upright hands of normal polarity best: bright
+    pixels (> 0.5) are 'hand', weighted down the image (1 at the top row, 0 at the bottom),
+    and nothing on a film whose mean is bright (an inverted film)."""
+
+    def call(self, x):
+        rows = 1.0 - tf.linspace(0.0, 1.0, S)[None, :, None, None]
+        gate = tf.sigmoid(60.0 * (0.5 - tf.reduce_mean(x, [1, 2, 3], keepdims=True)))
+        return tf.sigmoid(60.0 * (x - 0.5)) * rows * gate
+
+
+def fake_models():
+    x = keras.Input((S, S, 1))
+    unet = keras.Model(x, UprightUnet()(x))
+    y = keras.Input((S, S, 1))
+    dense = keras.layers.Dense(6, kernel_initializer="zeros")
+    marks = keras.Model(y, dense(keras.layers.Flatten()(y)))
+    dense.set_weights([np.zeros((S * S, 6), np.float32), UPRIGHT_POINTS])
+    return unet, marks
+
+
+def film() -> np.ndarray:
+    """(S, S) dark film with a bright textured bar in the top half (the 'hand')."""
+    img = np.full((S, S), 0.1, np.float32)
+    texture = np.random.default_rng(0).uniform(0.6, 1.0, (S, S)).astype(np.float32)
+    img[1:14, 13:19] = texture[1:14, 13:19]
+    img[10:14, 19:24] = texture[10:14, 19:24]  # a thumb: the shape is not mirror-symmetric
+    return img
+
+
+@pytest.fixture(scope="module")
+def models():
+    return fake_models()
+
+
+def _chain(models, orient):
+    config = ChainConfig(unet_size=S, landmark_size=S, frame=FRAME, region_sizes=SIZES)
+    config.orient = orient
+    return Preprocessor(*models, config)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_rot90_is_numpys(k):
+    x = np.random.default_rng(k).random((2, 5, 5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(rot90(tf.constant(x), k).numpy(), np.rot90(x, k, axes=(1, 2)))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_turn_points_follows_the_pixel(k):
+    # a pixel at row 2, column 6 of an 8 x 8 image: its centre, normalised
+    img = np.zeros((8, 8), np.float32)
+    img[2, 6] = 1.0
+    turned = np.rot90(img, k)
+    r, c = np.argwhere(turned == 1.0)[0]
+    centre = tf.constant([[(6 + 0.5) / 8, (2 + 0.5) / 8]])
+    np.testing.assert_allclose(turn_points(centre, k).numpy(), [[(c + 0.5) / 8, (r + 0.5) / 8]])
+    # k turns then 4 - k turns: back where it was
+    np.testing.assert_allclose(turn_points(turn_points(centre, k), 4 - k).numpy(), centre)
+
+
+@pytest.mark.parametrize("inverted", [False, True])
+def test_orient_finds_the_turn_and_the_polarity(models, inverted):
+    pre = _chain(models, orient=True)
+    films = np.stack([np.rot90(film(), k) for k in range(4)])
+    if inverted:
+        films = 1.0 - films
+    probs, turns, inv = pre.orient(tf.constant(films[..., None]))
+    np.testing.assert_array_equal(turns.numpy(), [0, 1, 2, 3])
+    np.testing.assert_array_equal(inv.numpy(), [inverted] * 4)
+    # the mask is returned in the film's own orientation: the bar is where the film has it
+    normal = 1.0 - films if inverted else films
+    inside = probs.numpy()[..., 0] > 0.5
+    np.testing.assert_array_equal(inside, normal > 0.5)
+
+
+def test_a_tie_keeps_the_film_as_given(models):
+    pre = _chain(models, orient=True)
+    blank = np.full((1, S, S, 1), 0.1, np.float32)  # no hand in any orientation
+    _, turns, inv = pre.orient(tf.constant(blank))
+    assert int(turns[0]) == 0 and not bool(inv[0])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_landmarks_are_turned_back_to_the_film(models, k):
+    pre = _chain(models, orient=True)
+    turned = np.rot90(film(), k)[None, ..., None].astype(np.float32)
+    out = pre(tf.constant(turned))
+    assert int(out["quarter_turns"][0]) == k
+    expected = turn_points(tf.constant(UPRIGHT_POINTS.reshape(3, 2)), k).numpy().ravel()
+    np.testing.assert_allclose(out["landmarks"].numpy()[0], expected, atol=1e-6)
+
+
+def test_turned_and_inverted_films_register_like_the_upright_one(models):
+    films = [film()] + [np.rot90(film(), k) for k in (1, 2, 3)] + [1.0 - film()]
+    batch = tf.constant(np.stack(films)[..., None].astype(np.float32))
+    out = _chain(models, orient=True)(batch)
+    reg = out["registered"].numpy()
+    assert reg[0].std() > 0.1  # the hand is in the frame
+    for i in range(1, len(films)):
+        np.testing.assert_allclose(reg[i], reg[0], atol=1e-4)
+    np.testing.assert_array_equal(out["inverted"].numpy(), [False] * 4 + [True])
+    # without the step the same films register somewhere else
+    plain = _chain(models, orient=False)(batch)["registered"].numpy()
+    assert all(np.abs(plain[i] - plain[0]).mean() > 0.01 for i in range(1, len(films)))
+
+
+def test_the_spec_records_the_step_and_old_descriptions_ran_without_it(tmp_path):
+    from tf_boneage.preprocessing.spec import ChainSpec
+
+    doc = {
+        "image_size": [100, 100],
+        "unet_size": 96,
+        "landmark_size": 96,
+        "frame": [104, 80],
+        "region_sizes": {"A": [104, 80]},
+        "assume_aspect": None,
+        "unet": "u.keras",
+        "unet_sha256": "0" * 64,
+    }
+    assert ChainSpec.from_dict(doc).orient is False
+    spec = ChainSpec.from_dict({**doc, "orient": True})
+    assert ChainSpec.read(spec.write(tmp_path / "chain.json")).orient is True
+    assert chain_lib.ORIENT_MARGIN > 0
