@@ -15,6 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 from tqdm import tqdm
@@ -57,9 +58,8 @@ def main(argv=None) -> int:
                 male=tf.constant(part["male"].astype("float32").to_numpy()),
             )
             for j, k in enumerate(part.index):
-                reason = predict.qc_reason(
-                    float(out["mask_area"][j]), float(out["landmark_plausibility"][j])
-                )
+                one = {key: np.asarray(value)[j] for key, value in out.items()}
+                reason = predict.reason_of(one)
                 records.append(
                     {
                         "transform": name,
@@ -68,6 +68,9 @@ def main(argv=None) -> int:
                         "pred": float(out["bone_age_months"][j]),
                         "rejected": bool(reason),
                         "reason": reason,
+                        "quarter_turns": float(one.get("quarter_turns", 0.0)),
+                        "inverted": float(one.get("inverted", 0.0)),
+                        "registration_fit": float(one.get("registration_fit", np.nan)),
                     }
                 )
     preds = pd.DataFrame(records)

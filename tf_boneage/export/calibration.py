@@ -78,7 +78,13 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
 
     from tf_boneage.data.io import encoded_bytes
 
-    keys = ("bone_age_months", "bone_age_std", "interval_low_months", "interval_high_months")
+    keys = (
+        "bone_age_months",
+        "bone_age_std",
+        "interval_low_months",
+        "interval_high_months",
+        "registration_fit",
+    )
     got: dict = {k: [] for k in keys}
     for start in tqdm(range(0, len(rows), batch), desc=desc, unit="batch"):
         part = rows.iloc[start : start + batch]
@@ -87,29 +93,69 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
             male=tf.constant(part["male"].astype("float32").to_numpy()),
         )
         for k in keys:
-            if k in out:  # exports older than the interval outputs lack the last two
+            if k in out:  # older exports lack the interval and the registration fit
                 got[k].append(np.asarray(out[k]))
     return {k: np.concatenate(v) for k, v in got.items() if v}
 
 
-def calibrate(graph, rows, batch: int = 32) -> dict:
+def occupancies(graph, rows, batch: int = 32) -> np.ndarray:
+    """The chain's registered-hand occupancy (N, 52, 40, 1) of manifest ``rows``' films
+    (:mod:`.outline`), decoded as the graph decodes them."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from tf_boneage.data.io import encoded_bytes
+
+    fn = tf.function(
+        lambda b: graph.chain_bytes(b, ("occupancy",))[0]["occupancy"], reduce_retracing=True
+    )
+    if graph.input_size is not None:  # one resize for the batch: the graph's own path
+        fn = tf.function(
+            lambda b: graph.preprocessor(*graph.decode(b))["occupancy"], reduce_retracing=True
+        )
+    got = []
+    for start in tqdm(range(0, len(rows), batch), desc="outline", unit="batch"):
+        part = rows.iloc[start : start + batch]
+        got.append(fn(tf.constant([encoded_bytes(p) for p in part["image_path"]])).numpy())
+    return np.concatenate(got)
+
+
+def calibrate(graph, rows, batch: int = 32, outline_rows=None) -> dict:
     """Fit and set ``graph``'s per-sex std scale and its interval's factors per sex and age
-    band (:mod:`.interval`) on labelled manifest ``rows`` (not the test split). Returns the
-    scales and the coverage on ``rows`` before and after, by sex."""
+    band (:mod:`.interval`) on labelled manifest ``rows`` (not the test split); with
+    ``outline_rows`` (training films) also the canonical outline, fitted on those, and the
+    registration-fit threshold, fitted on ``rows`` (:mod:`.outline`). Returns the scales, the
+    QC threshold and the coverage on ``rows`` before and after, by sex."""
     import tensorflow as tf
 
-    from tf_boneage.export import interval
+    from tf_boneage.export import interval, outline
 
     graph.set_std_scale(1.0, 1.0)
     graph.set_interval_scale(np.ones(graph.interval_scale.shape))
+    canonical = None
+    if outline_rows is not None:
+        canonical = outline.mean_outline(occupancies(graph, outline_rows, batch))
+        graph.set_outline(canonical, 0.0)
     fn = tf.function(graph.predict_bytes, reduce_retracing=True)
     out = predict_rows(fn, rows, batch, desc="calibrate")
+    qc = None
+    if canonical is not None:
+        min_fit = outline.threshold(out["registration_fit"])
+        graph.set_outline(canonical, min_fit)
+        qc = {
+            "outline_films": int(len(outline_rows)),
+            "min_registration_fit": min_fit,
+            "rejected": float((out["registration_fit"] < min_fit).mean()),
+            "fit_median": float(np.median(out["registration_fit"])),
+        }
     truth, male = rows["boneage"].to_numpy(float), rows["male"].to_numpy().astype(bool)
     scales = fit_per_sex(truth, out["bone_age_months"], out["bone_age_std"], male)
     graph.set_std_scale(scales["male"], scales["female"])
     table = interval.fit(truth, out["bone_age_months"], out["bone_age_std"], male)
     graph.set_interval_scale(table)
     report = {"n": int(len(rows)), "scale": scales, "interval_scale": table}
+    if qc is not None:
+        report["registration_qc"] = qc
     rows_of = np.where(male, 0, 1)
     factor_i = np.asarray(table)[rows_of, interval.band_of(out["bone_age_months"])]
     low, high = interval.bounds(out["bone_age_months"], out["bone_age_std"], factor_i)

@@ -18,7 +18,12 @@ Outputs per image (float32 unless said):
   the validation split (:mod:`.interval`);
 - ``member_months`` (B, M): every member's estimate (sex-specific members resolved by sex);
 - ``mask_area``, ``mask_confidence``, ``landmark_plausibility`` (B,): QC of the chain;
-- ``landmarks`` (B, 6) normalised (x, y) of tip, thumb, capitate; ``right_hand`` (B,) 0 / 1.
+- ``landmarks`` (B, 6) normalised (x, y) of tip, thumb, capitate; ``right_hand`` (B,) 0 / 1;
+- ``quarter_turns`` (B,) 0-3 quarter turns (counter-clockwise) that made the film upright and
+  ``inverted`` (B,) 0 / 1 (the chain's orientation step; 0 when the chain has none);
+- ``registration_fit`` (B,) in [0, 1]: the registered hand against the canonical outline, and
+  ``registration_ok`` (B,) 0 / 1: the fit at or above the threshold fitted on ``val``
+  (:mod:`.outline`; 1 while no outline is fitted).
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tf_boneage.data.io import decode_image_bytes
 from tf_boneage.ensemble import AGE_RANGE
-from tf_boneage.export import interval
+from tf_boneage.export import interval, outline
 from tf_boneage.models.region import feature_model, probability_model
 from tf_boneage.preprocessing import regions, registration, warp
 from tf_boneage.preprocessing.chain import Preprocessor
@@ -51,6 +57,10 @@ OUTPUTS = (
     "landmark_plausibility",
     "landmarks",
     "right_hand",
+    "quarter_turns",
+    "inverted",
+    "registration_fit",
+    "registration_ok",
 )
 
 
@@ -173,6 +183,24 @@ class BoneAgeGraph(tf.Module):
         self.interval_scale = tf.Variable(
             tf.ones([2, bands]), trainable=False, name="interval_scale"
         )
+        # the canonical outline and the least registration fit accepted (:mod:`.outline`):
+        # uniform and 0 (every film passes) until fitted
+        self.outline = tf.Variable(
+            tf.fill(outline.SIZE, 0.5), trainable=False, name="registration_outline"
+        )
+        self.qc_min_fit = tf.Variable(0.0, trainable=False, name="qc_min_fit")
+
+    def set_outline(self, canonical, min_fit: float) -> None:
+        """Set the canonical outline (52, 40) in [0, 1] and the least fit accepted (in [0, 1))."""
+        canonical = np.asarray(canonical, np.float32)
+        if canonical.shape != tuple(outline.SIZE) or not (
+            (canonical >= 0).all() and (canonical <= 1).all()
+        ):
+            raise ValueError(f"outline must be {outline.SIZE} in [0, 1], got {canonical.shape}")
+        if not 0 <= min_fit < 1:
+            raise ValueError(f"min_fit must be in [0, 1), got {min_fit}")
+        self.outline.assign(canonical)
+        self.qc_min_fit.assign(float(min_fit))
 
     def set_std_scale(self, male: float, female: float) -> None:
         """Scale ``bone_age_std`` per sex (see :mod:`tf_boneage.export.calibration`)."""
@@ -264,11 +292,15 @@ class BoneAgeGraph(tf.Module):
             landmarks=tf.TensorSpec([6], tf.float32),
             registered=tf.TensorSpec([cfg.frame.height, cfg.frame.width, 1], tf.float32),
             mask=tf.TensorSpec([cfg.unet_size, cfg.unet_size, 1], tf.float32),
+            quarter_turns=tf.TensorSpec([], tf.int32),
+            inverted=tf.TensorSpec([], tf.bool),
+            occupancy=tf.TensorSpec([*outline.SIZE, 1], tf.float32),
         )
         return specs
 
     def _predict_keys(self) -> tuple[str, ...]:
         qc = ("mask_area", "mask_confidence", "landmark_plausibility", "landmarks", "right")
+        qc += ("quarter_turns", "inverted", "occupancy")
         return (*(f"region_{r}" for r in self._regions()), *qc)
 
     def predict_decoded(
@@ -286,6 +318,7 @@ class BoneAgeGraph(tf.Module):
         crops = {r: out[f"region_{r}"] for r in self._regions()}
         age, std, preds, raw = self._estimate(crops, male)
         low, high = interval.bounds_tf(age, raw, male, self.interval_scale)
+        fit = outline.fit_tf(out["occupancy"], self.outline)
         return {
             "bone_age_months": age,
             "bone_age_std": std,
@@ -297,6 +330,10 @@ class BoneAgeGraph(tf.Module):
             "landmark_plausibility": out["landmark_plausibility"],
             "landmarks": out["landmarks"],
             "right_hand": tf.cast(out["right"], tf.float32),
+            "quarter_turns": tf.cast(out["quarter_turns"], tf.float32),
+            "inverted": tf.cast(out["inverted"], tf.float32),
+            "registration_fit": fit,
+            "registration_ok": tf.cast(fit >= self.qc_min_fit, tf.float32),
         }
 
     def heatmap(self, crops: dict, male: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -191,13 +191,46 @@ def prepare(
     return item
 
 
-def qc_reason(area: float, plausibility: float) -> str:
+def qc_reason(
+    area: float, plausibility: float, fit: float | None = None, fit_ok: bool = True
+) -> str:
+    """Why QC rejects a film, in words ("" if it does not): no hand in the mask, a
+    registered hand that does not match the canonical outline (``fit`` / ``fit_ok``: the
+    graph's ``registration_fit`` / ``registration_ok``, :mod:`tf_boneage.export.outline`),
+    or implausible landmarks."""
     if area < MIN_MASK_AREA:
         return f"no hand found (mask covers {100 * area:.1f} % of the image)"
+    if not fit_ok:
+        return "registration failed: the registered hand does not match the canonical outline" + (
+            f" (fit {fit:.2f})" if fit is not None else ""
+        )
     if plausibility < MIN_PLAUSIBILITY:
         failed = int(round((1 - plausibility) * 4))
         return f"implausible landmarks or registration ({failed} of 4 checks failed)"
     return ""
+
+
+def reason_of(out: dict) -> str:
+    """:func:`qc_reason` of one film's graph outputs (scalars by name; older graphs lack the
+    registration fit)."""
+    fit = float(out["registration_fit"]) if "registration_fit" in out else None
+    return qc_reason(
+        float(out["mask_area"]),
+        float(out["landmark_plausibility"]),
+        fit,
+        float(out.get("registration_ok", 1.0)) > 0.5,
+    )
+
+
+def orientation_flags(out: dict) -> list[str]:
+    """What the chain's orientation step corrected, in words (graphs without it: none)."""
+    flags = []
+    turns = int(round(float(out.get("quarter_turns", 0.0)))) % 4
+    if turns:
+        flags.append(f"film turned {90 * turns} degrees: corrected")
+    if float(out.get("inverted", 0.0)) > 0.5:
+        flags.append("film stored inverted (white background): corrected")
+    return flags
 
 
 def _bound(out: dict, side: str, fallback: float) -> float:
@@ -224,13 +257,16 @@ def row(item: Prepared, out: dict | None, force: bool = False, truth: float | No
         r.update(status="error", reason=item.error or "model failed")
         return r
     age, std = float(out["bone_age_months"]), float(out["bone_age_std"])
-    reason = qc_reason(float(out["mask_area"]), float(out["landmark_plausibility"]))
+    fit = float(out["registration_fit"]) if "registration_fit" in out else None
+    reason = reason_of(out)
     r.update(
         status="rejected" if reason else "ok",
         reason=reason,
         mask_area=round(float(out["mask_area"]), 4),
         landmark_plausibility=float(out["landmark_plausibility"]),
+        registration_fit=None if fit is None else round(fit, 4),
     )
+    r["flags"] = "; ".join(filter(None, [r["flags"], *orientation_flags(out)]))
     if reason and not force:
         return r
     if reason:
@@ -265,6 +301,7 @@ COLUMNS = (
     "sds_greulich_pyle",
     "mask_area",
     "landmark_plausibility",
+    "registration_fit",
     "true_bone_age_months",
     "overlay",
 )

@@ -28,6 +28,16 @@ CANDIDATES = 8
 #: image (fitted on rsna100 `val`: 0.01 keeps 99.4 % of upright films as they are and turns
 #: 98.6-98.8 % of turned ones right, against 98.8 % both ways without it)
 ORIENT_MARGIN = 0.01
+#: (rows, columns) of the occupancy grid over the canonical frame (QC of the registration:
+#: :mod:`tf_boneage.export.outline`)
+OUTLINE_SIZE = (52, 40)
+
+
+def occupancy(registered: tf.Tensor) -> tf.Tensor:
+    """(B, H, W, 1) registered images (background removed: 0) -> (B, 52, 40, 1), the share
+    of hand pixels in each cell of the :data:`OUTLINE_SIZE` grid, float32 in [0, 1]."""
+    hand = tf.cast(registered > 0.0, tf.float32)
+    return tf.clip_by_value(warp.resize(hand, OUTLINE_SIZE), 0.0, 1.0)
 
 
 def rot90(x: tf.Tensor, k: int) -> tf.Tensor:
@@ -206,7 +216,7 @@ class Preprocessor(tf.Module):
         Returns a dict: ``mask`` (B, s, s, 1), ``enhanced`` (B, H, W, 1), ``landmarks``
         (B, 6), ``registered`` (B, frame h, frame w, 1), ``forward`` (B, 3, 3), ``right``
         (B,), ``quarter_turns`` (B,) int32 and ``inverted`` (B,) bool (all 0 / False unless
-        ``config.orient``), ``region_A`` / ``region_B`` / ``region_C`` crops and the QC numbers.
+        ``config.orient``), ``occupancy`` (B, 52, 40, 1) (:func:`occupancy`), ``region_A`` / ``region_B`` / ``region_C`` crops and the QC numbers.
         """
         images = tf.cast(images, tf.float32)
         n = tf.shape(images)[:1]
@@ -235,6 +245,7 @@ class Preprocessor(tf.Module):
             "right": right,
             "quarter_turns": turns,
             "inverted": inverted,
+            "occupancy": occupancy(registered),
         }
         for name, crop_size in self.config.region_sizes.items():
             out[f"region_{name}"] = regions.extract(enhanced, forward, name, crop_size, frame)

@@ -161,18 +161,29 @@ def chain_of_runs(runs, preset: str, unet=None) -> ChainSpec:
     return dataclasses.replace(spec, unet=str(path), landmarks=str(marks))
 
 
+#: training films the canonical outline is the mean of (seeded sample)
+OUTLINE_FILMS = 256
+
+
 def _calibrate(graph, manifest, split: str) -> dict | None:
     """Fit the per-sex std scale on the ``split`` rows of ``manifest`` (printed); None with a
     warning when it cannot be fitted."""
     from tf_boneage.data.manifest import load_manifest
-    from tf_boneage.export import calibration
+    from tf_boneage.export import calibration, outline
 
-    rows = load_manifest(manifest)
-    rows = rows[rows["split"] == split].reset_index(drop=True)
+    table = load_manifest(manifest)
+    rows = table[table["split"] == split].reset_index(drop=True)
     if rows.empty:
         raise StepError(f"{manifest} has no {split!r} rows to calibrate on")
+    train = table[table["split"] == "train"]
+    outline_rows = None
+    if len(train) >= outline.MIN_ROWS:
+        n = min(len(train), OUTLINE_FILMS)
+        outline_rows = train.sample(n=n, random_state=0).reset_index(drop=True)
+    else:
+        print(f"warning: {len(train)} train rows: no registration outline fitted (QC off)")
     try:
-        report = calibration.calibrate(graph, rows)
+        report = calibration.calibrate(graph, rows, outline_rows=outline_rows)
     except ValueError as exc:
         print(f"warning: bone_age_std not calibrated on {split}: {exc}")
         return None
@@ -186,6 +197,12 @@ def _calibrate(graph, manifest, split: str) -> dict | None:
             )
         )
     print(f"std scale: male {report['scale']['male']:.3f}, female {report['scale']['female']:.3f}")
+    if "registration_qc" in report:
+        q = report["registration_qc"]
+        print(
+            f"registration QC: outline of {q['outline_films']} train films, least fit "
+            f"{q['min_registration_fit']:.3f} (rejects {100 * q['rejected']:.1f} % of {split})"
+        )
     return report
 
 

@@ -1,0 +1,97 @@
+"""QC of the registration against a canonical outline (issue 17 item 3): hand-computed fits,
+the threshold's quantile, and failed registrations caught through the chain."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_orient import _chain, fake_models, film
+
+from tf_boneage.export import outline
+
+H, W = outline.SIZE
+
+
+def _half(axis: int) -> np.ndarray:
+    grid = np.zeros((H, W), np.float32)
+    if axis == 0:
+        grid[: H // 2] = 1.0
+    else:
+        grid[:, : W // 2] = 1.0
+    return grid
+
+
+@pytest.mark.parametrize(
+    "occ, ref, expected",
+    [
+        (_half(0), _half(0), 1.0),  # the same hand
+        (_half(0), 1.0 - _half(0), 0.0),  # nothing where hands go
+        (_half(1), _half(0), 0.5),  # a quarter shared: 2 * N/4 / (N/2 + N/2)
+        (np.zeros((H, W)), _half(0), 0.0),  # an empty frame
+        (np.ones((H, W)), _half(0), 2 / 3),  # a frame filled evenly: 2 * N/2 / (N + N/2)
+    ],
+)
+def test_fit_by_hand_in_numpy_and_in_the_graph(occ, ref, expected):
+    np.testing.assert_allclose(outline.fit(occ[None], ref), [expected], atol=1e-6)
+    got = outline.fit_tf(tf.constant(occ[None, ..., None], tf.float32), tf.constant(ref))
+    np.testing.assert_allclose(got.numpy(), [expected], atol=1e-6)
+
+
+def test_fit_of_nothing_against_nothing_is_zero_not_nan():
+    zero = np.zeros((H, W))
+    assert outline.fit(zero[None], zero)[0] == 0.0
+    assert float(outline.fit_tf(tf.zeros((1, H, W, 1)), tf.zeros((H, W)))[0]) == 0.0
+
+
+def test_threshold_rejects_at_most_the_share():
+    fits = np.arange(1, 101) / 100.0
+    assert outline.threshold(fits, 0.01) == 0.01  # the smallest: nothing strictly below
+    thr = outline.threshold(fits, 0.05)
+    assert thr == 0.05 and (fits < thr).sum() == 4
+    assert outline.threshold(np.r_[fits, np.nan], 0.01) == 0.01  # NaN ignored
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: outline.threshold(np.ones(10)), "at least 50"),
+        (lambda: outline.threshold(np.ones(60), 1.0), "share"),
+        (lambda: outline.mean_outline(np.ones((3, H, W))), "at least 50"),
+    ],
+)
+def test_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def _films(n: int, seed: int) -> np.ndarray:
+    """Good films: the bar of test_orient shifted by up to 2 pixels, textures reseeded."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        img = np.roll(film(), tuple(rng.integers(-2, 3, 2)), (0, 1))
+        img = np.where(img > 0.5, rng.uniform(0.6, 1.0, img.shape), img)
+        out.append(img.astype(np.float32))
+    return np.stack(out)[..., None]
+
+
+def test_failed_registrations_fall_below_the_threshold_good_films_do_not():
+    models = fake_models()
+    chain, plain = _chain(models, orient=True), _chain(models, orient=False)
+    canonical = outline.mean_outline(chain(tf.constant(_films(60, 0)))["occupancy"].numpy())
+    val = outline.fit(chain(tf.constant(_films(60, 1)))["occupancy"].numpy(), canonical)
+    thr = outline.threshold(val)
+
+    good = outline.fit(chain(tf.constant(_films(100, 2)))["occupancy"].numpy(), canonical)
+    assert (good < thr).mean() <= 0.05
+    ups = tf.constant(_films(20, 3)[:, ::-1, ::-1].copy())  # upside down, no orientation step
+    upside_down = outline.fit(plain(ups)["occupancy"].numpy(), canonical)
+    rng = np.random.default_rng(4)
+    wrong = tf.constant(rng.uniform(0.05, 0.95, (20, 6)).astype(np.float32))
+    misplaced = outline.fit(
+        chain(tf.constant(_films(20, 5)), landmarks=wrong)["occupancy"].numpy(), canonical
+    )
+    noise = rng.uniform(0.0, 1.0, (10, 32, 32, 1)).astype(np.float32)
+    gradient = np.tile(np.linspace(0.0, 1.0, 32, dtype=np.float32), (10, 32, 1))[..., None]
+    junk = outline.fit(chain(tf.constant(np.r_[noise, gradient]))["occupancy"].numpy(), canonical)
+    caught = np.r_[upside_down, misplaced, junk] < thr
+    assert caught.mean() >= 0.95, (upside_down, misplaced, junk, thr)
