@@ -140,3 +140,51 @@ def test_the_spec_records_the_step_and_old_descriptions_ran_without_it(tmp_path)
     spec = ChainSpec.from_dict({**doc, "orient": True})
     assert ChainSpec.read(spec.write(tmp_path / "chain.json")).orient is True
     assert chain_lib.ORIENT_MARGIN > 0
+
+
+@pytest.mark.slow
+def test_export_and_float32_tflite_turn_the_film_the_same_way(tmp_path):
+    """The orientation step inside the exported graph and its float32 TFLite conversion
+    (built-in ops only): a film turned 90 degrees and inverted gets the upright film's age, and
+    both paths say what they corrected."""
+    from tf_boneage.data.io import png16_bytes
+    from tf_boneage.export import saved_model, tflite
+    from tf_boneage.export.end_to_end import BoneAgeGraph, members_from_spec
+    from tf_boneage.models import RegionNet
+
+    keras.utils.set_random_seed(0)
+    region = RegionNet(
+        (16, 16, 1),
+        head="regression",
+        filters=(4, 4, 8, 8, 8, 8),
+        dense_units=8,
+        pool_padding="same",
+    )
+    last = region.get_layer("unit_age")
+    last.kernel.assign(last.kernel * 200.0)
+    members = members_from_spec(["B_reg_both"], {"B_reg_both": region}.__getitem__)
+    params = {s: {"weights": [1.0], "bias": 0.0} for s in ("male", "female")}
+    graph = BoneAgeGraph(_chain(fake_models(), orient=True), members, params, (S, S))
+    path = saved_model.export_end_to_end(graph, tmp_path / "oriented", metadata={"test": True})
+    loaded = tf.saved_model.load(str(path))
+    runner = tflite.Runner(
+        tflite.write(tflite.convert(str(path), "float32"), tmp_path / "f32.tflite"),
+        tflite.output_names(str(path)),
+    )
+    films = [film(), 1.0 - np.rot90(film(), 1)]
+    served = loaded.signatures["serving_default"](
+        image_bytes=tf.constant([png16_bytes(f) for f in films]), male=tf.constant([1.0, 1.0])
+    )
+    age = served["bone_age_months"].numpy()
+    assert abs(age[1] - age[0]) < 1e-3
+    np.testing.assert_array_equal(served["quarter_turns"].numpy(), [0, 1])
+    np.testing.assert_array_equal(served["inverted"].numpy(), [0, 1])
+    for k, f in enumerate(films):
+        decoded = loaded.signatures["decode"](image_bytes=tf.constant([png16_bytes(f)]))
+        lite = runner(
+            images=decoded["images"].numpy(),
+            male=np.array([1.0], np.float32),
+            original_size=decoded["original_size"].numpy(),
+        )
+        for key in ("bone_age_months", "quarter_turns", "inverted", "registration_fit"):
+            assert abs(float(lite[key][0]) - float(served[key].numpy()[k])) <= 1e-3, (k, key)

@@ -149,13 +149,18 @@ def calibrate(graph, rows, batch: int = 32, outline_rows=None) -> dict:
             "fit_median": float(np.median(out["registration_fit"])),
         }
     truth, male = rows["boneage"].to_numpy(float), rows["male"].to_numpy().astype(bool)
-    scales = fit_per_sex(truth, out["bone_age_months"], out["bone_age_std"], male)
+    report = {"n": int(len(rows))}
+    if qc is not None:
+        report["registration_qc"] = qc
+    try:
+        scales = fit_per_sex(truth, out["bone_age_months"], out["bone_age_std"], male)
+    except ValueError as exc:  # the registration QC stands without the std scale
+        report["std_error"] = str(exc)
+        return report
     graph.set_std_scale(scales["male"], scales["female"])
     table = interval.fit(truth, out["bone_age_months"], out["bone_age_std"], male)
     graph.set_interval_scale(table)
-    report = {"n": int(len(rows)), "scale": scales, "interval_scale": table}
-    if qc is not None:
-        report["registration_qc"] = qc
+    report.update(scale=scales, interval_scale=table)
     rows_of = np.where(male, 0, 1)
     factor_i = np.asarray(table)[rows_of, interval.band_of(out["bone_age_months"])]
     low, high = interval.bounds(out["bone_age_months"], out["bone_age_std"], factor_i)

@@ -187,6 +187,10 @@ def _calibrate(graph, manifest, split: str) -> dict | None:
     except ValueError as exc:
         print(f"warning: bone_age_std not calibrated on {split}: {exc}")
         return None
+    _print_registration_qc(report, split)
+    if "std_error" in report:
+        print(f"warning: bone_age_std not calibrated on {split}: {report['std_error']}")
+        return report
     for when in ("before", "after"):
         r = report[when]
         print(
@@ -197,13 +201,16 @@ def _calibrate(graph, manifest, split: str) -> dict | None:
             )
         )
     print(f"std scale: male {report['scale']['male']:.3f}, female {report['scale']['female']:.3f}")
+    return report
+
+
+def _print_registration_qc(report: dict, split: str) -> None:
     if "registration_qc" in report:
         q = report["registration_qc"]
         print(
             f"registration QC: outline of {q['outline_films']} train films, least fit "
             f"{q['min_registration_fit']:.3f} (rejects {100 * q['rejected']:.1f} % of {split})"
         )
-    return report
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,161 @@
+"""Does QC catch failed registrations and non-hand images? (issue 17 item 3)
+
+    python benchmarks/qc_failures.py --model saved_models/boneage \
+        --manifest runs/rsna100.csv --split test --limit 500 --out qc_failures.md
+
+Good films: the split's films through ``serving_default``, QC as ``predict`` decides it (every
+reason) and by the registration fit alone. Failures made on purpose
+(:mod:`tf_boneage.inference.failures`): wrong landmarks (random; tip and capitate swapped) and
+upside-down films through a chain without the orientation step, run with the export's own
+chain (the U-Net and landmark files its metadata names) and scored against the outline and
+threshold read from the SavedModel; noise, gradients, documents and photograph-like scenes
+through ``serving_default``. The outline and the threshold were fitted at export on ``train``
+and ``val``; this reports on ``--split`` (``test``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tqdm import tqdm
+
+from tf_boneage.data import io
+from tf_boneage.data.manifest import load_manifest
+from tf_boneage.export import load, outline, saved_model
+from tf_boneage.inference import failures, predict
+from tf_boneage.preprocessing import chain as chain_lib
+
+
+def _serve(fn, films_or_bytes, male, batch):
+    """Rows of per-film outputs of ``serving_default`` (scalars by name)."""
+    rows = []
+    for start in range(0, len(films_or_bytes), batch):
+        part = films_or_bytes[start : start + batch]
+        data = [p if isinstance(p, bytes) else io.png16_bytes(p) for p in part]
+        out = fn(
+            image_bytes=tf.constant(data),
+            male=tf.constant(male[start : start + batch], tf.float32),
+        )
+        out = {k: np.asarray(v) for k, v in out.items()}
+        rows += [{k: v[j] for k, v in out.items()} for j in range(len(part))]
+    return rows
+
+
+def _row(category, n, caught, fits=None, reasons=None) -> dict:
+    r = {"failure": category, "films": n, "caught %": round(100 * float(np.mean(caught)), 1)}
+    if fits is not None:
+        r["median fit"] = round(float(np.median(fits)), 3)
+    if reasons is not None:
+        words = pd.Series([x.split(":")[0].split(" (")[0] or "accepted" for x in reasons])
+        r["reasons"] = "; ".join(f"{k} {v}" for k, v in words.value_counts().items())
+    return r
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="saved_models/NAME or a version")
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=500)
+    parser.add_argument("--not-hands", type=int, default=50, help="films of each kind")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
+    args = parser.parse_args(argv)
+    if args.split == "val":
+        print("note: the threshold was fitted on val; report on test")
+    started = time.perf_counter()
+    version = saved_model.resolve(args.model)
+    loaded = load.saved_model(version)
+    meta = load.metadata(version)
+    if not hasattr(loaded, "qc_min_fit"):
+        raise SystemExit(f"{version}: an export without the registration QC (re-export it)")
+    canonical, min_fit = loaded.outline.numpy(), float(loaded.qc_min_fit.numpy())
+    fn = loaded.signatures["serving_default"]
+    rows = load_manifest(args.manifest)
+    rows = rows[rows["split"] == args.split].head(args.limit).reset_index(drop=True)
+    male = rows["male"].astype("float32").to_numpy()
+    data = [io.encoded_bytes(p) for p in tqdm(rows["image_path"], desc="read")]
+    table = []
+
+    good = _serve(fn, data, male, args.batch)
+    reasons = [predict.reason_of(o) for o in good]
+    fits = np.array([float(o["registration_fit"]) for o in good])
+    table.append(
+        _row(
+            f"good `{args.split}` films (rejected)",
+            len(good),
+            [bool(r) for r in reasons],
+            fits,
+            reasons,
+        )
+    )
+    table.append(_row("good films, by the registration fit alone", len(good), fits < min_fit, fits))
+
+    # the export's own chain, with and without the orientation step
+    spec = meta["chain"]
+    decoded = loaded.signatures["decode"](image_bytes=tf.constant(data))
+    images, sizes = decoded["images"], decoded["original_size"]
+    make = lambda orient: chain_lib.load(  # noqa: E731
+        spec["unet"], spec["landmarks"], spec["frame"], spec["region_sizes"], orient
+    )
+    pre = make(spec.get("orient", False))
+    rng = np.random.default_rng(args.seed)
+
+    def fit_of(chain, imgs, sz, landmarks=None):
+        got = []
+        for s in range(0, len(imgs), args.batch):
+            marks = None if landmarks is None else tf.constant(landmarks[s : s + args.batch])
+            out = chain(imgs[s : s + args.batch], sz[s : s + args.batch], landmarks=marks)
+            got.append(outline.fit(out["occupancy"].numpy(), canonical))
+        return np.concatenate(got)
+
+    own = np.concatenate(
+        [
+            pre(images[s : s + args.batch], sizes[s : s + args.batch])["landmarks"].numpy()
+            for s in range(0, len(rows), args.batch)
+        ]
+    )
+    for name, marks in (
+        ("wrong landmarks: random points", failures.random_landmarks(len(rows), rng)),
+        ("wrong landmarks: tip and capitate swapped", failures.swapped(own)),
+    ):
+        f = fit_of(pre, images, sizes, marks)
+        table.append(_row(name, len(f), f < min_fit, f))
+    upside = tf.reverse(images, [1, 2])
+    f = fit_of(make(False), upside, sizes)
+    table.append(
+        _row("upside-down films, chain without the orientation step", len(f), f < min_fit, f)
+    )
+
+    h, w = images.shape[1:3]
+    for kind in failures.NOT_HANDS:
+        films = [failures.not_a_hand(kind, (h, w), rng) for _ in range(args.not_hands)]
+        out = _serve(fn, films, np.ones(len(films), np.float32), args.batch)
+        reasons = [predict.reason_of(o) for o in out]
+        fits = [float(o["registration_fit"]) for o in out]
+        table.append(
+            _row(f"not a hand: {kind}", len(out), [bool(r) for r in reasons], fits, reasons)
+        )
+
+    frame = pd.DataFrame(table)
+    text = failures.markdown(frame)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"{len(rows)} `{args.split}` films of {args.manifest}, model {version}, least fit "
+        f"{min_fit:.3f}, seed {args.seed}; {time.perf_counter() - started:.0f} s\n\n"
+    )
+    out.write_text(header + text + "\n")
+    frame.to_csv(out.with_suffix(".csv"), index=False)
+    print(header + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
