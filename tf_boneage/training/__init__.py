@@ -36,6 +36,7 @@ STAGES = {
     "region-boxes": ("region_boxes", "main"),
     "preprocessing-report": ("preprocessing_report", "main"),
     "ablation": ("ablation", "main"),
+    "errors": ("errors", "main"),
 }
 
 

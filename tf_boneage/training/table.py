@@ -16,6 +16,8 @@ interrupted one resumes where it stopped):
    baseline (``OUT/region/NAME``; names in :mod:`.runs`)
 5. :func:`.ensemble.run`: the linear ensembles, fitted on ``val``
 6. :func:`.evaluation.run`: the table on ``test`` (``OUT/region/table/table.md``), its plots
+7. :func:`.errors.run`: the final model's errors by age band and sex, the extreme ages and the
+   20 worst ``test`` films with their QC (``OUT/region/errors``)
 
 The preset (``tf_boneage/training/presets/PRESET.yaml``) gives every size and the epochs of the
 table's region runs (``table.epochs``); ``epochs`` overrides that, ``regions`` / ``only``
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from tf_boneage.preprocessing.registration import PAPER_FRAME
 from tf_boneage.training import config as config_lib
-from tf_boneage.training import ensemble, evaluation, landmarks, region, segmentation
+from tf_boneage.training import ensemble, errors, evaluation, landmarks, region, segmentation
 from tf_boneage.training.runs import table_runs
 from tf_boneage.training.runtime import StepError, run_or_exit
 
@@ -141,7 +143,7 @@ def run(
     epochs = epochs or int(table.get("epochs", 3))
     heads = tuple(table.get("heads", ("regression", "classification")))
     runs = [r for r in table_runs(regions, heads) if only is None or r.name in only]
-    steps = Steps(5 + len(runs), log)
+    steps = Steps(6 + len(runs), log)
     started = time.perf_counter()
 
     def load(cls, *overrides):
@@ -182,6 +184,7 @@ def run(
     if until == "ensemble":
         return None
     doc = steps("evaluate", evaluation.run, out / "region", None, figures)
+    steps("error analysis", errors.run, out / "region", None, cached)
     print(
         f"table: {out / 'region' / 'table' / 'table.md'} "
         f"({time.perf_counter() - started:.0f} s in this call)"
