@@ -188,3 +188,16 @@ def test_export_and_float32_tflite_turn_the_film_the_same_way(tmp_path):
         )
         for key in ("bone_age_months", "quarter_turns", "inverted", "registration_fit"):
             assert abs(float(lite[key][0]) - float(served[key].numpy()[k])) <= 1e-3, (k, key)
+
+
+def test_an_assumed_upright_aspect_turns_with_the_film(models):
+    """A film squashed to a square (the 100 px RSNA copy: width 0.74 of the height assumed):
+    turned by 90 degrees, the assumed size must turn with it to register like the upright."""
+    pre = _chain(models, orient=True)
+    size = tf.constant([[100.0, 74.0]])
+    upright = pre(tf.constant(film()[None, ..., None]), size)["registered"].numpy()
+    turned = tf.constant(np.rot90(film(), 1)[None, ..., None].copy())
+    fixed = pre(turned, size, upright_size=True)["registered"].numpy()
+    np.testing.assert_allclose(fixed, upright, atol=1e-4)
+    as_given = pre(turned, size)["registered"].numpy()
+    assert np.abs(as_given - upright).mean() > 0.005

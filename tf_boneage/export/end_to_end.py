@@ -267,7 +267,9 @@ class BoneAgeGraph(tf.Module):
             shape = tf.cast(tf.shape(image)[:2], tf.float32)
             if self.assume_aspect is not None:
                 shape = tf.stack([shape[0], shape[0] * self.assume_aspect])
-            out = self.preprocessor(self._sized(image[None]), shape[None])
+            out = self.preprocessor(
+                self._sized(image[None]), shape[None], upright_size=self.assume_aspect is not None
+            )
             preview = warp.resize(image[None], (PREVIEW, PREVIEW))[0]
             return {k: out[k][0] for k in keys}, preview
 
@@ -309,7 +311,9 @@ class BoneAgeGraph(tf.Module):
         """``images`` (B, H, W, 1) float32 in [0, 1] (any H, W: resized to ``input_size``;
         a native-size graph takes them as they are), ``male`` (B,) 1 / 0, ``original_size``
         (B, 2) (h, w) of the originals or 0 = unknown."""
-        out = self.preprocessor(self._sized(images), original_size)
+        out = self.preprocessor(
+            self._sized(images), original_size, upright_size=self.assume_aspect is not None
+        )
         return self._answer(out, male)
 
     def _answer(self, out: dict, male: tf.Tensor) -> dict:
@@ -389,7 +393,10 @@ class BoneAgeGraph(tf.Module):
         canonical frame, ``heatmap`` (B, frame h, frame w) in [-1, 1], ``mask`` (B, s, s),
         ``bone_age_months`` (B,) and ``landmarks`` (B, 6) normalised (x, y).
         """
-        return self._explained(self.preprocessor(self._sized(images), original_size), male)
+        out = self.preprocessor(
+            self._sized(images), original_size, upright_size=self.assume_aspect is not None
+        )
+        return self._explained(out, male)
 
     def _explained(self, out: dict, male: tf.Tensor) -> dict:
         male = tf.cast(tf.reshape(male, [-1]), tf.float32)

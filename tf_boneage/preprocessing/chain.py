@@ -210,8 +210,12 @@ class Preprocessor(tf.Module):
         images: tf.Tensor,
         original_size: tf.Tensor | None = None,
         landmarks: tf.Tensor | None = None,
+        upright_size: bool = False,
     ) -> dict:
         """Run the chain. ``landmarks`` (B, 6) override the landmark model when given.
+        ``upright_size``: ``original_size`` is an assumption about the film held upright (a
+        graph's ``assume_aspect`` for films squashed to a square): a film the orientation step
+        finds turned by 90 or 270 degrees gets it turned too.
 
         Returns a dict: ``mask`` (B, s, s, 1), ``enhanced`` (B, H, W, 1), ``landmarks``
         (B, 6), ``registered`` (B, frame h, frame w, 1), ``forward`` (B, 3, 3), ``right``
@@ -225,6 +229,10 @@ class Preprocessor(tf.Module):
             probs, turns, inverted = self.orient(images)
             images = tf.where(inverted[:, None, None, None], 1.0 - images, images)
             masks = mask.clean_mask(probs)
+            if upright_size and original_size is not None:
+                odd = tf.equal(turns % 2, 1)[:, None]
+                original_size = tf.cast(original_size, tf.float32)
+                original_size = tf.where(odd, tf.reverse(original_size, [1]), original_size)
         else:
             masks, probs = self.segment(images)
         enhanced = self.enhance(images, masks)
