@@ -201,6 +201,8 @@ class BoneAgeGraph(tf.Module):
             raise ValueError(f"min_fit must be in [0, 1), got {min_fit}")
         self.outline.assign(canonical)
         self.qc_min_fit.assign(float(min_fit))
+        # the chain's orientation step checks its choice against the outline from now on
+        self.preprocessor.outline = self.outline
 
     def set_std_scale(self, male: float, female: float) -> None:
         """Scale ``bone_age_std`` per sex (see :mod:`tf_boneage.export.calibration`)."""

@@ -20,7 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_boneage.preprocessing.chain import OUTLINE_SIZE as SIZE
-from tf_boneage.preprocessing.chain import occupancy  # noqa: F401  (re-exported)
+from tf_boneage.preprocessing.chain import (
+    occupancy,  # noqa: F401  (re-exported)
+    soft_dice,
+)
 
 #: the share of the fitting split the threshold turns away
 REJECT_SHARE = 0.01
@@ -30,10 +33,7 @@ MIN_ROWS = 50
 
 def fit_tf(occ: tf.Tensor, outline: tf.Tensor) -> tf.Tensor:
     """Soft Dice of occupancies (B, 52, 40, 1) with the outline (52, 40): (B,) in [0, 1]."""
-    occ = tf.reshape(tf.cast(occ, tf.float32), [-1, SIZE[0] * SIZE[1]])
-    ref = tf.reshape(tf.cast(outline, tf.float32), [1, SIZE[0] * SIZE[1]])
-    both = tf.reduce_sum(occ * ref, -1)
-    return tf.math.divide_no_nan(2.0 * both, tf.reduce_sum(occ, -1) + tf.reduce_sum(ref, -1))
+    return soft_dice(occ, outline)
 
 
 def fit(occ, outline) -> np.ndarray:

@@ -33,6 +33,20 @@ ORIENT_MARGIN = 0.01
 OUTLINE_SIZE = (52, 40)
 
 
+#: with a canonical outline (an export's), the orientation step keeps the film as given unless
+#: the turned / inverted candidate's registration fits the outline better by this much
+FIT_MARGIN = 0.0
+
+
+def soft_dice(occ: tf.Tensor, outline: tf.Tensor) -> tf.Tensor:
+    """Soft Dice of occupancies (B, 52, 40, 1) with an outline (52, 40): (B,) in [0, 1]."""
+    n = OUTLINE_SIZE[0] * OUTLINE_SIZE[1]
+    occ = tf.reshape(tf.cast(occ, tf.float32), [-1, n])
+    ref = tf.reshape(tf.cast(outline, tf.float32), [1, n])
+    both = tf.reduce_sum(occ * ref, -1)
+    return tf.math.divide_no_nan(2.0 * both, tf.reduce_sum(occ, -1) + tf.reduce_sum(ref, -1))
+
+
 def occupancy(registered: tf.Tensor) -> tf.Tensor:
     """(B, H, W, 1) registered images (background removed: 0) -> (B, 52, 40, 1), the share
     of hand pixels in each cell of the :data:`OUTLINE_SIZE` grid, float32 in [0, 1]."""
@@ -60,6 +74,13 @@ def turn_points(points: tf.Tensor, k: int) -> tf.Tensor:
     for _ in range(k % 4):
         x, y = y, 1.0 - x
     return tf.stack([x, y], -1)
+
+
+def _turned_size(original_size: tf.Tensor, turns: tf.Tensor) -> tf.Tensor:
+    """(B, 2) sizes of upright films -> the sizes of the films turned by ``turns`` (B,)."""
+    original_size = tf.cast(original_size, tf.float32)
+    odd = tf.equal(turns % 2, 1)[:, None]
+    return tf.where(odd, tf.reverse(original_size, [1]), original_size)
 
 
 def _select(stacked: tf.Tensor, index: tf.Tensor, n: int) -> tf.Tensor:
@@ -108,6 +129,9 @@ class Preprocessor(tf.Module):
         self.unet = unet
         self.landmark_model = landmark_model
         self.config = config or ChainConfig()
+        #: the canonical outline (52, 40) once an export has fitted one (a variable the
+        #: serving graph shares): the orientation step then checks its choice against it
+        self.outline = None
 
     def segment(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(clean masks at the U-Net's size (B, s, s, 1), probabilities (B, s, s, 1))."""
@@ -147,9 +171,10 @@ class Preprocessor(tf.Module):
         above 0.5) wins; the film as given gets :data:`ORIENT_MARGIN`. Measured with the
         rsna100 U-Net on 500 `val` films at every quarter turn, normal and inverted (RESULTS).
 
-        Returns ``(probs, turns, inverted)``: the winner's probabilities (B, s, s, 1) turned
-        back to the film's orientation, the quarter turns (B,) int32 that make the film
-        upright (:func:`rot90` by ``-turns``), and whether the film was inverted (B,) bool.
+        Returns ``(probs, turns, inverted, as_given)``: the winner's probabilities (B, s, s, 1)
+        turned back to the film's orientation, the quarter turns (B,) int32 that make the film
+        upright (:func:`rot90` by ``-turns``), whether the film was inverted (B,) bool, and
+        the probabilities of the film as given (B, s, s, 1).
         """
         small = self.unet_input(images)
         cands = [rot90(p, -j) for p in (small, 1.0 - small) for j in range(4)]
@@ -162,7 +187,32 @@ class Preprocessor(tf.Module):
         upright = _select(probs, best, CANDIDATES)
         turns = best % 4
         back = tf.stack([rot90(upright, j) for j in range(4)], 1)
-        return _select(back, turns, 4), turns, best >= 4
+        return _select(back, turns, 4), turns, best >= 4, probs[:, 0]
+
+    def candidate_fit(self, images, probs, turns, inverted, original_size, upright_size):
+        """The registration fit (:func:`soft_dice` with ``self.outline``) of one orientation
+        candidate, cheaply: equalised and registered at the landmark net's size, the mask
+        warped straight into the :data:`OUTLINE_SIZE` grid. (B,)."""
+        masks = mask.clean_mask(probs)
+        s = self.config.landmark_size
+        small = warp.resize(images, (s, s))
+        small = tf.where(inverted[:, None, None, None], 1.0 - small, small)
+        marks = self.landmarks(self.enhance(small, masks), turns)
+        size = tf.shape(images)[1:3]
+        if upright_size and original_size is not None:
+            original_size = _turned_size(original_size, turns)
+        forward, _ = registration.registration_matrix(marks, size, self.config.frame, original_size)
+        n = tf.shape(images)[:1]
+        frame, u = self.config.frame, float(self.config.unet_size)
+        h, w = tf.cast(size[0], tf.float32), tf.cast(size[1], tf.float32)
+        to_grid = warp.scale_matrix(
+            tf.fill(n, OUTLINE_SIZE[1] / frame.width), tf.fill(n, OUTLINE_SIZE[0] / frame.height)
+        )
+        from_mask = warp.scale_matrix(tf.fill(n, w / u), tf.fill(n, h / u))
+        occ = regions.warp_affine(
+            masks, warp.invert_affine(to_grid @ forward @ from_mask), OUTLINE_SIZE
+        )
+        return soft_dice(occ, self.outline)
 
     def qc(self, masks, probs, landmarks, image_size, original_size=None) -> dict:
         """QC numbers per image: ``mask_area`` (fraction of the image), ``mask_confidence``
@@ -226,13 +276,27 @@ class Preprocessor(tf.Module):
         n = tf.shape(images)[:1]
         turns, inverted = tf.zeros(n, tf.int32), tf.zeros(n, tf.bool)
         if self.config.orient:
-            probs, turns, inverted = self.orient(images)
+            probs, turns, inverted, as_given = self.orient(images)
+            if self.outline is not None:  # turn only when the registration fits better
+                fit = self.candidate_fit(
+                    images, probs, turns, inverted, original_size, upright_size
+                )
+                fit0 = self.candidate_fit(
+                    images,
+                    as_given,
+                    tf.zeros_like(turns),
+                    tf.zeros_like(inverted),
+                    original_size,
+                    upright_size,
+                )
+                keep = fit <= fit0 + FIT_MARGIN
+                probs = tf.where(keep[:, None, None, None], as_given, probs)
+                turns = tf.where(keep, tf.zeros_like(turns), turns)
+                inverted = tf.logical_and(inverted, tf.logical_not(keep))
             images = tf.where(inverted[:, None, None, None], 1.0 - images, images)
             masks = mask.clean_mask(probs)
             if upright_size and original_size is not None:
-                odd = tf.equal(turns % 2, 1)[:, None]
-                original_size = tf.cast(original_size, tf.float32)
-                original_size = tf.where(odd, tf.reverse(original_size, [1]), original_size)
+                original_size = _turned_size(original_size, turns)
         else:
             masks, probs = self.segment(images)
         enhanced = self.enhance(images, masks)
