@@ -5,7 +5,8 @@
         --manifest runs/demo_rsna100/manifest.csv
 
 A batch of ``--batch`` radiographs of the manifest (resized to 100 x 100), best of 3 calls
-after a warm-up: the whole chain, then U-Net, mask cleanup (largest component, hole filling),
+after a warm-up: the whole chain (without and with the orientation step, and with the
+orientation checked against a canonical outline), then U-Net, mask cleanup (largest component, hole filling),
 contrast and landmarks on that batch's own intermediate tensors.
 """
 
@@ -40,8 +41,17 @@ def main(argv=None) -> int:
     binary = tf.cast(probs >= 0.5, tf.float32)
     hand = mask.largest_component(binary)
     enhanced = pre.enhance(x, mask.fill_holes(hand))
+    oriented = chain.load(args.unet, args.landmarks, (104, 80), orient=True)
+    checked = chain.load(args.unet, args.landmarks, (104, 80), orient=True)
+    checked.outline = tf.Variable(tf.fill(chain.OUTLINE_SIZE, 0.5))  # the cost, not the answer
     stages = {
         "whole chain": (lambda a, b: pre(a, b), x, size),
+        "whole chain + orientation (8 U-Net candidates)": (lambda a, b: oriented(a, b), x, size),
+        "whole chain + orientation checked against the outline": (
+            lambda a, b: checked(a, b),
+            x,
+            size,
+        ),
         "U-Net": (lambda a: pre.unet(a, training=False), small),
         "mask: largest component": (mask.largest_component, binary),
         "mask: fill holes": (mask.fill_holes, hand),
