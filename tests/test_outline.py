@@ -95,3 +95,52 @@ def test_failed_registrations_fall_below_the_threshold_good_films_do_not():
     junk = outline.fit(chain(tf.constant(np.r_[noise, gradient]))["occupancy"].numpy(), canonical)
     caught = np.r_[upside_down, misplaced, junk] < thr
     assert caught.mean() >= 0.95, (upside_down, misplaced, junk, thr)
+
+
+def test_sharpness_and_black_share_by_hand():
+    from tf_boneage.preprocessing.chain import black_share, sharpness
+
+    full = tf.ones((1, 8, 8, 1))
+    # a one-pixel checkerboard: both block means are flat 0.5, both residuals 0.5: ratio 1
+    board = (np.indices((16, 16)).sum(0) % 2).astype(np.float32)[None, ..., None]
+    assert float(sharpness(tf.constant(board), full)[0]) == pytest.approx(1.0)
+    # a film scaled up from half its size keeps little detail in its finest octave
+    rng = np.random.default_rng(0)
+    sharp = rng.random((1, 64, 64, 1)).astype(np.float32)
+    up = tf.image.resize(tf.nn.avg_pool2d(sharp, 2, 2, "VALID"), (64, 64), "bilinear")
+    s_sharp, s_up = float(sharpness(sharp, full)[0]), float(sharpness(up, full)[0])
+    assert s_up < 0.6 * s_sharp
+    # a quarter of the hand black, the rest grey; outside the hand does not count
+    img = np.full((1, 8, 8, 1), 0.5, np.float32)
+    img[0, :2, :4] = 0.0  # 8 black pixels in the left half
+    img[0, :, 4:] = 0.0  # black, but outside the mask
+    hand = np.zeros((1, 8, 8, 1), np.float32)
+    hand[0, :, :4] = 1.0  # 32 hand pixels
+    assert float(black_share(tf.constant(img), tf.constant(hand))[0]) == pytest.approx(0.25)
+
+
+def test_image_limits_by_hand_and_errors():
+    from tf_boneage.export.calibration import image_limits
+
+    sharp = np.arange(1, 201) / 200.0  # 0.005 .. 1
+    black = np.arange(0, 200) / 1000.0  # 0 .. 0.199
+    low, high = image_limits(sharp, black, share=0.01)
+    assert low == pytest.approx(0.01) and high == pytest.approx(0.197)
+    assert (sharp < low).sum() <= 2 and (black > high).sum() <= 2
+    assert image_limits(sharp, np.zeros(200))[1] > 0  # all-clean films: a limit above 0
+    with pytest.raises(ValueError, match="at least 50"):
+        image_limits(sharp[:10], black[:10])
+
+
+def test_predict_says_why_an_image_is_rejected():
+    from tf_boneage.inference import predict
+
+    base = {"mask_area": 0.3, "landmark_plausibility": 1.0, "registration_fit": 0.8}
+    base |= {"registration_ok": 1.0, "sharpness": 0.6, "black_share": 0.01}
+    ok = {**base, "sharpness_ok": 1.0, "exposure_ok": 1.0}
+    assert predict.reason_of(ok) == ""
+    dark = {**ok, "black_share": 0.4, "exposure_ok": 0.0}
+    assert predict.reason_of(dark) == "under-exposed: 40 % of the hand is black"
+    blurred = {**ok, "sharpness": 0.31, "sharpness_ok": 0.0}
+    reason = predict.reason_of(blurred)
+    assert reason.startswith("low resolution") and "0.31" in reason

@@ -84,6 +84,8 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
         "interval_low_months",
         "interval_high_months",
         "registration_fit",
+        "sharpness",
+        "black_share",
     )
     got: dict = {k: [] for k in keys}
     for start in tqdm(range(0, len(rows), batch), desc=desc, unit="batch"):
@@ -96,6 +98,23 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
             if k in out:  # older exports lack the interval and the registration fit
                 got[k].append(np.asarray(out[k]))
     return {k: np.concatenate(v) for k, v in got.items() if v}
+
+
+#: the share of the fitting split each image check (sharpness, black share) turns away
+IMAGE_REJECT_SHARE = 0.005
+
+
+def image_limits(sharpness, black, share: float = IMAGE_REJECT_SHARE) -> tuple[float, float]:
+    """``(least sharpness, largest black share)`` accepted: the ``share`` and ``1 - share``
+    quantiles of a labelled split's films (N,) each (``inverted_cdf``: at most ``share`` of
+    them fall outside each limit). Raises ``ValueError`` with fewer than 50 films."""
+    sharpness = np.asarray(sharpness, float)
+    black = np.asarray(black, float)
+    if len(sharpness) < 50 or len(black) != len(sharpness):
+        raise ValueError(f"need at least 50 films of each to fit the limits, got {len(sharpness)}")
+    low = float(np.quantile(sharpness, share, method="inverted_cdf"))
+    high = float(np.quantile(black, 1 - share, method="inverted_cdf"))
+    return low, max(high, 1e-6)
 
 
 def occupancies(graph, rows, batch: int = 32) -> np.ndarray:
@@ -147,6 +166,17 @@ def calibrate(graph, rows, batch: int = 32, outline_rows=None) -> dict:
             "min_registration_fit": min_fit,
             "rejected": float((out["registration_fit"] < min_fit).mean()),
             "fit_median": float(np.median(out["registration_fit"])),
+        }
+    if "sharpness" in out and len(rows) >= 50:
+        low, high = image_limits(out["sharpness"], out["black_share"])
+        graph.set_image_limits(low, high)
+        qc = {
+            **(qc or {}),
+            "min_sharpness": low,
+            "max_black_share": high,
+            "rejected_by_image_checks": float(
+                ((out["sharpness"] < low) | (out["black_share"] > high)).mean()
+            ),
         }
     truth, male = rows["boneage"].to_numpy(float), rows["male"].to_numpy().astype(bool)
     report = {"n": int(len(rows))}

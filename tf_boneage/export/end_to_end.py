@@ -23,7 +23,10 @@ Outputs per image (float32 unless said):
   ``inverted`` (B,) 0 / 1 (the chain's orientation step; 0 when the chain has none);
 - ``registration_fit`` (B,) in [0, 1]: the registered hand against the canonical outline, and
   ``registration_ok`` (B,) 0 / 1: the fit at or above the threshold fitted on ``val``
-  (:mod:`.outline`; 1 while no outline is fitted).
+  (:mod:`.outline`; 1 while no outline is fitted);
+- ``sharpness`` (B,): the share of the film's detail in its finest octave and ``black_share``
+  (B,): the share of the hand that is black (under-exposed); ``sharpness_ok`` and
+  ``exposure_ok`` (B,) 0 / 1: inside the limits fitted on ``val`` (1 while none are fitted).
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ OUTPUTS = (
     "inverted",
     "registration_fit",
     "registration_ok",
+    "sharpness",
+    "black_share",
+    "sharpness_ok",
+    "exposure_ok",
 )
 
 
@@ -189,6 +196,16 @@ class BoneAgeGraph(tf.Module):
             tf.fill(outline.SIZE, 0.5), trainable=False, name="registration_outline"
         )
         self.qc_min_fit = tf.Variable(0.0, trainable=False, name="qc_min_fit")
+        # the least sharpness and the largest black share of the hand accepted (fitted on val)
+        self.qc_min_sharpness = tf.Variable(0.0, trainable=False, name="qc_min_sharpness")
+        self.qc_max_black = tf.Variable(1.0, trainable=False, name="qc_max_black")
+
+    def set_image_limits(self, min_sharpness: float, max_black: float) -> None:
+        """Set the least sharpness (>= 0) and the largest black share (in (0, 1]) accepted."""
+        if not (min_sharpness >= 0 and 0 < max_black <= 1):
+            raise ValueError(f"limits out of range: {min_sharpness}, {max_black}")
+        self.qc_min_sharpness.assign(float(min_sharpness))
+        self.qc_max_black.assign(float(max_black))
 
     def set_outline(self, canonical, min_fit: float) -> None:
         """Set the canonical outline (52, 40) in [0, 1] and the least fit accepted (in [0, 1))."""
@@ -299,12 +316,14 @@ class BoneAgeGraph(tf.Module):
             quarter_turns=tf.TensorSpec([], tf.int32),
             inverted=tf.TensorSpec([], tf.bool),
             occupancy=tf.TensorSpec([*outline.SIZE, 1], tf.float32),
+            sharpness=tf.TensorSpec([], tf.float32),
+            black_share=tf.TensorSpec([], tf.float32),
         )
         return specs
 
     def _predict_keys(self) -> tuple[str, ...]:
         qc = ("mask_area", "mask_confidence", "landmark_plausibility", "landmarks", "right")
-        qc += ("quarter_turns", "inverted", "occupancy")
+        qc += ("quarter_turns", "inverted", "occupancy", "sharpness", "black_share")
         return (*(f"region_{r}" for r in self._regions()), *qc)
 
     def predict_decoded(
@@ -340,6 +359,10 @@ class BoneAgeGraph(tf.Module):
             "inverted": tf.cast(out["inverted"], tf.float32),
             "registration_fit": fit,
             "registration_ok": tf.cast(fit >= self.qc_min_fit, tf.float32),
+            "sharpness": out["sharpness"],
+            "black_share": out["black_share"],
+            "sharpness_ok": tf.cast(out["sharpness"] >= self.qc_min_sharpness, tf.float32),
+            "exposure_ok": tf.cast(out["black_share"] <= self.qc_max_black, tf.float32),
         }
 
     def heatmap(self, crops: dict, male: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -192,14 +192,27 @@ def prepare(
 
 
 def qc_reason(
-    area: float, plausibility: float, fit: float | None = None, fit_ok: bool = True
+    area: float,
+    plausibility: float,
+    fit: float | None = None,
+    fit_ok: bool = True,
+    image: dict | None = None,
 ) -> str:
     """Why QC rejects a film, in words ("" if it does not): no hand in the mask, a
     registered hand that does not match the canonical outline (``fit`` / ``fit_ok``: the
     graph's ``registration_fit`` / ``registration_ok``, :mod:`tf_boneage.export.outline`),
-    or implausible landmarks."""
+    an under-exposed or low-resolution film (``image``: the graph's ``exposure_ok``,
+    ``sharpness_ok``, ``sharpness``, ``black_share``), or implausible landmarks."""
     if area < MIN_MASK_AREA:
         return f"no hand found (mask covers {100 * area:.1f} % of the image)"
+    image = image or {}
+    if not image.get("exposure_ok", True):
+        return f"under-exposed: {100 * image['black_share']:.0f} % of the hand is black"
+    if not image.get("sharpness_ok", True):
+        return (
+            "low resolution: the film has little fine detail (scaled up from a smaller "
+            f"image?; sharpness {image['sharpness']:.2f})"
+        )
     if not fit_ok:
         return "registration failed: the registered hand does not match the canonical outline" + (
             f" (fit {fit:.2f})" if fit is not None else ""
@@ -214,11 +227,20 @@ def reason_of(out: dict) -> str:
     """:func:`qc_reason` of one film's graph outputs (scalars by name; older graphs lack the
     registration fit)."""
     fit = float(out["registration_fit"]) if "registration_fit" in out else None
+    image = None
+    if "sharpness_ok" in out:
+        image = {
+            "exposure_ok": float(out["exposure_ok"]) > 0.5,
+            "sharpness_ok": float(out["sharpness_ok"]) > 0.5,
+            "sharpness": float(out["sharpness"]),
+            "black_share": float(out["black_share"]),
+        }
     return qc_reason(
         float(out["mask_area"]),
         float(out["landmark_plausibility"]),
         fit,
         float(out.get("registration_ok", 1.0)) > 0.5,
+        image,
     )
 
 

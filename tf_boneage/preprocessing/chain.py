@@ -47,6 +47,37 @@ def soft_dice(occ: tf.Tensor, outline: tf.Tensor) -> tf.Tensor:
     return tf.math.divide_no_nan(2.0 * both, tf.reduce_sum(occ, -1) + tf.reduce_sum(ref, -1))
 
 
+#: a pixel at or below this value is black (clipped by under-exposure)
+BLACK = 1.0 / 255.0
+
+
+def sharpness(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+    """How much of the film's detail is in its finest octave, inside the hand: mean
+    |x - up(down(x, 2))| / mean |x - up(down(x, 4))| (block means, bilinear back). A film
+    that was stored at a lower resolution and scaled up has little detail left at the top
+    octave (a ratio near 0); a sharp one about half. ``images`` (B, H, W, 1), ``masks`` (B, s,
+    s, 1) -> (B,)."""
+    size = tf.shape(images)[1:3]
+    x = tf.cast(images, tf.float32)
+    half = tf.image.resize(tf.nn.avg_pool2d(x, 2, 2, "VALID"), size, "bilinear")
+    quarter = tf.image.resize(tf.nn.avg_pool2d(x, 4, 4, "VALID"), size, "bilinear")
+    hand = tf.image.resize(tf.cast(masks, tf.float32), size, method="nearest")
+    fine = tf.reduce_sum(tf.abs(x - half) * hand, [1, 2, 3])
+    coarse = tf.reduce_sum(tf.abs(x - quarter) * hand, [1, 2, 3])
+    return tf.math.divide_no_nan(fine, coarse)
+
+
+def black_share(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+    """The share of the hand's pixels that are black (:data:`BLACK`): under-exposure clipped
+    them and what they showed is gone. (B, H, W, 1), (B, s, s, 1) -> (B,)."""
+    size = tf.shape(images)[1:3]
+    hand = tf.image.resize(tf.cast(masks, tf.float32), size, method="nearest")
+    black = tf.cast(tf.cast(images, tf.float32) <= BLACK, tf.float32)
+    return tf.math.divide_no_nan(
+        tf.reduce_sum(black * hand, [1, 2, 3]), tf.reduce_sum(hand, [1, 2, 3])
+    )
+
+
 def occupancy(registered: tf.Tensor) -> tf.Tensor:
     """(B, H, W, 1) registered images (background removed: 0) -> (B, 52, 40, 1), the share
     of hand pixels in each cell of the :data:`OUTLINE_SIZE` grid, float32 in [0, 1]."""
@@ -270,7 +301,8 @@ class Preprocessor(tf.Module):
         Returns a dict: ``mask`` (B, s, s, 1), ``enhanced`` (B, H, W, 1), ``landmarks``
         (B, 6), ``registered`` (B, frame h, frame w, 1), ``forward`` (B, 3, 3), ``right``
         (B,), ``quarter_turns`` (B,) int32 and ``inverted`` (B,) bool (all 0 / False unless
-        ``config.orient``), ``occupancy`` (B, 52, 40, 1) (:func:`occupancy`), ``region_A`` / ``region_B`` / ``region_C`` crops and the QC numbers.
+        ``config.orient``), ``occupancy`` (B, 52, 40, 1) (:func:`occupancy`), ``sharpness`` and ``black_share`` (B,)
+        (:func:`sharpness`, :func:`black_share`), ``region_A`` / ``region_B`` / ``region_C`` crops and the QC numbers.
         """
         images = tf.cast(images, tf.float32)
         n = tf.shape(images)[:1]
@@ -318,6 +350,8 @@ class Preprocessor(tf.Module):
             "quarter_turns": turns,
             "inverted": inverted,
             "occupancy": occupancy(registered),
+            "sharpness": sharpness(images, masks),
+            "black_share": black_share(images, masks),
         }
         for name, crop_size in self.config.region_sizes.items():
             out[f"region_{name}"] = regions.extract(enhanced, forward, name, crop_size, frame)

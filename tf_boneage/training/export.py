@@ -205,11 +205,17 @@ def _calibrate(graph, manifest, split: str) -> dict | None:
 
 
 def _print_registration_qc(report: dict, split: str) -> None:
-    if "registration_qc" in report:
-        q = report["registration_qc"]
+    q = report.get("registration_qc", {})
+    if "min_registration_fit" in q:
         print(
             f"registration QC: outline of {q['outline_films']} train films, least fit "
             f"{q['min_registration_fit']:.3f} (rejects {100 * q['rejected']:.1f} % of {split})"
+        )
+    if "min_sharpness" in q:
+        print(
+            f"image QC: least sharpness {q['min_sharpness']:.3f}, largest black share "
+            f"{q['max_black_share']:.3f} (reject {100 * q['rejected_by_image_checks']:.1f} % "
+            f"of {split})"
         )
 
 
