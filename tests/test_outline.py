@@ -128,6 +128,10 @@ def test_image_limits_by_hand_and_errors():
     assert low == pytest.approx(0.01) and high == pytest.approx(0.197)
     assert (sharp < low).sum() <= 2 and (black > high).sum() <= 2
     assert image_limits(sharp, np.zeros(200))[1] > 0  # all-clean films: a limit above 0
+    # with the same films halved: midway between the halved films' top and the films' bottom
+    low, _ = image_limits(sharp, black, halved=np.full(200, 0.002), share=0.01)
+    assert low == pytest.approx((0.01 + 0.002) / 2)
+    assert image_limits(sharp, black, halved=np.full(200, 0.5), share=0.01)[0] == 0.01
     with pytest.raises(ValueError, match="at least 50"):
         image_limits(sharp[:10], black[:10])
 
@@ -144,3 +148,23 @@ def test_predict_says_why_an_image_is_rejected():
     blurred = {**ok, "sharpness": 0.31, "sharpness_ok": 0.0}
     reason = predict.reason_of(blurred)
     assert reason.startswith("low resolution") and "0.31" in reason
+
+
+def test_failure_makers():
+    from tf_boneage.inference import failures
+
+    rng = np.random.default_rng(0)
+    marks = np.array([[0.5, 0.1, 0.8, 0.5, 0.5, 0.7]], np.float32)
+    np.testing.assert_allclose(failures.swapped(marks), [[0.5, 0.7, 0.8, 0.5, 0.5, 0.1]])
+    assert failures.random_landmarks(5, rng).shape == (5, 6)
+    for kind in failures.NOT_HANDS:
+        a = failures.not_a_hand(kind, (40, 30), np.random.default_rng(1))
+        b = failures.not_a_hand(kind, (40, 30), np.random.default_rng(1))
+        assert a.shape == (40, 30) and a.dtype == np.float32 and 0 <= a.min() <= a.max() <= 1
+        np.testing.assert_array_equal(a, b)  # seeded
+    with pytest.raises(ValueError, match="unknown kind"):
+        failures.not_a_hand("cat", (8, 8), rng)
+    x = rng.random((2, 6, 6))
+    np.testing.assert_allclose(failures.correlation(x, x), [1.0, 1.0])
+    np.testing.assert_allclose(failures.correlation(x, -x), [-1.0, -1.0])
+    assert failures.correlation(np.ones((1, 4)), x[:1, 0, :4])[0] == 0.0

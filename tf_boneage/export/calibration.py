@@ -104,17 +104,46 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
 IMAGE_REJECT_SHARE = 0.005
 
 
-def image_limits(sharpness, black, share: float = IMAGE_REJECT_SHARE) -> tuple[float, float]:
-    """``(least sharpness, largest black share)`` accepted: the ``share`` and ``1 - share``
-    quantiles of a labelled split's films (N,) each (``inverted_cdf``: at most ``share`` of
-    them fall outside each limit). Raises ``ValueError`` with fewer than 50 films."""
+def image_limits(
+    sharpness, black, halved=None, share: float = IMAGE_REJECT_SHARE
+) -> tuple[float, float]:
+    """``(least sharpness, largest black share)`` accepted, from a labelled split's films
+    (N,) each: the largest black share is the ``1 - share`` quantile (``inverted_cdf``: at
+    most ``share`` of them above it). The least sharpness is the ``share`` quantile; with
+    ``halved`` (N,), the sharpness of the same films halved and scaled back, it is the midpoint
+    between that and the ``1 - share`` quantile of ``halved`` (a film resampled once, e.g.
+    turned by a few degrees, loses some fine detail and must still pass). Raises
+    ``ValueError`` with fewer than 50 films."""
     sharpness = np.asarray(sharpness, float)
     black = np.asarray(black, float)
     if len(sharpness) < 50 or len(black) != len(sharpness):
         raise ValueError(f"need at least 50 films of each to fit the limits, got {len(sharpness)}")
     low = float(np.quantile(sharpness, share, method="inverted_cdf"))
+    if halved is not None and len(halved):
+        top = float(np.quantile(np.asarray(halved, float), 1 - share, method="inverted_cdf"))
+        low = (low + top) / 2 if top < low else low
     high = float(np.quantile(black, 1 - share, method="inverted_cdf"))
     return low, max(high, 1e-6)
+
+
+def halved_sharpness(graph, rows, batch: int = 32) -> np.ndarray:
+    """The chain's ``sharpness`` (N,) of manifest ``rows``' films halved (area) and scaled
+    back (bilinear), sent as 16-bit PNG as ``predict`` sends films."""
+    import tensorflow as tf
+
+    from tf_boneage.data import io
+    from tf_boneage.inference.robustness import TRANSFORMS
+
+    fn = tf.function(lambda b, m: graph.predict_bytes(b, m)["sharpness"], reduce_retracing=True)
+    got = []
+    for start in range(0, len(rows), batch):
+        part = rows.iloc[start : start + batch]
+        data = [
+            io.png16_bytes(TRANSFORMS["resolution x0.5"](io.load_image(p), None))
+            for p in part["image_path"]
+        ]
+        got.append(fn(tf.constant(data), tf.ones([len(data)])).numpy())
+    return np.concatenate(got)
 
 
 def occupancies(graph, rows, batch: int = 32) -> np.ndarray:
@@ -152,7 +181,7 @@ def calibrate(graph, rows, batch: int = 32, outline_rows=None) -> dict:
     graph.set_std_scale(1.0, 1.0)
     graph.set_interval_scale(np.ones(graph.interval_scale.shape))
     canonical = None
-    if outline_rows is not None:
+    if outline_rows is not None and len(rows) >= outline.MIN_ROWS:
         canonical = outline.mean_outline(occupancies(graph, outline_rows, batch))
         graph.set_outline(canonical, 0.0)
     fn = tf.function(graph.predict_bytes, reduce_retracing=True)
@@ -168,7 +197,8 @@ def calibrate(graph, rows, batch: int = 32, outline_rows=None) -> dict:
             "fit_median": float(np.median(out["registration_fit"])),
         }
     if "sharpness" in out and len(rows) >= 50:
-        low, high = image_limits(out["sharpness"], out["black_share"])
+        halved = halved_sharpness(graph, rows, batch)
+        low, high = image_limits(out["sharpness"], out["black_share"], halved)
         graph.set_image_limits(low, high)
         qc = {
             **(qc or {}),

@@ -19,6 +19,17 @@ import numpy as np
 NOT_HANDS = ("noise", "gradient", "document", "photograph-like")
 
 
+def correlation(a, b) -> np.ndarray:
+    """Pearson correlation of each pair of images (N, ...) and (N, ...) -> (N,); 0 where one
+    is constant."""
+    a = np.asarray(a, np.float64).reshape(len(a), -1)
+    b = np.asarray(b, np.float64).reshape(len(b), -1)
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    return np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1.0), 0.0)
+
+
 def random_landmarks(n: int, rng) -> np.ndarray:
     """(n, 6) normalised tip, thumb, capitate drawn anywhere inside the image."""
     return rng.uniform(0.05, 0.95, (n, 6)).astype(np.float32)

@@ -177,11 +177,14 @@ def _calibrate(graph, manifest, split: str) -> dict | None:
         raise StepError(f"{manifest} has no {split!r} rows to calibrate on")
     train = table[table["split"] == "train"]
     outline_rows = None
-    if len(train) >= outline.MIN_ROWS:
+    if len(train) >= outline.MIN_ROWS and len(rows) >= outline.MIN_ROWS:
         n = min(len(train), OUTLINE_FILMS)
         outline_rows = train.sample(n=n, random_state=0).reset_index(drop=True)
     else:
-        print(f"warning: {len(train)} train rows: no registration outline fitted (QC off)")
+        print(
+            f"warning: {len(train)} train and {len(rows)} {split} rows (at least "
+            f"{outline.MIN_ROWS} each): no registration outline fitted (that QC off)"
+        )
     try:
         report = calibration.calibrate(graph, rows, outline_rows=outline_rows)
     except ValueError as exc:
