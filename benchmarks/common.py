@@ -44,3 +44,15 @@ def table(rows: list[dict], columns: list[str]) -> str:
             cells.append(f"{v:,.3g}" if isinstance(v, float | np.floating) else str(v))
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def write_report(out, header: str, text: str, frame) -> None:
+    """A benchmark's markdown (``header`` + ``text``) at ``out`` and its per-row CSV beside it
+    (``frame``), folders made; the markdown is printed."""
+    from pathlib import Path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(header + text + "\n")
+    frame.to_csv(out.with_suffix(".csv"), index=False)
+    print(header + text)

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from common import write_report
 from tqdm import tqdm
 
 from tf_boneage.data import io
@@ -157,15 +157,11 @@ def main(argv=None) -> int:
 
     frame = pd.DataFrame(table)
     text = failures.markdown(frame)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     header = (
         f"{len(rows)} `{args.split}` films of {args.manifest}, model {version}, least fit "
         f"{min_fit:.3f}, seed {args.seed}; {time.perf_counter() - started:.0f} s\n\n"
     )
-    out.write_text(header + text + "\n")
-    frame.to_csv(out.with_suffix(".csv"), index=False)
-    print(header + text)
+    write_report(args.out, header, text, frame)
     return 0
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from common import write_report
 from tqdm import tqdm
 
 from tf_boneage.data import io
@@ -76,15 +76,11 @@ def main(argv=None) -> int:
     preds = pd.DataFrame(records)
     table = robustness.summarise(preds)
     text = robustness.markdown(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     header = (
         f"{len(rows)} `{args.split}` films of {args.manifest}, model {args.model}, seed "
         f"{args.seed}; {time.perf_counter() - started:.0f} s\n\n"
     )
-    out.write_text(header + text + "\n")
-    preds.to_csv(out.with_suffix(".csv"), index=False)
-    print(text)
+    write_report(args.out, header, text, preds)
     return 0
 
 
