@@ -17,7 +17,6 @@ away. Both are written into the graph (``outline``, ``qc_min_fit``); the graph o
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
 from tf_boneage.preprocessing.chain import OUTLINE_SIZE as SIZE
 from tf_boneage.preprocessing.chain import (
@@ -31,9 +30,9 @@ REJECT_SHARE = 0.01
 MIN_ROWS = 50
 
 
-def fit_tf(occ: tf.Tensor, outline: tf.Tensor) -> tf.Tensor:
-    """Soft Dice of occupancies (B, 52, 40, 1) with the outline (52, 40): (B,) in [0, 1]."""
-    return soft_dice(occ, outline)
+#: soft Dice of occupancies (B, 52, 40, 1) with the outline (52, 40): (B,) in [0, 1] (the
+#: chain's own, which the orientation step uses too)
+fit_tf = soft_dice
 
 
 def fit(occ, outline) -> np.ndarray:

@@ -61,7 +61,7 @@ def sharpness(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
     x = tf.cast(images, tf.float32)
     half = tf.image.resize(tf.nn.avg_pool2d(x, 2, 2, "VALID"), size, "bilinear")
     quarter = tf.image.resize(tf.nn.avg_pool2d(x, 4, 4, "VALID"), size, "bilinear")
-    hand = tf.image.resize(tf.cast(masks, tf.float32), size, method="nearest")
+    hand = mask.at_size(masks, size)
     fine = tf.reduce_sum(tf.abs(x - half) * hand, [1, 2, 3])
     coarse = tf.reduce_sum(tf.abs(x - quarter) * hand, [1, 2, 3])
     return tf.math.divide_no_nan(fine, coarse)
@@ -70,8 +70,7 @@ def sharpness(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
 def black_share(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
     """The share of the hand's pixels that are black (:data:`BLACK`): under-exposure clipped
     them and what they showed is gone. (B, H, W, 1), (B, s, s, 1) -> (B,)."""
-    size = tf.shape(images)[1:3]
-    hand = tf.image.resize(tf.cast(masks, tf.float32), size, method="nearest")
+    hand = mask.at_size(masks, tf.shape(images)[1:3])
     black = tf.cast(tf.cast(images, tf.float32) <= BLACK, tf.float32)
     return tf.math.divide_no_nan(
         tf.reduce_sum(black * hand, [1, 2, 3]), tf.reduce_sum(hand, [1, 2, 3])

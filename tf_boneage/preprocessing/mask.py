@@ -118,8 +118,11 @@ def clean_mask(probabilities: tf.Tensor, threshold: float = 0.5) -> tf.Tensor:
     return fill_holes(largest_component(tf.cast(probabilities >= threshold, tf.float32)))
 
 
+def at_size(masks: tf.Tensor, size) -> tf.Tensor:
+    """Masks (B, s, s, 1) resized (nearest) to ``size`` (h, w), float32."""
+    return tf.image.resize(tf.cast(masks, tf.float32), size, method="nearest")
+
+
 def remove_background(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
     """Zero everything outside the hand; masks are resized (nearest) to the images' size."""
-    size = tf.shape(images)[1:3]
-    masks = tf.image.resize(tf.cast(masks, tf.float32), size, method="nearest")
-    return tf.cast(images, tf.float32) * masks
+    return tf.cast(images, tf.float32) * at_size(masks, tf.shape(images)[1:3])
