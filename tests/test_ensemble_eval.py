@@ -38,13 +38,46 @@ def test_per_sex_ensemble_round_trip(tmp_path):
             "B": truth + rng.normal(0, 20, n),
         }
     )
-    ens = LinearEnsemble(["A", "B"]).fit(table)
+    ens = LinearEnsemble(["A", "B"], prior_rows=0.0).fit(table)
     assert ens.params["male"]["bias"] == pytest.approx(-5, abs=0.5)
     assert ens.params["female"]["bias"] == pytest.approx(3, abs=0.5)
     pred = ens.predict(table)
     assert np.abs(pred - truth).mean() < 1.5
     ens.save(tmp_path / "ens.json")
     np.testing.assert_allclose(LinearEnsemble.load(tmp_path / "ens.json").predict(table), pred)
+
+
+@pytest.mark.parametrize(
+    ("prior_rows", "weight", "bias"),
+    [
+        # one member x = [0, 2] (centred [-1, 1], mean square 1), truth [0, 4] (centred
+        # [-2, 2]): minimise (2 - w)^2 * 2 + p (w - 1)^2  ->  w = (8 + 2p) / (4 + 2p),
+        # bias = mean(truth) - mean(x) w = 2 - w
+        (0.0, 2.0, 0.0),
+        (2.0, 1.5, 0.5),
+        (6.0, 1.25, 0.75),
+    ],
+)
+def test_prior_rows_pull_towards_the_equal_blend_by_hand(prior_rows, weight, bias):
+    w, b = fit_nnls(np.array([[0.0], [2.0]]), np.array([0.0, 4.0]), prior_rows)
+    assert w[0] == pytest.approx(weight) and b == pytest.approx(bias)
+
+
+def test_many_prior_rows_give_the_equal_blend_and_are_saved(tmp_path):
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0, 240, 40)
+    x = np.c_[truth + rng.normal(0, 3, 40), 120 + 0.1 * (truth - 120)]  # good, compressed
+    w, _ = fit_nnls(x, truth, prior_rows=1e9)
+    np.testing.assert_allclose(w, [0.5, 0.5], atol=1e-4)
+    table = pd.DataFrame({"boneage": truth, "male": True, "A": x[:, 0], "B": x[:, 1]})
+    ens = LinearEnsemble(["A", "B"], prior_rows=7.0).fit(table)
+    ens.save(tmp_path / "e.json")
+    assert LinearEnsemble.load(tmp_path / "e.json").prior_rows == 7.0
+
+
+def test_prior_rows_must_not_be_negative():
+    with pytest.raises(ValueError, match="prior_rows"):
+        fit_nnls(np.zeros((3, 1)), np.zeros(3), prior_rows=-1.0)
 
 
 def test_fit_rejects_mismatched_shapes():
@@ -114,6 +147,14 @@ def test_ensemble_and_evaluate_scripts(tmp_path):
     assert ensemble_script.main([str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "ensembles.json").read_text())
     assert set(doc) == set(ENSEMBLES)
+    # the prior the weights were fitted with travels with them, and the CV without it beside
+    assert doc["final"]["params"]["prior_rows"] == 30.0
+    assert doc["final"]["val_cv_mae_unregularised"] > 0
+    assert ensemble_script.main([str(tmp_path), "--prior-rows", "0"]) == 0
+    unregularised = json.loads((tmp_path / "ensembles.json").read_text())["final"]
+    assert unregularised["val_cv_mae"] == pytest.approx(doc["final"]["val_cv_mae_unregularised"])
+    assert unregularised["params"]["male"] != doc["final"]["params"]["male"]
+    assert ensemble_script.main([str(tmp_path)]) == 0
     wide = pd.read_csv(tmp_path / "ensemble_predictions.csv")
     # the sex-specific pair: the male model for boys, the female model for girls
     a_male = pd.read_csv(tmp_path / "A_reg_male" / "predictions.csv").set_index("id")["pred"]

@@ -31,6 +31,7 @@ import argparse
 import time
 from pathlib import Path
 
+from tf_boneage.ensemble import PRIOR_ROWS
 from tf_boneage.preprocessing.registration import PAPER_FRAME
 from tf_boneage.training import config as config_lib
 from tf_boneage.training import ensemble, errors, evaluation, landmarks, region, segmentation
@@ -180,7 +181,7 @@ def run(
         steps(f"region {spec_run.name}", region.run, cfg)
     if until == "regions":
         return None
-    steps("ensemble", ensemble.run, out / "region")
+    steps("ensemble", ensemble.run, out / "region", float(table.get("prior_rows", PRIOR_ROWS)))
     if until == "ensemble":
         return None
     doc = steps("evaluate", evaluation.run, out / "region", None, figures)
