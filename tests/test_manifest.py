@@ -182,6 +182,14 @@ def test_cli_manifest_round_trip_and_refusals(tmp_path, capsys):
     assert pd.read_csv(tmp_path / "split.csv").columns.tolist() == ["id", "split"]
     assert cli.main(["manifest", *args]) == 2  # exists, no --overwrite
     assert "exists" in capsys.readouterr().err
+    # the saved split alone reproduces the split exactly (it was once silently ignored)
+    again = tmp_path / "again.csv"
+    split_file = str(tmp_path / "split.csv")
+    assert (
+        cli.main(["manifest", str(folder), "--out", str(again), "--previous-split", split_file])
+        == 0
+    )
+    pd.testing.assert_series_equal(manifest.load_manifest(again)["split"], table["split"])
     (folder / "labels.csv").write_text("id,boneage,male\n1,999,True\n")
     assert cli.main(["manifest", *args, "--overwrite"]) == 1
     assert "outside (0, 240]" in capsys.readouterr().err

@@ -136,7 +136,7 @@ def cmd_manifest(args) -> int:
     except manifest.ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if args.holdout:
+    if args.holdout or args.previous_split:  # an earlier split alone is applied as it was
         previous = split.load_split(args.previous_split) if args.previous_split else None
         train = table["split"] == "train"
         table.loc[train, "split"] = split.assign_split(
@@ -483,7 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the split hash")
     p.add_argument(
-        "--previous-split", default=None, help="earlier split file: its ids keep their split"
+        "--previous-split",
+        default=None,
+        help="earlier split file: its ids keep their split (alone: reproduce that split, new "
+        "ids shared out in its proportions)",
     )
     p.add_argument(
         "--refine",
