@@ -7,8 +7,9 @@ Good films: the split's films through ``serving_default``, QC as ``predict`` dec
 reason) and by the registration fit alone. Failures made on purpose
 (:mod:`tf_boneage.inference.failures`): wrong landmarks (random; tip and capitate swapped) and
 upside-down films through a chain without the orientation step, run with the export's own
-chain (the U-Net and landmark files its metadata names) and scored against the outline and
-threshold read from the SavedModel, and counted as failed when the registered film correlates
+chain (the U-Net and landmark files its metadata names) and scored against the outline, the
+content template and their thresholds read from the SavedModel (caught: below either), and
+counted as failed when the registered film correlates
 below 0.5 with the export's own registration of it (caught % is of those); noise, gradients, documents and photograph-like scenes
 through ``serving_default``. The outline and the threshold were fitted at export on ``train``
 and ``val``; this reports on ``--split`` (``test``).
@@ -77,6 +78,10 @@ def main(argv=None) -> int:
     if not hasattr(loaded, "qc_min_fit"):
         raise SystemExit(f"{version}: an export without the registration QC (re-export it)")
     canonical, min_fit = loaded.outline.numpy(), float(loaded.qc_min_fit.numpy())
+    # exports before the content check: a flat template that every film passes
+    template = getattr(loaded, "content_template", None)
+    template = None if template is None else template.numpy()
+    min_match = float(loaded.qc_min_match.numpy()) if template is not None else -1.0
     fn = loaded.signatures["serving_default"]
     rows = load_manifest(args.manifest)
     rows = rows[rows["split"] == args.split].head(args.limit).reset_index(drop=True)
@@ -87,6 +92,7 @@ def main(argv=None) -> int:
     good = _serve(fn, data, male, args.batch)
     reasons = [predict.reason_of(o) for o in good]
     fits = np.array([float(o["registration_fit"]) for o in good])
+    matches = np.array([float(o.get("content_match", 1.0)) for o in good])
     table.append(
         _row(
             f"good `{args.split}` films (rejected)",
@@ -96,7 +102,14 @@ def main(argv=None) -> int:
             reasons,
         )
     )
-    table.append(_row("good films, by the registration fit alone", len(good), fits < min_fit, fits))
+    table.append(
+        _row(
+            "good films, by the registration checks alone (fit, content)",
+            len(good),
+            (fits < min_fit) | (matches < min_match),
+            fits,
+        )
+    )
 
     # the export's own chain, with and without the orientation step
     spec = meta["chain"]
@@ -109,16 +122,24 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
 
     def fit_of(chain, imgs, sz, landmarks=None):
-        """(registration fits (N,), registered images (N, h, w)) of films through ``chain``."""
-        got, registered = [], []
+        """(registration fits (N,), caught by the registration checks (N,), registered
+        images (N, h, w)) of films through ``chain``."""
+        got, caught, registered = [], [], []
         for s in range(0, len(imgs), args.batch):
             marks = None if landmarks is None else tf.constant(landmarks[s : s + args.batch])
             out = chain(imgs[s : s + args.batch], sz[s : s + args.batch], landmarks=marks)
-            got.append(outline.fit(out["occupancy"].numpy(), canonical))
+            f = outline.fit(out["occupancy"].numpy(), canonical)
+            m = (
+                np.ones(len(f))
+                if template is None
+                else outline.match(out["content"].numpy(), template, canonical)
+            )
+            got.append(f)
+            caught.append((f < min_fit) | (m < min_match))
             registered.append(out["registered"].numpy()[..., 0])
-        return np.concatenate(got), np.concatenate(registered)
+        return np.concatenate(got), np.concatenate(caught), np.concatenate(registered)
 
-    _, reference = fit_of(pre, images, sizes)  # the films' own registration
+    _, _, reference = fit_of(pre, images, sizes)  # the films' own registration
 
     def failed(registered):
         """Grossly failed: the registered film correlates below 0.5 with its own registration
@@ -136,14 +157,14 @@ def main(argv=None) -> int:
         ("wrong landmarks: random points", failures.random_landmarks(len(rows), rng)),
         ("wrong landmarks: tip and capitate swapped", failures.swapped(own)),
     ):
-        f, registered = fit_of(pre, images, sizes, marks)
+        f, caught, registered = fit_of(pre, images, sizes, marks)
         bad = failed(registered)
-        table.append(_row(f"{name} ({bad.sum()} failed)", int(bad.sum()), f[bad] < min_fit, f[bad]))
+        table.append(_row(f"{name} ({bad.sum()} failed)", int(bad.sum()), caught[bad], f[bad]))
     upside = tf.reverse(images, [1, 2])
-    f, registered = fit_of(make(False), upside, sizes)
+    f, caught, registered = fit_of(make(False), upside, sizes)
     bad = failed(registered)
     name = f"upside-down films, chain without the orientation step ({bad.sum()} failed)"
-    table.append(_row(name, int(bad.sum()), f[bad] < min_fit, f[bad]))
+    table.append(_row(name, int(bad.sum()), caught[bad], f[bad]))
 
     h, w = images.shape[1:3]
     for kind in failures.NOT_HANDS:
@@ -159,7 +180,7 @@ def main(argv=None) -> int:
     text = failures.markdown(frame)
     header = (
         f"{len(rows)} `{args.split}` films of {args.manifest}, model {version}, least fit "
-        f"{min_fit:.3f}, seed {args.seed}; {time.perf_counter() - started:.0f} s\n\n"
+        f"{min_fit:.3f}, least content match {min_match:.3f}, seed {args.seed}; {time.perf_counter() - started:.0f} s\n\n"
     )
     write_report(args.out, header, text, frame)
     return 0

@@ -97,6 +97,66 @@ def test_failed_registrations_fall_below_the_threshold_good_films_do_not():
     assert caught.mean() >= 0.95, (upside_down, misplaced, junk, thr)
 
 
+def test_content_match_by_hand_in_numpy_and_in_the_graph():
+    rng = np.random.default_rng(0)
+    template = rng.random((H, W)).astype(np.float32)
+    weights = _half(0)  # only the top half counts
+    maps = np.stack(
+        [
+            template,  # the mean hand itself: 1
+            0.5 * template + 0.2,  # brighter or darker, less contrast: still 1
+            1.0 - template,  # the negative: -1
+            np.where(weights > 0, template, rng.random((H, W))),  # junk where hands never are
+            np.full((H, W), 0.3),  # flat: 0, not NaN
+        ]
+    ).astype(np.float32)
+    expected = [1.0, 1.0, -1.0, 1.0, 0.0]
+    np.testing.assert_allclose(outline.match(maps, template, weights), expected, atol=1e-6)
+    got = outline.match_tf(tf.constant(maps[..., None]), tf.constant(template), weights)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+    # by hand: cells (1, 2, 3) against (1, 3, 2), equal weights: cov 0.5 / (1 * 1)
+    small = np.zeros((H, W))
+    small.flat[:3], tmpl, w = [1, 2, 3], np.zeros((H, W)), np.zeros((H, W))
+    tmpl.flat[:3], w.flat[:3] = [1, 3, 2], 1.0
+    assert outline.match(small[None], tmpl, w)[0] == pytest.approx(0.5)
+
+
+def test_joint_thresholds_reject_at_most_the_share_together():
+    fits = np.arange(1, 201) / 200.0
+    matches = fits[::-1].copy()  # the worst fits are the best matches: no overlap
+    lo_fit, lo_match, rejected = outline.joint_thresholds(fits, matches, 0.02)
+    assert rejected <= 0.02 and rejected == ((fits < lo_fit) | (matches < lo_match)).mean()
+    # 0.015 is the third-smallest: 2 films (1 %) strictly below it in each, 2 % together
+    assert lo_fit == pytest.approx(0.015) and lo_match == pytest.approx(0.015)
+    # the same films fail both: each check may then take the whole share
+    lo_fit, lo_match, rejected = outline.joint_thresholds(fits, fits.copy(), 0.02)
+    assert lo_fit == pytest.approx(0.02) and rejected == pytest.approx(0.015)
+    with pytest.raises(ValueError, match="at least 50"):
+        outline.joint_thresholds(fits[:10], matches[:10])
+
+
+def test_content_match_tells_hands_from_junk_through_the_chain():
+    """The chain's ``content`` maps: the template of good films, their matches above the
+    joint threshold, upside-down films (no orientation step) and noise below it."""
+    models = fake_models()
+    chain, plain = _chain(models, orient=True), _chain(models, orient=False)
+    train = chain(tf.constant(_films(60, 0)))
+    canonical = outline.mean_outline(train["occupancy"].numpy())
+    template = outline.mean_outline(train["content"].numpy())
+    val = chain(tf.constant(_films(60, 1)))
+    _, lo_match, _ = outline.joint_thresholds(
+        outline.fit(val["occupancy"].numpy(), canonical),
+        outline.match(val["content"].numpy(), template, canonical),
+    )
+    good = outline.match(chain(tf.constant(_films(50, 2)))["content"].numpy(), template, canonical)
+    assert (good < lo_match).mean() <= 0.05
+    ups = tf.constant(_films(20, 3)[:, ::-1, ::-1].copy())
+    upside_down = outline.match(plain(ups)["content"].numpy(), template, canonical)
+    noise = np.random.default_rng(4).uniform(0.0, 1.0, (10, 32, 32, 1)).astype(np.float32)
+    junk = outline.match(chain(tf.constant(noise))["content"].numpy(), template, canonical)
+    assert (np.r_[upside_down, junk] < lo_match).mean() >= 0.95, (upside_down, junk, lo_match)
+
+
 def test_sharpness_and_black_share_by_hand():
     from tf_boneage.preprocessing.chain import black_share, sharpness
 
@@ -148,6 +208,11 @@ def test_predict_says_why_an_image_is_rejected():
     blurred = {**ok, "sharpness": 0.31, "sharpness_ok": 0.0}
     reason = predict.reason_of(blurred)
     assert reason.startswith("low resolution") and "0.31" in reason
+    # a registered image that does not look like a hand: said before low resolution
+    junk = {**blurred, "content_match": 0.12, "content_ok": 0.0}
+    reason = predict.reason_of(junk)
+    assert reason.startswith("not a hand radiograph") and "content match 0.12" in reason
+    assert predict.reason_of({**ok, "content_match": 0.9, "content_ok": 1.0}) == ""
 
 
 def test_failure_makers():
@@ -168,3 +233,36 @@ def test_failure_makers():
     np.testing.assert_allclose(failures.correlation(x, x), [1.0, 1.0])
     np.testing.assert_allclose(failures.correlation(x, -x), [-1.0, -1.0])
     assert failures.correlation(np.ones((1, 4)), x[:1, 0, :4])[0] == 0.0
+
+
+def test_calibration_fits_the_outline_template_and_joint_thresholds(tmp_path):
+    """``calibrate`` with training films: the outline and content template are the means of
+    their maps, the two thresholds turn away at most 1 % of the calibration films together,
+    and the graph's ``content_match`` is the numpy correlation with the template it holds."""
+    import pandas as pd
+    from tiny_graph import _graph, _images, _png
+
+    from tf_boneage.export import calibration
+
+    graph = _graph(seed=1)  # a graph of its own: calibration changes it
+    rows = []
+    for k, img in enumerate(_images(60, seed=5)):
+        path = tmp_path / f"f{k}.png"
+        path.write_bytes(_png(img))
+        rows.append({"image_path": str(path), "male": k % 2 == 0, "boneage": 60.0 + 2 * k})
+    rows = pd.DataFrame(rows)
+    maps = calibration.occupancies(graph, rows, batch=20)
+    report = calibration.calibrate(graph, rows, batch=20, outline_rows=rows)
+    qc = report["registration_qc"]
+    np.testing.assert_allclose(graph.outline.numpy(), outline.mean_outline(maps["occupancy"]))
+    template = graph.content_template.numpy()
+    np.testing.assert_allclose(template, outline.mean_outline(maps["content"]))
+    assert float(graph.qc_min_match.numpy()) == pytest.approx(qc["min_content_match"])
+    assert float(graph.qc_min_fit.numpy()) == pytest.approx(qc["min_registration_fit"])
+    out = calibration.predict_rows(tf.function(graph.predict_bytes), rows, batch=20)
+    want = outline.match(maps["content"], template, graph.outline.numpy())
+    np.testing.assert_allclose(out["content_match"], want, atol=1e-4)
+    rejected = (out["registration_fit"] < qc["min_registration_fit"]) | (
+        out["content_match"] < qc["min_content_match"]
+    )
+    assert rejected.mean() == pytest.approx(qc["rejected"]) and qc["rejected"] <= 0.01

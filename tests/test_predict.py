@@ -170,14 +170,16 @@ def test_greulich_pyle_sds_by_hand():
 
 
 def test_qc_reasons():
-    assert predict.qc_reason(0.01, 1.0).startswith("no hand found")
+    assert predict.qc_reason(0.01, 1.0).startswith("not a hand radiograph: no hand found")
     assert "2 of 4 checks failed" in predict.qc_reason(0.3, 0.5)
     assert predict.qc_reason(0.3, 1.0) == ""
     # a registration below the outline threshold is rejected, even with plausible landmarks
     reason = predict.qc_reason(0.3, 1.0, fit=0.41, fit_ok=False)
     assert reason.startswith("registration failed") and "fit 0.41" in reason
     # no hand at all is said first
-    assert predict.qc_reason(0.01, 1.0, 0.0, False).startswith("no hand found")
+    assert predict.qc_reason(0.01, 1.0, 0.0, False).startswith(
+        "not a hand radiograph: no hand found"
+    )
     # one film's graph outputs: older graphs without the fit still work
     old = {"mask_area": 0.3, "landmark_plausibility": 1.0}
     assert predict.reason_of(old) == ""

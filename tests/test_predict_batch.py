@@ -38,7 +38,9 @@ def test_a_rejected_row_has_no_age_unless_forced():
         "landmark_plausibility": 1.0,
     }
     r = predict.row(item, out)
-    assert r["status"] == "rejected" and r["reason"].startswith("no hand found")
+    assert r["status"] == "rejected" and r["reason"].startswith(
+        "not a hand radiograph: no hand found"
+    )
     assert r["bone_age_months"] is None and r["interval_low_months"] is None
     assert r["mask_area"] == 0.01  # the QC numbers stay: they say why
     forced = predict.row(item, out, force=True, truth=90.0)
@@ -60,7 +62,7 @@ def test_predict_prints_no_age_for_rejected_images_and_force_marks_them(
     assert r.returncode == 0, r.stderr[-2000:]
     table = pd.read_csv(out)
     assert (table["status"] == "rejected").all() and table["bone_age_months"].isna().all()
-    assert table["reason"].str.startswith("no hand found").all()
+    assert table["reason"].str.startswith("not a hand radiograph: no hand found").all()
     assert r.stdout.count("REJECTED, no age") == 2 and "months, 90 %" not in r.stdout
     assert not (tmp_path / "ov").exists()  # no overlay for an image without an age
     forced = run_cli("predict", tmp_path / "in", "--model", model, "--sex", "F", "--out", out,

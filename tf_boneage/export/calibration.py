@@ -84,6 +84,7 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
         "interval_low_months",
         "interval_high_months",
         "registration_fit",
+        "content_match",
         "sharpness",
         "black_share",
     )
@@ -146,26 +147,28 @@ def halved_sharpness(graph, rows, batch: int = 32) -> np.ndarray:
     return np.concatenate(got)
 
 
-def occupancies(graph, rows, batch: int = 32) -> np.ndarray:
-    """The chain's registered-hand occupancy (N, 52, 40, 1) of manifest ``rows``' films
-    (:mod:`.outline`), decoded as the graph decodes them."""
+def occupancies(graph, rows, batch: int = 32) -> dict[str, np.ndarray]:
+    """The chain's registered-hand ``occupancy`` and ``content`` (N, 52, 40, 1) each of
+    manifest ``rows``' films (:mod:`.outline`), decoded as the graph decodes them."""
     import tensorflow as tf
     from tqdm import tqdm
 
     from tf_boneage.data.io import encoded_bytes
 
-    fn = tf.function(
-        lambda b: graph.chain_bytes(b, ("occupancy",))[0]["occupancy"], reduce_retracing=True
-    )
+    keys = ("occupancy", "content")
+    fn = tf.function(lambda b: graph.chain_bytes(b, keys)[0], reduce_retracing=True)
     if graph.input_size is not None:  # one resize for the batch: the graph's own path
         fn = tf.function(
-            lambda b: graph.preprocessor(*graph.decode(b))["occupancy"], reduce_retracing=True
+            lambda b: {k: v for k, v in graph.preprocessor(*graph.decode(b)).items() if k in keys},
+            reduce_retracing=True,
         )
-    got = []
+    got = {k: [] for k in keys}
     for start in tqdm(range(0, len(rows), batch), desc="outline", unit="batch"):
         part = rows.iloc[start : start + batch]
-        got.append(fn(tf.constant([encoded_bytes(p) for p in part["image_path"]])).numpy())
-    return np.concatenate(got)
+        out = fn(tf.constant([encoded_bytes(p) for p in part["image_path"]]))
+        for k in keys:
+            got[k].append(out[k].numpy())
+    return {k: np.concatenate(v) for k, v in got.items()}
 
 
 def calibrate(graph, rows, batch: int = 32, outline_rows=None) -> dict:
@@ -182,19 +185,27 @@ def calibrate(graph, rows, batch: int = 32, outline_rows=None) -> dict:
     graph.set_interval_scale(np.ones(graph.interval_scale.shape))
     canonical = None
     if outline_rows is not None and len(rows) >= outline.MIN_ROWS:
-        canonical = outline.mean_outline(occupancies(graph, outline_rows, batch))
+        maps = occupancies(graph, outline_rows, batch)
+        canonical = outline.mean_outline(maps["occupancy"])
+        template = outline.mean_outline(maps["content"])
         graph.set_outline(canonical, 0.0)
+        graph.set_template(template, -1.0)
     fn = tf.function(graph.predict_bytes, reduce_retracing=True)
     out = predict_rows(fn, rows, batch, desc="calibrate")
     qc = None
     if canonical is not None:
-        min_fit = outline.threshold(out["registration_fit"])
+        min_fit, min_match, rejected = outline.joint_thresholds(
+            out["registration_fit"], out["content_match"]
+        )
         graph.set_outline(canonical, min_fit)
+        graph.set_template(template, min_match)
         qc = {
             "outline_films": int(len(outline_rows)),
             "min_registration_fit": min_fit,
-            "rejected": float((out["registration_fit"] < min_fit).mean()),
+            "min_content_match": min_match,
+            "rejected": rejected,
             "fit_median": float(np.median(out["registration_fit"])),
+            "match_median": float(np.median(out["content_match"])),
         }
     if "sharpness" in out and len(rows) >= 50:
         halved = halved_sharpness(graph, rows, batch)

@@ -24,6 +24,9 @@ Outputs per image (float32 unless said):
 - ``registration_fit`` (B,) in [0, 1]: the registered hand against the canonical outline, and
   ``registration_ok`` (B,) 0 / 1: the fit at or above the threshold fitted on ``val``
   (:mod:`.outline`; 1 while no outline is fitted);
+- ``content_match`` (B,) in [-1, 1]: the registered image's grey levels against the mean
+  registered hand (bones, soft tissue, the gaps between fingers), and ``content_ok`` (B,)
+  0 / 1: at or above the threshold fitted on ``val`` (1 while no template is fitted);
 - ``sharpness`` (B,): the share of the film's detail in its finest octave and ``black_share``
   (B,): the share of the hand that is black (under-exposed); ``sharpness_ok`` and
   ``exposure_ok`` (B,) 0 / 1: inside the limits fitted on ``val`` (1 while none are fitted).
@@ -64,6 +67,8 @@ OUTPUTS = (
     "inverted",
     "registration_fit",
     "registration_ok",
+    "content_match",
+    "content_ok",
     "sharpness",
     "black_share",
     "sharpness_ok",
@@ -196,6 +201,12 @@ class BoneAgeGraph(tf.Module):
             tf.fill(outline.SIZE, 0.5), trainable=False, name="registration_outline"
         )
         self.qc_min_fit = tf.Variable(0.0, trainable=False, name="qc_min_fit")
+        # the mean registered hand's content and the least match accepted: uniform and -1
+        # (every film passes) until fitted
+        self.content_template = tf.Variable(
+            tf.fill(outline.SIZE, 0.5), trainable=False, name="content_template"
+        )
+        self.qc_min_match = tf.Variable(-1.0, trainable=False, name="qc_min_match")
         # the least sharpness and the largest black share of the hand accepted (fitted on val)
         self.qc_min_sharpness = tf.Variable(0.0, trainable=False, name="qc_min_sharpness")
         self.qc_max_black = tf.Variable(1.0, trainable=False, name="qc_max_black")
@@ -220,6 +231,19 @@ class BoneAgeGraph(tf.Module):
         self.qc_min_fit.assign(float(min_fit))
         # the chain's orientation step checks its choice against the outline from now on
         self.preprocessor.outline = self.outline
+
+    def set_template(self, template, min_match: float) -> None:
+        """Set the mean registered content (52, 40) in [0, 1] and the least content match
+        accepted (in [-1, 1))."""
+        template = np.asarray(template, np.float32)
+        if template.shape != tuple(outline.SIZE) or not (
+            (template >= 0).all() and (template <= 1).all()
+        ):
+            raise ValueError(f"template must be {outline.SIZE} in [0, 1], got {template.shape}")
+        if not -1 <= min_match < 1:
+            raise ValueError(f"min_match must be in [-1, 1), got {min_match}")
+        self.content_template.assign(template)
+        self.qc_min_match.assign(float(min_match))
 
     def set_std_scale(self, male: float, female: float) -> None:
         """Scale ``bone_age_std`` per sex (see :mod:`tf_boneage.export.calibration`)."""
@@ -316,6 +340,7 @@ class BoneAgeGraph(tf.Module):
             quarter_turns=tf.TensorSpec([], tf.int32),
             inverted=tf.TensorSpec([], tf.bool),
             occupancy=tf.TensorSpec([*outline.SIZE, 1], tf.float32),
+            content=tf.TensorSpec([*outline.SIZE, 1], tf.float32),
             sharpness=tf.TensorSpec([], tf.float32),
             black_share=tf.TensorSpec([], tf.float32),
         )
@@ -323,7 +348,7 @@ class BoneAgeGraph(tf.Module):
 
     def _predict_keys(self) -> tuple[str, ...]:
         qc = ("mask_area", "mask_confidence", "landmark_plausibility", "landmarks", "right")
-        qc += ("quarter_turns", "inverted", "occupancy", "sharpness", "black_share")
+        qc += ("quarter_turns", "inverted", "occupancy", "content", "sharpness", "black_share")
         return (*(f"region_{r}" for r in self._regions()), *qc)
 
     def predict_decoded(
@@ -344,6 +369,7 @@ class BoneAgeGraph(tf.Module):
         age, std, preds, raw = self._estimate(crops, male)
         low, high = interval.bounds_tf(age, raw, male, self.interval_scale)
         fit = outline.fit_tf(out["occupancy"], self.outline)
+        match = outline.match_tf(out["content"], self.content_template, self.outline)
         return {
             "bone_age_months": age,
             "bone_age_std": std,
@@ -359,6 +385,8 @@ class BoneAgeGraph(tf.Module):
             "inverted": tf.cast(out["inverted"], tf.float32),
             "registration_fit": fit,
             "registration_ok": tf.cast(fit >= self.qc_min_fit, tf.float32),
+            "content_match": match,
+            "content_ok": tf.cast(match >= self.qc_min_match, tf.float32),
             "sharpness": out["sharpness"],
             "black_share": out["black_share"],
             "sharpness_ok": tf.cast(out["sharpness"] >= self.qc_min_sharpness, tf.float32),

@@ -8,10 +8,19 @@ training films; a film's **registration fit** is the soft Dice overlap of its oc
 outline (1: the average hand, 0: nothing where hands go). Wrong landmarks, a film turned
 upside down, noise, a document or a photograph land elsewhere in the frame or fill it evenly.
 
-The export fits the outline on ``train`` films and the threshold on ``val`` (never ``test``):
-the :data:`REJECT_SHARE` quantile of the ``val`` fits, so about 1 % of good films are turned
-away. Both are written into the graph (``outline``, ``qc_min_fit``); the graph outputs
-``registration_fit`` and ``registration_ok``.
+The outline says where a hand lies, not whether what lies there is a hand: a document or a
+photograph the U-Net took for a hand, or a hand registered upside down, can cover much of it.
+So the chain also reports each film's ``content``, the mean grey level per cell of the same
+grid, and the **content match** is its correlation with the ``template``, the mean content of
+training films, each cell weighted by the outline: bones, soft tissue and the gaps between the
+fingers where a registered hand has them.
+
+The export fits the outline and the template on ``train`` films and both thresholds on ``val``
+(never ``test``): one quantile of each, the largest for which the two together turn away at
+most :data:`REJECT_SHARE` of the ``val`` films (:func:`joint_thresholds`). All four are
+written into the graph (``outline``, ``qc_min_fit``, ``content_template``,
+``qc_min_match``); the graph outputs ``registration_fit``, ``registration_ok``,
+``content_match`` and ``content_ok``.
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ import numpy as np
 
 from tf_boneage.preprocessing.chain import OUTLINE_SIZE as SIZE
 from tf_boneage.preprocessing.chain import (
+    content,  # noqa: F401  (re-exported)
     occupancy,  # noqa: F401  (re-exported)
+    pattern_match,
     soft_dice,
 )
 
@@ -33,6 +44,9 @@ MIN_ROWS = 50
 #: soft Dice of occupancies (B, 52, 40, 1) with the outline (52, 40): (B,) in [0, 1] (the
 #: chain's own, which the orientation step uses too)
 fit_tf = soft_dice
+#: weighted correlation of content maps (B, 52, 40, 1) with the template, weighted by the
+#: outline: (B,) in [-1, 1]
+match_tf = pattern_match
 
 
 def fit(occ, outline) -> np.ndarray:
@@ -63,3 +77,36 @@ def threshold(fits, share: float = REJECT_SHARE) -> float:
     if share == 0:
         return float(fits.min())
     return float(np.quantile(fits, share, method="inverted_cdf"))
+
+
+def match(maps, template, weights) -> np.ndarray:
+    """:func:`match_tf` in numpy: (N, 52, 40[, 1]), (52, 40), (52, 40) -> (N,)."""
+    x = np.asarray(maps, np.float64).reshape(len(maps), -1)
+    t = np.asarray(template, np.float64).reshape(1, -1)
+    w = np.asarray(weights, np.float64).reshape(1, -1)
+    w = w / w.sum() if w.sum() > 0 else w
+    x = x - (w * x).sum(-1, keepdims=True)
+    t = t - (w * t).sum(-1, keepdims=True)
+    den = np.sqrt((w * x * x).sum(-1) * (w * t * t).sum(-1))
+    return np.where(den > 0, (w * x * t).sum(-1) / np.where(den > 0, den, 1.0), 0.0)
+
+
+def joint_thresholds(fits, matches, share: float = REJECT_SHARE) -> tuple[float, float, float]:
+    """``(least fit, least match, share rejected)``: the ``q`` quantile of ``fits`` (N,) and
+    of ``matches`` (N,), for the largest ``q`` at which films below either limit are at most
+    ``share`` of them (so the two checks together turn away at most ``share`` of the films
+    they were fitted on)."""
+    fits, matches = np.asarray(fits, float), np.asarray(matches, float)
+    if len(fits) < MIN_ROWS or len(matches) != len(fits):
+        raise ValueError(f"need at least {MIN_ROWS} films of each, got {len(fits)}")
+    if not 0 <= share < 1:
+        raise ValueError(f"share must be in [0, 1), got {share}")
+    best = (float(fits.min()), float(matches.min()), 0.0)
+    for q in np.linspace(0.0, share, 101)[1:]:
+        lo_fit = float(np.quantile(fits, q, method="inverted_cdf"))
+        lo_match = float(np.quantile(matches, q, method="inverted_cdf"))
+        rejected = float(((fits < lo_fit) | (matches < lo_match)).mean())
+        if rejected > share:
+            break
+        best = (lo_fit, lo_match, rejected)
+    return best

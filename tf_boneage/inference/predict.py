@@ -197,17 +197,27 @@ def qc_reason(
     fit: float | None = None,
     fit_ok: bool = True,
     image: dict | None = None,
+    match: float | None = None,
+    match_ok: bool = True,
 ) -> str:
-    """Why QC rejects a film, in words ("" if it does not): no hand in the mask, a
-    registered hand that does not match the canonical outline (``fit`` / ``fit_ok``: the
-    graph's ``registration_fit`` / ``registration_ok``, :mod:`tf_boneage.export.outline`),
-    an under-exposed or low-resolution film (``image``: the graph's ``exposure_ok``,
-    ``sharpness_ok``, ``sharpness``, ``black_share``), or implausible landmarks."""
+    """Why QC rejects a film, in words ("" if it does not), the first of: no hand in the
+    mask (not a hand radiograph), an under-exposed film (``image``: the graph's
+    ``exposure_ok``, ``sharpness_ok``, ``sharpness``, ``black_share``), a registered image
+    that does not look like a hand (``match`` / ``match_ok``: the graph's ``content_match`` /
+    ``content_ok``: not a hand radiograph, or a hand registered wrongly), a low-resolution
+    film, a registered hand that does not match the canonical outline (``fit`` / ``fit_ok``:
+    ``registration_fit`` / ``registration_ok``, :mod:`tf_boneage.export.outline`), or
+    implausible landmarks."""
     if area < MIN_MASK_AREA:
-        return f"no hand found (mask covers {100 * area:.1f} % of the image)"
+        return f"not a hand radiograph: no hand found (mask covers {100 * area:.1f} % of the image)"
     image = image or {}
     if not image.get("exposure_ok", True):
         return f"under-exposed: {100 * image['black_share']:.0f} % of the hand is black"
+    if not match_ok:
+        return (
+            "not a hand radiograph, or a hand registered wrongly: the registered image does "
+            "not look like a hand" + (f" (content match {match:.2f})" if match is not None else "")
+        )
     if not image.get("sharpness_ok", True):
         return (
             "low resolution: the film has little fine detail (scaled up from a smaller "
@@ -235,12 +245,15 @@ def reason_of(out: dict) -> str:
             "sharpness": float(out["sharpness"]),
             "black_share": float(out["black_share"]),
         }
+    match = float(out["content_match"]) if "content_match" in out else None
     return qc_reason(
         float(out["mask_area"]),
         float(out["landmark_plausibility"]),
         fit,
         float(out.get("registration_ok", 1.0)) > 0.5,
         image,
+        match,
+        float(out.get("content_ok", 1.0)) > 0.5,
     )
 
 
@@ -287,6 +300,7 @@ def row(item: Prepared, out: dict | None, force: bool = False, truth: float | No
         mask_area=round(float(out["mask_area"]), 4),
         landmark_plausibility=float(out["landmark_plausibility"]),
         registration_fit=None if fit is None else round(fit, 4),
+        content_match=(round(float(out["content_match"]), 4) if "content_match" in out else None),
     )
     r["flags"] = "; ".join(filter(None, [r["flags"], *orientation_flags(out)]))
     if reason and not force:
@@ -324,6 +338,7 @@ COLUMNS = (
     "mask_area",
     "landmark_plausibility",
     "registration_fit",
+    "content_match",
     "true_bone_age_months",
     "overlay",
 )

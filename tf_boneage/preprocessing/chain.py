@@ -84,6 +84,30 @@ def occupancy(registered: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(warp.resize(hand, OUTLINE_SIZE), 0.0, 1.0)
 
 
+def content(registered: tf.Tensor) -> tf.Tensor:
+    """(B, H, W, 1) registered images (background removed: 0) -> (B, 52, 40, 1), the mean
+    grey level in each cell of the :data:`OUTLINE_SIZE` grid, float32 in [0, 1]: where the
+    bones, the soft tissue and the gaps of a registered hand lie."""
+    return tf.clip_by_value(warp.resize(tf.cast(registered, tf.float32), OUTLINE_SIZE), 0.0, 1.0)
+
+
+def pattern_match(maps: tf.Tensor, template: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """Pearson correlation of each content map (B, 52, 40, 1) with a template (52, 40), every
+    cell weighted by ``weights`` (52, 40) >= 0 (the canonical outline: where hands are):
+    (B,) in [-1, 1]; 0 where a map or the template is constant."""
+    n = OUTLINE_SIZE[0] * OUTLINE_SIZE[1]
+    x = tf.reshape(tf.cast(maps, tf.float32), [-1, n])
+    t = tf.reshape(tf.cast(template, tf.float32), [1, n])
+    w = tf.reshape(tf.cast(weights, tf.float32), [1, n])
+    w = tf.math.divide_no_nan(w, tf.reduce_sum(w))
+    x = x - tf.reduce_sum(w * x, -1, keepdims=True)
+    t = t - tf.reduce_sum(w * t, -1, keepdims=True)
+    cov = tf.reduce_sum(w * x * t, -1)
+    return tf.math.divide_no_nan(
+        cov, tf.sqrt(tf.reduce_sum(w * x * x, -1) * tf.reduce_sum(w * t * t, -1))
+    )
+
+
 def rot90(x: tf.Tensor, k: int) -> tf.Tensor:
     """(B, s, s, C) square images turned ``k`` quarter turns counter-clockwise (``np.rot90``
     over axes 1, 2), from reverses and transposes (built-in TFLite ops)."""
@@ -300,7 +324,7 @@ class Preprocessor(tf.Module):
         Returns a dict: ``mask`` (B, s, s, 1), ``enhanced`` (B, H, W, 1), ``landmarks``
         (B, 6), ``registered`` (B, frame h, frame w, 1), ``forward`` (B, 3, 3), ``right``
         (B,), ``quarter_turns`` (B,) int32 and ``inverted`` (B,) bool (all 0 / False unless
-        ``config.orient``), ``occupancy`` (B, 52, 40, 1) (:func:`occupancy`), ``sharpness`` and ``black_share`` (B,)
+        ``config.orient``), ``occupancy`` and ``content`` (B, 52, 40, 1) (:func:`occupancy`, :func:`content`), ``sharpness`` and ``black_share`` (B,)
         (:func:`sharpness`, :func:`black_share`), ``region_A`` / ``region_B`` / ``region_C`` crops and the QC numbers.
         """
         images = tf.cast(images, tf.float32)
@@ -349,6 +373,7 @@ class Preprocessor(tf.Module):
             "quarter_turns": turns,
             "inverted": inverted,
             "occupancy": occupancy(registered),
+            "content": content(registered),
             "sharpness": sharpness(images, masks),
             "black_share": black_share(images, masks),
         }

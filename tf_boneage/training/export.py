@@ -211,8 +211,10 @@ def _print_registration_qc(report: dict, split: str) -> None:
     q = report.get("registration_qc", {})
     if "min_registration_fit" in q:
         print(
-            f"registration QC: outline of {q['outline_films']} train films, least fit "
-            f"{q['min_registration_fit']:.3f} (rejects {100 * q['rejected']:.1f} % of {split})"
+            f"registration QC: outline and content template of {q['outline_films']} train "
+            f"films, least fit {q['min_registration_fit']:.3f}, least content match "
+            f"{q.get('min_content_match', float('nan')):.3f} (together reject "
+            f"{100 * q['rejected']:.1f} % of {split})"
         )
     if "min_sharpness" in q:
         print(
