@@ -12,13 +12,17 @@ content template and their thresholds read from the SavedModel (caught: below ei
 counted as failed when the registered film correlates
 below 0.5 with the export's own registration of it (caught % is of those); noise, gradients, documents and photograph-like scenes
 through ``serving_default``. The outline and the threshold were fitted at export on ``train``
-and ``val``; this reports on ``--split`` (``test``).
+and ``val``; this reports on ``--split`` (``test``). The ``--fit-split`` films (``val``) are
+served too, so that a second table shows what other shares of them turned away by the
+registration checks would buy (:func:`tf_boneage.inference.failures.tradeoff`); every film's
+scores are written to ``OUT.films.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -67,6 +71,7 @@ def main(argv=None) -> int:
     parser.add_argument("--not-hands", type=int, default=50, help="films of each kind")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--fit-split", default="val", help="the split the thresholds fit")
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
     if args.split == "val":
@@ -89,7 +94,37 @@ def main(argv=None) -> int:
     data = [io.encoded_bytes(p) for p in tqdm(rows["image_path"], desc="read")]
     table = []
 
+    scored = []  # per film: category, fit, match, rejected by a non-registration check
+
+    def record(category, fit, match, other):
+        scored.extend(
+            {"category": category, "fit": float(f), "match": float(m), "other": bool(o)}
+            for f, m, o in zip(fit, match, other, strict=True)
+        )
+
+    def scores(outputs):
+        """(fits, matches, rejected by any other check) of serving outputs."""
+        fit = [float(o["registration_fit"]) for o in outputs]
+        match = [float(o.get("content_match", 1.0)) for o in outputs]
+        passed = {"registration_ok": 1.0, "content_ok": 1.0}
+        other = [bool(predict.reason_of({**o, **passed})) for o in outputs]
+        return fit, match, other
+
+    fitting = load_manifest(args.manifest)
+    fitting = fitting[fitting["split"] == args.fit_split].head(args.limit)
+    record(
+        "val",
+        *scores(
+            _serve(
+                fn,
+                [io.encoded_bytes(p) for p in fitting["image_path"]],
+                fitting["male"].astype("float32").to_numpy(),
+                args.batch,
+            )
+        ),
+    )
     good = _serve(fn, data, male, args.batch)
+    record(f"good {args.split}", *scores(good))
     reasons = [predict.reason_of(o) for o in good]
     fits = np.array([float(o["registration_fit"]) for o in good])
     matches = np.array([float(o.get("content_match", 1.0)) for o in good])
@@ -123,8 +158,8 @@ def main(argv=None) -> int:
 
     def fit_of(chain, imgs, sz, landmarks=None):
         """(registration fits (N,), caught by the registration checks (N,), registered
-        images (N, h, w)) of films through ``chain``."""
-        got, caught, registered = [], [], []
+        images (N, h, w), content matches (N,)) of films through ``chain``."""
+        got, caught, registered, matches = [], [], [], []
         for s in range(0, len(imgs), args.batch):
             marks = None if landmarks is None else tf.constant(landmarks[s : s + args.batch])
             out = chain(imgs[s : s + args.batch], sz[s : s + args.batch], landmarks=marks)
@@ -135,11 +170,12 @@ def main(argv=None) -> int:
                 else outline.match(out["content"].numpy(), template, canonical)
             )
             got.append(f)
+            matches.append(m)
             caught.append((f < min_fit) | (m < min_match))
             registered.append(out["registered"].numpy()[..., 0])
-        return np.concatenate(got), np.concatenate(caught), np.concatenate(registered)
+        return tuple(map(np.concatenate, (got, caught, registered, matches)))
 
-    _, _, reference = fit_of(pre, images, sizes)  # the films' own registration
+    _, _, reference, _ = fit_of(pre, images, sizes)  # the films' own registration
 
     def failed(registered):
         """Grossly failed: the registered film correlates below 0.5 with its own registration
@@ -157,14 +193,16 @@ def main(argv=None) -> int:
         ("wrong landmarks: random points", failures.random_landmarks(len(rows), rng)),
         ("wrong landmarks: tip and capitate swapped", failures.swapped(own)),
     ):
-        f, caught, registered = fit_of(pre, images, sizes, marks)
+        f, caught, registered, m = fit_of(pre, images, sizes, marks)
         bad = failed(registered)
         table.append(_row(f"{name} ({bad.sum()} failed)", int(bad.sum()), caught[bad], f[bad]))
+        record(name.split(": ")[1], f[bad], m[bad], np.zeros(int(bad.sum()), bool))
     upside = tf.reverse(images, [1, 2])
-    f, caught, registered = fit_of(make(False), upside, sizes)
+    f, caught, registered, m = fit_of(make(False), upside, sizes)
     bad = failed(registered)
     name = f"upside-down films, chain without the orientation step ({bad.sum()} failed)"
     table.append(_row(name, int(bad.sum()), caught[bad], f[bad]))
+    record("upside down", f[bad], m[bad], np.zeros(int(bad.sum()), bool))
 
     h, w = images.shape[1:3]
     for kind in failures.NOT_HANDS:
@@ -175,9 +213,22 @@ def main(argv=None) -> int:
         table.append(
             _row(f"not a hand: {kind}", len(out), [bool(r) for r in reasons], fits, reasons)
         )
+        record(kind, *scores(out))
 
     frame = pd.DataFrame(table)
+    per_film = pd.DataFrame(scored)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    per_film.to_csv(f"{args.out}.films.csv", index=False)
     text = failures.markdown(frame)
+    try:
+        trade = failures.markdown(failures.tradeoff(per_film))
+    except ValueError as exc:  # too few fitting films
+        trade = f"(not computed: {exc})"
+    text += (
+        f"\n\nWhat other shares of `{args.fit_split}` turned away by the registration checks "
+        "would buy (thresholds fitted on it; % rejected for good films, caught for the rest; "
+        "the other checks as exported):\n\n" + trade
+    )
     header = (
         f"{len(rows)} `{args.split}` films of {args.manifest}, model {version}, least fit "
         f"{min_fit:.3f}, least content match {min_match:.3f}, seed {args.seed}; {time.perf_counter() - started:.0f} s\n\n"

@@ -266,3 +266,24 @@ def test_calibration_fits_the_outline_template_and_joint_thresholds(tmp_path):
         out["content_match"] < qc["min_content_match"]
     )
     assert rejected.mean() == pytest.approx(qc["rejected"]) and qc["rejected"] <= 0.01
+
+
+def test_tradeoff_by_hand():
+    import pandas as pd
+
+    from tf_boneage.inference import failures
+
+    val = pd.DataFrame(
+        {"category": "val", "fit": np.arange(1, 201) / 200.0, "match": 1.0, "other": False}
+    )
+    good = pd.DataFrame({"category": "good", "fit": [0.003, 0.5, 0.9, 0.9], "match": 1.0})
+    good["other"] = [False, False, False, True]  # one rejected by another check
+    bad = pd.DataFrame({"category": "bad", "fit": [0.001, 0.012, 0.9], "match": [1.0, 1.0, -1]})
+    bad["other"] = False
+    table = failures.tradeoff(pd.concat([val, good, bad]), shares=(0.01, 0.05))
+    # 1 %: the fit quantile 0.01 (one val film below it); matches all 1.0 -> least match 1.0
+    first = table.iloc[0]
+    assert first["least fit"] == 0.01 and first["val rejected %"] == 0.5
+    assert first["good %"] == 50.0  # 0.003 below the fit, plus the other check's film
+    assert first["bad %"] == pytest.approx(100 * 2 / 3, abs=0.1)  # 0.001 and the -1 match
+    assert table.iloc[1]["bad %"] == 100.0  # 5 %: 0.012 falls below too
