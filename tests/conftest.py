@@ -70,20 +70,14 @@ def synth_dir(tmp_path_factory) -> Path:
 def exported(tmp_path_factory):
     """The tiny end-to-end graph, its uncertainty calibrated on 24 labelled phantoms, exported
     once per session: ``(graph, SavedModel version folder, calibration report, rows)``."""
-    import pandas as pd
-    from tiny_graph import _graph, _images, _png
+    from tiny_graph import _graph, _labelled_rows
 
     from tf_boneage.export import calibration, saved_model
 
     _built_once(tmp_path_factory, "exported")
     root = tmp_path_factory.mktemp("saved_models")
     graph = _graph()
-    rows = []
-    for k, img in enumerate(_images(24, seed=3)):
-        path = root / f"calib{k}.png"
-        path.write_bytes(_png(img))
-        rows.append({"image_path": str(path), "male": k % 2 == 0, "boneage": 60.0 + 5 * k})
-    rows = pd.DataFrame(rows)
+    rows = _labelled_rows(root, 24, seed=3)
     report = calibration.calibrate(graph, rows, batch=8)
     chain = {"frame": [104, 80], "unet_sha256": "0" * 64}  # stands for preprocessing.spec's
     path = saved_model.export_end_to_end(

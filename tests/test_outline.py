@@ -239,18 +239,12 @@ def test_calibration_fits_the_outline_template_and_joint_thresholds(tmp_path):
     """``calibrate`` with training films: the outline and content template are the means of
     their maps, the two thresholds turn away at most 1 % of the calibration films together,
     and the graph's ``content_match`` is the numpy correlation with the template it holds."""
-    import pandas as pd
-    from tiny_graph import _graph, _images, _png
+    from tiny_graph import _graph, _labelled_rows
 
     from tf_boneage.export import calibration
 
     graph = _graph(seed=1)  # a graph of its own: calibration changes it
-    rows = []
-    for k, img in enumerate(_images(60, seed=5)):
-        path = tmp_path / f"f{k}.png"
-        path.write_bytes(_png(img))
-        rows.append({"image_path": str(path), "male": k % 2 == 0, "boneage": 60.0 + 2 * k})
-    rows = pd.DataFrame(rows)
+    rows = _labelled_rows(tmp_path, 60, seed=5, step=2.0)
     maps = calibration.occupancies(graph, rows, batch=20)
     report = calibration.calibrate(graph, rows, batch=20, outline_rows=rows)
     qc = report["registration_qc"]

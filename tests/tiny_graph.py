@@ -139,3 +139,16 @@ def _film(h=2000, w=1600, seed=0):
     inside = ((yy - cy) / (0.42 * h)) ** 2 + ((xx - cx) / (0.35 * w)) ** 2 < 1
     img = img + 0.5 * inside
     return cv2.GaussianBlur(img, (0, 0), h / 50).astype(np.float32)
+
+
+def _labelled_rows(folder, n: int, seed: int, step: float = 5.0):
+    """``n`` of :func:`_images` written as PNGs into ``folder``: a manifest-like table
+    (``image_path``, ``male`` alternating, ``boneage`` 60 + ``step`` * k months)."""
+    import pandas as pd
+
+    rows = []
+    for k, img in enumerate(_images(n, seed=seed)):
+        path = folder / f"calib{k}.png"
+        path.write_bytes(_png(img))
+        rows.append({"image_path": str(path), "male": k % 2 == 0, "boneage": 60.0 + step * k})
+    return pd.DataFrame(rows)
