@@ -539,3 +539,23 @@ def test_a_version_is_loaded_once_per_process(exported, tmp_path):
     assert "predict_tflite" in first.signatures
     with pytest.raises(FileNotFoundError, match="no saved_model.pb"):
         load.saved_model(tmp_path)
+
+
+def test_the_export_holds_its_own_mask_and_landmark_limits(exported, loaded_export):
+    """The QC limits on the mask area and the landmark plausibility are variables of the
+    export (read back from it, never re-guessed from ``predict``'s defaults), and its
+    ``mask_ok`` / ``landmarks_ok`` are those limits applied."""
+    from tf_boneage.export import end_to_end
+
+    _, _, _, rows = exported
+    low_area = np.float32(end_to_end.MIN_MASK_AREA)  # the variables are float32
+    low_plausibility = np.float32(end_to_end.MIN_PLAUSIBILITY)
+    assert loaded_export.qc_min_area.numpy() == low_area
+    assert loaded_export.qc_min_plausibility.numpy() == low_plausibility
+    out = loaded_export.signatures["serving_default"](
+        image_bytes=tf.constant([Path(p).read_bytes() for p in rows["image_path"][:8]]),
+        male=tf.ones([8]),
+    )
+    area, plausible = out["mask_area"].numpy(), out["landmark_plausibility"].numpy()
+    np.testing.assert_array_equal(out["mask_ok"].numpy(), area >= low_area)
+    np.testing.assert_array_equal(out["landmarks_ok"].numpy(), plausible >= low_plausibility)

@@ -185,6 +185,13 @@ def test_qc_reasons():
     assert predict.reason_of(old) == ""
     new = {**old, "registration_fit": 0.5, "registration_ok": 0.0}
     assert predict.reason_of(new).startswith("registration failed")
+    # a graph that holds its own limits decides, whatever this module's defaults say
+    small = {"mask_area": 0.02, "landmark_plausibility": 0.5}
+    assert predict.reason_of(small).startswith("not a hand radiograph")  # the defaults
+    assert predict.reason_of({**small, "mask_ok": 1.0, "landmarks_ok": 1.0}) == ""
+    held = {**old, "mask_ok": 0.0, "landmarks_ok": 1.0}
+    assert predict.reason_of(held).startswith("not a hand radiograph: no hand found")
+    assert "checks failed" in predict.reason_of({**old, "mask_ok": 1.0, "landmarks_ok": 0.0})
 
 
 def test_orientation_flags():

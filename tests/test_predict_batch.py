@@ -55,7 +55,12 @@ def test_predict_prints_no_age_for_rejected_images_and_force_marks_them(
     model, tmp_path, monkeypatch
 ):
     _write(tmp_path / "in", ["a.png", "b.png"])
-    monkeypatch.setattr(predict, "MIN_MASK_AREA", 1.1)  # every image now fails QC
+    real = predict.run_model
+
+    def no_hand(loaded, items):  # the model's answers, every mask now too small for QC
+        return [{**o, "mask_area": 0.01, "mask_ok": 0.0} for o in real(loaded, items)]
+
+    monkeypatch.setattr(predict, "run_model", no_hand)
     out = tmp_path / "r.csv"
     r = run_cli("predict", tmp_path / "in", "--model", model, "--sex", "F", "--out", out,
                 "--overlay", tmp_path / "ov")  # fmt: skip

@@ -17,7 +17,9 @@ Outputs per image (float32 unless said):
   made on the logit scale from the same spread with a factor per sex and age band fitted on
   the validation split (:mod:`.interval`);
 - ``member_months`` (B, M): every member's estimate (sex-specific members resolved by sex);
-- ``mask_area``, ``mask_confidence``, ``landmark_plausibility`` (B,): QC of the chain;
+- ``mask_area``, ``mask_confidence``, ``landmark_plausibility`` (B,): QC of the chain, and
+  ``mask_ok`` / ``landmarks_ok`` (B,) 0 / 1: the mask area and the plausibility at or above
+  the limits the graph holds (:data:`MIN_MASK_AREA`, :data:`MIN_PLAUSIBILITY` when exported);
 - ``landmarks`` (B, 6) normalised (x, y) of tip, thumb, capitate; ``right_hand`` (B,) 0 / 1;
 - ``quarter_turns`` (B,) 0-3 quarter turns (counter-clockwise) that made the film upright and
   ``inverted`` (B,) 0 / 1 (the chain's orientation step; 0 when the chain has none);
@@ -52,6 +54,11 @@ from tf_boneage.training import runs
 #: returns (the overlay's input panel; the chain itself runs on the full film)
 PREVIEW = 512
 
+#: a film whose mask covers less of it than this holds no hand (QC)
+MIN_MASK_AREA = 0.05
+#: the least share of the chain's 4 landmark checks a film must pass (QC)
+MIN_PLAUSIBILITY = 0.75
+
 OUTPUTS = (
     "bone_age_months",
     "bone_age_std",
@@ -61,6 +68,8 @@ OUTPUTS = (
     "mask_area",
     "mask_confidence",
     "landmark_plausibility",
+    "mask_ok",
+    "landmarks_ok",
     "landmarks",
     "right_hand",
     "quarter_turns",
@@ -201,6 +210,12 @@ class BoneAgeGraph(tf.Module):
             tf.fill(outline.SIZE, 0.5), trainable=False, name="registration_outline"
         )
         self.qc_min_fit = tf.Variable(0.0, trainable=False, name="qc_min_fit")
+        # the least mask area and landmark plausibility accepted: written into the export
+        # with it, so that a later change of the defaults never re-judges an older model
+        self.qc_min_area = tf.Variable(MIN_MASK_AREA, trainable=False, name="qc_min_area")
+        self.qc_min_plausibility = tf.Variable(
+            MIN_PLAUSIBILITY, trainable=False, name="qc_min_plausibility"
+        )
         # the mean registered hand's content and the least match accepted: uniform and -1
         # (every film passes) until fitted
         self.content_template = tf.Variable(
@@ -379,6 +394,10 @@ class BoneAgeGraph(tf.Module):
             "mask_area": out["mask_area"],
             "mask_confidence": out["mask_confidence"],
             "landmark_plausibility": out["landmark_plausibility"],
+            "mask_ok": tf.cast(out["mask_area"] >= self.qc_min_area, tf.float32),
+            "landmarks_ok": tf.cast(
+                out["landmark_plausibility"] >= self.qc_min_plausibility, tf.float32
+            ),
             "landmarks": out["landmarks"],
             "right_hand": tf.cast(out["right"], tf.float32),
             "quarter_turns": tf.cast(out["quarter_turns"], tf.float32),

@@ -17,12 +17,14 @@ import numpy as np
 import tensorflow as tf
 
 from tf_boneage.data import io
+from tf_boneage.export import end_to_end
 from tf_boneage.export.calibration import INTERVAL_Z
 from tf_boneage.inference.gp_standards import sds
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
-MIN_MASK_AREA = 0.05
-MIN_PLAUSIBILITY = 0.75
+# the QC limits of exports that do not hold their own (``mask_ok`` / ``landmarks_ok``)
+MIN_MASK_AREA = end_to_end.MIN_MASK_AREA
+MIN_PLAUSIBILITY = end_to_end.MIN_PLAUSIBILITY
 
 
 def collect(inputs: list[str]) -> list[Path]:
@@ -199,6 +201,8 @@ def qc_reason(
     image: dict | None = None,
     match: float | None = None,
     match_ok: bool = True,
+    mask_ok: bool | None = None,
+    landmarks_ok: bool | None = None,
 ) -> str:
     """Why QC rejects a film, in words ("" if it does not), the first of: no hand in the
     mask (not a hand radiograph), an under-exposed film (``image``: the graph's
@@ -207,8 +211,14 @@ def qc_reason(
     ``content_ok``: not a hand radiograph, or a hand registered wrongly), a low-resolution
     film, a registered hand that does not match the canonical outline (``fit`` / ``fit_ok``:
     ``registration_fit`` / ``registration_ok``, :mod:`tf_boneage.export.outline`), or
-    implausible landmarks."""
-    if area < MIN_MASK_AREA:
+    implausible landmarks. ``mask_ok`` / ``landmarks_ok``: the graph's own decisions on
+    ``area`` and ``plausibility``; ``None`` (an export without them): :data:`MIN_MASK_AREA`
+    and :data:`MIN_PLAUSIBILITY` decide."""
+    if mask_ok is None:
+        mask_ok = area >= MIN_MASK_AREA
+    if landmarks_ok is None:
+        landmarks_ok = plausibility >= MIN_PLAUSIBILITY
+    if not mask_ok:
         return f"not a hand radiograph: no hand found (mask covers {100 * area:.1f} % of the image)"
     image = image or {}
     if not image.get("exposure_ok", True):
@@ -227,7 +237,7 @@ def qc_reason(
         return "registration failed: the registered hand does not match the canonical outline" + (
             f" (fit {fit:.2f})" if fit is not None else ""
         )
-    if plausibility < MIN_PLAUSIBILITY:
+    if not landmarks_ok:
         failed = int(round((1 - plausibility) * 4))
         return f"implausible landmarks or registration ({failed} of 4 checks failed)"
     return ""
@@ -235,7 +245,7 @@ def qc_reason(
 
 def reason_of(out: dict) -> str:
     """:func:`qc_reason` of one film's graph outputs (scalars by name; older graphs lack the
-    registration fit)."""
+    registration fit, the content match and their own mask / landmark decisions)."""
     fit = float(out["registration_fit"]) if "registration_fit" in out else None
     image = None
     if "sharpness_ok" in out:
@@ -246,6 +256,10 @@ def reason_of(out: dict) -> str:
             "black_share": float(out["black_share"]),
         }
     match = float(out["content_match"]) if "content_match" in out else None
+
+    def flag(key):  # the graph's own decision, when it makes one
+        return float(out[key]) > 0.5 if key in out else None
+
     return qc_reason(
         float(out["mask_area"]),
         float(out["landmark_plausibility"]),
@@ -254,6 +268,8 @@ def reason_of(out: dict) -> str:
         image,
         match,
         float(out.get("content_ok", 1.0)) > 0.5,
+        flag("mask_ok"),
+        flag("landmarks_ok"),
     )
 
 

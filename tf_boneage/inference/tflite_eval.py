@@ -378,13 +378,12 @@ BOUNDS = {
 
 
 def qc_passes(outputs: dict) -> bool:
-    """The QC decision ``predict`` makes from one image's outputs (enough hand, plausible
-    landmarks)."""
-    from tf_boneage.inference.predict import MIN_MASK_AREA, MIN_PLAUSIBILITY
+    """The QC decision ``predict`` makes from one image's outputs (every check: the mask,
+    exposure, the content match, sharpness, the registration fit, the landmarks)."""
+    from tf_boneage.inference.predict import reason_of
 
-    area = float(np.ravel(outputs["mask_area"])[0])
-    plausibility = float(np.ravel(outputs["landmark_plausibility"])[0])
-    return area >= MIN_MASK_AREA and plausibility >= MIN_PLAUSIBILITY
+    # one image's outputs (batch 1): its scalars by name (landmarks, members are vectors)
+    return not reason_of({k: np.ravel(v)[0] for k, v in outputs.items() if np.size(v) == 1})
 
 
 def verdicts(summary: pd.DataFrame) -> dict[str, str]:
