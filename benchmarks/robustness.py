@@ -35,13 +35,23 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--only", nargs="*", default=None, help="these transforms only")
+    parser.add_argument(
+        "--aspect",
+        type=float,
+        default=None,
+        help="width / height of the films the pixels show (default: the export's assumed "
+        "aspect, if any): small rotations act on the film at its true proportions",
+    )
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
     if args.split == "val":
         print("note: choose thresholds on val, report on test")
     rows = load_manifest(args.manifest)
     rows = rows[rows["split"] == args.split].head(args.limit).reset_index(drop=True)
-    fn = load.saved_model(saved_model.resolve(args.model)).signatures["serving_default"]
+    version = saved_model.resolve(args.model)
+    fn = load.saved_model(version).signatures["serving_default"]
+    aspect = args.aspect or load.metadata(version).get("chain", {}).get("assume_aspect")
+    print(f"small rotations on films of aspect {aspect or 'as stored'}")
     films = [io.load_image(p) for p in rows["image_path"]]
     names = args.only or list(robustness.TRANSFORMS)
     records = []
@@ -50,7 +60,7 @@ def main(argv=None) -> int:
         for start in range(0, len(rows), args.batch):
             part = rows.iloc[start : start + args.batch]
             data = [
-                robustness.png16(robustness.transformed(films[k], name, args.seed, k))
+                robustness.png16(robustness.transformed(films[k], name, args.seed, k, aspect))
                 for k in part.index
             ]
             out = fn(

@@ -68,3 +68,26 @@ def test_summary_by_hand():
     assert table.loc["rotate 90", "rejected"] == 0.5
     text = robustness.markdown(table.reset_index())
     assert "| rotate 90 | 2 | 15.00 | +50 % | 0.00 | 50 % |" in text
+
+
+def test_small_rotations_of_squashed_films_act_on_the_film_as_taken():
+    """A 100 x 100 thumbnail of a film 0.74 as wide as high: rotated at the film's own
+    proportions it equals the film rotated and then squashed (within interpolation), and
+    differs from rotating the squashed pixels (a rotation plus a shear of the film)."""
+    import cv2
+
+    film = np.zeros((135, 100), np.float32)  # square pixels: 100 / 135 = 0.74
+    film[20:110, 40:60] = 1.0  # a long bar, like a finger
+    thumb = cv2.resize(film, (100, 100), interpolation=cv2.INTER_AREA)
+    want = cv2.resize(robustness.transformed(film, "rotate +30", 0, 0), (100, 100))
+    got = robustness.transformed(thumb, "rotate +30", 0, 0, aspect=100 / 135)
+    sheared = robustness.transformed(thumb, "rotate +30", 0, 0)
+    assert got.shape == thumb.shape
+    assert np.abs(got - want).mean() < 0.25 * np.abs(sheared - want).mean()
+    # the aspect leaves every other transform alone; a bad aspect is refused
+    np.testing.assert_array_equal(
+        robustness.transformed(thumb, "rotate 90", 0, 0, aspect=0.74),
+        robustness.transformed(thumb, "rotate 90", 0, 0),
+    )
+    with pytest.raises(ValueError, match="aspect"):
+        robustness.transformed(thumb, "rotate -15", 0, 0, aspect=0.0)

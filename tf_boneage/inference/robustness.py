@@ -79,10 +79,29 @@ TRANSFORMS = {
 }
 
 
-def transformed(img: np.ndarray, name: str, seed: int, index: int) -> np.ndarray:
-    """Film ``img`` under transform ``name``, seeded by (seed, index): reproducible."""
+#: transforms that act on the film as it lies on the detector (a small rotation of a film
+#: stored squashed to a square is a rotation plus a shear of its pixels)
+PHYSICAL = ("rotate +15", "rotate -15", "rotate +30", "rotate -30")
+
+
+def transformed(
+    img: np.ndarray, name: str, seed: int, index: int, aspect: float | None = None
+) -> np.ndarray:
+    """Film ``img`` (H, W) under transform ``name``, seeded by (seed, index): reproducible.
+    ``aspect``: the width / height of the film the pixels show when they do not show it with
+    square pixels (the rsna100 thumbnails: 100 x 100 of films about 0.74 as wide as high, a
+    graph's ``assume_aspect``); the :data:`PHYSICAL` transforms then act on the film at its
+    true proportions (stretched to W x W / aspect, transformed, squashed back to W x H)."""
     rng = np.random.default_rng([seed, index])
-    return np.asarray(TRANSFORMS[name](img.astype(np.float32), rng), np.float32)
+    img = img.astype(np.float32)
+    fn = TRANSFORMS[name]
+    if aspect is None or name not in PHYSICAL:
+        return np.asarray(fn(img, rng), np.float32)
+    if not aspect > 0:
+        raise ValueError(f"aspect must be > 0, got {aspect}")
+    h, w = img.shape
+    true = cv2.resize(img, (w, max(1, round(w / aspect))), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(fn(true, rng), (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
 
 
 def png16(img: np.ndarray) -> bytes:
