@@ -1,0 +1,200 @@
+"""A full-size film to an age with the paper preset: time per stage and peak memory (issue 15).
+
+    python benchmarks/full_size.py --size 2000x1500 --repeats 3 --tflite float32 float16 \\
+        --out full_size.md
+
+The graph has the paper preset's architectures (``models.presets.PRESETS["paper"]``: U-Net 512 px
+depth 5, landmark net 512 px, region networks at 500 x 375 / 240 x 320 / 320 x 360, the 2080 x
+1600 frame, the orientation step) and the members the paper demo exports (``runs.ENSEMBLES
+["demo"]``: A, B, C regression and A classification by sex), native size (``input_size=None``:
+regions warped from the film's own pixels). Its weights are untrained: time and memory do not
+depend on them, only the chain's path does, so the U-Net answers "hand" everywhere (a whole-film
+mask) and the landmark net a hand's tip, thumb and capitate (a fixed, plausible registration).
+
+Stages, each a ``tf.function`` on the previous stage's tensors, batch 1, median of
+``--repeats`` calls after a warm-up: decode (16-bit PNG), orientation (the U-Net on the 8
+candidates), U-Net once, mask cleanup, contrast (background removal + equalisation at full
+size), landmarks, registration + warps (regions A, B, C and the registered frame from the full
+film), region networks + ensemble; then ``serving_default`` end to end (PNG bytes in). Peak
+memory: the process's peak resident set (``ru_maxrss``) after the graph is built and after the
+end-to-end calls. ``--tflite``: the SavedModel's ``predict_tflite`` converted (float32 /
+float16) and run by LiteRT on the decoded film (decoding stays outside the .tflite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from common import machine, write_report
+
+from tf_boneage.data import io
+from tf_boneage.export import end_to_end, saved_model, tflite
+from tf_boneage.models.presets import PRESETS
+from tf_boneage.models.region import RegionNet
+from tf_boneage.preprocessing import chain, mask, regions, registration
+from tf_boneage.training.runs import ENSEMBLES
+
+#: the paper's region sizes (rows, columns)
+SIZES = {"A": (500, 375), "B": (240, 320), "C": (320, 360)}
+#: normalised (x, y) of tip, thumb, capitate the untrained landmark net is made to answer
+HAND = [0.5, 0.15, 0.8, 0.55, 0.5, 0.7]
+
+
+def paper_graph(seed: int = 0) -> end_to_end.BoneAgeGraph:
+    """The paper preset's architectures, untrained, native size (see the module docstring)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    build, kwargs = PRESETS["paper"]["unet"]
+    unet = build(**kwargs)
+    last = unet.get_layer("mask")
+    last.kernel.assign(tf.zeros_like(last.kernel))
+    last.bias.assign([10.0])
+    build, kwargs = PRESETS["paper"]["landmarks"]
+    marks = build(**{**kwargs, "input_shape": (512, 512, 1)})  # the chain's square input
+    head = marks.get_layer("landmarks")
+    head.kernel.assign(tf.zeros_like(head.kernel))
+    head.bias.assign(HAND)
+    models = {}
+    for name in ENSEMBLES["demo"]:
+        region, head_short, sex = name.split("_")
+        heads = {"reg": "regression", "cls": "classification"}
+        sexes = ("both",) if sex == "both" else ("male", "female")
+        for s in sexes:
+            models[f"{region}_{head_short}_{s}"] = RegionNet(
+                (*SIZES[region], 1), head=heads[head_short], pool_padding="valid"
+            )
+    config = chain.ChainConfig(
+        unet_size=512,
+        landmark_size=512,
+        frame=registration.Frame(*registration.PAPER_FRAME),
+        region_sizes=SIZES,
+        orient=True,
+    )
+    pre = chain.Preprocessor(unet, marks, config)
+    members = end_to_end.members_from_spec(ENSEMBLES["demo"], models.__getitem__)
+    m = len(ENSEMBLES["demo"])
+    params = {s: {"weights": [1.0 / m] * m, "bias": 0.0} for s in ("male", "female")}
+    return end_to_end.BoneAgeGraph(pre, members, params, None)
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up (tracing)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_mb() -> float:
+    """The process's peak resident set so far (MB; Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def film(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A full-size film (H, W) in [0, 1]: a phantom of ``tf-boneage synth`` at that size."""
+    from tf_boneage.data.synthetic import render
+
+    return render(120.0, True, np.random.default_rng(seed), (height, width)).image
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", default="2000x1500", help="film height x width (pixels)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tflite", nargs="*", default=[], help="float32 / float16")
+    parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
+    args = parser.parse_args(argv)
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    started = time.perf_counter()
+    graph = paper_graph()
+    pre = graph.preprocessor
+    png = io.png16_bytes(film(h, w))
+    data = tf.constant([png])
+    male = tf.constant([1.0])
+    built_mb = peak_mb()
+
+    rows = []
+
+    def stage(name, fn, *inputs):
+        f = tf.function(fn)
+        out = f(*inputs)
+        rows.append({"stage": name, "ms": 1000 * median_seconds(lambda: f(*inputs), args.repeats)})
+        return out
+
+    images, shapes = stage("decode (16-bit PNG)", graph.decode, data)
+    stage("orientation (U-Net on 8 candidates)", lambda x: pre.orient(x)[1], images)
+    probs = stage(
+        "U-Net once (512 px)", lambda x: tf.cast(pre.unet(pre.unet_input(x)), tf.float32), images
+    )
+    masks = stage("mask cleanup", mask.clean_mask, probs)
+    enhanced = stage("contrast (full size)", pre.enhance, images, masks)
+    marks = stage("landmarks (512 px)", pre.landmarks, enhanced)
+
+    def warps(enhanced, marks, shapes):
+        forward, _ = registration.registration_matrix(
+            marks, tf.shape(enhanced)[1:3], pre.config.frame, shapes
+        )
+        crops = {
+            r: regions.extract(enhanced, forward, r, size, pre.config.frame)
+            for r, size in SIZES.items()
+        }
+        frame = regions.warp_affine(
+            enhanced, registration.invert_affine(forward), pre.config.frame.size
+        )
+        return crops, frame
+
+    crops, _ = stage("registration + warps (A, B, C, frame)", warps, enhanced, marks, shapes)
+    stage("region networks + ensemble", lambda c, m: graph._estimate(c, m)[0], crops, male)
+    stages_ms = sum(r["ms"] for r in rows)
+    rows.append({"stage": "sum of the stages", "ms": stages_ms})
+    serve = tf.function(graph.predict_bytes)
+    total = median_seconds(lambda: serve(data, male), args.repeats)
+    rows.append({"stage": "serving_default end to end (SavedModel graph)", "ms": 1000 * total})
+    end_mb = peak_mb()
+
+    for variant in args.tflite:
+        with tempfile.TemporaryDirectory() as tmp:
+            version = saved_model.export_end_to_end(graph, Path(tmp) / "m", metadata={})
+            blob = tflite.convert(version, variant)
+            path = tflite.write(blob, Path(tmp) / f"{variant}.tflite")
+            runner = tflite.Runner(path, names=tflite.output_names(version))
+            x = {"images": images.numpy(), "male": male.numpy(), "original_size": shapes.numpy()}
+            seconds = median_seconds(lambda r=runner, x=x: r(**x), args.repeats)
+            rows.append(
+                {
+                    "stage": f"TFLite {variant} (decoded film in)",
+                    "ms": 1000 * seconds,
+                    "size MB": len(blob) / 1e6,
+                }  # fmt: skip
+            )
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    lines = ["| stage | ms per film | share of the stages |", "|---|---|---|"]
+    for r in rows:
+        share = f"{100 * r['ms'] / stages_ms:.0f} %" if "TFLite" not in r["stage"] else ""
+        extra = (
+            f" ({r['size MB']:.0f} MB)" if "size MB" in r and r["size MB"] == r["size MB"] else ""
+        )
+        lines.append(f"| {r['stage']}{extra} | {r['ms']:.0f} | {share} |")
+    header = (
+        f"A {h} x {w} film, the paper preset's graph (untrained weights), batch 1, median of "
+        f"{args.repeats}; {machine()}; peak RSS {built_mb:.0f} MB after building, "
+        f"{end_mb:.0f} MB after the end-to-end calls; {time.perf_counter() - started:.0f} s\n\n"
+    )
+    write_report(args.out, header, "\n".join(lines), frame)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
