@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 
 import numpy as np
+
+
+def median_seconds(fn, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls of ``fn()`` after one warm-up call (tracing)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def best_rate(fn, items: int, repeats: int = 3, warmup: int = 1) -> float:

@@ -12,25 +12,13 @@ models have a fixed batch of 1: their throughput is 1 / latency). Also the end-t
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import tensorflow as tf
-from common import machine, table
+from common import machine, median_seconds, table
 
 from tf_boneage.data.manifest import load_manifest
 from tf_boneage.export import saved_model, tflite
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv=None) -> int:

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from common import machine, write_report
+from common import machine, median_seconds, write_report
 
 from tf_boneage.data import io
 from tf_boneage.export import end_to_end, saved_model, tflite
@@ -83,16 +82,6 @@ def paper_graph(seed: int = 0) -> end_to_end.BoneAgeGraph:
     m = len(ENSEMBLES["demo"])
     params = {s: {"weights": [1.0 / m] * m, "bias": 0.0} for s in ("male", "female")}
     return end_to_end.BoneAgeGraph(pre, members, params, None)
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up (tracing)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def peak_mb() -> float:
