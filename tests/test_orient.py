@@ -219,3 +219,65 @@ def test_with_an_outline_the_turn_must_also_fit_it_better(models):
     half = pre(low)["occupancy"].numpy()[0, ..., 0]
     pre.outline = tf.Variable(half)
     assert int(pre(low)["quarter_turns"][0]) == 2 and int(turned[1][0]) == 2
+
+
+def _low_films(folder, n: int):
+    """``n`` PNG films of a hand low on the film (the fake U-Net's mask mass prefers them
+    half-turned), each with its own noise, and their manifest (all ``train``)."""
+    import cv2
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(n):
+        img = np.clip(np.roll(film(), 14, axis=0) + rng.normal(0, 0.02, (S, S)), 0, 1)
+        paths.append(folder / f"{i}.png")
+        cv2.imwrite(str(paths[-1]), np.rint(img * 255).astype(np.uint8))
+    return pd.DataFrame(
+        {"id": [str(i) for i in range(n)], "image_path": [str(p) for p in paths],
+         "boneage": 100.0, "male": True, "split": "train"}
+    )  # fmt: skip
+
+
+def test_the_cache_orients_against_an_outline_of_films_as_given(models, tmp_path):
+    """Issue 18: the cache's orientation step decided by the U-Net's mask mass alone and
+    turned or inverted a third of upright real films. The cache now first fits an outline on
+    training films as given and turns a film only when that fits it better, as the export does:
+    films the mass alone would half-turn stay as given; the outline is written, and the turns
+    and inversions of every film are in ``qc.csv``."""
+    from tf_boneage.preprocessing import cache
+
+    table = _low_films(tmp_path, cache.OUTLINE_MIN_FILMS + 4)
+    sizes = {"A": (16, 16), "B": (8, 8), "C": (8, 8)}
+    config = ChainConfig(unet_size=S, landmark_size=S, frame=FRAME, region_sizes=sizes)
+    config.orient = True
+    pre = Preprocessor(*models, config)
+    first = tf.constant(np.stack([_read_png(p) for p in table["image_path"][:2]])[..., None])
+    assert (pre(first)["quarter_turns"].numpy() == 2).all()  # the mass alone: half turned
+    out = tmp_path / "cache"
+    cache.run(table, pre, out, (S, S), batch=16, progress=False)
+    qc = _read_qc(out / "qc.csv")
+    assert (qc["quarter_turns"] == 0).all() and not qc["inverted"].any()
+    canonical = np.load(out / cache.OUTLINE_FILE)
+    as_given = _chain(models, orient=False)(first)["occupancy"].numpy()[..., 0]
+    assert canonical.shape == as_given.shape[1:]
+    assert np.abs(canonical - as_given.mean(0)).max() < 0.05  # the mean of films as given
+    assert pre.config.orient  # the step was off only while the outline was fitted
+    # too few training films: no outline (said), the mass alone decides
+    few = tmp_path / "few"
+    pre.outline = None
+    cache.run(table.head(8), pre, few, (S, S), batch=16, progress=False)
+    assert not (few / cache.OUTLINE_FILE).exists()
+    assert (_read_qc(few / "qc.csv")["quarter_turns"] == 2).all()
+
+
+def _read_png(path) -> np.ndarray:
+    import cv2
+
+    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+
+
+def _read_qc(path):
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={"id": str})

@@ -262,6 +262,28 @@ def test_calibration_fits_the_outline_template_and_joint_thresholds(tmp_path):
     assert rejected.mean() == pytest.approx(qc["rejected"]) and qc["rejected"] <= 0.01
 
 
+def test_calibration_keeps_the_outline_the_cache_oriented_with(tmp_path):
+    """``calibrate(canonical=...)`` (the training cache's ``outline.npy``): the graph holds that
+    outline from the first film on (its orientation step turns films as the cache did), it is
+    not refitted, and the thresholds are fitted against it."""
+    from tiny_graph import _graph, _labelled_rows
+
+    from tf_boneage.export import calibration
+
+    graph = _graph(seed=1)
+    rows = _labelled_rows(tmp_path, 60, seed=5, step=2.0)
+    given = np.tile(np.linspace(0.9, 0.1, outline.SIZE[0])[:, None], (1, outline.SIZE[1]))
+    report = calibration.calibrate(graph, rows, batch=20, outline_rows=rows, canonical=given)
+    np.testing.assert_allclose(graph.outline.numpy(), given)
+    assert graph.preprocessor.outline is graph.outline
+    qc = report["registration_qc"]
+    assert qc["outline_from"] == "cache"
+    out = calibration.predict_rows(tf.function(graph.predict_bytes), rows, batch=20)
+    occ = calibration.occupancies(graph, rows, batch=20)["occupancy"]
+    np.testing.assert_allclose(out["registration_fit"], outline.fit(occ, given), atol=1e-4)
+    assert qc["min_registration_fit"] <= np.quantile(out["registration_fit"], 0.011)
+
+
 def test_tradeoff_by_hand():
     import pandas as pd
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -365,6 +366,11 @@ def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
         assert meta["chain"][key] == recorded[key], key
     assert meta["chain"]["unet_size"] > 0 and meta["chain"]["landmark_size"] > 0
     assert meta["unet"] == "last round" and meta["networks"]["regions"]
+    # the outline the cache's orientation step used travels into the graph (issue 18)
+    from tf_boneage.export import load
+
+    loaded = load.saved_model(tmp_path / "sm" / "b" / "1")
+    np.testing.assert_allclose(loaded.outline.numpy(), np.load(out / "cache" / "outline.npy"))
     for stage in ("unet", "landmarks", "A_cls_male", "B_reg_both"):  # --stages
         assert (tmp_path / "sm" / f"b_{stage}" / "1" / "saved_model.pb").is_file()
     assert not (tmp_path / "sm" / "tflite").exists()  # none asked for

@@ -171,29 +171,35 @@ def occupancies(graph, rows, batch: int = 32) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in got.items()}
 
 
-def calibrate(graph, rows, batch: int = 32, outline_rows=None) -> dict:
+def calibrate(graph, rows, batch: int = 32, outline_rows=None, canonical=None) -> dict:
     """Fit and set ``graph``'s per-sex std scale and its interval's factors per sex and age
     band (:mod:`.interval`) on labelled manifest ``rows`` (not the test split); with
-    ``outline_rows`` (training films) also the canonical outline, fitted on those, and the
-    registration-fit threshold, fitted on ``rows`` (:mod:`.outline`). Returns the scales, the
-    QC threshold and the coverage on ``rows`` before and after, by sex."""
+    ``outline_rows`` (training films) also the canonical outline and the content template,
+    fitted on those, and the registration-fit and content-match thresholds, fitted on
+    ``rows`` (:mod:`.outline`). ``canonical`` (52, 40): the outline the training cache's
+    orientation step used (``cache/outline.npy``): kept as it is, not refitted, so that the
+    graph turns films as the cache did. Returns the scales, the QC thresholds and the coverage
+    on ``rows`` before and after, by sex."""
     import tensorflow as tf
 
     from tf_boneage.export import interval, outline
 
     graph.set_std_scale(1.0, 1.0)
     graph.set_interval_scale(np.ones(graph.interval_scale.shape))
-    canonical = None
+    given = canonical is not None
+    if given:  # the orientation step checks its choices against it from the first film
+        graph.set_outline(canonical, 0.0)
     if outline_rows is not None and len(rows) >= outline.MIN_ROWS:
         maps = occupancies(graph, outline_rows, batch)
-        canonical = outline.mean_outline(maps["occupancy"])
+        if not given:
+            canonical = outline.mean_outline(maps["occupancy"])
         template = outline.mean_outline(maps["content"])
         graph.set_outline(canonical, 0.0)
         graph.set_template(template, -1.0)
     fn = tf.function(graph.predict_bytes, reduce_retracing=True)
     out = predict_rows(fn, rows, batch, desc="calibrate")
     qc = None
-    if canonical is not None:
+    if outline_rows is not None and len(rows) >= outline.MIN_ROWS:
         min_fit, min_match, rejected = outline.joint_thresholds(
             out["registration_fit"], out["content_match"]
         )
@@ -201,6 +207,7 @@ def calibrate(graph, rows, batch: int = 32, outline_rows=None) -> dict:
         graph.set_template(template, min_match)
         qc = {
             "outline_films": int(len(outline_rows)),
+            "outline_from": "cache" if given else "outline_rows",
             "min_registration_fit": min_fit,
             "min_content_match": min_match,
             "rejected": rejected,

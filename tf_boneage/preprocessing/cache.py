@@ -8,10 +8,20 @@ batches, and PNG writing in a thread pool. Resumable: ``qc.csv`` is appended bat
 and ids already in it are skipped. A file that cannot be read is recorded with its error and
 the rest go on. Nothing outside ``out_dir`` is written. ``chain.json`` records the chain that
 built the cache (:mod:`~tf_boneage.preprocessing.spec`).
+
+A chain with the orientation step (``orient``) is checked against a canonical outline: the U-Net's
+mask mass alone cannot tell an upright film from its inverse or its turns once the U-Net was
+trained on turned and inverted films (the issue-18 run's U-Net turned 12-19 % and inverted 30 %
+of upright RSNA films when it decided alone, and its region networks learnt from those crops).
+Before the first film, the cache fits ``outline.npy``, the mean registered occupancy of up to
+:data:`OUTLINE_FILMS` training films run through the chain **as given** (orientation off), and
+the chain then turns or inverts a film only when that fits the outline better, as the exported
+graph does. The export reads the same outline back (``training/export.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +37,13 @@ from tf_boneage.data.manifest import save_table
 from tf_boneage.preprocessing.chain import Preprocessor, to_input_size
 from tf_boneage.preprocessing.spec import ChainSpec, settle
 
+#: the canonical outline the cache's orientation step is checked against (52, 40) float32
+OUTLINE_FILE = "outline.npy"
+#: training films the canonical outline is the mean of (a seeded sample)
+OUTLINE_FILMS = 256
+#: fewest films to fit an outline on
+OUTLINE_MIN_FILMS = 50
+
 QC_COLUMNS = [
     "id",
     "ok",
@@ -41,6 +58,8 @@ QC_COLUMNS = [
     "thumb_y",
     "capitate_x",
     "capitate_y",
+    "quarter_turns",
+    "inverted",
 ]
 
 
@@ -62,6 +81,79 @@ def _png(path: Path, image: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def _load(part: pd.DataFrame, image_size) -> tuple[list, list, list]:
+    """Decode the rows ``part``: (images, positions in ``part`` that decoded, QC rows of the
+    files that could not be read)."""
+    images, good, failed = [], [], []
+    for k, (rid, path) in enumerate(zip(part["id"], part["image_path"], strict=True)):
+        try:
+            img = io.load_image(path)
+            images.append(to_input_size(img, image_size) if image_size is not None else img)
+            good.append(k)
+        except io.ImageError as exc:
+            failed.append({"id": str(rid), "ok": False, "error": str(exc)})
+    return images, good, failed
+
+
+def _batches(table: pd.DataFrame, sizes: np.ndarray, image_size, batch: int):
+    """(part, images (b, H, W, 1), original sizes (b, 2), good positions, failed QC rows)
+    for every ``batch`` rows of ``table``; ``images`` is None when none decoded."""
+    for start in range(0, len(table), batch):
+        part = table.iloc[start : start + batch]
+        images, good, failed = _load(part, image_size)
+        stacked = np.stack(images)[..., None] if good else None
+        yield part, stacked, sizes[start + np.array(good, int)], good, failed
+
+
+def fit_outline(
+    table: pd.DataFrame,
+    chain: Preprocessor,
+    image_size,
+    assume_aspect: float | None,
+    batch: int = 32,
+) -> np.ndarray | None:
+    """The canonical outline (52, 40) float32 in [0, 1]: the mean registered ``occupancy`` of
+    up to :data:`OUTLINE_FILMS` ``train`` rows of ``table`` (all rows without a ``split``
+    column; a seeded sample) run through ``chain`` as given, its orientation step off. None
+    (said) when fewer than :data:`OUTLINE_MIN_FILMS` films can be read."""
+    rows = table[table["split"] == "train"] if "split" in table else table
+    rows = rows.sample(n=min(len(rows), OUTLINE_FILMS), random_state=0).reset_index(drop=True)
+    config = chain.config
+    chain.config = dataclasses.replace(config, orient=False)
+    maps = []
+    try:
+        run_chain = tf.function(lambda x, s: chain(x, s)["occupancy"], reduce_retracing=True)
+        sizes = _original_size(rows, assume_aspect)
+        for _, images, size, _, _ in _batches(
+            rows, sizes, image_size, 1 if image_size is None else batch
+        ):
+            if images is not None:
+                maps.append(run_chain(tf.constant(images), tf.constant(size)).numpy())
+    finally:
+        chain.config = config
+    occ = np.concatenate(maps) if maps else np.zeros((0, 1))
+    if len(occ) < OUTLINE_MIN_FILMS:
+        print(
+            f"warning: {len(occ)} training films (fewer than {OUTLINE_MIN_FILMS}): no outline; "
+            "the orientation step decides by the U-Net's mask mass alone"
+        )
+        return None
+    return occ.reshape(len(occ), *occ.shape[1:3]).mean(0).astype(np.float32)
+
+
+def _outline(table, chain, out: Path, image_size, assume_aspect, batch) -> np.ndarray | None:
+    """``out/outline.npy``, fitted (:func:`fit_outline`) and written first if missing."""
+    path = out / OUTLINE_FILE
+    if path.is_file():
+        return np.load(path)
+    canonical = fit_outline(table, chain, image_size, assume_aspect, batch)
+    if canonical is not None:
+        tmp = path.with_name(f".{path.name}.tmp.npy")
+        np.save(tmp, canonical)
+        os.replace(tmp, path)
+    return canonical
+
+
 def run(
     table: pd.DataFrame,
     chain: Preprocessor,
@@ -76,7 +168,8 @@ def run(
     manifest. Images are resized to ``image_size`` (h, w) before the chain (the 100 px data
     are already that size); ``None`` keeps each file's own size (one image per batch).
     ``spec``: the chain's description, recorded as ``out_dir/chain.json`` (a cache started by
-    another chain is refused: ``ValueError`` naming the differences)."""
+    another chain is refused: ``ValueError`` naming the differences). A chain with the
+    orientation step gets the cache's outline (module docstring) unless it has one."""
     out = Path(out_dir)
     if spec is not None:
         if spec.image_size != (tuple(image_size) if image_size is not None else None):
@@ -85,33 +178,31 @@ def run(
     for sub in ("masks", "registered", "region_A", "region_B", "region_C"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     qc_path = out / "qc.csv"
-    done = set(pd.read_csv(qc_path, dtype={"id": str})["id"]) if qc_path.exists() else set()
-    todo = table[~table["id"].astype(str).isin(done)].reset_index(drop=True)
-    sizes = _original_size(todo, assume_aspect)
+    done = set()
+    if qc_path.exists():
+        old = pd.read_csv(qc_path, dtype={"id": str})
+        if list(old.columns) != QC_COLUMNS:
+            raise ValueError(
+                f"{qc_path}: written by an older version (columns {list(old.columns)}); "
+                "build the cache into a new folder"
+            )
+        done = set(old["id"])
     if image_size is None:  # native sizes differ between files: one image per batch
         batch = 1
+    if chain.config.orient and chain.outline is None:
+        canonical = _outline(table, chain, out, image_size, assume_aspect, batch)
+        if canonical is not None:
+            chain.outline = tf.constant(canonical)
+    todo = table[~table["id"].astype(str).isin(done)].reset_index(drop=True)
+    sizes = _original_size(todo, assume_aspect)
     run_chain = tf.function(lambda x, s: chain(x, s), reduce_retracing=True)
     bar = tqdm(
         total=len(table), initial=len(done), desc="preprocessing", unit="img", disable=not progress
     )
     with ThreadPoolExecutor(2) as pool:
-        for start in range(0, len(todo), batch):
-            part = todo.iloc[start : start + batch]
-            images, rows, good = [], [], []
-            for k, (rid, path) in enumerate(zip(part["id"], part["image_path"], strict=True)):
-                try:
-                    img = io.load_image(path)
-                    if image_size is not None:
-                        img = to_input_size(img, image_size)
-                    images.append(img)
-                    good.append(k)
-                except io.ImageError as exc:
-                    rows.append({"id": str(rid), "ok": False, "error": str(exc)})
+        for part, images, size, good, rows in _batches(todo, sizes, image_size, batch):
             if good:
-                result = run_chain(
-                    tf.constant(np.stack(images)[..., None]),
-                    tf.constant(sizes[start + np.array(good)]),
-                )
+                result = run_chain(tf.constant(images), tf.constant(size))
                 result = {k: v.numpy() for k, v in result.items()}
                 writes = []
                 for j, k in enumerate(good):
@@ -142,7 +233,9 @@ def run(
                             "mask_area": float(result["mask_area"][j]),
                             "mask_confidence": float(result["mask_confidence"][j]),
                             "landmark_plausibility": float(result["landmark_plausibility"][j]),
-                            **dict(zip(QC_COLUMNS[7:], map(float, lm), strict=True)),
+                            **dict(zip(QC_COLUMNS[7:13], map(float, lm), strict=True)),
+                            "quarter_turns": int(result["quarter_turns"][j]),
+                            "inverted": bool(result["inverted"][j]),
                         }
                     )
                 for w in writes:

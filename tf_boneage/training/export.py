@@ -79,7 +79,12 @@ def run(
         "unet": str(unet or "last round"),
         "chain": chain.to_dict(),
     }
-    report = _calibrate(graph, manifest, calibrate) if manifest and calibrate != "none" else None
+    canonical = cache_outline(runs)
+    if canonical is not None:  # turn films as the cache did, calibrated or not
+        graph.set_outline(canonical, 0.0)
+    report = None
+    if manifest and calibrate != "none":
+        report = _calibrate(graph, manifest, calibrate, canonical)
     if report is not None:
         meta["std_calibration"] = {"split": calibrate, **report}
     elif not (manifest and calibrate != "none"):
@@ -161,15 +166,32 @@ def chain_of_runs(runs, preset: str, unet=None) -> ChainSpec:
     return dataclasses.replace(spec, unet=str(path), landmarks=str(marks))
 
 
-#: training films the canonical outline is the mean of (seeded sample)
-OUTLINE_FILMS = 256
+def cache_outline(runs):
+    """The canonical outline (52, 40) the cache of ``runs`` was built with
+    (``runs/cache/outline.npy``, :mod:`~tf_boneage.preprocessing.cache`), or None (a cache
+    without the orientation step, or built before the file existed: said in a warning)."""
+    import numpy as np
+
+    from tf_boneage.preprocessing.cache import OUTLINE_FILE
+
+    path = Path(runs) / "cache" / OUTLINE_FILE
+    if path.is_file():
+        return np.load(path)
+    recorded = Path(runs) / "cache" / CHAIN_FILE
+    if recorded.is_file() and ChainSpec.read(recorded).orient:
+        print(
+            f"warning: {path} missing: that cache's orientation step ran without an outline "
+            "(its crops may hold turned or inverted films); the export fits its own"
+        )
+    return None
 
 
-def _calibrate(graph, manifest, split: str) -> dict | None:
+def _calibrate(graph, manifest, split: str, canonical=None) -> dict | None:
     """Fit the per-sex std scale on the ``split`` rows of ``manifest`` (printed); None with a
-    warning when it cannot be fitted."""
+    warning when it cannot be fitted. ``canonical``: the cache's outline (kept)."""
     from tf_boneage.data.manifest import load_manifest
     from tf_boneage.export import calibration, outline
+    from tf_boneage.preprocessing.cache import OUTLINE_FILMS
 
     table = load_manifest(manifest)
     rows = table[table["split"] == split].reset_index(drop=True)
@@ -178,7 +200,7 @@ def _calibrate(graph, manifest, split: str) -> dict | None:
     train = table[table["split"] == "train"]
     outline_rows = None
     if len(train) >= outline.MIN_ROWS and len(rows) >= outline.MIN_ROWS:
-        n = min(len(train), OUTLINE_FILMS)
+        n = min(len(train), OUTLINE_FILMS)  # the cache's sample size
         outline_rows = train.sample(n=n, random_state=0).reset_index(drop=True)
     else:
         print(
@@ -186,7 +208,7 @@ def _calibrate(graph, manifest, split: str) -> dict | None:
             f"{outline.MIN_ROWS} each): no registration outline fitted (that QC off)"
         )
     try:
-        report = calibration.calibrate(graph, rows, outline_rows=outline_rows)
+        report = calibration.calibrate(graph, rows, outline_rows=outline_rows, canonical=canonical)
     except ValueError as exc:
         print(f"warning: bone_age_std not calibrated on {split}: {exc}")
         return None
