@@ -97,3 +97,38 @@ def test_cli_writes_markdown_and_csv(tmp_path, capsys):
     )
     assert "| same |" in out.read_text() and out.with_suffix(".csv").is_file()
     assert "| b |" in capsys.readouterr().out
+
+
+def test_test_time_views_by_hand():
+    """``posthoc.views``: the first view is the crop; a shift of 0.02 of a 50 px wide crop
+    moves a bright column by one pixel; a 5 degree rotation turns a bar about the centre."""
+    from tf_boneage.training import posthoc
+
+    img = np.zeros((1, 20, 50, 1), np.float32)
+    img[:, :, 10] = 1.0
+    got = [v.numpy() for v in posthoc.views(img, 7)]
+    np.testing.assert_array_equal(got[0], img)
+    np.testing.assert_allclose(got[5][0, 5:15, 11, 0], 1.0, atol=1e-6)  # shifted right
+    np.testing.assert_allclose(got[6][0, 5:15, 9, 0], 1.0, atol=1e-6)  # shifted left
+    bar = np.zeros((1, 41, 41, 1), np.float32)
+    bar[:, 20, :] = 1.0  # a horizontal bar through the centre
+    turned = posthoc.views(bar, 2)[1].numpy()[0, ..., 0]
+    # 5 degrees: the bar's right end moves down by about 20 * tan(5 deg) = 1.75 rows
+    rows = np.arange(41)
+    end = (turned[:, 38] * rows).sum() / turned[:, 38].sum()
+    assert end - 20 == pytest.approx(18 * np.tan(np.radians(5)), abs=0.1)
+    with pytest.raises(ValueError, match="views"):
+        posthoc.views(img, len(posthoc.VIEWS) + 1)
+
+
+def test_posthoc_refuses_bad_runs_and_never_overwrites(tmp_path):
+    from tf_boneage.training import posthoc
+
+    assert posthoc.main([str(tmp_path), "--out", str(tmp_path / "v")]) == 2  # not a run
+    with pytest.raises(ValueError, match="beside the run"):
+        posthoc.run(tmp_path, tmp_path)
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "predictions.csv").write_text("kept")
+    with pytest.raises(FileExistsError):
+        posthoc.run(tmp_path, tmp_path / "v")
+    assert (tmp_path / "v" / "predictions.csv").read_text() == "kept"

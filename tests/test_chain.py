@@ -152,3 +152,16 @@ def test_cli_preprocess_and_contact_sheet(chain, synth_dir, tmp_path):
     common[common.index("--frame") + 1] = "96x72"
     r = run_cli("preprocess", *common, "--out", tmp_path / "c", "--limit", "8")
     assert r.returncode == 2 and "built by another chain" in r.stderr and "frame" in r.stderr
+
+
+def test_the_cache_takes_original_sizes_as_the_graph_does():
+    """With an assumed aspect every film is (1000, 1000 * aspect) held upright, even one whose
+    row knows its size (the graph serves bytes alone); without, the rows' sizes (NaN unknown)."""
+    table = pd.DataFrame({"orig_h": [2044.0, np.nan], "orig_w": [1514.0, np.nan]})
+    sizes, upright = cache.original_sizes(table, 0.74)
+    np.testing.assert_allclose(sizes, [[1000, 740], [1000, 740]])
+    assert upright
+    sizes, upright = cache.original_sizes(table, None)
+    np.testing.assert_allclose(sizes, [[2044, 1514], [np.nan, np.nan]])
+    assert not upright
+    assert cache.original_sizes(pd.DataFrame({"id": ["a"]}), None)[0].shape == (1, 2)

@@ -391,3 +391,31 @@ def test_qc_filter_drops_implausible_training_rows_only():
     assert list(qc_filtered(rows, 0.75)["id"]) == ["a", "b"]
     with pytest.raises(config_lib.ConfigError, match="train_min_plausibility"):
         qc_filtered(rows.drop(columns="mask_area"), 1.0)
+
+
+@pytest.mark.slow
+def test_posthoc_reproduces_a_run_and_makes_its_variants(demo_run, tmp_path):
+    """``training/posthoc.py`` on a region run of the session's demo: with the run's own weights
+    and one view it gives the run's ``predictions.csv`` (same rows, same estimates); the
+    un-recalibrated checkpoint and three test-time views give other estimates for the same
+    rows, which ``tf-boneage train ablation`` compares on val."""
+    from tf_boneage.training import ablation, posthoc
+
+    result, run, _ = demo_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    region = run / "table" / "region" / "B_reg_both"
+    own = pd.read_csv(region / "predictions.csv", dtype={"id": str})
+    same = posthoc.run(region, tmp_path / "same")
+    assert list(same["id"]) == list(own["id"])
+    np.testing.assert_allclose(same["pred"], own["pred"], atol=1e-3)
+    raw = posthoc.run(region, tmp_path / "raw", weights="checkpoint")
+    tta = posthoc.run(region, tmp_path / "tta", tta=3)
+    for variant in (raw, tta):
+        assert list(variant["id"]) == list(own["id"])
+        assert np.abs(variant["pred"] - own["pred"]).max() > 1e-3
+    doc = json.loads((tmp_path / "tta" / "posthoc.json").read_text())
+    assert doc["tta"] == 3 and doc["weights"] == "model"
+    table = ablation.compare(
+        [("base", region), ("raw", tmp_path / "raw"), ("tta", tmp_path / "tta")]
+    )
+    assert len(table) == 3

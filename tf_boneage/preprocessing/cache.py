@@ -63,16 +63,21 @@ QC_COLUMNS = [
 ]
 
 
-def _original_size(table: pd.DataFrame, aspect: float | None) -> np.ndarray:
-    """(N, 2) original (h, w) from ``orig_h`` / ``orig_w`` or an assumed width/height ratio."""
+def original_sizes(table: pd.DataFrame, aspect: float | None) -> tuple[np.ndarray, bool]:
+    """(N, 2) float32 original (h, w) of ``table``'s films as the exported graph takes them,
+    and whether they are assumptions about the film held upright (the chain's
+    ``upright_size``). With an assumed width/height ``aspect`` every film gets (1000, 1000 *
+    aspect), even one whose manifest row has ``orig_h`` / ``orig_w``: the graph serves a film
+    from its bytes alone and assumes the aspect, so the cache registers as it will (the
+    issue-18 cache used the 508 known sizes of rsna100, 25 of them test films, and its crops
+    differed from the graph's there). Without ``aspect``: ``orig_h`` / ``orig_w`` (NaN where
+    unknown)."""
     n = len(table)
+    if aspect is not None:
+        return np.tile(np.float32([1000.0, 1000.0 * aspect]), (n, 1)), True
     h = table["orig_h"].to_numpy(float) if "orig_h" in table else np.full(n, np.nan)
     w = table["orig_w"].to_numpy(float) if "orig_w" in table else np.full(n, np.nan)
-    if aspect is not None:
-        unknown = ~(np.isfinite(h) & np.isfinite(w))
-        h = np.where(unknown, 1000.0, h)
-        w = np.where(unknown, 1000.0 * aspect, w)
-    return np.stack([h, w], -1).astype(np.float32)
+    return np.stack([h, w], -1).astype(np.float32), False
 
 
 def _png(path: Path, image: np.ndarray) -> None:
@@ -122,8 +127,10 @@ def fit_outline(
     chain.config = dataclasses.replace(config, orient=False)
     maps = []
     try:
-        run_chain = tf.function(lambda x, s: chain(x, s)["occupancy"], reduce_retracing=True)
-        sizes = _original_size(rows, assume_aspect)
+        sizes, upright = original_sizes(rows, assume_aspect)
+        run_chain = tf.function(
+            lambda x, s: chain(x, s, upright_size=upright)["occupancy"], reduce_retracing=True
+        )
         for _, images, size, _, _ in _batches(
             rows, sizes, image_size, 1 if image_size is None else batch
         ):
@@ -194,8 +201,8 @@ def run(
         if canonical is not None:
             chain.outline = tf.constant(canonical)
     todo = table[~table["id"].astype(str).isin(done)].reset_index(drop=True)
-    sizes = _original_size(todo, assume_aspect)
-    run_chain = tf.function(lambda x, s: chain(x, s), reduce_retracing=True)
+    sizes, upright = original_sizes(todo, assume_aspect)
+    run_chain = tf.function(lambda x, s: chain(x, s, upright_size=upright), reduce_retracing=True)
     bar = tqdm(
         total=len(table), initial=len(done), desc="preprocessing", unit="img", disable=not progress
     )

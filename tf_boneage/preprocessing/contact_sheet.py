@@ -46,7 +46,7 @@ def draw(
     assume_aspect: float | None = None,
 ) -> np.ndarray:
     """BGR uint8 sheet for every row of ``table`` (canonical manifest)."""
-    from tf_boneage.preprocessing.cache import _original_size
+    from tf_boneage.preprocessing.cache import original_sizes
 
     # a sheet needs one size: without image_size every image takes the first one's size
     image_size = image_size or io.load_image(table["image_path"].iloc[0]).shape
@@ -54,8 +54,9 @@ def draw(
         ..., None
     ]
 
-    sizes = _original_size(table, assume_aspect)
-    out = {k: v.numpy() for k, v in chain(tf.constant(images), tf.constant(sizes)).items()}
+    sizes, upright = original_sizes(table, assume_aspect)
+    out = chain(tf.constant(images), tf.constant(sizes), upright_size=upright)
+    out = {k: v.numpy() for k, v in out.items()}
     frame = chain.config.frame
     rows = []
     for j in range(len(table)):

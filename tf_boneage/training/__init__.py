@@ -16,6 +16,7 @@ module                 owns
 ``export``             SavedModel (TF Serving), per-stage models, TFLite
 ``table``              every step above in order, resumable
 ``ablation``           runs compared on ``val`` with bootstrap intervals
+``posthoc``            a finished run's predictions another way (weights, test-time views)
 =====================  =====================================================================
 
 Every stage has ``run(...)`` (the library call) and ``main(argv)`` (the command line); the
@@ -36,6 +37,7 @@ STAGES = {
     "region-boxes": ("region_boxes", "main"),
     "preprocessing-report": ("preprocessing_report", "main"),
     "ablation": ("ablation", "main"),
+    "posthoc": ("posthoc", "main"),
     "errors": ("errors", "main"),
 }
 
