@@ -240,6 +240,30 @@ def test_interval_coverage_by_hand_and_script(model, tmp_path):
     doc = json.loads((tmp_path / "c.json").read_text())
     assert doc["all"]["n"] == 4 and doc["male"]["n"] == 2
     assert 0.0 <= doc["all"]["coverage_68"] <= doc["all"]["coverage_90"] <= 1.0
+    # against an offline table holding the model's own estimates of three of the films, one
+    # member 2 months off on every film: agreement film by film (issue 18, item 6)
+    from tf_boneage.export import load
+    from tf_boneage.export.calibration import predict_rows
+
+    table = pd.DataFrame(rows)
+    out = predict_rows(load.saved_model(model).signatures["serving_default"], table)
+    names = [f"m{j}" for j in range(out["member_months"].shape[1])]
+    offline = table[["id", "boneage", "male", "split"]].assign(final=out["bone_age_months"])
+    for j, name in enumerate(names):
+        offline[name] = out["member_months"][:, j] + (2.0 if j == 0 else 0.0)
+    (tmp_path / "t" / "region").mkdir(parents=True)
+    offline.drop(index=3).to_csv(tmp_path / "t" / "region" / "ensemble_predictions.csv")
+    (tmp_path / "t" / "region" / "ensembles.json").write_text(
+        json.dumps({"final": {"models": names}})
+    )
+    args = ["--model", str(model), "--manifest", str(tmp_path / "m.csv"), "--out",
+            str(tmp_path / "c2.json"), "--offline", str(tmp_path / "t")]  # fmt: skip
+    assert coverage_main(args) == 0
+    agree = json.loads((tmp_path / "c2.json").read_text())["offline"]
+    assert agree["n"] == 3 and agree["not_in_table"] == 1
+    assert agree["ensemble_mean_abs_difference"] < 1e-4 and abs(agree["mae_difference"]) < 1e-4
+    assert agree["members"]["m0"] == pytest.approx(2.0, abs=1e-4)
+    assert all(agree["members"][n] < 1e-4 for n in names[1:])
 
 
 def test_signed_heat_colours_by_hand():

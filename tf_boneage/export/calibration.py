@@ -71,8 +71,9 @@ def fit_per_sex(truth, pred, std, male, z: float = INTERVAL_Z, level: float = NO
 def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
     """Run ``fn(image_bytes=(B,) tf.string, male=(B,) float32) -> dict`` (the
     ``serving_default`` signature, or ``BoneAgeGraph.predict_bytes``) over manifest ``rows``
-    (``image_path``, ``male``); returns ``bone_age_months``, ``bone_age_std`` and (when the
-    model has them) ``interval_low_months`` / ``interval_high_months`` (N,) months."""
+    (``image_path``, ``male``); returns ``bone_age_months``, ``bone_age_std``, ``member_months``
+    (N, M) and (when the model has them) ``interval_low_months`` / ``interval_high_months``
+    (N,) months and the QC numbers."""
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -81,6 +82,7 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
     keys = (
         "bone_age_months",
         "bone_age_std",
+        "member_months",
         "interval_low_months",
         "interval_high_months",
         "registration_fit",

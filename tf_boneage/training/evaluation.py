@@ -13,6 +13,7 @@ Bland-Altman, error by age band. Only ``split == test`` rows are scored.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -168,12 +169,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def interval_coverage(model, manifest, split: str = "test", batch: int = 32) -> dict:
+def interval_coverage(model, manifest, split: str = "test", batch: int = 32, offline=None) -> dict:
     """How honest is an exported model's uncertainty? Runs the end-to-end SavedModel
     (``serving_default``: image bytes + sex; ``model`` = ``saved_models/NAME`` or a version)
     over the ``split`` rows of ``manifest`` and reports, overall and by sex, the MAE (months),
     the mean ``bone_age_std`` and how often the truth falls inside estimate +/- z * std for
-    the nominal 68 % (z = 1) and 90 % (z = 1.645, what ``tf-boneage predict`` prints)."""
+    the nominal 68 % (z = 1) and 90 % (z = 1.645, what ``tf-boneage predict`` prints).
+    ``offline``: the table folder the model was exported from (default: the one its
+    metadata names, if it is there) to compare with film by film (:func:`offline_agreement`)."""
 
     from tf_boneage.data.manifest import load_manifest
     from tf_boneage.export import interval, load, saved_model
@@ -200,7 +203,50 @@ def interval_coverage(model, manifest, split: str = "test", batch: int = 32) -> 
             report[name]["interval_90"] = interval.coverage(truth[m], low, high)
             report[name]["interval_width"] = float(np.mean(high - low)) if m.any() else 0.0
             report[name]["interval_in_range"] = float(np.mean((low >= 0) & (high <= 240)))
+    runs = load.metadata(path).get("runs")
+    if offline is None and runs and (Path(runs) / "region" / ENSEMBLE_TABLE).is_file():
+        offline = runs  # the table the model was exported from, where it still is
+    if offline is not None and "member_months" in out:
+        ensemble = load.metadata(path).get("ensemble", "final")
+        report["offline"] = offline_agreement(rows, out, offline, ensemble)
     return report
+
+
+#: the per-film predictions of every run and ensemble of a table (``training/ensemble.py``)
+ENSEMBLE_TABLE = "ensemble_predictions.csv"
+
+
+def offline_agreement(rows, out: dict, runs, ensemble: str = "final") -> dict:
+    """The exported model against the offline table it was exported from, film by film (issue
+    18: they must agree): ``rows`` (manifest rows), ``out`` the model's outputs on them
+    (``bone_age_months`` (N,), ``member_months`` (N, M)), ``runs`` the table's folder. Returns
+    the films both have, both MAEs and their difference, and the mean absolute difference of
+    the ensemble and of each member (months)."""
+    runs = Path(runs)
+    table = pd.read_csv(runs / "region" / ENSEMBLE_TABLE, dtype={"id": str}).set_index("id")
+    members = json.loads((runs / "region" / "ensembles.json").read_text())[ensemble]["models"]
+    ids = rows["id"].astype(str).to_numpy()
+    both = np.isin(ids, table.index) & table.reindex(ids)[ensemble].notna().to_numpy()
+    if not both.any():
+        raise StepError(f"{runs / 'region' / ENSEMBLE_TABLE}: none of these films")
+    offline = table.loc[ids[both]]
+    truth = rows["boneage"].to_numpy(float)[both]
+    graph = out["bone_age_months"][both]
+    doc = {
+        "runs": str(runs),
+        "ensemble": ensemble,
+        "n": int(both.sum()),
+        "not_in_table": int((~both).sum()),
+        "export_mae": float(np.abs(graph - truth).mean()),
+        "offline_mae": float(np.abs(offline[ensemble].to_numpy() - truth).mean()),
+        "ensemble_mean_abs_difference": float(np.abs(graph - offline[ensemble].to_numpy()).mean()),
+        "members": {
+            name: float(np.abs(out["member_months"][both][:, j] - offline[name].to_numpy()).mean())
+            for j, name in enumerate(members)
+        },
+    }
+    doc["mae_difference"] = doc["export_mae"] - doc["offline_mae"]
+    return doc
 
 
 def coverage_lines(report: dict) -> list[str]:
@@ -230,12 +276,23 @@ def coverage_main(argv=None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--out", default=None, help="JSON report")
+    parser.add_argument(
+        "--offline", default=None, help="table folder to compare with (default: the model's own)"
+    )
     args = parser.parse_args(argv)
     try:
-        report = interval_coverage(args.model, args.manifest, args.split, args.batch)
+        report = interval_coverage(args.model, args.manifest, args.split, args.batch, args.offline)
     except (StepError, FileNotFoundError) as exc:
         parser.exit(2, f"error: {exc}\n")
     print("\n".join(coverage_lines(report)))
+    if "offline" in report:
+        o = report["offline"]
+        print(
+            f"  against the offline table ({o['runs']}, {o['n']} films): MAE {o['export_mae']:.2f} "
+            f"exported vs {o['offline_mae']:.2f} offline ({o['mae_difference']:+.2f}); mean "
+            f"|difference| {o['ensemble_mean_abs_difference']:.3f}, members "
+            + ", ".join(f"{k} {v:.3f}" for k, v in o["members"].items())
+        )
     if args.out:
         write_json(Path(args.out), report)
     return 0
