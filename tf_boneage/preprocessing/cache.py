@@ -116,6 +116,7 @@ def fit_outline(
     image_size,
     assume_aspect: float | None,
     batch: int = 32,
+    progress: bool = True,
 ) -> np.ndarray | None:
     """The canonical outline (52, 40) float32 in [0, 1]: the mean registered ``occupancy`` of
     up to :data:`OUTLINE_FILMS` ``train`` rows of ``table`` (all rows without a ``split``
@@ -131,11 +132,14 @@ def fit_outline(
         run_chain = tf.function(
             lambda x, s: chain(x, s, upright_size=upright)["occupancy"], reduce_retracing=True
         )
-        for _, images, size, _, _ in _batches(
+        bar = tqdm(total=len(rows), desc="outline", unit="img", disable=not progress)
+        for part, images, size, _, _ in _batches(
             rows, sizes, image_size, 1 if image_size is None else batch
         ):
             if images is not None:
                 maps.append(run_chain(tf.constant(images), tf.constant(size)).numpy())
+            bar.update(len(part))
+        bar.close()
     finally:
         chain.config = config
     occ = np.concatenate(maps) if maps else np.zeros((0, 1))
@@ -148,12 +152,12 @@ def fit_outline(
     return occ.reshape(len(occ), *occ.shape[1:3]).mean(0).astype(np.float32)
 
 
-def _outline(table, chain, out: Path, image_size, assume_aspect, batch) -> np.ndarray | None:
+def _outline(table, chain, out: Path, image_size, assume_aspect, batch, progress):
     """``out/outline.npy``, fitted (:func:`fit_outline`) and written first if missing."""
     path = out / OUTLINE_FILE
     if path.is_file():
         return np.load(path)
-    canonical = fit_outline(table, chain, image_size, assume_aspect, batch)
+    canonical = fit_outline(table, chain, image_size, assume_aspect, batch, progress)
     if canonical is not None:
         tmp = path.with_name(f".{path.name}.tmp.npy")
         np.save(tmp, canonical)
@@ -197,7 +201,7 @@ def run(
     if image_size is None:  # native sizes differ between files: one image per batch
         batch = 1
     if chain.config.orient and chain.outline is None:
-        canonical = _outline(table, chain, out, image_size, assume_aspect, batch)
+        canonical = _outline(table, chain, out, image_size, assume_aspect, batch, progress)
         if canonical is not None:
             chain.outline = tf.constant(canonical)
     todo = table[~table["id"].astype(str).isin(done)].reset_index(drop=True)
