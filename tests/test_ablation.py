@@ -100,31 +100,37 @@ def test_cli_writes_markdown_and_csv(tmp_path, capsys):
 
 
 def test_test_time_views_by_hand():
-    """``posthoc.views``: the first view is the crop; a shift of 0.02 of a 50 px wide crop
-    moves a bright column by one pixel; a 5 degree rotation turns a bar about the centre."""
-    from tf_boneage.training import posthoc
+    """``preprocessing.views``: the first view is the crop, exactly; a shift of 0.02 of a 50 px
+    wide crop moves a bright column by one pixel; a 5 degree rotation turns a bar about the
+    centre; the mean over views undoes the stacking."""
+    from tf_boneage.preprocessing import views
 
-    img = np.zeros((1, 20, 50, 1), np.float32)
+    img = np.zeros((2, 20, 50, 1), np.float32)
     img[:, :, 10] = 1.0
-    got = [v.numpy() for v in posthoc.views(img, 7)]
+    got = views.views(img, 7).numpy().reshape(7, 2, 20, 50, 1)
     np.testing.assert_array_equal(got[0], img)
-    np.testing.assert_allclose(got[5][0, 5:15, 11, 0], 1.0, atol=1e-6)  # shifted right
-    np.testing.assert_allclose(got[6][0, 5:15, 9, 0], 1.0, atol=1e-6)  # shifted left
+    np.testing.assert_allclose(got[5][:, :, 11, 0], 1.0, atol=1e-5)  # shifted right
+    np.testing.assert_allclose(got[6][:, :, 9, 0], 1.0, atol=1e-5)  # shifted left
     bar = np.zeros((1, 41, 41, 1), np.float32)
-    bar[:, 20, :] = 1.0  # a horizontal bar through the centre
-    turned = posthoc.views(bar, 2)[1].numpy()[0, ..., 0]
-    # 5 degrees: the bar's right end moves down by about 20 * tan(5 deg) = 1.75 rows
-    rows = np.arange(41)
+    bar[:, 20, :] = 1.0  # a horizontal bar through the centre row
+    turned = views.views(bar, 2).numpy()[1, ..., 0]
+    # 5 degrees clockwise on screen: 18 px right of the centre the bar is 18 tan(5 deg) lower
+    rows = np.arange(41) + 0.5
     end = (turned[:, 38] * rows).sum() / turned[:, 38].sum()
-    assert end - 20 == pytest.approx(18 * np.tan(np.radians(5)), abs=0.1)
-    with pytest.raises(ValueError, match="views"):
-        posthoc.views(img, len(posthoc.VIEWS) + 1)
+    assert end - 20.5 == pytest.approx(18 * np.tan(np.radians(5)), abs=0.1)
+    stacked = np.arange(6, dtype=np.float32)  # 3 views of 2 images
+    np.testing.assert_allclose(views.mean_over_views(stacked, 3).numpy(), [2.0, 3.0])
+    assert views.views(img, 1) is not None and views.views(img, 1).shape == img.shape
+    for bad in (0, len(views.VIEWS) + 1, 2.5):
+        with pytest.raises(ValueError, match="views"):
+            views.views(img, bad)
 
 
 def test_posthoc_refuses_bad_runs_and_never_overwrites(tmp_path):
     from tf_boneage.training import posthoc
 
     assert posthoc.main([str(tmp_path), "--out", str(tmp_path / "v")]) == 2  # not a run
+    assert not (tmp_path / "v").exists()
     with pytest.raises(ValueError, match="beside the run"):
         posthoc.run(tmp_path, tmp_path)
     (tmp_path / "v").mkdir()
@@ -132,3 +138,5 @@ def test_posthoc_refuses_bad_runs_and_never_overwrites(tmp_path):
     with pytest.raises(FileExistsError):
         posthoc.run(tmp_path, tmp_path / "v")
     assert (tmp_path / "v" / "predictions.csv").read_text() == "kept"
+    with pytest.raises(ValueError, match="views"):
+        posthoc.run(tmp_path, tmp_path / "w", tta=0)

@@ -559,3 +559,34 @@ def test_the_export_holds_its_own_mask_and_landmark_limits(exported, loaded_expo
     area, plausible = out["mask_area"].numpy(), out["landmark_plausibility"].numpy()
     np.testing.assert_array_equal(out["mask_ok"].numpy(), area >= low_area)
     np.testing.assert_array_equal(out["landmarks_ok"].numpy(), plausible >= low_plausibility)
+
+
+def test_test_time_views_in_the_graph_are_the_mean_over_views(tmp_path):
+    """A member with ``tta`` 3 (its runs' ``config.yaml``) estimates the mean of the same
+    networks' estimates on the three views of its crops (:mod:`preprocessing.views`), for the
+    regression and the classification heads alike; a sex pair that disagrees is refused."""
+    import yaml
+    from tiny_graph import SIZES, _graph
+
+    from tf_boneage.export.end_to_end import members_from_spec, run_tta
+    from tf_boneage.preprocessing import views
+
+    plain, viewed = _graph(seed=3, tta=1), _graph(seed=3, tta=3)
+    rng = np.random.default_rng(0)
+    crops = {r: tf.constant(rng.random((2, *SIZES[r], 1)), tf.float32) for r in "AB"}
+    male = tf.constant([1.0, 0.0])
+    got = viewed._estimate(crops, male)[2].numpy()
+    per_view = [
+        plain._estimate(
+            {r: views.views(c, 3)[k * 2 : (k + 1) * 2] for r, c in crops.items()}, male
+        )[2].numpy()
+        for k in range(3)
+    ]
+    np.testing.assert_allclose(got, np.mean(per_view, 0), atol=1e-3)
+    assert np.abs(got - per_view[0]).max() > 1e-3  # the views change the estimate
+    with pytest.raises(ValueError, match="differ in tta"):
+        members_from_spec(["A_reg_sex"], lambda n: None, {"A_reg_male": 1, "A_reg_female": 3}.get)
+    (tmp_path / "r").mkdir()
+    assert run_tta(tmp_path / "r") == 1  # a run made before the key existed
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump({"tta": 5}))
+    assert run_tta(tmp_path / "r") == 5

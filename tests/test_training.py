@@ -415,6 +415,14 @@ def test_posthoc_reproduces_a_run_and_makes_its_variants(demo_run, tmp_path):
         assert np.abs(variant["pred"] - own["pred"]).max() > 1e-3
     doc = json.loads((tmp_path / "tta" / "posthoc.json").read_text())
     assert doc["tta"] == 3 and doc["weights"] == "model"
+    # the variant is a region run of its own: the export would average the same 3 views
+    from tf_boneage.export.end_to_end import run_tta
+
+    assert run_tta(tmp_path / "tta") == 3 and run_tta(region) == 1
+    assert (tmp_path / "tta" / "model.keras").stat().st_size == (
+        region / "model.keras"
+    ).stat().st_size
+    assert json.loads((tmp_path / "tta" / "metrics.json").read_text())["tta"] == 3
     table = ablation.compare(
         [("base", region), ("raw", tmp_path / "raw"), ("tta", tmp_path / "tta")]
     )

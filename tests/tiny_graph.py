@@ -18,7 +18,7 @@ PARAMS = {
 }
 
 
-def _graph(seed=0):
+def _graph(seed=0, tta=1):
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -47,7 +47,7 @@ def _graph(seed=0):
         ChainConfig(unet_size=32, landmark_size=32, frame=Frame(104, 80), region_sizes=SIZES),
     )
     members = members_from_spec(
-        ["A_reg_sex", "A_cls_sex", "B_reg_sex", "B_cls_sex"], models.__getitem__
+        ["A_reg_sex", "A_cls_sex", "B_reg_sex", "B_cls_sex"], models.__getitem__, lambda n: tta
     )
     return BoneAgeGraph(pre, members, PARAMS, INPUT)
 

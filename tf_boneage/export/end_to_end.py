@@ -37,6 +37,7 @@ Outputs per image (float32 unless said):
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -46,7 +47,7 @@ from tf_boneage.data.io import decode_image_bytes
 from tf_boneage.ensemble import AGE_RANGE
 from tf_boneage.export import interval, outline
 from tf_boneage.models.region import feature_model, probability_model
-from tf_boneage.preprocessing import regions, registration, warp
+from tf_boneage.preprocessing import regions, registration, views, warp
 from tf_boneage.preprocessing.chain import Preprocessor
 from tf_boneage.training import runs
 
@@ -94,6 +95,8 @@ class Member:
     both: keras.Model | None = None
     male: keras.Model | None = None
     female: keras.Model | None = None
+    #: test-time views its estimate is averaged over (the runs' ``tta``; 1: the crop alone)
+    tta: int = 1
 
     def models(self) -> list[keras.Model]:
         return [m for m in (self.both, self.male, self.female) if m is not None]
@@ -103,8 +106,9 @@ class _Head:
     """Mean and variance (months) of one region model; classification models give their bin
     distribution's variance, regression models variance 0."""
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, tta: int = 1):
         self.model = model
+        self.tta = views.check(tta)
         self.sex_input = len(model.inputs) > 1
         try:
             self.probs = probability_model(model)
@@ -124,11 +128,16 @@ class _Head:
         return feats, tf.cast(age, tf.float32)[:, 0]
 
     def __call__(self, crops: tf.Tensor, male: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        inputs = self.inputs(crops, male)
+        """(mean, variance) (B,) months, over the member's ``tta`` views of the crops (the
+        classification head's bin distribution is averaged over views, its mean is then the
+        mean of the views' expected values)."""
+        inputs = self.inputs(views.views(crops, self.tta), tf.tile(male, [self.tta]))
         if self.probs is None:
             mean = tf.cast(self.model(inputs, training=False), tf.float32)[:, 0]
+            mean = views.mean_over_views(mean, self.tta)
             return mean, tf.zeros_like(mean)
         p = tf.cast(self.probs(inputs, training=False), tf.float32)
+        p = views.mean_over_views(p, self.tta)
         mean = tf.reduce_sum(p * self.bins, -1)
         var = tf.reduce_sum(p * tf.square(self.bins - mean[:, None]), -1)
         return mean, var
@@ -192,7 +201,7 @@ class BoneAgeGraph(tf.Module):
         super().__init__(name="bone_age")
         self.preprocessor = preprocessor
         self.members = members
-        self.heads = {id(m): _Head(m) for member in members for m in member.models()}
+        self.heads = {id(m): _Head(m, member.tta) for member in members for m in member.models()}
         self.keras_models = [m for member in members for m in member.models()]
         self.input_size = None if input_size is None else tuple(int(v) for v in input_size)
         self.assume_aspect = assume_aspect
@@ -527,9 +536,11 @@ class BoneAgeGraph(tf.Module):
         return self.predict_decoded(images, male, shapes)
 
 
-def members_from_spec(models: list[str], load) -> list[Member]:
+def members_from_spec(models: list[str], load, tta=None) -> list[Member]:
     """Ensemble members from column names (``A_reg_both``, ``A_cls_sex`` = the pair
-    ``A_cls_male`` / ``A_cls_female``); ``load(run_name)`` returns that run's Keras model."""
+    ``A_cls_male`` / ``A_cls_female``); ``load(run_name)`` returns that run's Keras model and
+    ``tta(run_name)`` its test-time views (default 1; a sex pair must agree)."""
+    tta = tta or (lambda name: 1)
     out = []
     for name in models:
         run = runs.parse(name)
@@ -537,10 +548,24 @@ def members_from_spec(models: list[str], load) -> list[Member]:
             raise ValueError(f"{name}: a raw-image run cannot be a member of the registered chain")
         if run.sex == "sex":
             male, female = run.pair
-            out.append(Member(name, run.region, male=load(male), female=load(female)))
+            if tta(male) != tta(female):
+                raise ValueError(f"{name}: {male} and {female} differ in tta")
+            member = Member(name, run.region, male=load(male), female=load(female))
+            member.tta = tta(male)
         else:
-            out.append(Member(name, run.region, both=load(name)))
+            member = Member(name, run.region, both=load(name), tta=tta(name))
+        out.append(member)
     return out
+
+
+def run_tta(run_dir) -> int:
+    """The test-time views a region run's predictions were made with (its ``config.yaml``'s
+    ``tta``; 1 for a run without the key, made before it existed)."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    doc = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    return views.check(int((doc or {}).get("tta", 1)))
 
 
 def unet_of_runs(table_dir, unet=None):
@@ -601,7 +626,9 @@ def from_runs(
         loaded[name] = keras.saving.load_model(path, compile=False)
         return loaded[name]
 
-    members = members_from_spec(doc[ensemble]["models"], load)
+    members = members_from_spec(
+        doc[ensemble]["models"], load, lambda name: run_tta(root / "region" / name)
+    )
     graph = BoneAgeGraph(pre, members, doc[ensemble]["params"], input_size, assume_aspect)
     # every stage by name, for per-stage exports
     graph.stage_models = {"unet": pre.unet, "landmarks": pre.landmark_model, **loaded}

@@ -192,6 +192,7 @@ def export_end_to_end(
                     "input_size": None if graph.input_size is None else list(graph.input_size),
                     "assume_aspect": graph.assume_aspect,
                     "members": [m.name for m in graph.members],
+                    "member_tta": {m.name: m.tta for m in graph.members},
                     "outputs": list(OUTPUTS),
                     "networks": network_names(graph),
                     **(metadata or {}),

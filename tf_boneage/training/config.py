@@ -57,6 +57,9 @@ class RegionConfig:
     # "last": keep the last epoch's weights, so the validation split stays untouched for the
     # ensemble fit (the cosine schedule ends at a low rate); "best": lowest validation loss
     select: str = "last"
+    # test-time views (:mod:`tf_boneage.preprocessing.views`) averaged in the run's
+    # predictions and, once exported, in the graph; 1 = the crop alone
+    tta: int = 1
 
     def validate(self) -> RegionConfig:
         choices = {
@@ -78,6 +81,10 @@ class RegionConfig:
                 raise ConfigError(key, getattr(self, key), "an integer >= 1")
         if self.max_train < 0:
             raise ConfigError("max_train", self.max_train, "0 (all) or a positive count")
+        from tf_boneage.preprocessing.views import VIEWS
+
+        if not 1 <= int(self.tta) <= len(VIEWS):
+            raise ConfigError("tta", self.tta, f"1-{len(VIEWS)} views")
         if not 0 <= self.dropout < 1:
             raise ConfigError("dropout", self.dropout, "in [0, 1)")
         if not 0 < self.learning_rate < 1:

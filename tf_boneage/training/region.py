@@ -176,21 +176,43 @@ def run(cfg: config_lib.RegionConfig, stop_after: int | None = None) -> dict | N
     recalibrate(model, clean_batches(task.build_inputs("calibration"), 2048, task.global_batch))
     model.save(out / "model.keras")
     final = keras.saving.load_model(out / "model.keras")  # outside any strategy: plain batches
-    pred = np.concatenate(
-        [final.predict_on_batch(x)[:, 0] for x, _ in task.build_inputs("holdout")]
-    )
+    pred = predict(final, task.build_inputs("holdout"), task.holdout, cfg.tta)
+    extra = {"epochs": state["epoch"], "seconds": state["seconds"]}
+    return write_predictions(out, cfg, task.holdout, pred, extra)
+
+
+def predict(model, dataset, rows: pd.DataFrame, tta: int = 1) -> np.ndarray:
+    """(N,) estimates (months) of ``model`` on every batch of ``dataset`` (``(x, y)``, in the
+    order of ``rows``), each the mean over ``tta`` test-time views of the crop
+    (:mod:`tf_boneage.preprocessing.views`). ``RuntimeError`` if the labels come back in
+    another order than ``rows``' ``boneage``."""
+    import tensorflow as tf
+
+    from tf_boneage.preprocessing import views
+
+    preds, labels = [], []
+    for x, y in dataset:
+        inputs = {
+            k: views.views(v, tta) if k == "image" else tf.tile(v, [tta, 1]) for k, v in x.items()
+        }
+        got = np.asarray(model.predict_on_batch(inputs))[:, 0]
+        preds.append(views.mean_over_views(tf.constant(got), tta).numpy())
+        labels.append(np.asarray(y))
+    if not np.allclose(np.concatenate(labels), rows["boneage"].to_numpy(np.float32)):
+        raise RuntimeError("the hold-out batches came back in another order than their rows")
+    return np.concatenate(preds)
+
+
+def write_predictions(out: Path, cfg, holdout: pd.DataFrame, pred, extra: dict) -> dict:
+    """``predictions.csv`` (every val and test row), ``val_predictions.csv`` and
+    ``metrics.json`` (the val report, ``extra``) of a run in ``out``; returns the metrics."""
     # every hold-out row (val and test); the training script itself reports val only
-    table = task.holdout[["id", "boneage", "male", "split"]].assign(pred=pred)
+    table = holdout[["id", "boneage", "male", "split"]].assign(pred=pred)
     manifest_lib.save_table(table, out / "predictions.csv")
     val_table = table[table["split"] == "val"].drop(columns="split")
     manifest_lib.save_table(val_table, out / "val_predictions.csv")
     report = mae_report(val_table)
-    metrics = {
-        "config": str(out / "config.yaml"),
-        "epochs": state["epoch"],
-        "seconds": state["seconds"],
-        "val": report,
-    }
+    metrics = {"config": str(out / "config.yaml"), **extra, "tta": int(cfg.tta), "val": report}
     write_json(out / "metrics.json", metrics)
     print(format_report(report))
     return metrics
