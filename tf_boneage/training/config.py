@@ -60,6 +60,12 @@ class RegionConfig:
     # test-time views (:mod:`tf_boneage.preprocessing.views`) averaged in the run's
     # predictions and, once exported, in the graph; 1 = the crop alone
     tta: int = 1
+    # classification head: weight (per nat) of a cross-entropy between the softmax and a
+    # Gaussian of ``bin_sigma`` months around the true age, added to the paper's MAE on the
+    # expected value; 0 = the paper's loss alone (whose softmax collapsed onto one bin below
+    # 170 months for every film older than that: RESULTS.md, ablation)
+    bin_loss_weight: float = 0.0
+    bin_sigma: float = 12.0
 
     def validate(self) -> RegionConfig:
         choices = {
@@ -87,6 +93,12 @@ class RegionConfig:
             raise ConfigError("tta", self.tta, f"1-{len(VIEWS)} views")
         if not 0 <= self.dropout < 1:
             raise ConfigError("dropout", self.dropout, "in [0, 1)")
+        if self.bin_loss_weight < 0:
+            raise ConfigError("bin_loss_weight", self.bin_loss_weight, ">= 0 (0 = MAE alone)")
+        if self.bin_loss_weight and self.head != "classification":
+            raise ConfigError("bin_loss_weight", self.bin_loss_weight, "0 for a regression head")
+        if not self.bin_sigma > 0:
+            raise ConfigError("bin_sigma", self.bin_sigma, "> 0 months")
         if not 0 < self.learning_rate < 1:
             raise ConfigError("learning_rate", self.learning_rate, "in (0, 1)")
         if len(self.image_size) != 2 or min(self.image_size) < 8:

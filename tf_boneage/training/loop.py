@@ -105,6 +105,16 @@ class _EpochProgress(keras.callbacks.Callback):
         self.bar.close()
 
 
+def _append_history(path: Path, epoch: int, results: dict) -> None:
+    """One ``epoch,loss,val_loss`` row of ``history.csv`` (the columns ``CSVLogger`` writes on
+    the ``model.fit`` path), the header first when the file is new."""
+    new = not path.exists()
+    with path.open("a") as f:
+        if new:
+            f.write("epoch,loss,val_loss\n")
+        f.write(f"{epoch},{results['loss']},{results['val_loss']}\n")
+
+
 def _epoch_line(epoch: int, epochs: int, logs: dict, seconds: float) -> str:
     values = " - ".join(f"{k}: {float(v):.4f}" for k, v in logs.items() if k != "learning_rate")
     return f"epoch {epoch + 1}/{epochs} - {values} - {seconds:.0f} s"
@@ -148,10 +158,11 @@ def run(
         reseed_dropout(model, epoch)
         start = time.perf_counter()
         train = task.build_inputs("train", epoch)
-        if is_multi_worker(strategy):
+        if is_multi_worker(strategy) or task.custom_step:
             train_loss = distributed_epoch(task, model, train)
             loss = evaluate_loss(task, model, val)
             results = {"loss": train_loss, "val_loss": loss}
+            _append_history(out / "history.csv", epoch, results)
         else:
             history = model.fit(
                 train,

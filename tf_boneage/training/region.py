@@ -31,6 +31,7 @@ from tf_boneage.data.augment import AffineRange
 from tf_boneage.data.pipeline import PipelineConfig, region_dataset
 from tf_boneage.evaluation import format_report, mae_report
 from tf_boneage.models import RegionNet
+from tf_boneage.models.age_losses import soft_bin_cross_entropy
 from tf_boneage.models.batchnorm import clean_batches, recalibrate
 from tf_boneage.training import config as config_lib
 from tf_boneage.training import loop
@@ -93,6 +94,7 @@ class RegionTask(Task):
             )
         self.holdout = rows[rows["split"].isin(["val", "test"])]
         self.affine = AffineRange(cfg.rotation, tuple(cfg.scale), cfg.shift, 0.0)
+        self._probes = {}  # id(model) -> the model with its bin logits as a second output
 
     def build_model(self):
         cfg = self.config
@@ -110,6 +112,29 @@ class RegionTask(Task):
 
     def build_losses(self):
         return "mae"
+
+    @property
+    def custom_step(self) -> bool:
+        """The bin cross-entropy needs the softmax, not just the expected age."""
+        return self.config.head == "classification" and self.config.bin_loss_weight > 0
+
+    def training_loss(self, model, x, y):
+        """Per-sample MAE of the age (months), plus ``bin_loss_weight`` times the cross-entropy
+        (nats) of the head's softmax against a Gaussian of ``bin_sigma`` months around the true age
+        (:mod:`tf_boneage.models.age_losses`) when :attr:`custom_step`."""
+        if not self.custom_step:
+            return super().training_loss(model, x, y)
+        import tensorflow as tf
+
+        probe = self._probes.get(id(model))
+        if probe is None:  # the same layers, both outputs: one forward pass
+            probe = keras.Model(model.inputs, [model.output, model.get_layer("bin_logits").output])
+            self._probes[id(model)] = probe
+        age, logits = probe(x, training=True)
+        y = tf.reshape(tf.cast(y, "float32"), (-1, 1))
+        start = float(model.get_layer("boneage").start)
+        cross = soft_bin_cross_entropy(y, logits, start, self.config.bin_sigma)
+        return tf.abs(age - y)[:, 0] + self.config.bin_loss_weight * cross
 
     def _select(self, ds):
         if self.config.sex == "input":

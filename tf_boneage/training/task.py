@@ -103,13 +103,24 @@ class Task:
         pred = model(x, training=training)
         return self.loss_fn(model)(tf.reshape(tf.cast(y, pred.dtype), tf.shape(pred)), pred), pred
 
+    #: True when the loss needs more than the model's output (e.g. a head's inner layer):
+    #: the loop then always trains by :meth:`train_step` (``strategy.run``) instead of
+    #: ``model.fit``, and validates by :meth:`validation_step`.
+    custom_step: bool = False
+
+    def training_loss(self, model: keras.Model, x, y) -> tf.Tensor:
+        """Per-sample (B,) or whole-batch scalar training loss; default the compiled loss of
+        the model's output."""
+        return self._per_sample(model, x, y, training=True)[0]
+
     def train_step(self, model: keras.Model, x, y) -> tf.Tensor:
         """One replica's step under ``strategy.run``: forward, loss scaled to the global batch,
         gradients, update. Returns this replica's share of the mean loss (sum it over replicas).
-        The single-process path uses Keras' own ``Model.train_step`` (``model.fit``)."""
+        The single-process path uses Keras' own ``Model.train_step`` (``model.fit``) unless
+        :attr:`custom_step`."""
         replicas = self.strategy.num_replicas_in_sync
         with tf.GradientTape() as tape:
-            per, _ = self._per_sample(model, x, y, training=True)
+            per = self.training_loss(model, x, y)
             if per.shape.rank == 0:  # a loss over the whole batch (BCE - log Jaccard)
                 loss = per / replicas
             else:
