@@ -118,10 +118,14 @@ def test_training_loss_is_mae_plus_weighted_cross_entropy(tmp_path, weight):
     ("overrides", "key"),
     [
         ({"bin_loss_weight": -1.0}, "bin_loss_weight"),
-        ({"bin_loss_weight": 1.0, "head": "regression"}, "bin_loss_weight"),
         ({"bin_sigma": 0.0}, "bin_sigma"),
     ],
 )
 def test_bin_loss_settings_are_checked(tmp_path, overrides, key):
     with pytest.raises(config_lib.ConfigError, match=f"'{key}'"):
         _task(tmp_path, **overrides)
+
+
+def test_a_regression_run_records_no_bin_loss(tmp_path):
+    task = _task(tmp_path, head="regression", bin_loss_weight=4.0)
+    assert task.config.bin_loss_weight == 0.0 and not task.custom_step

@@ -1,5 +1,6 @@
 """Training scripts end to end on tiny synthetic sets (subprocesses, as a user runs them)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -70,6 +71,27 @@ def test_config_layers_and_coercion(tmp_path):
     config_lib.save(cfg, tmp_path / "out" / "config.yaml")
     again = config_lib.load(config_lib.RegionConfig, None, str(tmp_path / "out" / "config.yaml"))
     assert again == cfg
+
+
+def test_a_run_folder_refuses_other_settings(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id\n")
+    cfg = config_lib.load(config_lib.RegionConfig, "rsna100", None, [f"manifest={manifest}"])
+    saved = tmp_path / "run" / "config.yaml"
+    config_lib.check_unchanged(cfg, saved)  # no run yet: nothing to compare
+    config_lib.save(cfg, saved)
+    config_lib.check_unchanged(cfg, saved)  # the same settings
+    moved = dataclasses.replace(cfg, out="elsewhere", manifest="other.csv")
+    config_lib.check_unchanged(moved, saved)  # where things are may change
+    for key, value in (("epochs", cfg.epochs + 1), ("tta", 1), ("image_size", (48, 64))):
+        with pytest.raises(config_lib.ConfigError, match=f"'{key}'.*made with {key}="):
+            config_lib.check_unchanged(dataclasses.replace(cfg, **{key: value}), saved)
+    # a key the saved run predates counts as its default
+    text = saved.read_text().replace("bin_sigma: 12.0\n", "")
+    saved.write_text(text)
+    config_lib.check_unchanged(cfg, saved)
+    with pytest.raises(config_lib.ConfigError, match="'bin_sigma'"):
+        config_lib.check_unchanged(dataclasses.replace(cfg, bin_sigma=6.0), saved)
 
 
 def test_bad_config_fails_before_training(synth_dir, tmp_path):

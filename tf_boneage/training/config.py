@@ -63,7 +63,8 @@ class RegionConfig:
     # classification head: weight (per nat) of a cross-entropy between the softmax and a
     # Gaussian of ``bin_sigma`` months around the true age, added to the paper's MAE on the
     # expected value; 0 = the paper's loss alone (whose softmax collapsed onto one bin below
-    # 170 months for every film older than that: RESULTS.md, ablation)
+    # 170 months for every film older than that: RESULTS.md, ablation). Classification heads
+    # only: a regression run records 0 (so one preset serves both heads)
     bin_loss_weight: float = 0.0
     bin_sigma: float = 12.0
 
@@ -95,8 +96,8 @@ class RegionConfig:
             raise ConfigError("dropout", self.dropout, "in [0, 1)")
         if self.bin_loss_weight < 0:
             raise ConfigError("bin_loss_weight", self.bin_loss_weight, ">= 0 (0 = MAE alone)")
-        if self.bin_loss_weight and self.head != "classification":
-            raise ConfigError("bin_loss_weight", self.bin_loss_weight, "0 for a regression head")
+        if self.head != "classification":  # no bins: a regression run records 0
+            self.bin_loss_weight = 0.0
         if not self.bin_sigma > 0:
             raise ConfigError("bin_sigma", self.bin_sigma, "> 0 months")
         if not 0 < self.learning_rate < 1:
@@ -253,6 +254,31 @@ def load(cls, preset: str | None = None, file: str | None = None, overrides=()):
         if isinstance(typed[key], list):
             typed[key] = tuple(typed[key])
     return cls(**typed).validate()
+
+
+def check_unchanged(config, path: Path, ignore=("out", "manifest")) -> None:
+    """Refuse to continue or reuse a run made with other settings: ``ConfigError`` naming the
+    first key whose value in ``config`` differs from the run's saved ``path`` (its
+    ``config.yaml``; keys it lacks count as their defaults). Nothing happens when ``path``
+    does not exist. ``ignore``: keys that may differ (where the run and its manifest are)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    saved = yaml.safe_load(path.read_text()) or {}
+    for field in dataclasses.fields(config):
+        if field.name in ignore:
+            continue
+        default = field.default if field.default is not dataclasses.MISSING else None
+        old, new = saved.get(field.name, default), getattr(config, field.name)
+        if isinstance(old, list | tuple):
+            old = tuple(old)
+        if old != new:
+            raise ConfigError(
+                field.name,
+                new,
+                f"{path.parent} was made with {field.name}={old!r}: run again with that value, "
+                "or give another out, or remove that folder",
+            )
 
 
 def save(config, path: Path) -> None:

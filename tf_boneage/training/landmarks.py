@@ -150,6 +150,7 @@ def run(cfg: config_lib.LandmarkConfig) -> dict:
     """Train (resumable) and evaluate the landmark model of ``cfg``; returns the report
     (``OUT/report.json``: errors on the held-out pose images). A finished run returns at once."""
     out_root = Path(cfg.out)
+    config_lib.check_unchanged(cfg, out_root / "config.yaml", ("out", "manifest", "unet"))
     if (out_root / "landmarks.keras").is_file() and (out_root / "report.json").is_file():
         print(f"landmarks: done ({out_root / 'landmarks.keras'})")
         return json.loads((out_root / "report.json").read_text())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import keras
@@ -182,6 +183,7 @@ def run(cfg: config_lib.RegionConfig, stop_after: int | None = None) -> dict | N
     validation MAE of one region run; returns ``metrics.json`` as a dict, or None when
     ``stop_after`` ended the call early. A finished run returns at once."""
     out_root = Path(cfg.out)
+    config_lib.check_unchanged(cfg, out_root / "config.yaml")
     if finished(out_root) and (out_root / "metrics.json").is_file():
         print(f"region {out_root.name}: done ({out_root / 'predictions.csv'})")
         return json.loads((out_root / "metrics.json").read_text())
@@ -252,5 +254,9 @@ def main(argv=None) -> int:
     cfg, args = config_lib.from_command_line(
         config_lib.RegionConfig, __doc__.split("\n")[0], argv, extra
     )
-    run(cfg, args.stop_after)
+    try:
+        run(cfg, args.stop_after)
+    except config_lib.ConfigError as exc:  # e.g. the out folder holds a run of other settings
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -247,6 +247,7 @@ def run(cfg: config_lib.SegmentationConfig) -> dict:
     """Train every round of ``cfg`` (resumable: a finished run returns at once) and return
     the report (``OUT/report.json``); its ``unet`` is the U-Net to use downstream: the last
     round trained."""
+    config_lib.check_unchanged(cfg, Path(cfg.out) / "config.yaml")
     done = finished(cfg.out)
     if done is not None:
         print(f"segmentation: done ({Path(cfg.out) / 'report.json'})")
