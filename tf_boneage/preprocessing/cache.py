@@ -110,6 +110,15 @@ def _batches(table: pd.DataFrame, sizes: np.ndarray, image_size, batch: int):
         yield part, stacked, sizes[start + np.array(good, int)], good, failed
 
 
+def outline_sample(table: pd.DataFrame) -> pd.DataFrame:
+    """The films the canonical outline is the mean of: up to :data:`OUTLINE_FILMS` ``train``
+    rows of ``table`` (all rows without a ``split`` column), a sample seeded by 0, re-indexed.
+    The cache fits the outline on them and the export its content template, so both read the
+    same films."""
+    rows = table[table["split"] == "train"] if "split" in table else table
+    return rows.sample(n=min(len(rows), OUTLINE_FILMS), random_state=0).reset_index(drop=True)
+
+
 def fit_outline(
     table: pd.DataFrame,
     chain: Preprocessor,
@@ -122,8 +131,7 @@ def fit_outline(
     up to :data:`OUTLINE_FILMS` ``train`` rows of ``table`` (all rows without a ``split``
     column; a seeded sample) run through ``chain`` as given, its orientation step off. None
     (said) when fewer than :data:`OUTLINE_MIN_FILMS` films can be read."""
-    rows = table[table["split"] == "train"] if "split" in table else table
-    rows = rows.sample(n=min(len(rows), OUTLINE_FILMS), random_state=0).reset_index(drop=True)
+    rows = outline_sample(table)
     config = chain.config
     chain.config = dataclasses.replace(config, orient=False)
     maps = []

@@ -191,7 +191,7 @@ def _calibrate(graph, manifest, split: str, canonical=None) -> dict | None:
     warning when it cannot be fitted. ``canonical``: the cache's outline (kept)."""
     from tf_boneage.data.manifest import load_manifest
     from tf_boneage.export import calibration, outline
-    from tf_boneage.preprocessing.cache import OUTLINE_FILMS
+    from tf_boneage.preprocessing.cache import outline_sample
 
     table = load_manifest(manifest)
     rows = table[table["split"] == split].reset_index(drop=True)
@@ -200,8 +200,7 @@ def _calibrate(graph, manifest, split: str, canonical=None) -> dict | None:
     train = table[table["split"] == "train"]
     outline_rows = None
     if len(train) >= outline.MIN_ROWS and len(rows) >= outline.MIN_ROWS:
-        n = min(len(train), OUTLINE_FILMS)  # the cache's sample size
-        outline_rows = train.sample(n=n, random_state=0).reset_index(drop=True)
+        outline_rows = outline_sample(table)  # the films of the cache's outline
     else:
         print(
             f"warning: {len(train)} train and {len(rows)} {split} rows (at least "
