@@ -15,7 +15,9 @@ through ``serving_default``. The outline and the threshold were fitted at export
 and ``val``; this reports on ``--split`` (``test``). The ``--fit-split`` films (``val``) are
 served too, so that a second table shows what other shares of them turned away by the
 registration checks would buy (:func:`tf_boneage.inference.failures.tradeoff`); every film's
-scores are written to ``OUT.films.csv``.
+scores are written to ``OUT.films.csv``. ``--extra-fit N`` serves N more ``train`` films (not
+the outline's) and adds the table of thresholds fitted on ``val`` and them together: does a
+larger fitting set keep the share of good ``test`` films turned away nearer its target?
 """
 
 from __future__ import annotations
@@ -72,6 +74,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--fit-split", default="val", help="the split the thresholds fit")
+    parser.add_argument(
+        "--extra-fit",
+        type=int,
+        default=0,
+        help="also serve this many train films (not the outline's) and show the thresholds "
+        "fitted on val and them together",
+    )
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
     if args.split == "val":
@@ -96,19 +105,32 @@ def main(argv=None) -> int:
 
     scored = []  # per film: category, fit, match, rejected by a non-registration check
 
-    def record(category, fit, match, other):
+    def record(category, fit, match, other, sharpness=None, black=None):
+        nan = [float("nan")] * len(fit)
+        sharpness = nan if sharpness is None else sharpness
+        black = nan if black is None else black
         scored.extend(
-            {"category": category, "fit": float(f), "match": float(m), "other": bool(o)}
-            for f, m, o in zip(fit, match, other, strict=True)
+            {
+                "category": category,
+                "fit": float(f),
+                "match": float(m),
+                "other": bool(o),
+                "sharpness": float(sh),
+                "black_share": float(b),
+            }
+            for f, m, o, sh, b in zip(fit, match, other, sharpness, black, strict=True)
         )
 
     def scores(outputs):
-        """(fits, matches, rejected by any other check) of serving outputs."""
+        """(fits, matches, rejected by any other check, sharpness, black share) of serving
+        outputs (the image checks' scores are NaN in exports without them)."""
         fit = [float(o["registration_fit"]) for o in outputs]
         match = [float(o.get("content_match", 1.0)) for o in outputs]
         passed = {"registration_ok": 1.0, "content_ok": 1.0}
         other = [bool(predict.reason_of({**o, **passed})) for o in outputs]
-        return fit, match, other
+        sharp = [float(o.get("sharpness", float("nan"))) for o in outputs]
+        black = [float(o.get("black_share", float("nan"))) for o in outputs]
+        return fit, match, other, sharp, black
 
     fitting = load_manifest(args.manifest)
     fitting = fitting[fitting["split"] == args.fit_split].head(args.limit)
@@ -123,6 +145,24 @@ def main(argv=None) -> int:
             )
         ),
     )
+    if args.extra_fit:
+        from tf_boneage.preprocessing.cache import outline_sample
+
+        everything = load_manifest(args.manifest)
+        train = everything[everything["split"] == "train"]
+        train = train[~train["id"].isin(outline_sample(everything)["id"])]
+        train = train.sample(n=min(args.extra_fit, len(train)), random_state=args.seed)
+        record(
+            "train (fit)",
+            *scores(
+                _serve(
+                    fn,
+                    [io.encoded_bytes(p) for p in tqdm(train["image_path"], desc="train")],
+                    train["male"].astype("float32").to_numpy(),
+                    args.batch,
+                )
+            ),
+        )
     good = _serve(fn, data, male, args.batch)
     record(f"good {args.split}", *scores(good))
     reasons = [predict.reason_of(o) for o in good]
@@ -220,15 +260,20 @@ def main(argv=None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     per_film.to_csv(f"{args.out}.films.csv", index=False)
     text = failures.markdown(frame)
-    try:
-        trade = failures.markdown(failures.tradeoff(per_film))
-    except ValueError as exc:  # too few fitting films
-        trade = f"(not computed: {exc})"
-    text += (
-        f"\n\nWhat other shares of `{args.fit_split}` turned away by the registration checks "
-        "would buy (thresholds fitted on it; % rejected for good films, caught for the rest; "
-        "the other checks as exported):\n\n" + trade
-    )
+    fittings = [(("val",), f"`{args.fit_split}`")]
+    if args.extra_fit:
+        fittings.append((("val", "train (fit)"), f"`{args.fit_split}` and the extra train films"))
+    for fit, label in fittings:
+        shown = per_film if len(fit) > 1 else per_film[per_film["category"] != "train (fit)"]
+        try:
+            trade = failures.markdown(failures.tradeoff(shown, fit=fit))
+        except ValueError as exc:  # too few fitting films
+            trade = f"(not computed: {exc})"
+        text += (
+            f"\n\nWhat other shares of {label} turned away by the registration checks "
+            "would buy (thresholds fitted on them; % rejected for good films, caught for the "
+            "rest; the other checks as exported):\n\n" + trade
+        )
     header = (
         f"{len(rows)} `{args.split}` films of {args.manifest}, model {version}, least fit "
         f"{min_fit:.3f}, least content match {min_match:.3f}, seed {args.seed}; {time.perf_counter() - started:.0f} s\n\n"

@@ -299,7 +299,16 @@ def test_tradeoff_by_hand():
     table = failures.tradeoff(pd.concat([val, good, bad]), shares=(0.01, 0.05))
     # 1 %: the fit quantile 0.01 (one val film below it); matches all 1.0 -> least match 1.0
     first = table.iloc[0]
-    assert first["least fit"] == 0.01 and first["val rejected %"] == 0.5
+    assert first["least fit"] == 0.01 and first["fitting films rejected %"] == 0.5
     assert first["good %"] == 50.0  # 0.003 below the fit, plus the other check's film
     assert first["bad %"] == pytest.approx(100 * 2 / 3, abs=0.1)  # 0.001 and the -1 match
     assert table.iloc[1]["bad %"] == 100.0  # 5 %: 0.012 falls below too
+    # fitted on val and 200 more films (fits 0.5-1.0): 1 % of 400 is the 4th lowest, 0.02,
+    # which 3 films fall below (0.75 %); the extra films are not a reported category
+    train = pd.DataFrame(
+        {"category": "train", "fit": 0.5 + np.arange(200) / 400.0, "match": 1.0, "other": False}
+    )
+    both = failures.tradeoff(pd.concat([val, train, good, bad]), (0.01,), fit=("val", "train"))
+    row = both.iloc[0]
+    assert row["least fit"] == 0.02 and row["fitting films rejected %"] == 0.75
+    assert "train %" not in both and row["good %"] == 50.0

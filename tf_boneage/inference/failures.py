@@ -93,31 +93,32 @@ def markdown(frame) -> str:
     return "\n".join(lines)
 
 
-def tradeoff(films, shares=(0.0025, 0.005, 0.01, 0.02)):
-    """What each share of ``val`` films turned away by the registration checks buys: for
-    every share, the two thresholds fitted on the ``val`` rows
-    (:func:`tf_boneage.export.outline.joint_thresholds`), then per category the percentage
-    rejected (good films) or caught (failures).
+def tradeoff(films, shares=(0.0025, 0.005, 0.01, 0.02), fit=("val",)):
+    """What each share of the fitting films turned away by the registration checks buys: for
+    every share, the two thresholds fitted on the films of the ``fit`` categories
+    (:func:`tf_boneage.export.outline.joint_thresholds`), then per other category the
+    percentage rejected (good films) or caught (failures).
 
-    ``films``: one row per film with ``category`` (``"val"`` for the fitting films), ``fit``
-    (registration fit), ``match`` (content match) and ``other`` (rejected by a check that is
-    not a registration check: no hand, exposure, sharpness, landmarks). Returns a table with
-    one row per share and one column per category other than ``val``."""
+    ``films``: one row per film with ``category`` (``"val"`` for the export's fitting films),
+    ``fit`` (registration fit), ``match`` (content match) and ``other`` (rejected by a check
+    that is not a registration check: no hand, exposure, sharpness, landmarks). Returns a
+    table with one row per share and one column per category not in ``fit``."""
     import pandas as pd
 
     from tf_boneage.export import outline
 
-    val = films[films["category"] == "val"]
+    fitting = films["category"].isin(fit)
+    val = films[fitting]
     rows = []
     for share in shares:
         lo_fit, lo_match, rejected = outline.joint_thresholds(val["fit"], val["match"], share)
         row = {
-            "val share": share,
+            "fitting share": share,
             "least fit": round(lo_fit, 3),
             "least match": round(lo_match, 3),
-            "val rejected %": round(100 * rejected, 2),
+            "fitting films rejected %": round(100 * rejected, 2),
         }
-        for cat, part in films[films["category"] != "val"].groupby("category", sort=False):
+        for cat, part in films[~fitting].groupby("category", sort=False):
             caught = part["other"] | (part["fit"] < lo_fit) | (part["match"] < lo_match)
             row[f"{cat} %"] = round(100 * float(caught.mean()), 1)
         rows.append(row)
