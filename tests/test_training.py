@@ -161,8 +161,14 @@ def test_kill_and_resume_gives_the_uninterrupted_result(synth_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_over_two_logical_cpus(synth_dir, tmp_path):
-    r = _region(synth_dir, tmp_path / "m", "strategy=mirrored", env={"TF_BONEAGE_CPU_DEVICES": "2"})
+@pytest.mark.parametrize(
+    "head", [(), ("head=classification", "bin_loss_weight=2")], ids=["fit", "own step"]
+)
+def test_mirrored_strategy_over_two_logical_cpus(synth_dir, tmp_path, head):
+    # "own step": the bin loss trains by strategy.run over the task's step, whose optimizer
+    # slots must exist before the step is traced (with two replicas it failed otherwise)
+    env = {"TF_BONEAGE_CPU_DEVICES": "2"}
+    r = _region(synth_dir, tmp_path / "m", "strategy=mirrored", *head, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "2 replica(s)" in r.stdout
     assert (tmp_path / "m" / "metrics.json").exists()

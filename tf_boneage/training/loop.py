@@ -32,6 +32,12 @@ def distributed_epoch(task, model: keras.Model, dataset: tf.data.Dataset) -> flo
     across workers, so every worker ends with the same weights. ``dataset`` yields global
     batches; returns the mean training loss."""
     strategy = task.strategy
+    with strategy.scope():
+        task.prepare_step(model)
+        # the optimizer's slots made here, not lazily inside a replica's traced step (with two
+        # replicas that fails: "You must feed a value for placeholder tensor")
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dist = strategy.experimental_distribute_dataset(dataset.with_options(options))

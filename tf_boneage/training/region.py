@@ -119,6 +119,13 @@ class RegionTask(Task):
         """The bin cross-entropy needs the softmax, not just the expected age."""
         return self.config.head == "classification" and self.config.bin_loss_weight > 0
 
+    def prepare_step(self, model):
+        """The model with its bin logits as a second output (the same layers: one forward
+        pass), built once per model outside the traced step."""
+        if self.custom_step and id(model) not in self._probes:
+            outputs = [model.output, model.get_layer("bin_logits").output]
+            self._probes[id(model)] = keras.Model(model.inputs, outputs)
+
     def training_loss(self, model, x, y):
         """Per-sample MAE of the age (months), plus ``bin_loss_weight`` times the cross-entropy
         (nats) of the head's softmax against a Gaussian of ``bin_sigma`` months around the true age
@@ -127,11 +134,8 @@ class RegionTask(Task):
             return super().training_loss(model, x, y)
         import tensorflow as tf
 
-        probe = self._probes.get(id(model))
-        if probe is None:  # the same layers, both outputs: one forward pass
-            probe = keras.Model(model.inputs, [model.output, model.get_layer("bin_logits").output])
-            self._probes[id(model)] = probe
-        age, logits = probe(x, training=True)
+        self.prepare_step(model)
+        age, logits = self._probes[id(model)](x, training=True)
         y = tf.reshape(tf.cast(y, "float32"), (-1, 1))
         start = float(model.get_layer("boneage").start)
         cross = soft_bin_cross_entropy(y, logits, start, self.config.bin_sigma)

@@ -108,6 +108,10 @@ class Task:
     #: ``model.fit``, and validates by :meth:`validation_step`.
     custom_step: bool = False
 
+    def prepare_step(self, model: keras.Model) -> None:
+        """Called by the loop before it traces :meth:`train_step` for ``model`` (outside any
+        ``tf.function`` and replica context): build what the step needs beside the model."""
+
     def training_loss(self, model: keras.Model, x, y) -> tf.Tensor:
         """Per-sample (B,) or whole-batch scalar training loss; default the compiled loss of
         the model's output."""
