@@ -262,6 +262,38 @@ def test_calibration_fits_the_outline_template_and_joint_thresholds(tmp_path):
     assert rejected.mean() == pytest.approx(qc["rejected"]) and qc["rejected"] <= 0.01
 
 
+def test_calibration_fits_the_qc_thresholds_on_more_films(tmp_path):
+    """``calibrate(qc_rows=...)``: the registration and image thresholds are fitted on the
+    labelled rows and the extra films together, the interval on the labelled rows alone."""
+    from tiny_graph import _graph, _labelled_rows
+
+    from tf_boneage.export import calibration
+
+    graph = _graph(seed=1)
+    rows = _labelled_rows(tmp_path, 60, seed=5, step=2.0)
+    (tmp_path / "x").mkdir()
+    extra = _labelled_rows(tmp_path / "x", 40, seed=9, step=2.0)
+    report = calibration.calibrate(graph, rows, batch=20, outline_rows=rows, qc_rows=extra)
+    qc = report["registration_qc"]
+    assert qc["qc_films"] == 100 and report["n"] == 60
+    fn = tf.function(graph.predict_bytes)
+    out = {k: np.concatenate([v, w]) for (k, v), w in zip(
+        calibration.predict_rows(fn, rows, batch=20).items(),
+        calibration.predict_rows(fn, extra, batch=20).values(),
+        strict=True,
+    )}  # fmt: skip
+    rejected = (out["registration_fit"] < qc["min_registration_fit"]) | (
+        out["content_match"] < qc["min_content_match"]
+    )
+    assert rejected.mean() == pytest.approx(qc["rejected"]) and qc["rejected"] <= 0.005
+    image = (out["sharpness"] < qc["min_sharpness"]) | (out["black_share"] > qc["max_black_share"])
+    assert image.mean() == pytest.approx(qc["rejected_by_image_checks"])
+    # the largest black share accepted is the 99.75 % quantile of all 100 films
+    assert qc["max_black_share"] == pytest.approx(
+        max(np.quantile(out["black_share"], 0.9975, method="inverted_cdf"), 1e-6)
+    )
+
+
 def test_calibration_keeps_the_outline_the_cache_oriented_with(tmp_path):
     """``calibrate(canonical=...)`` (the training cache's ``outline.npy``): the graph holds that
     outline from the first film on (its orientation step turns films as the cache did), it is

@@ -198,16 +198,21 @@ def _calibrate(graph, manifest, split: str, canonical=None) -> dict | None:
     if rows.empty:
         raise StepError(f"{manifest} has no {split!r} rows to calibrate on")
     train = table[table["split"] == "train"]
-    outline_rows = None
+    outline_rows = qc_rows = None
     if len(train) >= outline.MIN_ROWS and len(rows) >= outline.MIN_ROWS:
         outline_rows = outline_sample(table)  # the films of the cache's outline
+        others = train[~train["id"].isin(outline_rows["id"])]
+        n = min(len(others), calibration.QC_EXTRA_FILMS)
+        qc_rows = others.sample(n=n, random_state=1).reset_index(drop=True)
     else:
         print(
             f"warning: {len(train)} train and {len(rows)} {split} rows (at least "
             f"{outline.MIN_ROWS} each): no registration outline fitted (that QC off)"
         )
     try:
-        report = calibration.calibrate(graph, rows, outline_rows=outline_rows, canonical=canonical)
+        report = calibration.calibrate(
+            graph, rows, outline_rows=outline_rows, canonical=canonical, qc_rows=qc_rows
+        )
     except ValueError as exc:
         print(f"warning: bone_age_std not calibrated on {split}: {exc}")
         return None
@@ -235,13 +240,13 @@ def _print_registration_qc(report: dict, split: str) -> None:
             f"registration QC: outline and content template of {q['outline_films']} train "
             f"films, least fit {q['min_registration_fit']:.3f}, least content match "
             f"{q.get('min_content_match', float('nan')):.3f} (together reject "
-            f"{100 * q['rejected']:.1f} % of {split})"
+            f"{100 * q['rejected']:.1f} % of {q.get('qc_films', '?')} films: {split} and train)"
         )
     if "min_sharpness" in q:
         print(
             f"image QC: least sharpness {q['min_sharpness']:.3f}, largest black share "
             f"{q['max_black_share']:.3f} (reject {100 * q['rejected_by_image_checks']:.1f} % "
-            f"of {split})"
+            f"of {q.get('qc_films', '?')} films: {split} and train)"
         )
 
 
