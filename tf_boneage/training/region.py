@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import weakref
 from pathlib import Path
 
 import keras
@@ -95,7 +96,9 @@ class RegionTask(Task):
             )
         self.holdout = rows[rows["split"].isin(["val", "test"])]
         self.affine = AffineRange(cfg.rotation, tuple(cfg.scale), cfg.shift, 0.0)
-        self._probes = {}  # id(model) -> the model with its bin logits as a second output
+        # model -> the same model with its bin logits as a second output (weak: a model
+        # that is gone takes its probe with it)
+        self._probes = weakref.WeakKeyDictionary()
 
     def build_model(self):
         cfg = self.config
@@ -122,9 +125,9 @@ class RegionTask(Task):
     def prepare_step(self, model):
         """The model with its bin logits as a second output (the same layers: one forward
         pass), built once per model outside the traced step."""
-        if self.custom_step and id(model) not in self._probes:
+        if self.custom_step and model not in self._probes:
             outputs = [model.output, model.get_layer("bin_logits").output]
-            self._probes[id(model)] = keras.Model(model.inputs, outputs)
+            self._probes[model] = keras.Model(model.inputs, outputs)
 
     def training_loss(self, model, x, y):
         """Per-sample MAE of the age (months), plus ``bin_loss_weight`` times the cross-entropy
@@ -135,7 +138,7 @@ class RegionTask(Task):
         import tensorflow as tf
 
         self.prepare_step(model)
-        age, logits = self._probes[id(model)](x, training=True)
+        age, logits = self._probes[model](x, training=True)
         y = tf.reshape(tf.cast(y, "float32"), (-1, 1))
         start = float(model.get_layer("boneage").start)
         cross = soft_bin_cross_entropy(y, logits, start, self.config.bin_sigma)
