@@ -142,7 +142,7 @@ class RegionTask(Task):
         y = tf.reshape(tf.cast(y, "float32"), (-1, 1))
         start = float(model.get_layer("boneage").start)
         cross = soft_bin_cross_entropy(y, logits, start, self.config.bin_sigma)
-        return tf.abs(age - y)[:, 0] + self.config.bin_loss_weight * cross
+        return self.loss_fn(model)(y, age) + self.config.bin_loss_weight * cross
 
     def _select(self, ds):
         if self.config.sex == "input":
