@@ -20,7 +20,10 @@ interrupted one resumes where it stopped):
    20 worst ``test`` films with their QC (``OUT/region/errors``)
 
 The preset (``tf_boneage/training/presets/PRESET.yaml``) gives every size and the epochs of the
-table's region runs (``table.epochs``); ``epochs`` overrides that, ``regions`` / ``only``
+table's region runs (``table.epochs``); ``epochs`` overrides that. A both-sexes run (and the
+raw-image baseline) sees both sexes' films each epoch, twice those of a sex-specific one:
+``table.both_sexes_epoch_share`` (default 1) scales its epochs, 0.5 giving it the optimizer
+steps of one sex-specific network (:func:`run_epochs`). ``regions`` / ``only``
 restrict the runs, ``sets`` (``KEY=VALUE``) go to every region run and
 ``segmentation.KEY=VALUE`` / ``landmarks.KEY=VALUE`` to those steps.
 """
@@ -62,16 +65,19 @@ def split_sets(sets) -> dict[str, list[str]]:
 
 class Steps:
     """Numbered, timed steps with one line each; a failing step raises :class:`StepError`
-    naming the step and its own message."""
+    naming the step and its own message. With ``report`` (a CSV path) each finished step
+    appends a row: step, wall seconds, CPU seconds of this process (all its threads), time of
+    day; a resumed run adds its rows below the first call's, so the file sums a run's cost."""
 
-    def __init__(self, total: int, log: list | None = None):
+    def __init__(self, total: int, log: list | None = None, report: Path | None = None):
         self.total, self.done = total, 0
         self.log = [] if log is None else log
+        self.report = report
 
     def __call__(self, title: str, fn, *args, **kwargs):
         self.done += 1
         print(f"\n== [{self.done}/{self.total}] {title}", flush=True)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             result = fn(*args, **kwargs)
         except StepError as exc:
@@ -80,8 +86,32 @@ class Steps:
             raise StepError(f"step '{title}': {exc}") from exc
         seconds = time.perf_counter() - start
         self.log.append((title, seconds))
+        self._write(title, seconds, time.process_time() - cpu)
         print(f"   {title}: {seconds:.0f} s", flush=True)
         return result
+
+    def _write(self, title: str, seconds: float, cpu: float) -> None:
+        if self.report is None:
+            return
+        import csv
+        import datetime
+
+        self.report.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.report.is_file()
+        with open(self.report, "a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(["step", "seconds", "cpu_seconds", "finished"])
+            stamp = datetime.datetime.now().isoformat(timespec="seconds")
+            writer.writerow([title, f"{seconds:.1f}", f"{cpu:.1f}", stamp])
+
+
+def run_epochs(spec_run, epochs: int, both_share: float) -> int:
+    """Epochs of one table run: ``epochs`` for a sex-specific run, ``epochs x both_share``
+    (rounded, at least 1) for a run on both sexes."""
+    if spec_run.sex != "both":
+        return epochs
+    return max(1, round(epochs * both_share))
 
 
 def build_cache(manifest, out, unet, marks, spec: dict) -> Path:
@@ -143,8 +173,11 @@ def run(
     table = spec.get("table", {})
     epochs = epochs or int(table.get("epochs", 3))
     heads = tuple(table.get("heads", ("regression", "classification")))
+    both_share = float(table.get("both_sexes_epoch_share", 1.0))
     runs = [r for r in table_runs(regions, heads) if only is None or r.name in only]
-    steps = Steps(6 + len(runs), log)
+    if not 0 < both_share <= 1:
+        raise StepError(f"table.both_sexes_epoch_share={both_share}: a share in (0, 1]")
+    steps = Steps(6 + len(runs), log, out / "steps.csv")
     started = time.perf_counter()
 
     def load(cls, *overrides):
@@ -174,7 +207,7 @@ def run(
             config_lib.RegionConfig,
             f"manifest={manifest if raw else cached}",
             f"out={out / 'region' / spec_run.name}",
-            f"epochs={epochs}",
+            f"epochs={run_epochs(spec_run, epochs, both_share)}",
             f"image_size={size_text(sizes[spec_run.region])}",
             *spec_run.overrides(),
         )
