@@ -94,6 +94,32 @@ def test_a_run_folder_refuses_other_settings(tmp_path):
         config_lib.check_unchanged(dataclasses.replace(cfg, bin_sigma=6.0), saved)
 
 
+def test_a_run_folder_refuses_a_manifest_of_other_content(tmp_path):
+    rows = "id,boneage,male,split,image_path\n1,120,1,train,a/1.png\n2,60,0,val,a/2.png\n"
+    first = tmp_path / "m.csv"
+    first.write_text(rows)
+    cfg = config_lib.load(config_lib.RegionConfig, "rsna100", None, [f"manifest={first}"])
+    saved = tmp_path / "run" / "config.yaml"
+    config_lib.save(cfg, saved)
+    assert (saved.parent / config_lib.DIGEST_FILE).is_file()
+    # the same films elsewhere, rows in another order: the same data
+    moved = tmp_path / "moved.csv"
+    header, one, two = rows.replace("a/", "/data/b/").splitlines()
+    moved.write_text("\n".join([header, two, one]) + "\n")
+    assert config_lib.manifest_digest(moved) == config_lib.manifest_digest(first)
+    config_lib.check_unchanged(dataclasses.replace(cfg, manifest=str(moved)), saved)
+    # one label, one split, one film more: refused under the key `manifest`
+    for text in (
+        rows.replace("1,120,1", "1,121,1"),
+        rows.replace("0,val", "0,test"),
+        rows + "3,90,1,train,a/3.png\n",
+    ):
+        other = tmp_path / "other.csv"
+        other.write_text(text)
+        with pytest.raises(config_lib.ConfigError, match="'manifest'.*other content"):
+            config_lib.check_unchanged(dataclasses.replace(cfg, manifest=str(other)), saved)
+
+
 def test_bad_config_fails_before_training(synth_dir, tmp_path):
     r = _run(
         "region.py",
@@ -143,6 +169,24 @@ def test_region_script_end_to_end(synth_dir, tmp_path, bins):
     assert preds["pred"].between(1, 240).all()
     for name in ("config.yaml", "model.keras", "history.csv", "state.json"):
         assert (tmp_path / "r" / name).exists()
+    # TensorBoard on both paths: the validation loss of each epoch, as history.csv has it
+    val = _scalars(tmp_path / "r" / "tensorboard" / "validation", "epoch_loss")
+    assert sorted(val) == [0, 1]
+    np.testing.assert_allclose([val[0], val[1]], history["val_loss"], rtol=1e-5)
+    assert sorted(_scalars(tmp_path / "r" / "tensorboard" / "train", "epoch_loss")) == [0, 1]
+
+
+def _scalars(folder, tag) -> dict:
+    """{step: value} of ``tag`` in the TensorBoard event files of ``folder``."""
+    import tensorflow as tf
+
+    out = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    out[event.step] = float(tf.make_ndarray(value.tensor))
+    return out
 
 
 @pytest.mark.slow

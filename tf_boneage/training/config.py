@@ -256,11 +256,33 @@ def load(cls, preset: str | None = None, file: str | None = None, overrides=()):
     return cls(**typed).validate()
 
 
+#: beside a run's ``config.yaml``: the digest of the manifest it was trained on
+DIGEST_FILE = "manifest.sha256"
+
+
+def manifest_digest(path) -> str:
+    """sha256 of what a manifest CSV says about its films: every column but the file paths
+    (``*_path``), columns by name and rows by ``id``, so that a manifest moved or rewritten
+    with its paths elsewhere keeps its digest and one with other films, labels or splits does
+    not."""
+    import hashlib
+
+    import pandas as pd
+
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = table[sorted(c for c in table.columns if not c.endswith("_path"))]
+    if "id" in table.columns:
+        table = table.sort_values("id", kind="stable")
+    return hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
+
+
 def check_unchanged(config, path: Path, ignore=("out", "manifest")) -> None:
     """Refuse to continue or reuse a run made with other settings: ``ConfigError`` naming the
     first key whose value in ``config`` differs from the run's saved ``path`` (its
     ``config.yaml``; keys it lacks count as their defaults). Nothing happens when ``path``
-    does not exist. ``ignore``: keys that may differ (where the run and its manifest are)."""
+    does not exist. ``ignore``: keys that may differ (where the run and its manifest are).
+    The manifest's content still counts: when :func:`save` recorded its digest
+    (:data:`DIGEST_FILE`), a manifest of other content is refused under key ``manifest``."""
     path = Path(path)
     if not path.is_file():
         return
@@ -279,14 +301,28 @@ def check_unchanged(config, path: Path, ignore=("out", "manifest")) -> None:
                 f"{path.parent} was made with {field.name}={old!r}: run again with that value, "
                 "or give another out, or remove that folder",
             )
+    digest, manifest = path.parent / DIGEST_FILE, getattr(config, "manifest", None)
+    known = digest.is_file() and manifest and Path(manifest).is_file()
+    if known and manifest_digest(manifest) != digest.read_text().strip():
+        raise ConfigError(
+            "manifest",
+            manifest,
+            f"{path.parent} was made from a manifest of other content (films, labels or "
+            "splits differ): give another out, or remove that folder",
+        )
 
 
 def save(config, path: Path) -> None:
+    """``config`` as ``path`` (YAML), and the digest of its manifest beside it
+    (:data:`DIGEST_FILE`, when the config names a manifest that exists)."""
     data = {
         k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+    manifest = getattr(config, "manifest", None)
+    if manifest and Path(manifest).is_file():
+        (path.parent / DIGEST_FILE).write_text(manifest_digest(manifest) + "\n")
 
 
 def from_command_line(cls, description: str, argv=None, extra=None):

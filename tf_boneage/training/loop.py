@@ -25,12 +25,14 @@ from tqdm import tqdm
 from tf_boneage.training.runtime import is_multi_worker
 
 
-def distributed_epoch(task, model: keras.Model, dataset: tf.data.Dataset) -> float:
+def distributed_epoch(
+    task, model: keras.Model, dataset: tf.data.Dataset, label: str = "epoch"
+) -> float:
     """One epoch of ``model`` by ``strategy.run`` over :meth:`Task.train_step`: the
     multi-worker path (Keras 3's ``model.fit`` cannot unpack the per-replica inputs of
     ``MultiWorkerMirroredStrategy``, keras-team/keras#20329, #20585). Gradients are all-reduced
     across workers, so every worker ends with the same weights. ``dataset`` yields global
-    batches; returns the mean training loss."""
+    batches; returns the mean training loss. A tqdm bar labelled ``label`` counts the steps."""
     strategy = task.strategy
     with strategy.scope():
         task.prepare_step(model)
@@ -48,9 +50,13 @@ def distributed_epoch(task, model: keras.Model, dataset: tf.data.Dataset) -> flo
         return strategy.reduce("SUM", per_replica, axis=None)
 
     total, steps = 0.0, 0
+    bar = tqdm(desc=label, unit="step", leave=False, mininterval=1.0, disable=None)
     for x, y in dist:
         total += float(step(x, y))
         steps += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
+    bar.close()
     return total / max(1, steps)
 
 
@@ -121,6 +127,21 @@ def _append_history(path: Path, epoch: int, results: dict) -> None:
         f.write(f"{epoch},{results['loss']},{results['val_loss']}\n")
 
 
+def _write_scalars(folder: Path, epoch: int, results: dict, learning_rate: float) -> None:
+    """TensorBoard events of one epoch for the own-step path, as Keras' ``TensorBoard``
+    callback writes them on the ``model.fit`` path: ``epoch_loss`` under ``train`` and
+    ``validation``, ``epoch_learning_rate`` under ``train``."""
+    for sub, values in (
+        ("train", {"epoch_loss": results["loss"], "epoch_learning_rate": learning_rate}),
+        ("validation", {"epoch_loss": results["val_loss"]}),
+    ):
+        writer = tf.summary.create_file_writer(str(folder / sub))
+        with writer.as_default():
+            for tag, value in values.items():
+                tf.summary.scalar(tag, float(value), step=epoch)
+        writer.close()
+
+
 def _epoch_line(epoch: int, epochs: int, logs: dict, seconds: float) -> str:
     values = " - ".join(f"{k}: {float(v):.4f}" for k, v in logs.items() if k != "learning_rate")
     return f"epoch {epoch + 1}/{epochs} - {values} - {seconds:.0f} s"
@@ -165,10 +186,13 @@ def run(
         start = time.perf_counter()
         train = task.build_inputs("train", epoch)
         if is_multi_worker(strategy) or task.custom_step:
-            train_loss = distributed_epoch(task, model, train)
+            label = f"epoch {epoch + 1}/{epochs}"
+            train_loss = distributed_epoch(task, model, train, label)
             loss = evaluate_loss(task, model, val)
             results = {"loss": train_loss, "val_loss": loss}
             _append_history(out / "history.csv", epoch, results)
+            rate = float(model.optimizer.learning_rate.numpy())
+            _write_scalars(out / "tensorboard", epoch, results, rate)
         else:
             history = model.fit(
                 train,
