@@ -336,3 +336,27 @@ def test_batchnorm_recalibration_averages_several_batches():
     recalibrate(model, np.concatenate([a, b]))
     # the first layer's batch mean is linear in the input: the average of two equal batches
     np.testing.assert_allclose(mean_two, first.moving_mean.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_unet_at_another_size_is_the_same_network():
+    """``unet.at_size``: the same layers and weights for another square input (the orientation
+    step scores at a small size). At the same size it answers exactly as the original; on a
+    film of constant value every pixel away from the border answers the same at any size."""
+    from tf_boneage.models.unet import at_size
+
+    keras.utils.set_random_seed(1)
+    net = UNet((32, 32, 1), depth=2, base_filters=4)
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype(np.float32)
+    np.testing.assert_array_equal(at_size(net, 32)(x).numpy(), net(x).numpy())
+    small = at_size(net, 16)
+    assert small.input_shape == (None, 16, 16, 1) and small.output_shape == (None, 16, 16, 1)
+    for a, b in zip(small.get_weights(), net.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # inference mode (batch norm by its moving statistics): far from the border (more than the
+    # receptive field) a flat film gives the same answer at any size
+    flat = np.full((1, 96, 96, 1), 0.4, np.float32)
+    big = at_size(net, 96)(flat, training=False).numpy()[0, 46:50, 46:50]
+    mid = at_size(net, 64)(flat[:, :64, :64], training=False).numpy()[0, 30:34, 30:34]
+    np.testing.assert_allclose(mid, big, rtol=1e-5)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        at_size(net, 18)

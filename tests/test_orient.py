@@ -23,7 +23,7 @@ class UprightUnet(keras.layers.Layer):
     and nothing on a film whose mean is bright (an inverted film)."""
 
     def call(self, x):
-        rows = 1.0 - tf.linspace(0.0, 1.0, S)[None, :, None, None]
+        rows = 1.0 - tf.linspace(0.0, 1.0, tf.shape(x)[1])[None, :, None, None]
         gate = tf.sigmoid(60.0 * (0.5 - tf.reduce_mean(x, [1, 2, 3], keepdims=True)))
         return tf.sigmoid(60.0 * (x - 0.5)) * rows * gate
 
@@ -52,9 +52,9 @@ def models():
     return fake_models()
 
 
-def _chain(models, orient):
+def _chain(models, orient, orient_size=None):
     config = ChainConfig(unet_size=S, landmark_size=S, frame=FRAME, region_sizes=SIZES)
-    config.orient = orient
+    config.orient, config.orient_size = orient, orient_size
     return Preprocessor(*models, config)
 
 
@@ -90,6 +90,37 @@ def test_orient_finds_the_turn_and_the_polarity(models, inverted):
     normal = 1.0 - films if inverted else films
     inside = probs.numpy()[..., 0] > 0.5
     np.testing.assert_array_equal(inside, normal > 0.5)
+
+
+@pytest.mark.parametrize("inverted", [False, True])
+def test_candidates_scored_small_choose_the_same_and_segment_at_full_size(models, inverted):
+    """``orient_size``: the eight candidates scored by a copy of the U-Net at half the size;
+    the chosen film then segmented at the U-Net's own size. Same turns, same polarity, the
+    same registered films as scoring at full size."""
+    films = np.stack([np.rot90(film(), k) for k in range(4)])
+    batch = tf.constant((1.0 - films if inverted else films)[..., None])
+    small = _chain(models, orient=True, orient_size=S // 2)
+    assert small.orient_unet is not None and small.orient_unet.input_shape[1] == S // 2
+    probs, turns, inv, as_given = small.orient(batch)
+    assert probs.shape[1] == S // 2 and as_given.shape[1] == S // 2  # scored small
+    np.testing.assert_array_equal(turns.numpy(), [0, 1, 2, 3])
+    np.testing.assert_array_equal(inv.numpy(), [inverted] * 4)
+    out, full = small(batch), _chain(models, orient=True)(batch)
+    assert out["mask"].shape[1] == S  # the chosen film segmented at the U-Net's size
+    for key in ("mask", "landmarks", "registered", "quarter_turns", "inverted"):
+        np.testing.assert_allclose(out[key].numpy(), full[key].numpy(), atol=1e-5, err_msg=key)
+
+
+def test_orient_size_the_unet_cannot_take_is_refused_by_name():
+    from tf_boneage.models import UNet
+
+    unet = UNet((S, S, 1), depth=2, base_filters=2)
+    config = ChainConfig(unet_size=S, landmark_size=S, frame=FRAME, region_sizes=SIZES)
+    config.orient, config.orient_size = True, 18
+    with pytest.raises(ValueError, match="chain orient_size=18: UNet: input 18x18 must be"):
+        Preprocessor(unet, None, config)
+    config.orient_size = S  # the U-Net's own size: no copy
+    assert Preprocessor(unet, None, config).orient_unet is None
 
 
 def test_a_tie_keeps_the_film_as_given(models):
@@ -139,14 +170,22 @@ def test_the_spec_records_the_step_and_old_descriptions_ran_without_it(tmp_path)
     assert ChainSpec.from_dict(doc).orient is False
     spec = ChainSpec.from_dict({**doc, "orient": True})
     assert ChainSpec.read(spec.write(tmp_path / "chain.json")).orient is True
+    # the size the candidates are scored at: recorded, read back, None when not written
+    assert spec.orient_size is None
+    spec = ChainSpec.from_dict({**doc, "orient": True, "orient_size": 32})
+    assert ChainSpec.read(spec.write(tmp_path / "small.json")).orient_size == 32
+    for bad in (0, -16, 12.5, "32"):
+        with pytest.raises(ValueError, match="orient_size"):
+            ChainSpec.from_dict({**doc, "orient_size": bad})
     assert chain_lib.ORIENT_MARGIN > 0
 
 
 @pytest.mark.slow
-def test_export_and_float32_tflite_turn_the_film_the_same_way(tmp_path):
+@pytest.mark.parametrize("orient_size", [None, S // 2], ids=["unet size", "scored small"])
+def test_export_and_float32_tflite_turn_the_film_the_same_way(tmp_path, orient_size):
     """The orientation step inside the exported graph and its float32 TFLite conversion
     (built-in ops only): a film turned 90 degrees and inverted gets the upright film's age, and
-    both paths say what they corrected."""
+    both paths say what they corrected; also with the candidates scored at a smaller size."""
     from tf_boneage.data.io import png16_bytes
     from tf_boneage.export import saved_model, tflite
     from tf_boneage.export.end_to_end import BoneAgeGraph, members_from_spec
@@ -164,7 +203,8 @@ def test_export_and_float32_tflite_turn_the_film_the_same_way(tmp_path):
     last.kernel.assign(last.kernel * 200.0)
     members = members_from_spec(["B_reg_both"], {"B_reg_both": region}.__getitem__)
     params = {s: {"weights": [1.0], "bias": 0.0} for s in ("male", "female")}
-    graph = BoneAgeGraph(_chain(fake_models(), orient=True), members, params, (S, S))
+    pre = _chain(fake_models(), orient=True, orient_size=orient_size)
+    graph = BoneAgeGraph(pre, members, params, (S, S))
     path = saved_model.export_end_to_end(graph, tmp_path / "oriented", metadata={"test": True})
     loaded = tf.saved_model.load(str(path))
     runner = tflite.Runner(

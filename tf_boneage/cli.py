@@ -178,7 +178,9 @@ def cmd_preprocess(args) -> int:
     from tf_boneage.preprocessing import cache, chain
     from tf_boneage.preprocessing.spec import ChainSpec
 
-    pre = chain.load(args.unet, args.landmarks, args.frame, args.region_sizes, args.orient)
+    pre = chain.load(
+        args.unet, args.landmarks, args.frame, args.region_sizes, args.orient, args.orient_size
+    )
     table = _load_table(args.manifest, args.limit)
     size = tuple(args.image_size) if args.image_size else None
     spec = ChainSpec.of_chain(pre, args.unet, args.landmarks, size, args.assume_aspect)
@@ -353,7 +355,9 @@ def cmd_contact_sheet(args) -> int:
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
-    pre = chain.load(args.unet, args.landmarks, args.frame, orient=args.orient)
+    pre = chain.load(
+        args.unet, args.landmarks, args.frame, orient=args.orient, orient_size=args.orient_size
+    )
     table = _load_table(args.manifest, args.n, args.ids)
     if args.pose:
         table = table.dropna(subset=["pose_wrist_x"]).head(args.n)
@@ -392,6 +396,12 @@ def _chain_args(p) -> None:
         "--orient",
         action="store_true",
         help="find each film's quarter turn and polarity first (the presets' chain does)",
+    )
+    p.add_argument(
+        "--orient-size",
+        type=int,
+        default=None,
+        help="score --orient's candidates at this square size (default: the U-Net's)",
     )
 
 

@@ -593,6 +593,7 @@ def from_runs(
     assume_aspect: float | None = None,
     unet=None,
     orient: bool = False,
+    orient_size: int | None = None,
 ) -> BoneAgeGraph:
     """Build the graph from the outputs of ``training/table.py``: ``seg/roundK/unet.keras``
     (``unet``, else the one ``seg/report.json`` names, else the last round: it must be the
@@ -613,7 +614,8 @@ def from_runs(
     doc = json.loads(doc_path.read_text())
     if ensemble not in doc:
         raise KeyError(f"{doc_path}: no ensemble {ensemble!r}; it has {sorted(doc)}")
-    pre = chain.load(unet, root / "landmarks" / "landmarks.keras", frame, region_sizes, orient)
+    marks = root / "landmarks" / "landmarks.keras"
+    pre = chain.load(unet, marks, frame, region_sizes, orient, orient_size)
     pre.config.frame = registration.Frame(*frame)
 
     loaded = {}

@@ -78,3 +78,17 @@ class UNet(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def at_size(model: keras.Model, size: int) -> keras.Model:
+    """The same fully convolutional network (its layers cloned, the weights copied) for square
+    inputs of ``size``: a Keras functional model's input is fixed to one size. For a
+    :class:`UNet`, ``size`` must be a multiple of ``2**depth``. Used to score orientation
+    candidates at a small size (:meth:`~tf_boneage.preprocessing.chain.Preprocessor.orient`)."""
+    size = int(size)
+    if isinstance(model, UNet):
+        _check_size((size, size, 1), 2**model.depth, "UNet")
+    x = keras.Input((size, size, int(model.input_shape[-1])), name="image")
+    copy = keras.models.clone_model(model, input_tensors=x)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -161,6 +161,10 @@ class ChainConfig:
     #: find the film's orientation and polarity first (:meth:`Preprocessor.orient`); off for
     #: artifacts made before the step existed (their ``chain.json`` has no ``orient``)
     orient: bool = False
+    #: the square size the orientation step scores its eight candidates at (a multiple of the
+    #: U-Net's ``2**depth``); None: the U-Net's own size. Smaller saves most of the step's
+    #: time at full resolution: the choice needs no fine detail (BENCHMARKS.md)
+    orient_size: int | None = None
 
 
 class Preprocessor(tf.Module):
@@ -186,6 +190,16 @@ class Preprocessor(tf.Module):
         #: the canonical outline (52, 40) once an export has fitted one (a variable the
         #: serving graph shares): the orientation step then checks its choice against it
         self.outline = None
+        #: the U-Net at ``config.orient_size`` (its weights copied), or None: the U-Net itself
+        self.orient_unet = None
+        size = self.config.orient_size
+        if self.config.orient and size and size != self.config.unet_size:
+            from tf_boneage.models import unet as unet_lib
+
+            try:
+                self.orient_unet = unet_lib.at_size(unet, size)
+            except ValueError as exc:
+                raise ValueError(f"chain orient_size={size}: {exc}") from None
 
     def segment(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(clean masks at the U-Net's size (B, s, s, 1), probabilities (B, s, s, 1))."""
@@ -225,16 +239,22 @@ class Preprocessor(tf.Module):
         above 0.5) wins; the film as given gets :data:`ORIENT_MARGIN`. Measured with the
         rsna100 U-Net on 500 `val` films at every quarter turn, normal and inverted (RESULTS).
 
+        The candidates are scored at ``config.orient_size`` when it is set (by a copy of the
+        U-Net at that size), else at the U-Net's size.
+
         Returns ``(probs, turns, inverted, as_given)``: the winner's probabilities (B, s, s, 1)
         turned back to the film's orientation, the quarter turns (B,) int32 that make the film
         upright (:func:`rot90` by ``-turns``), whether the film was inverted (B,) bool, and
-        the probabilities of the film as given (B, s, s, 1).
+        the probabilities of the film as given (B, s, s, 1); ``s`` the scoring size
+        (:meth:`upright_probs` gives the chosen candidate's at the U-Net's size).
         """
-        small = self.unet_input(images)
+        net = self.orient_unet or self.unet
+        s = int(net.input_shape[1])
+        small = warp.resize(images, (s, s))
         cands = [rot90(p, -j) for p in (small, 1.0 - small) for j in range(4)]
         # one U-Net call per candidate: one call on all eight would hold eight batches'
         # activations at once (23 GB for 200 films at 96 px)
-        probs = tf.stack([tf.cast(self.unet(c, training=False), tf.float32) for c in cands], 1)
+        probs = tf.stack([tf.cast(net(c, training=False), tf.float32) for c in cands], 1)
         mass = tf.reduce_mean(tf.where(probs > 0.5, probs, 0.0), [2, 3, 4])  # (B, 8)
         mass += tf.one_hot(0, CANDIDATES) * ORIENT_MARGIN
         best = tf.argmax(mass, 1, output_type=tf.int32)
@@ -242,6 +262,15 @@ class Preprocessor(tf.Module):
         turns = best % 4
         back = tf.stack([rot90(upright, j) for j in range(4)], 1)
         return _select(back, turns, 4), turns, best >= 4, probs[:, 0]
+
+    def upright_probs(self, images: tf.Tensor, turns: tf.Tensor) -> tf.Tensor:
+        """The U-Net's probabilities (B, s, s, 1) at its own size for films already of the
+        chosen polarity, predicted on them turned upright (by ``-turns``) and turned back:
+        after an orientation step that scored at a smaller size."""
+        x = self.unet_input(images)
+        upright = _select(tf.stack([rot90(x, -j) for j in range(4)], 1), turns, 4)
+        probs = tf.cast(self.unet(upright, training=False), tf.float32)
+        return _select(tf.stack([rot90(probs, j) for j in range(4)], 1), turns, 4)
 
     def candidate_fit(self, images, probs, turns, inverted, original_size, upright_size):
         """The registration fit (:func:`soft_dice` with ``self.outline``) of one orientation
@@ -257,7 +286,7 @@ class Preprocessor(tf.Module):
             original_size = _turned_size(original_size, turns)
         forward, _ = registration.registration_matrix(marks, size, self.config.frame, original_size)
         n = tf.shape(images)[:1]
-        frame, u = self.config.frame, float(self.config.unet_size)
+        frame, u = self.config.frame, tf.cast(tf.shape(probs)[1], tf.float32)
         h, w = tf.cast(size[0], tf.float32), tf.cast(size[1], tf.float32)
         to_grid = warp.scale_matrix(
             tf.fill(n, OUTLINE_SIZE[1] / frame.width), tf.fill(n, OUTLINE_SIZE[0] / frame.height)
@@ -349,6 +378,8 @@ class Preprocessor(tf.Module):
                 turns = tf.where(keep, tf.zeros_like(turns), turns)
                 inverted = tf.logical_and(inverted, tf.logical_not(keep))
             images = tf.where(inverted[:, None, None, None], 1.0 - images, images)
+            if self.orient_unet is not None:  # scored small: the chosen film at full size
+                probs = self.upright_probs(images, turns)
             masks = mask.clean_mask(probs)
             if upright_size and original_size is not None:
                 original_size = _turned_size(original_size, turns)
@@ -384,11 +415,16 @@ class Preprocessor(tf.Module):
 
 
 def load(
-    unet_path, landmarks_path=None, frame=None, region_sizes=None, orient: bool = False
+    unet_path,
+    landmarks_path=None,
+    frame=None,
+    region_sizes=None,
+    orient: bool = False,
+    orient_size: int | None = None,
 ) -> Preprocessor:
     """A :class:`Preprocessor` from saved ``.keras`` models; sizes read from the models;
-    ``frame`` (h, w) defaults to the paper's ``registration.PAPER_FRAME``; ``orient``: see
-    :meth:`Preprocessor.orient`."""
+    ``frame`` (h, w) defaults to the paper's ``registration.PAPER_FRAME``; ``orient`` and
+    ``orient_size``: see :meth:`Preprocessor.orient`."""
     # compile=False: inference weights only (an export must not carry optimizer slots)
     unet = keras.saving.load_model(unet_path, compile=False)
     marks = keras.saving.load_model(landmarks_path, compile=False) if landmarks_path else None
@@ -397,6 +433,7 @@ def load(
         landmark_size=int(marks.input_shape[1]) if marks is not None else 96,
         frame=registration.Frame(*(frame or registration.PAPER_FRAME)),
         orient=bool(orient),
+        orient_size=int(orient_size) if orient_size else None,
     )
     if region_sizes is not None:
         config.region_sizes = dict(region_sizes)

@@ -59,6 +59,8 @@ class ChainSpec:
     #: the orientation / polarity step (:meth:`~.chain.Preprocessor.orient`); a description
     #: written before the step existed has no key: those chains ran without it
     orient: bool = False
+    #: the size the orientation step scores its candidates at (None: the U-Net's size)
+    orient_size: int | None = None
 
     def __post_init__(self):
         pairs = {"frame": _pair(self.frame, "frame")}
@@ -69,6 +71,10 @@ class ChainSpec:
             raise ValueError("chain region_sizes: at least one region")
         for key, value in {**pairs, "region_sizes": sizes}.items():
             object.__setattr__(self, key, value)
+        if self.orient_size is not None and not (
+            isinstance(self.orient_size, int) and self.orient_size > 0
+        ):
+            raise ValueError(f"chain orient_size: a positive integer, got {self.orient_size!r}")
         if self.assume_aspect is not None and not self.assume_aspect > 0:
             raise ValueError(f"chain assume_aspect: must be > 0, got {self.assume_aspect!r}")
 
@@ -84,6 +90,7 @@ class ChainSpec:
         image_size=None,
         assume_aspect: float | None = None,
         orient: bool = False,
+        orient_size: int | None = None,
     ) -> ChainSpec:
         """A new description of a chain built from these model files (hashed here)."""
         return cls(
@@ -98,6 +105,7 @@ class ChainSpec:
             landmarks=str(landmarks_path) if landmarks_path else None,
             landmarks_sha256=sha256(landmarks_path) if landmarks_path else None,
             orient=bool(orient),
+            orient_size=int(orient_size) if orient_size else None,
         )
 
     @classmethod
@@ -114,6 +122,7 @@ class ChainSpec:
             image_size,
             assume_aspect,
             c.orient,
+            c.orient_size,
         )
 
     def to_dict(self) -> dict:

@@ -64,6 +64,7 @@ def run(
             chain.assume_aspect,
             chain.unet,
             chain.orient,
+            chain.orient_size,
         )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise StepError(str(exc)) from None
@@ -148,6 +149,7 @@ def chain_of_runs(runs, preset: str, unet=None) -> ChainSpec:
             chain["image_size"],
             chain.get("assume_aspect"),
             chain.get("orient", False),
+            chain.get("orient_size"),
         )
     spec = ChainSpec.read(recorded)
     path = Path(unet) if unet else Path(spec.unet)

@@ -128,7 +128,14 @@ def build_cache(manifest, out, unet, marks, spec: dict) -> Path:
     settings = spec.get("chain", {})
     sizes = {k: tuple(v) for k, v in spec["regions"].items()}
     frame = tuple(settings.get("frame", PAPER_FRAME))
-    pre = chain.load(unet, marks, frame, sizes, orient=settings.get("orient", False))
+    pre = chain.load(
+        unet,
+        marks,
+        frame,
+        sizes,
+        orient=settings.get("orient", False),
+        orient_size=settings.get("orient_size"),
+    )
     image_size = settings.get("image_size")
     image_size = tuple(image_size) if image_size else None
     aspect = settings.get("assume_aspect")
