@@ -1,7 +1,7 @@
 """A full-size film to an age with the paper preset: time per stage and peak memory (issue 15).
 
     python benchmarks/full_size.py --size 2000x1500 --repeats 3 --tflite float32 float16 \\
-        --out full_size.md
+        --orient-size 128 --out full_size.md
 
 The graph has the paper preset's architectures (``models.presets.PRESETS["paper"]``: U-Net 512 px
 depth 5, landmark net 512 px, region networks at 500 x 375 / 240 x 320 / 320 x 360, the 2080 x
@@ -19,6 +19,9 @@ film), region networks + ensemble; then ``serving_default`` end to end (PNG byte
 memory: the process's peak resident set (``ru_maxrss``) after the graph is built and after the
 end-to-end calls. ``--tflite``: the SavedModel's ``predict_tflite`` converted (float32 /
 float16) and run by LiteRT on the decoded film (decoding stays outside the .tflite).
+``--orient-size N``: the same graph with the orientation candidates scored at N px
+(``ChainConfig.orient_size``; the chosen film then segmented at 512 px) measured in the same
+run: its orientation step and its end-to-end time, beside the first graph's.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ SIZES = {"A": (500, 375), "B": (240, 320), "C": (320, 360)}
 HAND = [0.5, 0.15, 0.8, 0.55, 0.5, 0.7]
 
 
-def paper_graph(seed: int = 0) -> end_to_end.BoneAgeGraph:
+def paper_graph(seed: int = 0, orient_size: int | None = None) -> end_to_end.BoneAgeGraph:
     """The paper preset's architectures, untrained, native size (see the module docstring)."""
     import keras
 
@@ -76,6 +79,7 @@ def paper_graph(seed: int = 0) -> end_to_end.BoneAgeGraph:
         frame=registration.Frame(*registration.PAPER_FRAME),
         region_sizes=SIZES,
         orient=True,
+        orient_size=orient_size,
     )
     pre = chain.Preprocessor(unet, marks, config)
     members = end_to_end.members_from_spec(ENSEMBLES["demo"], models.__getitem__)
@@ -101,6 +105,13 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="2000x1500", help="film height x width (pixels)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tflite", nargs="*", default=[], help="float32 / float16")
+    parser.add_argument(
+        "--orient-size",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also measure graphs scoring the orientation candidates at these sizes",
+    )
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split("x"))
@@ -149,6 +160,20 @@ def main(argv=None) -> int:
     serve = tf.function(graph.predict_bytes)
     total = median_seconds(lambda: serve(data, male), args.repeats)
     rows.append({"stage": "serving_default end to end (SavedModel graph)", "ms": 1000 * total})
+    for size in args.orient_size:
+        small = paper_graph(orient_size=size)
+        stage(
+            f"orientation, candidates at {size} px (not in the sum)",
+            lambda x, p=small.preprocessor: p.orient(x)[1],
+            images,
+        )
+        serve_small = tf.function(small.predict_bytes)
+        rows.append(
+            {
+                "stage": f"serving_default end to end, candidates at {size} px",
+                "ms": 1000 * median_seconds(lambda f=serve_small: f(data, male), args.repeats),
+            }
+        )
     end_mb = peak_mb()
 
     for variant in args.tflite:
@@ -172,6 +197,7 @@ def main(argv=None) -> int:
     lines = ["| stage | ms per film | share of the stages |", "|---|---|---|"]
     for r in rows:
         share = f"{100 * r['ms'] / stages_ms:.0f} %" if "TFLite" not in r["stage"] else ""
+        share = "" if " px" in r["stage"] and "candidates" in r["stage"] else share
         extra = (
             f" ({r['size MB']:.0f} MB)" if "size MB" in r and r["size MB"] == r["size MB"] else ""
         )
