@@ -101,3 +101,36 @@ def test_one_resize_for_pipelines_and_graph():
     expected = np.array([[2.5, 4.5], [10.5, 12.5]], np.float32)
     np.testing.assert_allclose(dynamic(img, (2, 2))[0, ..., 0], expected)
     np.testing.assert_allclose(warp.resize(tf.constant(img), (2, 2))[0, ..., 0], expected)
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["streamed", "cached"])
+def test_a_shuffled_epoch_decodes_about_a_batch_before_its_first_batch(
+    tmp_path, monkeypatch, cache
+):
+    """Issue 15 item 7: the shuffle holds file names, not decoded films. Counting the decodes
+    (DICOM rows: each one is a Python call) before the first batch of a shuffled epoch: a few
+    batches' worth when streamed (the shuffle buffer of decoded films filled with every film
+    before it yielded one: all of them), every film when the set is cached in memory; each
+    epoch still holds every film once, in another order."""
+    import pandas as pd
+    from test_io import _dicom
+
+    n, decoded = 64, []
+    rows = []
+    for i in range(n):
+        path = _dicom(
+            tmp_path / f"{i}.dcm", np.full((6, 8), i, np.uint16) + np.eye(6, 8, dtype=np.uint16)
+        )
+        rows.append({"image_path": str(path), "male": True, "boneage": float(i)})
+    table = pd.DataFrame(rows)
+    real = pipeline._decode_dicom
+    monkeypatch.setattr(pipeline, "_decode_dicom", lambda p: decoded.append(p) or real(p))
+    cfg = pipeline.PipelineConfig(image_size=(6, 8), batch_size=2, seed=3, cache=cache)
+    ds = pipeline.region_dataset(table, cfg)
+    it = iter(ds)
+    next(it)
+    assert len(decoded) == n if cache else len(decoded) <= n // 4, len(decoded)
+    first = np.concatenate([y.numpy() for _, y in ds])
+    second = np.concatenate([y.numpy() for _, y in ds])
+    assert sorted(first) == sorted(second) == list(range(n))
+    assert not np.array_equal(first, second)

@@ -1,9 +1,13 @@
 """tf.data pipelines per stage, built from a canonical manifest.
 
-Every builder: file paths and labels -> parallel native decode
+Every builder: file paths and labels -> seeded shuffle of the rows -> parallel native decode
 (:func:`tf_boneage.data.io.decode_image_bytes`, DICOM through ``tf.numpy_function``) -> resize
-to ``config.image_size`` -> optional cache -> seeded shuffle -> batch -> in-graph batch
-augmentation (:class:`tf_boneage.data.augment.BatchAugmenter`) -> prefetch.
+to ``config.image_size`` -> batch -> in-graph batch augmentation
+(:class:`tf_boneage.data.augment.BatchAugmenter`) -> prefetch. The shuffle holds file names,
+never decoded images, so memory is set by the batch and not by the number of films (a buffer
+of decoded 500 x 375 crops of 12,611 films would be 9.5 GB). With ``cache`` the decoded images
+are cached and shuffled after the cache instead (that buffer then holds them all: for sets
+that fit in memory, such as a validation split).
 
 Elements (all float32, images in [0, 1], ``B`` = batch):
 
@@ -93,11 +97,20 @@ def _load_mask(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     return tf.cast(mask > 0.0, tf.float32)
 
 
+def _rows(slices, n: int, cfg: PipelineConfig) -> tf.data.Dataset:
+    """The rows (file paths and labels) as a dataset, shuffled here, before anything is
+    decoded, unless ``cfg.cache`` (then :func:`_finish` shuffles the cached images)."""
+    ds = tf.data.Dataset.from_tensor_slices(slices)
+    if cfg.shuffle and not cfg.cache:
+        ds = ds.shuffle(max(n, 1), seed=cfg.seed, reshuffle_each_iteration=True)
+    return ds
+
+
 def _finish(ds: tf.data.Dataset, n: int, cfg: PipelineConfig, augmenter) -> tf.data.Dataset:
     if cfg.cache:
         ds = ds.cache() if cfg.cache is True else ds.cache(str(cfg.cache))
-    if cfg.shuffle:
-        ds = ds.shuffle(max(n, 1), seed=cfg.seed, reshuffle_each_iteration=True)
+        if cfg.shuffle:
+            ds = ds.shuffle(max(n, 1), seed=cfg.seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
     if augmenter is not None:
         seeds = tf.data.Dataset.random(seed=cfg.seed, rerandomize_each_iteration=True).batch(2)
@@ -132,9 +145,7 @@ def _map_kw(cfg):
 def segmentation_dataset(manifest: pd.DataFrame, cfg: PipelineConfig) -> tf.data.Dataset:
     """(image, mask) batches from rows with a ``mask_path``."""
     rows = _require(manifest, ["image_path", "mask_path"], "segmentation")
-    ds = tf.data.Dataset.from_tensor_slices(
-        (rows["image_path"].to_numpy(str), rows["mask_path"].to_numpy(str))
-    )
+    ds = _rows((rows["image_path"].to_numpy(str), rows["mask_path"].to_numpy(str)), len(rows), cfg)
     ds = ds.map(
         lambda p, m: {
             "image": load_image(p, cfg.image_size),
@@ -150,7 +161,7 @@ def landmark_dataset(manifest: pd.DataFrame, cfg: PipelineConfig) -> tf.data.Dat
     """(image, landmarks (6,)) batches from rows with all six landmark columns."""
     rows = _require(manifest, ["image_path", *LANDMARK_COLUMNS], "landmark")
     points = rows[list(LANDMARK_COLUMNS)].to_numpy(np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((rows["image_path"].to_numpy(str), points))
+    ds = _rows((rows["image_path"].to_numpy(str), points), len(rows), cfg)
     ds = ds.map(
         lambda p, y: {"image": load_image(p, cfg.image_size), "landmarks": y}, **_map_kw(cfg)
     )
@@ -162,8 +173,10 @@ def region_dataset(manifest: pd.DataFrame, cfg: PipelineConfig) -> tf.data.Datas
     """({"image", "male"}, boneage in months) batches; rows of unknown sex are refused."""
     rows = _require(manifest, ["image_path", "boneage", "male"], "region")
     male = rows["male"].astype("float32").to_numpy(np.float32)[:, None]
-    ds = tf.data.Dataset.from_tensor_slices(
-        (rows["image_path"].to_numpy(str), male, rows["boneage"].to_numpy(np.float32))
+    ds = _rows(
+        (rows["image_path"].to_numpy(str), male, rows["boneage"].to_numpy(np.float32)),
+        len(rows),
+        cfg,
     )
     ds = ds.map(
         lambda p, s, y: {"image": load_image(p, cfg.image_size), "male": s, "boneage": y},
