@@ -17,6 +17,7 @@ module                 owns
 ``table``              every step above in order, resumable
 ``ablation``           runs compared on ``val`` with bootstrap intervals
 ``posthoc``            a finished run's predictions another way (weights, test-time views)
+``reports``            a table run's small text reports, kept in a repository
 =====================  =====================================================================
 
 Every stage has ``run(...)`` (the library call) and ``main(argv)`` (the command line); the
@@ -39,6 +40,7 @@ STAGES = {
     "ablation": ("ablation", "main"),
     "posthoc": ("posthoc", "main"),
     "errors": ("errors", "main"),
+    "reports": ("reports", "main"),
 }
 
 
