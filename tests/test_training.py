@@ -409,6 +409,11 @@ def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
     again = _run("table.py", *args, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count(": done (") == 3 + len(DEMO_RUNS)  # seg, landmarks, cache, runs
+    # every call appends its steps' wall and CPU seconds: the demo's call, then this one
+    steps = pd.read_csv(out / "steps.csv")
+    assert list(steps["step"]).count("segmentation") == 2
+    assert {"ensemble", "evaluate", f"region {DEMO_RUNS[0]}"} <= set(steps["step"])
+    assert (steps["seconds"] >= 0).all() and (steps["cpu_seconds"] >= 0).all()
     assert "| region A |" in again.stdout
     # --until: the finished steps up to the cache, nothing after them (in process)
     from tf_boneage.training import table as table_lib
