@@ -163,7 +163,8 @@ class ChainConfig:
     orient: bool = False
     #: the square size the orientation step scores its eight candidates at (a multiple of the
     #: U-Net's ``2**depth``); None: the U-Net's own size. Smaller saves most of the step's
-    #: time at full resolution: the choice needs no fine detail (BENCHMARKS.md)
+    #: time at full resolution: the choice held at 2/3 of the U-Net's size on rsna100 `val`, not at
+    #: 1/2 (RESULTS.md)
     orient_size: int | None = None
 
 
