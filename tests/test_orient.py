@@ -28,6 +28,25 @@ class UprightUnet(keras.layers.Layer):
         return tf.sigmoid(60.0 * (x - 0.5)) * rows * gate
 
 
+class SideClassifier(keras.layers.Layer):
+    """Stands in for an orientation classifier on :func:`film`-like films (a bright bar on a
+    dark film): inverted when the film is mostly bright; the quarter turn from the half of the
+    (normal) film that holds the bar: top 0, left 1, bottom 2, right 3. (B, S, S, 1) -> (B, 8)."""
+
+    def call(self, x):
+        inv = tf.sigmoid(60.0 * (tf.reduce_mean(x, [1, 2, 3]) - 0.5))[:, None]
+        n = tf.where(inv[:, :, None, None] > 0.5, 1.0 - x, x)
+        h = S // 2
+        sides = [n[:, :h], n[:, :, :h], n[:, h:], n[:, :, h:]]  # top, left, bottom, right
+        side = tf.nn.softmax(200.0 * tf.stack([tf.reduce_mean(v, [1, 2, 3]) for v in sides], 1))
+        return tf.concat([side * (1.0 - inv), side * inv], 1)
+
+
+def side_classifier():
+    x = keras.Input((S, S, 1))
+    return keras.Model(x, SideClassifier()(x))
+
+
 def fake_models():
     x = keras.Input((S, S, 1))
     unet = keras.Model(x, UprightUnet()(x))
@@ -52,10 +71,10 @@ def models():
     return fake_models()
 
 
-def _chain(models, orient, orient_size=None):
+def _chain(models, orient, orient_size=None, classifier=None):
     config = ChainConfig(unet_size=S, landmark_size=S, frame=FRAME, region_sizes=SIZES)
     config.orient, config.orient_size = orient, orient_size
-    return Preprocessor(*models, config)
+    return Preprocessor(*models, config, classifier)
 
 
 @pytest.mark.parametrize("k", [0, 1, 2, 3])
@@ -181,11 +200,16 @@ def test_the_spec_records_the_step_and_old_descriptions_ran_without_it(tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("orient_size", [None, S // 2], ids=["unet size", "scored small"])
-def test_export_and_float32_tflite_turn_the_film_the_same_way(tmp_path, orient_size):
+@pytest.mark.parametrize(
+    "orient_size, classifier",
+    [(None, False), (S // 2, False), (None, True)],
+    ids=["unet size", "scored small", "classifier"],
+)
+def test_export_and_float32_tflite_turn_the_film_the_same_way(tmp_path, orient_size, classifier):
     """The orientation step inside the exported graph and its float32 TFLite conversion
     (built-in ops only): a film turned 90 degrees and inverted gets the upright film's age, and
-    both paths say what they corrected; also with the candidates scored at a smaller size."""
+    both paths say what they corrected; also with the candidates scored at a smaller size, and
+    with an orientation classifier deciding."""
     from tf_boneage.data.io import png16_bytes
     from tf_boneage.export import saved_model, tflite
     from tf_boneage.export.end_to_end import BoneAgeGraph, members_from_spec
@@ -203,7 +227,12 @@ def test_export_and_float32_tflite_turn_the_film_the_same_way(tmp_path, orient_s
     last.kernel.assign(last.kernel * 200.0)
     members = members_from_spec(["B_reg_both"], {"B_reg_both": region}.__getitem__)
     params = {s: {"weights": [1.0], "bias": 0.0} for s in ("male", "female")}
-    pre = _chain(fake_models(), orient=True, orient_size=orient_size)
+    pre = _chain(
+        fake_models(),
+        orient=True,
+        orient_size=orient_size,
+        classifier=side_classifier() if classifier else None,
+    )
     graph = BoneAgeGraph(pre, members, params, (S, S))
     path = saved_model.export_end_to_end(graph, tmp_path / "oriented", metadata={"test": True})
     loaded = tf.saved_model.load(str(path))
@@ -347,3 +376,84 @@ def test_the_table_cache_records_the_orient_size_of_its_preset(synth_dir, tmp_pa
     spec["chain"]["orient_size"] = 8
     with pytest.raises(table_lib.StepError, match="orient_size"):
         table_lib.build_cache(synth_dir / "manifest.csv", tmp_path / "c", unet, marks, spec)
+
+
+# --- the orientation classifier deciding (tf_boneage.models.orientation) ---------------------
+
+
+def constant_classifier(c: int, size: int = S):
+    """A classifier that says class ``c`` of any film (probability ~1)."""
+    x = keras.Input((size, size, 1))
+    dense = keras.layers.Dense(8, activation="softmax")
+    model = keras.Model(x, dense(keras.layers.Flatten()(x)))
+    dense.set_weights([np.zeros((size * size, 8), np.float32), np.eye(8, dtype=np.float32)[c] * 20])
+    return model
+
+
+@pytest.mark.parametrize("c", range(8))
+def test_the_classifiers_class_turns_and_inverts_the_film_back(models, c):
+    """A film in orientation ``c`` (made by ``orientation.make``) registers like the upright
+    film without the step, when the classifier says ``c``; the chain reports the turn, the
+    polarity and the classifier's confidence."""
+    from tf_boneage.preprocessing import orientation
+
+    upright = film()[None, ..., None]
+    given = orientation.make(upright, [c])
+    out = _chain(models, orient=True, classifier=constant_classifier(c))(given)
+    assert int(out["quarter_turns"][0]) == c % 4 and bool(out["inverted"][0]) == (c >= 4)
+    assert float(out["orientation_confidence"][0]) > 0.99
+    plain = _chain(models, orient=False)(tf.constant(upright))
+    for key in ("registered", "region_B"):
+        np.testing.assert_allclose(out[key].numpy(), plain[key].numpy(), atol=1e-4, err_msg=key)
+
+
+def test_the_classifier_reads_every_orientation_of_the_fake_film(models):
+    """The test's stand-in classifier is right on all eight orientations (the export test
+    below relies on it), and the chain with it undoes each of them."""
+    from tf_boneage.preprocessing import orientation
+
+    films = orientation.make(np.repeat(film()[None, ..., None], 8, 0), np.arange(8))
+    turns, inverted, confidence = orientation.classify(side_classifier(), films)
+    np.testing.assert_array_equal(turns.numpy() + 4 * inverted.numpy(), np.arange(8))
+    assert (confidence.numpy() > 0.9).all()
+    reg = _chain(models, orient=True, classifier=side_classifier())(films)["registered"].numpy()
+    for i in range(1, 8):
+        np.testing.assert_allclose(reg[i], reg[0], atol=1e-4)
+
+
+def test_a_margin_keeps_the_film_as_given_unless_another_class_is_surer():
+    from tf_boneage.preprocessing import orientation
+
+    x = keras.Input((S, S, 1))
+    dense = keras.layers.Dense(8, activation="softmax")
+    model = keras.Model(x, dense(keras.layers.Flatten()(x)))
+    logits = np.log(np.array([0.40, 0.0, 0.0, 0.45, 0.05, 0.05, 0.05, 0.0]) + 1e-9)
+    dense.set_weights([np.zeros((S * S, 8), np.float32), logits.astype(np.float32)])
+    blank = tf.zeros((1, S, S, 1))
+    assert int(orientation.classify(model, blank)[0][0]) == 3  # the most probable
+    turns, inverted, confidence = orientation.classify(model, blank, margin=0.1)
+    assert int(turns[0]) == 0 and not bool(inverted[0])
+    np.testing.assert_allclose(float(confidence[0]), 0.40, atol=1e-3)
+
+
+def test_a_classifier_and_an_orient_size_are_refused_together(models):
+    with pytest.raises(ValueError, match="orient_size.*classifier"):
+        _chain(models, orient=True, orient_size=S // 2, classifier=constant_classifier(0))
+
+
+def test_the_spec_records_the_classifier_and_a_changed_one_is_a_difference(tmp_path, models):
+    from tf_boneage.preprocessing.spec import ChainSpec
+
+    paths = {}
+    for name, model in (("unet", models[0]), ("a", constant_classifier(0)), ("b", constant_classifier(1))):  # fmt: skip
+        paths[name] = tmp_path / f"{name}.keras"
+        model.save(paths[name])
+    pre = _chain(models, orient=True, classifier=constant_classifier(0))
+    with pytest.raises(ValueError, match="orientation model's path"):
+        ChainSpec.of_chain(pre, paths["unet"], None, None, None)
+    spec = ChainSpec.of_chain(pre, paths["unet"], None, None, None, paths["a"])
+    assert spec.orient and spec.orient_model == str(paths["a"])
+    again = ChainSpec.from_dict(spec.to_dict())
+    assert again == spec
+    other = ChainSpec.of_chain(pre, paths["unet"], None, None, None, paths["b"])
+    assert [d.split(":")[0] for d in spec.differences(other)] == ["orient_model_sha256"]

@@ -178,12 +178,24 @@ def cmd_preprocess(args) -> int:
     from tf_boneage.preprocessing import cache, chain
     from tf_boneage.preprocessing.spec import ChainSpec
 
-    pre = chain.load(
-        args.unet, args.landmarks, args.frame, args.region_sizes, args.orient, args.orient_size
-    )
+    try:
+        pre = chain.load(
+            args.unet,
+            args.landmarks,
+            args.frame,
+            args.region_sizes,
+            args.orient,
+            args.orient_size,
+            args.orient_model,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     table = _load_table(args.manifest, args.limit)
     size = tuple(args.image_size) if args.image_size else None
-    spec = ChainSpec.of_chain(pre, args.unet, args.landmarks, size, args.assume_aspect)
+    spec = ChainSpec.of_chain(
+        pre, args.unet, args.landmarks, size, args.assume_aspect, args.orient_model
+    )
     try:
         result = cache.run(table, pre, args.out, size, args.batch, args.assume_aspect, spec=spec)
     except ValueError as exc:
@@ -355,9 +367,18 @@ def cmd_contact_sheet(args) -> int:
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
-    pre = chain.load(
-        args.unet, args.landmarks, args.frame, orient=args.orient, orient_size=args.orient_size
-    )
+    try:
+        pre = chain.load(
+            args.unet,
+            args.landmarks,
+            args.frame,
+            orient=args.orient,
+            orient_size=args.orient_size,
+            orient_model_path=args.orient_model,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     table = _load_table(args.manifest, args.n, args.ids)
     if args.pose:
         table = table.dropna(subset=["pose_wrist_x"]).head(args.n)
@@ -402,6 +423,12 @@ def _chain_args(p) -> None:
         type=int,
         default=None,
         help="score --orient's candidates at this square size (default: the U-Net's)",
+    )
+    p.add_argument(
+        "--orient-model",
+        default=None,
+        help="--orient by this orientation classifier (.keras, tf-boneage train orientation) "
+        "instead of the U-Net's mask mass",
     )
 
 

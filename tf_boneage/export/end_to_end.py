@@ -594,12 +594,14 @@ def from_runs(
     unet=None,
     orient: bool = False,
     orient_size: int | None = None,
+    orient_model=None,
 ) -> BoneAgeGraph:
     """Build the graph from the outputs of ``training/table.py``: ``seg/roundK/unet.keras``
     (``unet``, else the one ``seg/report.json`` names, else the last round: it must be the
     U-Net the training cache was built with),
     ``landmarks/landmarks.keras``, ``region/NAME/model.keras`` and the ensemble ``ensemble``
-    of ``region/ensembles.json``."""
+    of ``region/ensembles.json``; ``orient_model``: the orientation classifier's file (else
+    the U-Net's orientation step, when ``orient``)."""
     import json
     from pathlib import Path
 
@@ -615,7 +617,7 @@ def from_runs(
     if ensemble not in doc:
         raise KeyError(f"{doc_path}: no ensemble {ensemble!r}; it has {sorted(doc)}")
     marks = root / "landmarks" / "landmarks.keras"
-    pre = chain.load(unet, marks, frame, region_sizes, orient, orient_size)
+    pre = chain.load(unet, marks, frame, region_sizes, orient, orient_size, orient_model)
     pre.config.frame = registration.Frame(*frame)
 
     loaded = {}
@@ -634,4 +636,6 @@ def from_runs(
     graph = BoneAgeGraph(pre, members, doc[ensemble]["params"], input_size, assume_aspect)
     # every stage by name, for per-stage exports
     graph.stage_models = {"unet": pre.unet, "landmarks": pre.landmark_model, **loaded}
+    if pre.orient_model is not None:
+        graph.stage_models["orientation"] = pre.orient_model
     return graph

@@ -28,6 +28,9 @@ CANDIDATES = 8
 #: image (fitted on rsna100 `val`: 0.01 keeps 99.4 % of upright films as they are and turns
 #: 98.6-98.8 % of turned ones right, against 98.8 % both ways without it)
 ORIENT_MARGIN = 0.01
+#: with an orientation classifier, the film as given wins unless another orientation is more
+#: probable by this much
+ORIENT_CLASS_MARGIN = 0.0
 #: (rows, columns) of the occupancy grid over the canonical frame (QC of the registration:
 #: :mod:`tf_boneage.export.outline`)
 OUTLINE_SIZE = (52, 40)
@@ -176,6 +179,9 @@ class Preprocessor(tf.Module):
         landmark_model: landmark model, input (landmark_size, landmark_size, 1), or ``None``
             to stop after contrast (landmarks then come from the caller).
         config: sizes.
+        orient_model: the orientation classifier (:mod:`tf_boneage.models.orientation`) of the
+            orientation step when ``config.orient``; ``None``: the U-Net's mask mass decides
+            (:meth:`orient`).
     """
 
     def __init__(
@@ -183,11 +189,18 @@ class Preprocessor(tf.Module):
         unet: keras.Model,
         landmark_model: keras.Model | None = None,
         config: ChainConfig | None = None,
+        orient_model: keras.Model | None = None,
     ):
         super().__init__(name="preprocessor")
         self.unet = unet
         self.landmark_model = landmark_model
         self.config = config or ChainConfig()
+        self.orient_model = orient_model
+        if orient_model is not None and self.config.orient_size:
+            raise ValueError(
+                "chain orient_size scores the U-Net's orientation candidates; with an "
+                "orientation classifier leave it out"
+            )
         #: the canonical outline (52, 40) once an export has fitted one (a variable the
         #: serving graph shares): the orientation step then checks its choice against it
         self.outline = None
@@ -360,7 +373,19 @@ class Preprocessor(tf.Module):
         images = tf.cast(images, tf.float32)
         n = tf.shape(images)[:1]
         turns, inverted = tf.zeros(n, tf.int32), tf.zeros(n, tf.bool)
-        if self.config.orient:
+        confidence = tf.ones(n, tf.float32)
+        if self.config.orient and self.orient_model is not None:
+            from tf_boneage.preprocessing import orientation
+
+            turns, inverted, confidence = orientation.classify(
+                self.orient_model, images, ORIENT_CLASS_MARGIN
+            )
+            images = tf.where(inverted[:, None, None, None], 1.0 - images, images)
+            probs = self.upright_probs(images, turns)
+            masks = mask.clean_mask(probs)
+            if upright_size and original_size is not None:
+                original_size = _turned_size(original_size, turns)
+        elif self.config.orient:
             probs, turns, inverted, as_given = self.orient(images)
             if self.outline is not None:  # turn only when the registration fits better
                 fit = self.candidate_fit(
@@ -404,6 +429,7 @@ class Preprocessor(tf.Module):
             "right": right,
             "quarter_turns": turns,
             "inverted": inverted,
+            "orientation_confidence": confidence,
             "occupancy": occupancy(registered),
             "content": content(registered),
             "sharpness": sharpness(images, masks),
@@ -422,10 +448,14 @@ def load(
     region_sizes=None,
     orient: bool = False,
     orient_size: int | None = None,
+    orient_model_path=None,
 ) -> Preprocessor:
     """A :class:`Preprocessor` from saved ``.keras`` models; sizes read from the models;
     ``frame`` (h, w) defaults to the paper's ``registration.PAPER_FRAME``; ``orient`` and
-    ``orient_size``: see :meth:`Preprocessor.orient`."""
+    ``orient_size``: see :meth:`Preprocessor.orient`; ``orient_model_path``: the orientation
+    classifier of the orientation step (``orient`` must be on)."""
+    if orient_model_path and not orient:
+        raise ValueError("an orientation model needs the orientation step (orient=True)")
     # compile=False: inference weights only (an export must not carry optimizer slots)
     unet = keras.saving.load_model(unet_path, compile=False)
     marks = keras.saving.load_model(landmarks_path, compile=False) if landmarks_path else None
@@ -438,7 +468,10 @@ def load(
     )
     if region_sizes is not None:
         config.region_sizes = dict(region_sizes)
-    return Preprocessor(unet, marks, config)
+    classifier = None
+    if orient_model_path:
+        classifier = keras.saving.load_model(orient_model_path, compile=False)
+    return Preprocessor(unet, marks, config, classifier)
 
 
 def to_input_size(image, size: tuple[int, int]):

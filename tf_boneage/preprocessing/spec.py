@@ -61,6 +61,9 @@ class ChainSpec:
     orient: bool = False
     #: the size the orientation step scores its candidates at (None: the U-Net's size)
     orient_size: int | None = None
+    #: the orientation classifier of the orientation step (None: the U-Net's mask mass decides)
+    orient_model: str | None = None
+    orient_model_sha256: str | None = None
 
     def __post_init__(self):
         pairs = {"frame": _pair(self.frame, "frame")}
@@ -91,6 +94,7 @@ class ChainSpec:
         assume_aspect: float | None = None,
         orient: bool = False,
         orient_size: int | None = None,
+        orient_model_path=None,
     ) -> ChainSpec:
         """A new description of a chain built from these model files (hashed here)."""
         return cls(
@@ -106,11 +110,17 @@ class ChainSpec:
             landmarks_sha256=sha256(landmarks_path) if landmarks_path else None,
             orient=bool(orient),
             orient_size=int(orient_size) if orient_size else None,
+            orient_model=str(orient_model_path) if orient_model_path else None,
+            orient_model_sha256=sha256(orient_model_path) if orient_model_path else None,
         )
 
     @classmethod
-    def of_chain(cls, pre, unet_path, landmarks_path, image_size, assume_aspect) -> ChainSpec:
+    def of_chain(
+        cls, pre, unet_path, landmarks_path, image_size, assume_aspect, orient_model_path=None
+    ) -> ChainSpec:
         """The description of a loaded :class:`~.chain.Preprocessor` built from these files."""
+        if (pre.orient_model is None) != (not orient_model_path):
+            raise ValueError("of_chain: give the orientation model's path exactly when it has one")
         c = pre.config
         return cls.describe(
             unet_path,
@@ -123,6 +133,7 @@ class ChainSpec:
             assume_aspect,
             c.orient,
             c.orient_size,
+            orient_model_path,
         )
 
     def to_dict(self) -> dict:
@@ -157,7 +168,7 @@ class ChainSpec:
         say whether the same weights are meant)."""
         out = []
         for field in dataclasses.fields(self):
-            if field.name in ("unet", "landmarks"):
+            if field.name in ("unet", "landmarks", "orient_model"):
                 continue
             mine, theirs = getattr(self, field.name), getattr(other, field.name)
             if mine != theirs:

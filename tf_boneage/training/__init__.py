@@ -10,6 +10,7 @@ module                 owns
 ``runs``               run and ensemble names (made and parsed only there)
 ``segmentation``       U-Net rounds (pose masks, then pseudo-labels)
 ``landmarks``          the landmark regressor
+``orientation``        the orientation classifier (quarter turns x polarity)
 ``region``             one region network (region x head x sex, or the raw baseline)
 ``ensemble``           the per-sex linear ensembles, fitted on ``val``
 ``evaluation``         the paper's table on ``test``, plots, interval coverage
@@ -28,6 +29,7 @@ scripts in ``training/`` and ``tf-boneage train STAGE`` call ``main``.
 STAGES = {
     "segmentation": ("segmentation", "main"),
     "landmarks": ("landmarks", "main"),
+    "orientation": ("orientation", "main"),
     "region": ("region", "main"),
     "ensemble": ("ensemble", "main"),
     "evaluate": ("evaluation", "main"),

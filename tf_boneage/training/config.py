@@ -194,6 +194,44 @@ class LandmarkConfig:
         return self
 
 
+@dataclasses.dataclass
+class OrientationConfig:
+    """The orientation classifier (four quarter turns x two polarities) on whole films."""
+
+    SECTION: typing.ClassVar[str] = "orientation"
+    manifest: str = ""
+    out: str = "runs/orientation"
+    size: int = 64  # square input, a multiple of 2 ** len(filters)
+    filters: tuple = (16, 32, 64, 128)
+    dropout: float = 0.2
+    epochs: int = 12
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    patience: int = 8
+    # degrees of in-plane rotation on top of the quarter turns (films are rarely held straight),
+    # and the strength of the brightness / contrast changes (fractions of the range)
+    rotation: float = 30.0
+    exposure: float = 0.3
+    max_train: int = 0  # 0 = all training films
+    seed: int = 0
+    strategy: str = "default"
+    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
+
+    def validate(self) -> OrientationConfig:
+        _check_common(self)
+        if self.size % (2 ** len(self.filters)) or self.size < 2 ** len(self.filters):
+            raise ConfigError("size", self.size, f"a multiple of {2 ** len(self.filters)}")
+        if not 0 <= self.rotation <= 45:
+            raise ConfigError("rotation", self.rotation, "0-45 degrees")
+        if not 0 <= self.exposure < 1:
+            raise ConfigError("exposure", self.exposure, "in [0, 1)")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("dropout", self.dropout, "in [0, 1)")
+        if self.max_train < 0:
+            raise ConfigError("max_train", self.max_train, "0 (all) or a positive count")
+        return self
+
+
 def _check_common(cfg) -> None:
     if cfg.strategy not in STRATEGIES:
         raise ConfigError("strategy", cfg.strategy, f"one of {STRATEGIES}")

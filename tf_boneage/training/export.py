@@ -45,16 +45,21 @@ def run(
     manifest=None,
     representative: int = 64,
     calibrate: str = "val",
+    orient_model=None,
 ) -> Path:
     """Export the table in ``runs`` (see the module docstring); returns the SavedModel's
     version folder. ``calibrate``: the split of ``manifest`` the per-sex std scale is fitted
-    on (never ``test``; ``"none"`` to skip)."""
+    on (never ``test``; ``"none"`` to skip). ``orient_model``: serve with this orientation
+    classifier instead of the cache's orientation step (:func:`replace_orientation`)."""
     from tf_boneage.export import end_to_end, saved_model
 
     if calibrate == "test":
         raise StepError("--calibrate test: the test split is for reporting only")
+    replaced = None
     try:
         chain = chain_of_runs(runs, preset, unet)
+        if orient_model:
+            chain, replaced = replace_orientation(chain, orient_model)
         graph = end_to_end.from_runs(
             runs,
             ensemble,
@@ -65,6 +70,7 @@ def run(
             chain.unet,
             chain.orient,
             chain.orient_size,
+            chain.orient_model,
         )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise StepError(str(exc)) from None
@@ -80,8 +86,10 @@ def run(
         "unet": str(unet or "last round"),
         "chain": chain.to_dict(),
     }
+    if replaced is not None:
+        meta["orientation_replaced"] = replaced
     canonical = cache_outline(runs)
-    if canonical is not None:  # turn films as the cache did, calibrated or not
+    if canonical is not None:  # QC (and the U-Net's orientation step) as the cache did
         graph.set_outline(canonical, 0.0)
     report = None
     if manifest and calibrate != "none":
@@ -165,7 +173,49 @@ def chain_of_runs(runs, preset: str, unet=None) -> ChainSpec:
             f"{marks} is not the landmark model the cache was built with ({recorded}: "
             f"{spec.landmarks})"
         )
-    return dataclasses.replace(spec, unet=str(path), landmarks=str(marks))
+    classifier = None
+    if spec.orient_model_sha256:
+        classifier = Path(spec.orient_model)
+        if not classifier.is_file():  # the run folder moved
+            classifier = runs / "orientation" / "orientation.keras"
+        if not classifier.is_file() or sha256(classifier) != spec.orient_model_sha256:
+            raise ValueError(
+                f"{classifier} is not the orientation classifier the cache was built with "
+                f"({recorded}: {spec.orient_model})"
+            )
+        classifier = str(classifier)
+    return dataclasses.replace(spec, unet=str(path), landmarks=str(marks), orient_model=classifier)
+
+
+def replace_orientation(chain: ChainSpec, orient_model) -> tuple[ChainSpec, dict]:
+    """``chain`` served with the orientation classifier ``orient_model`` instead of the
+    orientation step its cache was built with: a deliberate, recorded departure from the
+    cache (the export's metadata keeps both, key ``orientation_replaced``). The orientation
+    step only decides how a film is turned before the rest of the chain; the region networks
+    learnt from upright films either way, so an upright film gives the same crops whenever
+    both steps keep it as given. Returns (the served chain, the record)."""
+    path = Path(orient_model)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no orientation classifier")
+    record = {
+        "cache_orient": chain.orient,
+        "cache_orient_size": chain.orient_size,
+        "cache_orient_model": chain.orient_model,
+        "cache_orient_model_sha256": chain.orient_model_sha256,
+        "served_orient_model": str(path),
+    }
+    served = dataclasses.replace(
+        chain,
+        orient=True,
+        orient_size=None,
+        orient_model=str(path),
+        orient_model_sha256=sha256(path),
+    )
+    print(
+        f"warning: serving the orientation classifier {path} instead of the cache's "
+        "orientation step (recorded in the export's metadata: orientation_replaced)"
+    )
+    return served, record
 
 
 def cache_outline(runs):
@@ -267,6 +317,12 @@ def main(argv=None) -> int:
     parser.add_argument("--stages", action="store_true", help="also per-stage SavedModels")
     parser.add_argument("--tflite", nargs="*", default=[], help="TFLite variants to convert")
     parser.add_argument("--manifest", default=None, help="manifest for the int8 calibration")
+    parser.add_argument(
+        "--orient-model",
+        default=None,
+        help="serve this orientation classifier instead of the cache's orientation step "
+        "(recorded in the export's metadata)",
+    )
     parser.add_argument("--representative", type=int, default=64)
     parser.add_argument(
         "--calibrate",
@@ -291,5 +347,6 @@ def main(argv=None) -> int:
         manifest=args.manifest,
         representative=args.representative,
         calibrate=args.calibrate,
+        orient_model=args.orient_model,
     )
     return 0

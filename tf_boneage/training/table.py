@@ -9,7 +9,9 @@ interrupted one resumes where it stopped):
 
 1. :func:`.segmentation.run`: U-Net (``OUT/seg``)
 2. :func:`.landmarks.run`: landmark net on the chain's segmented, equalised images
-   (``OUT/landmarks``)
+   (``OUT/landmarks``); then, when the preset has an ``orientation`` section (and its chain
+   ``orient: true``), :func:`.orientation.run`: the orientation classifier the chain's
+   orientation step uses (``OUT/orientation``)
 3. :func:`tf_boneage.preprocessing.cache.run`: registered regions A, B, C of every image
    (``OUT/cache``)
 4. :func:`.region.run`: every region x head x sex run of the paper's table plus the raw-image
@@ -25,7 +27,8 @@ raw-image baseline) sees both sexes' films each epoch, twice those of a sex-spec
 ``table.both_sexes_epoch_share`` (default 1) scales its epochs, 0.5 giving it the optimizer
 steps of one sex-specific network (:func:`run_epochs`). ``regions`` / ``only``
 restrict the runs, ``sets`` (``KEY=VALUE``) go to every region run and
-``segmentation.KEY=VALUE`` / ``landmarks.KEY=VALUE`` to those steps.
+``segmentation.KEY=VALUE`` / ``landmarks.KEY=VALUE`` / ``orientation.KEY=VALUE`` to those
+steps.
 """
 
 from __future__ import annotations
@@ -37,7 +40,15 @@ from pathlib import Path
 from tf_boneage.ensemble import PRIOR_ROWS
 from tf_boneage.preprocessing.registration import PAPER_FRAME
 from tf_boneage.training import config as config_lib
-from tf_boneage.training import ensemble, errors, evaluation, landmarks, region, segmentation
+from tf_boneage.training import (
+    ensemble,
+    errors,
+    evaluation,
+    landmarks,
+    orientation,
+    region,
+    segmentation,
+)
 from tf_boneage.training.runs import table_runs
 from tf_boneage.training.runtime import StepError, run_or_exit
 
@@ -53,7 +64,7 @@ def size_text(pair) -> str:
 def split_sets(sets) -> dict[str, list[str]]:
     """``["segmentation.epochs=[1,1]", "batch_size=8"]`` -> per-stage override lists (an
     override without a stage prefix goes to the region runs)."""
-    out = {"segmentation": [], "landmarks": [], "region": []}
+    out = {"segmentation": [], "landmarks": [], "orientation": [], "region": []}
     for item in sets:
         stage, dot, rest = item.partition(".")
         if dot and stage in out and "=" in rest:
@@ -114,9 +125,9 @@ def run_epochs(spec_run, epochs: int, both_share: float) -> int:
     return max(1, round(epochs * both_share))
 
 
-def build_cache(manifest, out, unet, marks, spec: dict) -> Path:
+def build_cache(manifest, out, unet, marks, spec: dict, orient_model=None) -> Path:
     """The preprocessing cache of ``manifest`` at the preset's sizes (resumable); returns its
-    manifest (``OUT/manifest.csv``)."""
+    manifest (``OUT/manifest.csv``). ``orient_model``: the orientation classifier's file."""
     from tf_boneage.data.manifest import load_manifest
     from tf_boneage.preprocessing import cache, chain
     from tf_boneage.preprocessing.spec import ChainSpec
@@ -135,6 +146,7 @@ def build_cache(manifest, out, unet, marks, spec: dict) -> Path:
         sizes,
         orient=settings.get("orient", False),
         orient_size=settings.get("orient_size"),
+        orient_model_path=orient_model,
     )
     image_size = settings.get("image_size")
     image_size = tuple(image_size) if image_size else None
@@ -147,7 +159,7 @@ def build_cache(manifest, out, unet, marks, spec: dict) -> Path:
             image_size,
             32,
             aspect,
-            spec=ChainSpec.of_chain(pre, unet, marks, image_size, aspect),
+            spec=ChainSpec.of_chain(pre, unet, marks, image_size, aspect, orient_model),
         )
     except ValueError as exc:
         raise StepError(str(exc)) from None
@@ -184,7 +196,8 @@ def run(
     runs = [r for r in table_runs(regions, heads) if only is None or r.name in only]
     if not 0 < both_share <= 1:
         raise StepError(f"table.both_sexes_epoch_share={both_share}: a share in (0, 1]")
-    steps = Steps(6 + len(runs), log, out / "steps.csv")
+    classifier = bool(spec.get("chain", {}).get("orient")) and "orientation" in spec
+    steps = Steps(6 + classifier + len(runs), log, out / "steps.csv")
     started = time.perf_counter()
 
     def load(cls, *overrides):
@@ -202,9 +215,18 @@ def run(
         f"out={out / 'landmarks'}",
     )
     steps("landmarks", landmarks.run, cfg)
+    orient_model = None
+    if classifier:
+        cfg = load(
+            config_lib.OrientationConfig, f"manifest={manifest}", f"out={out / 'orientation'}"
+        )
+        steps("orientation", orientation.run, cfg)
+        orient_model = out / "orientation" / "orientation.keras"
     if until == "landmarks":
         return None
-    cached = steps("preprocess (cache)", build_cache, manifest, out / "cache", unet, marks, spec)
+    cached = steps(
+        "preprocess (cache)", build_cache, manifest, out / "cache", unet, marks, spec, orient_model
+    )
     if until == "cache":
         return None
     sizes = spec["regions"]
@@ -248,7 +270,7 @@ def main(argv=None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="overrides for every region run; segmentation.KEY=VALUE and "
-        "landmarks.KEY=VALUE for those steps",
+        "landmarks.KEY=VALUE, orientation.KEY=VALUE for those steps",
     )
     parser.add_argument("--figures", default=None, help="folder for the table's plots")
     parser.add_argument(
