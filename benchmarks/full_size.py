@@ -21,7 +21,9 @@ end-to-end calls. ``--tflite``: the SavedModel's ``predict_tflite`` converted (f
 float16) and run by LiteRT on the decoded film (decoding stays outside the .tflite).
 ``--orient-size N``: the same graph with the orientation candidates scored at N px
 (``ChainConfig.orient_size``; the chosen film then segmented at 512 px) measured in the same
-run: its orientation step and its end-to-end time, beside the first graph's.
+run: its orientation step and its end-to-end time, beside the first graph's. ``--classifier``:
+the same with the orientation decided by an orientation classifier at 64 px
+(:mod:`tf_boneage.models.orientation`; the chosen film then segmented once at 512 px).
 """
 
 from __future__ import annotations
@@ -49,8 +51,11 @@ SIZES = {"A": (500, 375), "B": (240, 320), "C": (320, 360)}
 HAND = [0.5, 0.15, 0.8, 0.55, 0.5, 0.7]
 
 
-def paper_graph(seed: int = 0, orient_size: int | None = None) -> end_to_end.BoneAgeGraph:
-    """The paper preset's architectures, untrained, native size (see the module docstring)."""
+def paper_graph(
+    seed: int = 0, orient_size: int | None = None, classifier: bool = False
+) -> end_to_end.BoneAgeGraph:
+    """The paper preset's architectures, untrained, native size (see the module docstring);
+    ``classifier``: the orientation step by a 64 px orientation classifier."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -81,7 +86,12 @@ def paper_graph(seed: int = 0, orient_size: int | None = None) -> end_to_end.Bon
         orient=True,
         orient_size=orient_size,
     )
-    pre = chain.Preprocessor(unet, marks, config)
+    orient_model = None
+    if classifier:
+        from tf_boneage.models.orientation import OrientationNet
+
+        orient_model = OrientationNet((64, 64, 1))
+    pre = chain.Preprocessor(unet, marks, config, orient_model)
     members = end_to_end.members_from_spec(ENSEMBLES["demo"], models.__getitem__)
     m = len(ENSEMBLES["demo"])
     params = {s: {"weights": [1.0 / m] * m, "bias": 0.0} for s in ("male", "female")}
@@ -111,6 +121,11 @@ def main(argv=None) -> int:
         nargs="*",
         default=[],
         help="also measure graphs scoring the orientation candidates at these sizes",
+    )
+    parser.add_argument(
+        "--classifier",
+        action="store_true",
+        help="also measure the graph whose orientation step is a 64 px classifier",
     )
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
@@ -174,6 +189,22 @@ def main(argv=None) -> int:
                 "ms": 1000 * median_seconds(lambda f=serve_small: f(data, male), args.repeats),
             }
         )
+    if args.classifier:
+        from tf_boneage.preprocessing import orientation
+
+        small = paper_graph(classifier=True)
+        stage(
+            "orientation, classifier at 64 px (not in the sum)",
+            lambda x, p=small.preprocessor: orientation.classify(p.orient_model, x)[0],
+            images,
+        )
+        serve_small = tf.function(small.predict_bytes)
+        rows.append(
+            {
+                "stage": "serving_default end to end, classifier at 64 px",
+                "ms": 1000 * median_seconds(lambda f=serve_small: f(data, male), args.repeats),
+            }
+        )
     end_mb = peak_mb()
 
     for variant in args.tflite:
@@ -197,7 +228,8 @@ def main(argv=None) -> int:
     lines = ["| stage | ms per film | share of the stages |", "|---|---|---|"]
     for r in rows:
         share = f"{100 * r['ms'] / stages_ms:.0f} %" if "TFLite" not in r["stage"] else ""
-        share = "" if " px" in r["stage"] and "candidates" in r["stage"] else share
+        alternative = "candidates" in r["stage"] or "classifier" in r["stage"]
+        share = "" if " px" in r["stage"] and alternative else share
         extra = (
             f" ({r['size MB']:.0f} MB)" if "size MB" in r and r["size MB"] == r["size MB"] else ""
         )

@@ -106,12 +106,18 @@ class OrientationTask(Task):
         return tf.data.Dataset.zip(ds, seeds).map(self._augment).prefetch(2)
 
 
-def evaluate(model, films: np.ndarray, batch: int = 256) -> dict:
+def evaluate(model, films: np.ndarray, batch: int = 256, margin: float | None = None) -> dict:
     """Accuracy of ``model`` on every film of ``films`` (N, s, s, 1) in all eight
-    orientations, by the chain's own rule (:func:`~tf_boneage.preprocessing.orientation.classify`):
-    overall, per orientation, upright kept, and the confusion table (true x chosen)."""
+    orientations, by the chain's own rule (:func:`~tf_boneage.preprocessing.orientation.classify`
+    with ``margin``, default the chain's ``ORIENT_CLASS_MARGIN``): overall, per orientation,
+    upright kept, and the confusion table (true x chosen)."""
+    from tf_boneage.preprocessing.chain import ORIENT_CLASS_MARGIN
+
+    margin = ORIENT_CLASS_MARGIN if margin is None else float(margin)
     x, true = all_orientations(films)
-    choose = tf.function(lambda b: orientation.classify(model, b)[:2], reduce_retracing=True)
+    choose = tf.function(
+        lambda b: orientation.classify(model, b, margin)[:2], reduce_retracing=True
+    )
     chosen = []
     for i in range(0, len(x), batch):
         turns, inverted = choose(tf.constant(x[i : i + batch]))
@@ -122,6 +128,7 @@ def evaluate(model, films: np.ndarray, batch: int = 256) -> dict:
     np.add.at(confusion, (true, chosen), 1)
     return {
         "films": int(len(films)),
+        "margin": margin,
         "accuracy": float(right.mean()) if len(right) else float("nan"),
         "upright_kept": float(right[true == 0].mean()) if len(right) else float("nan"),
         "turned_or_inverted_right": float(right[true != 0].mean()) if len(right) else float("nan"),
