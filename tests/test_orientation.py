@@ -143,3 +143,23 @@ def test_the_export_reads_the_classifier_from_the_cache_and_refuses_another(tmp_
     other.replace(paths["orient"])  # the run's classifier changed after the cache was built
     with pytest.raises(ValueError, match="not the orientation classifier the cache was built"):
         export.chain_of_runs(runs, "synthetic")
+
+
+def test_a_fresh_process_loads_the_classifier_through_the_chain(tmp_path):
+    """The chain loads a saved classifier in a process that never imported its module
+    (registered by ``tf_boneage.models``; an export failed on this)."""
+    import subprocess
+    import sys
+
+    from tf_boneage.models import UNet
+
+    UNet((16, 16, 1), depth=2, base_filters=2).save(tmp_path / "u.keras")
+    OrientationNet((16, 16, 1), filters=(2, 4)).save(tmp_path / "o.keras")
+    code = (
+        "from tf_boneage.preprocessing import chain; "
+        f"p = chain.load('{tmp_path / 'u.keras'}', None, orient=True, "
+        f"orient_model_path='{tmp_path / 'o.keras'}'); print(type(p.orient_model).__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("OrientationNet")
