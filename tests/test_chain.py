@@ -152,6 +152,19 @@ def test_cli_preprocess_and_contact_sheet(chain, synth_dir, tmp_path):
     common[common.index("--frame") + 1] = "96x72"
     r = run_cli("preprocess", *common, "--out", tmp_path / "c", "--limit", "8")
     assert r.returncode == 2 and "built by another chain" in r.stderr and "frame" in r.stderr
+    # an orientation classifier: recorded with its hash; without --orient refused by name
+    from tf_boneage.models import OrientationNet
+
+    classifier = tmp_path / "orientation.keras"
+    OrientationNet((16, 16, 1), filters=(2, 4)).save(classifier)
+    given = [*common[:-4], "--frame", "104x80", "--image-size", "64"]
+    given += ["--orient-model", str(classifier)]
+    r = run_cli("preprocess", *given, "--out", tmp_path / "o", "--limit", "2")
+    assert r.returncode == 2 and "needs the orientation step" in r.stderr
+    r = run_cli("preprocess", *given, "--orient", "--out", tmp_path / "o", "--limit", "2")
+    assert r.returncode == 0, r.stderr
+    spec = ChainSpec.read(tmp_path / "o" / "chain.json")
+    assert spec.orient and spec.orient_model_sha256 == sha256(classifier)
 
 
 def test_the_cache_takes_original_sizes_as_the_graph_does():
