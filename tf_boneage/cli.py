@@ -174,22 +174,32 @@ def _load_table(path: str, limit: int | None, ids: list[str] | None = None) -> p
     return table.head(limit) if limit else table
 
 
-def cmd_preprocess(args) -> int:
-    from tf_boneage.preprocessing import cache, chain
-    from tf_boneage.preprocessing.spec import ChainSpec
+def _load_chain(args, region_sizes=None):
+    """The chain of the ``_chain_args`` options, or None after printing why it cannot be
+    built (e.g. an orientation classifier without ``--orient``)."""
+    from tf_boneage.preprocessing import chain
 
     try:
-        pre = chain.load(
+        return chain.load(
             args.unet,
             args.landmarks,
             args.frame,
-            args.region_sizes,
-            args.orient,
-            args.orient_size,
-            args.orient_model,
+            region_sizes,
+            orient=args.orient,
+            orient_size=args.orient_size,
+            orient_model_path=args.orient_model,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_preprocess(args) -> int:
+    from tf_boneage.preprocessing import cache
+    from tf_boneage.preprocessing.spec import ChainSpec
+
+    pre = _load_chain(args, args.region_sizes)
+    if pre is None:
         return 2
     table = _load_table(args.manifest, args.limit)
     size = tuple(args.image_size) if args.image_size else None
@@ -361,23 +371,14 @@ def cmd_demo(args) -> int:
 def cmd_contact_sheet(args) -> int:
     import cv2
 
-    from tf_boneage.preprocessing import chain, contact_sheet
+    from tf_boneage.preprocessing import contact_sheet
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
-    try:
-        pre = chain.load(
-            args.unet,
-            args.landmarks,
-            args.frame,
-            orient=args.orient,
-            orient_size=args.orient_size,
-            orient_model_path=args.orient_model,
-        )
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    pre = _load_chain(args)
+    if pre is None:
         return 2
     table = _load_table(args.manifest, args.n, args.ids)
     if args.pose:
