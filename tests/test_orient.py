@@ -457,3 +457,20 @@ def test_the_spec_records_the_classifier_and_a_changed_one_is_a_difference(tmp_p
     assert again == spec
     other = ChainSpec.of_chain(pre, paths["unet"], None, None, None, paths["b"])
     assert [d.split(":")[0] for d in spec.differences(other)] == ["orient_model_sha256"]
+
+
+def test_with_an_outline_the_classifiers_turn_must_also_fit_it_better(models):
+    """The classifier proposes, the outline accepts: a classifier that says 'half turned' of a
+    film whose registration as given fits the outline is overruled; with an outline made from
+    the half-turned film its turn stands."""
+    low = tf.constant(np.roll(film(), 14, axis=0)[None, ..., None].astype(np.float32))
+    pre = _chain(models, orient=True, classifier=constant_classifier(2))
+    assert int(pre(low)["quarter_turns"][0]) == 2  # the classifier alone
+    half = pre(low)["occupancy"].numpy()[0, ..., 0]
+    as_given = _chain(models, orient=False)(low)["occupancy"].numpy()[0, ..., 0]
+    pre.outline = tf.Variable(as_given)
+    out = pre(low)
+    assert int(out["quarter_turns"][0]) == 0 and not bool(out["inverted"][0])
+    np.testing.assert_allclose(out["occupancy"].numpy()[0, ..., 0], as_given, atol=1e-5)
+    pre.outline = tf.Variable(half)
+    assert int(pre(low)["quarter_turns"][0]) == 2

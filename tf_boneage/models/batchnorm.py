@@ -42,9 +42,11 @@ def recalibrate(model: keras.Model, inputs) -> int:
     return len(layers)
 
 
-#: most input pixels in one batch norm recalibration pass (16 images of 512 x 512, 455 of
-#: 96 x 96): the U-Net at the paper's 512 px ran out of 24 GB on 56 images at once
-MAX_RECALIBRATION_PIXELS = 1 << 22
+#: most input pixels in one batch norm recalibration pass (8 images of 512 x 512, 227 of
+#: 96 x 96): the paper preset's training batch. The U-Net at the paper's 512 px ran out of
+#: 24 GB on 56 images at once, and 16 images made the segmentation step's peak (9.5 GB against
+#: 4.4 GB while training at batch 8; BENCHMARKS.md, memory by step)
+MAX_RECALIBRATION_PIXELS = 1 << 21
 
 
 def batch_for(shape, largest: int = 256) -> int:

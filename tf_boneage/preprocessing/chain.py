@@ -313,6 +313,27 @@ class Preprocessor(tf.Module):
         )
         return soft_dice(occ, self.outline)
 
+    def _keep_as_given(
+        self, images, probs, turns, inverted, original_size, upright_size, as_given=None
+    ):
+        """Whether each film stays as given (B,) bool: the proposed orientation (``probs`` of
+        the film turned by ``turns`` and inverted, in the film's orientation) does not register
+        closer to ``self.outline`` than the film as given (by more than :data:`FIT_MARGIN`);
+        and the U-Net's probabilities of the film as given (``as_given``, computed when not
+        passed)."""
+        if as_given is None:
+            as_given = self.segment(images)[1]
+        fit = self.candidate_fit(images, probs, turns, inverted, original_size, upright_size)
+        fit0 = self.candidate_fit(
+            images,
+            as_given,
+            tf.zeros_like(turns),
+            tf.zeros_like(inverted),
+            original_size,
+            upright_size,
+        )
+        return fit <= fit0 + FIT_MARGIN, as_given
+
     def qc(self, masks, probs, landmarks, image_size, original_size=None) -> dict:
         """QC numbers per image: ``mask_area`` (fraction of the image), ``mask_confidence``
         (mean probability inside the mask) and ``landmark_plausibility``, the fraction of 4
@@ -382,26 +403,26 @@ class Preprocessor(tf.Module):
             turns, inverted, confidence = orientation.classify(
                 self.orient_model, images, ORIENT_CLASS_MARGIN
             )
-            images = tf.where(inverted[:, None, None, None], 1.0 - images, images)
-            probs = self.upright_probs(images, turns)
+            chosen = tf.where(inverted[:, None, None, None], 1.0 - images, images)
+            probs = self.upright_probs(chosen, turns)
+            if self.outline is not None:  # the classifier proposes, the outline accepts
+                keep, as_given = self._keep_as_given(
+                    images, probs, turns, inverted, original_size, upright_size
+                )
+                probs = tf.where(keep[:, None, None, None], as_given, probs)
+                turns = tf.where(keep, tf.zeros_like(turns), turns)
+                inverted = tf.logical_and(inverted, tf.logical_not(keep))
+                chosen = tf.where(inverted[:, None, None, None], 1.0 - images, images)
+            images = chosen
             masks = mask.clean_mask(probs)
             if upright_size and original_size is not None:
                 original_size = _turned_size(original_size, turns)
         elif self.config.orient:
             probs, turns, inverted, as_given = self.orient(images)
             if self.outline is not None:  # turn only when the registration fits better
-                fit = self.candidate_fit(
-                    images, probs, turns, inverted, original_size, upright_size
+                keep, _ = self._keep_as_given(
+                    images, probs, turns, inverted, original_size, upright_size, as_given
                 )
-                fit0 = self.candidate_fit(
-                    images,
-                    as_given,
-                    tf.zeros_like(turns),
-                    tf.zeros_like(inverted),
-                    original_size,
-                    upright_size,
-                )
-                keep = fit <= fit0 + FIT_MARGIN
                 probs = tf.where(keep[:, None, None, None], as_given, probs)
                 turns = tf.where(keep, tf.zeros_like(turns), turns)
                 inverted = tf.logical_and(inverted, tf.logical_not(keep))
