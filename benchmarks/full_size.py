@@ -235,7 +235,7 @@ def main(argv=None) -> int:
     for r in rows:
         share = f"{100 * r['ms'] / stages_ms:.0f} %" if "TFLite" not in r["stage"] else ""
         alternative = "candidates" in r["stage"] or "classifier" in r["stage"]
-        share = "" if " px" in r["stage"] and alternative else share
+        share = "" if alternative else share
         extra = (
             f" ({r['size MB']:.0f} MB)" if "size MB" in r and r["size MB"] == r["size MB"] else ""
         )
