@@ -27,6 +27,22 @@ def _run(script, *args, env=None, timeout=600):
     )
 
 
+def _in_process(main, *args):
+    """A stage's ``main(argv)`` in this process (its refusals need no TensorFlow start-up of
+    their own): returncode, stdout and stderr as :func:`_run` gives them."""
+    import contextlib
+    import io
+    import types
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 # ---- configs ------------------------------------------------------------------------------
 
 
@@ -375,8 +391,10 @@ def test_segmentation_and_landmark_scripts_on_the_synthetic_default(synth_dir, t
         tmp_path / "lm" / "config.yaml"
     ).exists()
     assert len(pd.read_csv(tmp_path / "lm" / "history.csv")) == 2
-    bad = _run(
-        "landmarks.py",
+    from tf_boneage.training import landmarks
+
+    bad = _in_process(
+        landmarks.main,
         "--preset",
         "synthetic",
         "--set",
@@ -425,10 +443,12 @@ def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
         table_lib.run("synthetic", manifest, out, until="region")
     exp = ["--runs", str(out), "--preset", "synthetic", "--name", "b", "--root",
            str(tmp_path / "sm"), "--ensemble", "demo", "--manifest", str(manifest)]  # fmt: skip
-    bad = _run("export.py", *exp, "--calibrate", "test")
+    from tf_boneage.training import export
+
+    bad = _in_process(export.main, *exp, "--calibrate", "test")
     assert bad.returncode == 2 and "test split" in bad.stderr
     # a U-Net other than the one the cache recorded (chain.json): refused before any work
-    other = _run("export.py", *exp, "--unet", str(out / "landmarks" / "landmarks.keras"))
+    other = _in_process(export.main, *exp, "--unet", str(out / "landmarks" / "landmarks.keras"))
     assert other.returncode == 2 and "not the U-Net the cache was built with" in other.stderr
     # per-stage and end-to-end TFLite conversion: test_export.py and the demo (not repeated)
     r = _run("export.py", *exp, "--stages", timeout=900)
