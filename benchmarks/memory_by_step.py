@@ -45,8 +45,10 @@ def child(cmd: list[str], log: Path) -> tuple[float, float, int]:
     return usage.ru_maxrss / 1024.0, time.perf_counter() - start, proc.returncode
 
 
-def measure(films: int, size: str, work: Path) -> list[dict]:
-    """One row per step for ``films`` phantoms of ``size`` (``WxH``) under ``work``."""
+def measure(films: int, size: str, work: Path, steps=None) -> list[dict]:
+    """One row per step (``steps``: names of :data:`STEPS`' ``--until`` values, default all) for
+    ``films`` phantoms of ``size`` (``WxH``) under ``work``. A step already done in ``work``
+    returns at once: delete its folder to measure it again."""
     root = work / f"n{films}"
     root.mkdir(parents=True, exist_ok=True)
     synth = root / "synth"
@@ -60,6 +62,8 @@ def measure(films: int, size: str, work: Path) -> list[dict]:
         )
     driver = Path(__file__).resolve().parents[1] / "training" / "table.py"
     for name, until in STEPS:
+        if steps and until not in steps:
+            continue
         cmd = [sys.executable, str(driver), "--preset", "paper", "--manifest",
                str(synth / "manifest.csv"), "--out", str(root / "table"), "--epochs", "1",
                "--only", "A_reg_both", "--until", until, "--set", *SETTINGS]  # fmt: skip
@@ -78,10 +82,13 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="2000x1600", help="phantom size WxH")
     parser.add_argument("--work", required=True, help="scratch folder (phantoms, runs)")
     parser.add_argument("--out", default=None, help="markdown report")
+    parser.add_argument(
+        "--steps", nargs="+", choices=[u for _, u in STEPS], help="only these steps (default all)"
+    )
     args = parser.parse_args(argv)
     rows = []
     for n in args.films:
-        rows += measure(n, args.size, Path(args.work))
+        rows += measure(n, args.size, Path(args.work), args.steps)
     import pandas as pd
 
     header = (

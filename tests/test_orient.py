@@ -209,7 +209,8 @@ def test_export_and_float32_tflite_turn_the_film_the_same_way(tmp_path, orient_s
     """The orientation step inside the exported graph and its float32 TFLite conversion
     (built-in ops only): a film turned 90 degrees and inverted gets the upright film's age, and
     both paths say what they corrected; also with the candidates scored at a smaller size, and
-    with an orientation classifier deciding."""
+    with an orientation classifier proposing and an outline accepting (one film at a time in
+    TFLite: the upright one skips the check, the turned one runs it)."""
     from tf_boneage.data.io import png16_bytes
     from tf_boneage.export import saved_model, tflite
     from tf_boneage.export.end_to_end import BoneAgeGraph, members_from_spec
@@ -233,6 +234,9 @@ def test_export_and_float32_tflite_turn_the_film_the_same_way(tmp_path, orient_s
         orient_size=orient_size,
         classifier=side_classifier() if classifier else None,
     )
+    if classifier:  # with an outline: the check runs in the graph (tf.cond) for turned films
+        upright = tf.constant(film()[None, ..., None])
+        pre.outline = tf.Variable(_chain(fake_models(), False)(upright)["occupancy"][0, ..., 0])
     graph = BoneAgeGraph(pre, members, params, (S, S))
     path = saved_model.export_end_to_end(graph, tmp_path / "oriented", metadata={"test": True})
     loaded = tf.saved_model.load(str(path))
@@ -457,6 +461,33 @@ def test_the_spec_records_the_classifier_and_a_changed_one_is_a_difference(tmp_p
     assert again == spec
     other = ChainSpec.of_chain(pre, paths["unet"], None, None, None, paths["b"])
     assert [d.split(":")[0] for d in spec.differences(other)] == ["orient_model_sha256"]
+    # the classifier's margin is recorded with it; a changed one is a difference, a description
+    # written before it was recorded ran with the margin of the time (0.3)
+    assert spec.orient_margin == pre.config.orient_margin == 0.3
+    pre.config.orient_margin = 0.1
+    wider = ChainSpec.of_chain(pre, paths["unet"], None, None, None, paths["a"])
+    assert wider.orient_margin == 0.1
+    assert [d.split(":")[0] for d in spec.differences(wider)] == ["orient_margin"]
+    legacy = {k: v for k, v in spec.to_dict().items() if k != "orient_margin"}
+    assert ChainSpec.from_dict(legacy).orient_margin == 0.3
+    assert ChainSpec.from_dict({**legacy, "orient_model_sha256": None}).orient_margin is None
+    with pytest.raises(ValueError, match="orient_margin"):
+        ChainSpec.from_dict({**legacy, "orient_margin": 1.5})
+
+
+def test_the_chain_turns_by_its_recorded_margin(models):
+    """The config's margin decides: a classifier 0.45 sure of a quarter turn and 0.40 of the
+    film as given turns it with margin 0, keeps it with 0.1 (the spec's number is used)."""
+    x = keras.Input((S, S, 1))
+    dense = keras.layers.Dense(8, activation="softmax")
+    model = keras.Model(x, dense(keras.layers.Flatten()(x)))
+    logits = np.log(np.array([0.40, 0.0, 0.0, 0.45, 0.05, 0.05, 0.05, 0.0]) + 1e-9)
+    dense.set_weights([np.zeros((S * S, 8), np.float32), logits.astype(np.float32)])
+    pre = _chain(models, orient=True, classifier=model)
+    given = tf.constant(film()[None, ..., None])
+    for margin, turns in ((0.0, 3), (0.1, 0)):
+        pre.config.orient_margin = margin
+        assert int(pre(given)["quarter_turns"][0]) == turns, margin
 
 
 def test_with_an_outline_the_classifiers_turn_must_also_fit_it_better(models):
@@ -474,3 +505,24 @@ def test_with_an_outline_the_classifiers_turn_must_also_fit_it_better(models):
     np.testing.assert_allclose(out["occupancy"].numpy()[0, ..., 0], as_given, atol=1e-5)
     pre.outline = tf.Variable(half)
     assert int(pre(low)["quarter_turns"][0]) == 2
+
+
+def test_the_outline_check_runs_only_when_the_classifier_proposes_a_change(models):
+    """A batch the classifier proposes as given skips the check (a U-Net and two landmark
+    passes) and comes out as without an outline; one turned film in the batch runs it."""
+    low = tf.constant(np.roll(film(), 14, axis=0)[None, ..., None].astype(np.float32))
+    as_given = _chain(models, orient=False)(low)["occupancy"].numpy()[0, ..., 0]
+    calls = []
+    for c, expected_calls in ((0, 0), (2, 2)):  # the check fits the proposal and the film
+        pre = _chain(models, orient=True, classifier=constant_classifier(c))
+        plain = pre(low)
+        pre.outline = tf.Variable(as_given)
+        fit = pre.candidate_fit
+        pre.candidate_fit = lambda *a, fit=fit: calls.append(1) or fit(*a)
+        calls.clear()
+        out = pre(low)
+        assert len(calls) == expected_calls, c
+        assert int(out["quarter_turns"][0]) == 0  # kept as given either way
+        if c == 0:
+            for key in ("mask", "landmarks", "registered", "mask_area"):
+                np.testing.assert_array_equal(out[key].numpy(), plain[key].numpy(), key)

@@ -595,13 +595,15 @@ def from_runs(
     orient: bool = False,
     orient_size: int | None = None,
     orient_model=None,
+    orient_margin: float | None = None,
 ) -> BoneAgeGraph:
     """Build the graph from the outputs of ``training/table.py``: ``seg/roundK/unet.keras``
     (``unet``, else the one ``seg/report.json`` names, else the last round: it must be the
     U-Net the training cache was built with),
     ``landmarks/landmarks.keras``, ``region/NAME/model.keras`` and the ensemble ``ensemble``
     of ``region/ensembles.json``; ``orient_model``: the orientation classifier's file (else
-    the U-Net's orientation step, when ``orient``)."""
+    the U-Net's orientation step, when ``orient``) and ``orient_margin`` its margin (None: the
+    chain's default)."""
     import json
     from pathlib import Path
 
@@ -617,7 +619,9 @@ def from_runs(
     if ensemble not in doc:
         raise KeyError(f"{doc_path}: no ensemble {ensemble!r}; it has {sorted(doc)}")
     marks = root / "landmarks" / "landmarks.keras"
-    pre = chain.load(unet, marks, frame, region_sizes, orient, orient_size, orient_model)
+    pre = chain.load(
+        unet, marks, frame, region_sizes, orient, orient_size, orient_model, orient_margin
+    )
     pre.config.frame = registration.Frame(*frame)
 
     loaded = {}

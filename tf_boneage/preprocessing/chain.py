@@ -171,6 +171,9 @@ class ChainConfig:
     #: time at full resolution: the choice held at 2/3 of the U-Net's size on rsna100 `val`, not at
     #: 1/2 (RESULTS.md)
     orient_size: int | None = None
+    #: the orientation classifier's margin for the film as given (:func:`.orientation.classify`;
+    #: recorded in ``chain.json`` as ``orient_margin``)
+    orient_margin: float = ORIENT_CLASS_MARGIN
 
 
 class Preprocessor(tf.Module):
@@ -401,13 +404,20 @@ class Preprocessor(tf.Module):
             from tf_boneage.preprocessing import orientation
 
             turns, inverted, confidence = orientation.classify(
-                self.orient_model, images, ORIENT_CLASS_MARGIN
+                self.orient_model, images, self.config.orient_margin
             )
             chosen = tf.where(inverted[:, None, None, None], 1.0 - images, images)
             probs = self.upright_probs(chosen, turns)
             if self.outline is not None:  # the classifier proposes, the outline accepts
-                keep, as_given = self._keep_as_given(
-                    images, probs, turns, inverted, original_size, upright_size
+                # only when it proposes a change for some film of the batch: a film proposed
+                # as given is kept as given by the check anyway (the same fit twice), and the
+                # check costs a U-Net and two landmark passes (0.3 s on a full-size film)
+                keep, as_given = tf.cond(
+                    tf.reduce_any((turns != 0) | inverted),
+                    lambda: self._keep_as_given(
+                        images, probs, turns, inverted, original_size, upright_size
+                    ),
+                    lambda: (tf.ones_like(inverted), probs),
                 )
                 probs = tf.where(keep[:, None, None, None], as_given, probs)
                 turns = tf.where(keep, tf.zeros_like(turns), turns)
@@ -472,11 +482,13 @@ def load(
     orient: bool = False,
     orient_size: int | None = None,
     orient_model_path=None,
+    orient_margin: float | None = None,
 ) -> Preprocessor:
     """A :class:`Preprocessor` from saved ``.keras`` models; sizes read from the models;
     ``frame`` (h, w) defaults to the paper's ``registration.PAPER_FRAME``; ``orient`` and
     ``orient_size``: see :meth:`Preprocessor.orient`; ``orient_model_path``: the orientation
-    classifier of the orientation step (``orient`` must be on)."""
+    classifier of the orientation step (``orient`` must be on); ``orient_margin``: its margin
+    (None: :data:`ORIENT_CLASS_MARGIN`)."""
     if orient_model_path and not orient:
         raise ValueError("an orientation model needs the orientation step (orient=True)")
     # compile=False: inference weights only (an export must not carry optimizer slots)
@@ -488,6 +500,7 @@ def load(
         frame=registration.Frame(*(frame or registration.PAPER_FRAME)),
         orient=bool(orient),
         orient_size=int(orient_size) if orient_size else None,
+        orient_margin=ORIENT_CLASS_MARGIN if orient_margin is None else float(orient_margin),
     )
     if region_sizes is not None:
         config.region_sizes = dict(region_sizes)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 #: the file name of the description inside a cache folder
 CHAIN_FILE = "chain.json"
+#: the classifier's margin of the caches made before ``orient_margin`` was recorded
+LEGACY_ORIENT_MARGIN = 0.3
 
 
 def sha256(path) -> str:
@@ -64,6 +66,10 @@ class ChainSpec:
     #: the orientation classifier of the orientation step (None: the U-Net's mask mass decides)
     orient_model: str | None = None
     orient_model_sha256: str | None = None
+    #: how much surer another class must be than "as given" for the classifier to turn a film
+    #: (:func:`~.orientation.classify`); None without a classifier. Descriptions written before
+    #: it was recorded ran with :data:`LEGACY_ORIENT_MARGIN`
+    orient_margin: float | None = None
 
     def __post_init__(self):
         pairs = {"frame": _pair(self.frame, "frame")}
@@ -78,6 +84,12 @@ class ChainSpec:
             isinstance(self.orient_size, int) and self.orient_size > 0
         ):
             raise ValueError(f"chain orient_size: a positive integer, got {self.orient_size!r}")
+        if self.orient_model_sha256 is None:
+            object.__setattr__(self, "orient_margin", None)
+        elif self.orient_margin is None:
+            object.__setattr__(self, "orient_margin", LEGACY_ORIENT_MARGIN)
+        elif not 0 <= self.orient_margin < 1:
+            raise ValueError(f"chain orient_margin: in [0, 1), got {self.orient_margin!r}")
         if self.assume_aspect is not None and not self.assume_aspect > 0:
             raise ValueError(f"chain assume_aspect: must be > 0, got {self.assume_aspect!r}")
 
@@ -95,8 +107,15 @@ class ChainSpec:
         orient: bool = False,
         orient_size: int | None = None,
         orient_model_path=None,
+        orient_margin: float | None = None,
     ) -> ChainSpec:
-        """A new description of a chain built from these model files (hashed here)."""
+        """A new description of a chain built from these model files (hashed here);
+        ``orient_margin`` None with a classifier: the chain's default
+        (:data:`~.chain.ORIENT_CLASS_MARGIN`)."""
+        if orient_model_path and orient_margin is None:
+            from tf_boneage.preprocessing.chain import ORIENT_CLASS_MARGIN
+
+            orient_margin = ORIENT_CLASS_MARGIN
         return cls(
             image_size=tuple(image_size) if image_size is not None else None,
             unet_size=int(unet_size),
@@ -112,6 +131,7 @@ class ChainSpec:
             orient_size=int(orient_size) if orient_size else None,
             orient_model=str(orient_model_path) if orient_model_path else None,
             orient_model_sha256=sha256(orient_model_path) if orient_model_path else None,
+            orient_margin=float(orient_margin) if orient_model_path else None,
         )
 
     @classmethod
@@ -134,6 +154,7 @@ class ChainSpec:
             c.orient,
             c.orient_size,
             orient_model_path,
+            c.orient_margin,
         )
 
     def to_dict(self) -> dict:

@@ -71,6 +71,7 @@ def run(
             chain.orient,
             chain.orient_size,
             chain.orient_model,
+            chain.orient_margin,
         )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise StepError(str(exc)) from None
@@ -194,6 +195,8 @@ def replace_orientation(chain: ChainSpec, orient_model) -> tuple[ChainSpec, dict
     step only decides how a film is turned before the rest of the chain; the region networks
     learnt from upright films either way, so an upright film gives the same crops whenever
     both steps keep it as given. Returns (the served chain, the record)."""
+    from tf_boneage.preprocessing.chain import ORIENT_CLASS_MARGIN
+
     path = Path(orient_model)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no orientation classifier")
@@ -210,6 +213,7 @@ def replace_orientation(chain: ChainSpec, orient_model) -> tuple[ChainSpec, dict
         orient_size=None,
         orient_model=str(path),
         orient_model_sha256=sha256(path),
+        orient_margin=ORIENT_CLASS_MARGIN,
     )
     print(
         f"warning: serving the orientation classifier {path} instead of the cache's "
