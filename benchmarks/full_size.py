@@ -1,30 +1,31 @@
 """A full-size film to an age with the paper preset: time per stage and peak memory (issue 15).
 
-    python benchmarks/full_size.py --size 2000x1500 --repeats 3 --tflite float32 float16 \\
-        --orient-size 128 --out full_size.md
+    python benchmarks/full_size.py --size 2000x1500 --repeats 3 --tflite float32 float16 \
+        --unet-orientation --out full_size.md
 
 The graph has the paper preset's architectures (``models.presets.PRESETS["paper"]``: U-Net 512 px
 depth 5, landmark net 512 px, region networks at 500 x 375 / 240 x 320 / 320 x 360, the 2080 x
-1600 frame, the orientation step) and the members the paper demo exports (``runs.ENSEMBLES
-["demo"]``: A, B, C regression and A classification by sex), native size (``input_size=None``:
-regions warped from the film's own pixels). Its weights are untrained: time and memory do not
-depend on them, only the chain's path does, so the U-Net answers "hand" everywhere (a whole-film
-mask) and the landmark net a hand's tip, thumb and capitate (a fixed, plausible registration).
+1600 frame) and its orientation step (``presets/paper.yaml``: a 64 px orientation classifier
+proposes, the registration outline accepts, as an export with an outline serves it), and the
+members the paper demo exports (``runs.ENSEMBLES["demo"]``: A, B, C regression and A
+classification by sex), native size (``input_size=None``: regions warped from the film's own
+pixels). Its weights are untrained: time and memory do not depend on them, only the chain's
+path does, so the U-Net answers "hand" everywhere (a whole-film mask), the landmark net a
+hand's tip, thumb and capitate (a fixed, plausible registration) and the classifier "as given"
+(an upright film: the outline check is skipped, as for most films).
 
 Stages, each a ``tf.function`` on the previous stage's tensors, batch 1, median of
-``--repeats`` calls after a warm-up: decode (16-bit PNG), orientation (the U-Net on the 8
-candidates), U-Net once, mask cleanup, contrast (background removal + equalisation at full
-size), landmarks, registration + warps (regions A, B, C and the registered frame from the full
-film), region networks + ensemble; then ``serving_default`` end to end (PNG bytes in). Peak
-memory: the process's peak resident set (``ru_maxrss``) after the graph is built and after the
-end-to-end calls. ``--tflite``: the SavedModel's ``predict_tflite`` converted (float32 /
-float16) and run by LiteRT on the decoded film (decoding stays outside the .tflite).
-``--orient-size N``: the same graph with the orientation candidates scored at N px
-(``ChainConfig.orient_size``; the chosen film then segmented at 512 px) measured in the same
-run: its orientation step and its end-to-end time, beside the first graph's. ``--classifier``:
-the same with the orientation decided by an orientation classifier at 64 px
-(:mod:`tf_boneage.models.orientation`; the chosen film then segmented once at 512 px), alone
-and, as exports serve it, with the outline check of its proposal.
+``--repeats`` calls after a warm-up: decode (16-bit PNG), orientation (the classifier), U-Net
+once, mask cleanup, contrast (background removal + equalisation at full size), landmarks,
+registration + warps (regions A, B, C and the registered frame from the full film), region
+networks + ensemble; then ``serving_default`` end to end (PNG bytes in), and again for a film
+the classifier proposes to turn (the outline check then runs: one more U-Net pass and two
+landmark passes). Peak memory: the process's peak resident set (``ru_maxrss``) after the graph
+is built and after the end-to-end calls. ``--tflite``: the SavedModel's ``predict_tflite``
+converted (float32 / float16) and run by LiteRT on the decoded film (decoding stays outside the
+.tflite). ``--unet-orientation``: also the graph whose orientation step is the U-Net on the 8
+candidates at 512 px (before the classifier), its step and its end-to-end time;
+``--orient-size N``: the same with the candidates scored at N px (``ChainConfig.orient_size``).
 """
 
 from __future__ import annotations
@@ -50,13 +51,17 @@ from tf_boneage.training.runs import ENSEMBLES
 SIZES = {"A": (500, 375), "B": (240, 320), "C": (320, 360)}
 #: normalised (x, y) of tip, thumb, capitate the untrained landmark net is made to answer
 HAND = [0.5, 0.15, 0.8, 0.55, 0.5, 0.7]
+#: the paper preset's orientation classifier input (``presets/paper.yaml``, ``orientation.size``)
+ORIENT_SIZE = 64
 
 
 def paper_graph(
-    seed: int = 0, orient_size: int | None = None, classifier: bool = False
+    seed: int = 0, orient_size: int | None = None, classifier: int | None = 0
 ) -> end_to_end.BoneAgeGraph:
-    """The paper preset's architectures, untrained, native size (see the module docstring);
-    ``classifier``: the orientation step by a 64 px orientation classifier."""
+    """The paper preset's architectures, untrained, native size (see the module docstring).
+    ``classifier``: the orientation classifier's answer for any film (0: as given; 2: half
+    turned), with the outline check of its proposal; None: the U-Net's orientation step (on the
+    8 candidates, scored at ``orient_size`` px when given)."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -88,15 +93,21 @@ def paper_graph(
         orient_size=orient_size,
     )
     orient_model = None
-    if classifier:
+    if classifier is not None:
         from tf_boneage.models.orientation import OrientationNet
 
-        orient_model = OrientationNet((64, 64, 1))
+        orient_model = OrientationNet((ORIENT_SIZE, ORIENT_SIZE, 1))
+        said = orient_model.get_layer("orientation")
+        said.kernel.assign(tf.zeros_like(said.kernel))
+        said.bias.assign(10.0 * np.eye(said.bias.shape[0], dtype=np.float32)[classifier])
     pre = chain.Preprocessor(unet, marks, config, orient_model)
     members = end_to_end.members_from_spec(ENSEMBLES["demo"], models.__getitem__)
     m = len(ENSEMBLES["demo"])
     params = {s: {"weights": [1.0 / m] * m, "bias": 0.0} for s in ("male", "female")}
-    return end_to_end.BoneAgeGraph(pre, members, params, None)
+    graph = end_to_end.BoneAgeGraph(pre, members, params, None)
+    if classifier is not None:  # as exported: the classifier's turn must also fit the outline
+        graph.set_outline(np.full(outline.SIZE, 0.5, np.float32), 0.0)
+    return graph
 
 
 def peak_mb() -> float:
@@ -121,12 +132,12 @@ def main(argv=None) -> int:
         type=int,
         nargs="*",
         default=[],
-        help="also measure graphs scoring the orientation candidates at these sizes",
+        help="also measure the U-Net's orientation step with its candidates at these sizes",
     )
     parser.add_argument(
-        "--classifier",
+        "--unet-orientation",
         action="store_true",
-        help="also measure the graph whose orientation step is a 64 px classifier",
+        help="also measure the U-Net's orientation step on the 8 candidates at 512 px",
     )
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
@@ -147,8 +158,19 @@ def main(argv=None) -> int:
         rows.append({"stage": name, "ms": 1000 * median_seconds(lambda: f(*inputs), args.repeats)})
         return out
 
+    def end_to_end_row(label, g):
+        serve = tf.function(g.predict_bytes)
+        ms = 1000 * median_seconds(lambda: serve(data, male), args.repeats)
+        rows.append({"stage": f"serving_default end to end, {label}", "ms": ms})
+
+    from tf_boneage.preprocessing import orientation
+
     images, shapes = stage("decode (16-bit PNG)", graph.decode, data)
-    stage("orientation (U-Net on 8 candidates)", lambda x: pre.orient(x)[1], images)
+    stage(
+        f"orientation (classifier at {ORIENT_SIZE} px)",
+        lambda x: orientation.classify(pre.orient_model, x)[0],
+        images,
+    )
     probs = stage(
         "U-Net once (512 px)", lambda x: tf.cast(pre.unet(pre.unet_input(x)), tf.float32), images
     )
@@ -173,44 +195,14 @@ def main(argv=None) -> int:
     stage("region networks + ensemble", lambda c, m: graph._estimate(c, m)[0], crops, male)
     stages_ms = sum(r["ms"] for r in rows)
     rows.append({"stage": "sum of the stages", "ms": stages_ms})
-    serve = tf.function(graph.predict_bytes)
-    total = median_seconds(lambda: serve(data, male), args.repeats)
-    rows.append({"stage": "serving_default end to end (SavedModel graph)", "ms": 1000 * total})
-    for size in args.orient_size:
-        small = paper_graph(orient_size=size)
-        stage(
-            f"orientation, candidates at {size} px (not in the sum)",
-            lambda x, p=small.preprocessor: p.orient(x)[1],
-            images,
-        )
-        serve_small = tf.function(small.predict_bytes)
-        rows.append(
-            {
-                "stage": f"serving_default end to end, candidates at {size} px",
-                "ms": 1000 * median_seconds(lambda f=serve_small: f(data, male), args.repeats),
-            }
-        )
-    if args.classifier:
-        from tf_boneage.preprocessing import orientation
-
-        small = paper_graph(classifier=True)
-        stage(
-            "orientation, classifier at 64 px (not in the sum)",
-            lambda x, p=small.preprocessor: orientation.classify(p.orient_model, x)[0],
-            images,
-        )
-        # as exported: with a canonical outline the classifier's turn must also fit it (one more
-        # U-Net pass and two landmark passes per film)
-        checked = paper_graph(classifier=True)
-        checked.set_outline(np.full(outline.SIZE, 0.5, np.float32), 0.0)
-        for label, g in (("classifier at 64 px", small), ("classifier + outline check", checked)):
-            serve_small = tf.function(g.predict_bytes)
-            rows.append(
-                {
-                    "stage": f"serving_default end to end, {label}",
-                    "ms": 1000 * median_seconds(lambda f=serve_small: f(data, male), args.repeats),
-                }
-            )
+    end_to_end_row("an upright film (the classifier proposes it as given)", graph)
+    end_to_end_row("a film the classifier proposes to turn (outline check)", paper_graph(2))
+    unet_sizes = ([None] if args.unet_orientation else []) + list(args.orient_size)
+    for size in unet_sizes:
+        small = paper_graph(orient_size=size, classifier=None)
+        label = f"U-Net on 8 candidates at {size or 512} px"
+        stage(f"orientation, {label} (not in the sum)", small.preprocessor.orient, images)
+        end_to_end_row(f"orientation by the {label}", small)
     end_mb = peak_mb()
 
     for variant in args.tflite:
@@ -234,7 +226,7 @@ def main(argv=None) -> int:
     lines = ["| stage | ms per film | share of the stages |", "|---|---|---|"]
     for r in rows:
         share = f"{100 * r['ms'] / stages_ms:.0f} %" if "TFLite" not in r["stage"] else ""
-        alternative = "candidates" in r["stage"] or "classifier" in r["stage"]
+        alternative = "end to end" in r["stage"] or "not in the sum" in r["stage"]
         share = "" if alternative else share
         extra = (
             f" ({r['size MB']:.0f} MB)" if "size MB" in r and r["size MB"] == r["size MB"] else ""

@@ -38,6 +38,15 @@ def test_rotation_by_30_degrees_keeps_size_and_moves_the_content():
     assert out.shape == img.shape
     ys, xs = np.nonzero(out > 0.5)
     assert xs.mean() > 45  # clockwise: the top moves right
+    # the control: there and back, the square is where it was, blurred only by the resampling
+    back = robustness.transformed(img, "rotate +30 and back", 0, 0)
+    ys, xs = np.nonzero(back > 0.5)
+    assert abs(xs.mean() - 39.5) < 1 and abs(ys.mean() - 14.5) < 1
+    assert 0 < np.abs(back - img).max() < 1  # not the film itself: interpolated twice
+    # a corner of the film turns out of the frame and is lost (filled with the background)
+    corner = np.zeros((100, 80), np.float32)
+    corner[:8, :8] = 1.0
+    assert robustness.transformed(corner, "rotate +30 and back", 0, 0)[:8, :8].max() < 0.5
 
 
 def test_markers_are_burned_into_a_corner_reproducibly():

@@ -60,13 +60,15 @@ def _manifest(args, out: Path) -> tuple[Path, str]:
 PAPER_HEIGHTS = (1500, 3000)
 #: the paper demo's budget on 2 CPU cores (``--set`` adds to it): one epoch per region
 #: network; 3 U-Net and 15 landmark epochs, because one landmark epoch left the landmarks off
-#: the hand (238 % of the tip-capitate length) and every registration with them
+#: the hand (238 % of the tip-capitate length) and every registration with them; 60 epochs of
+#: the orientation classifier (a few batches each at 64 px)
 PAPER_SETS = (
     "segmentation.rounds=1",
     "segmentation.epochs=[3]",
     "segmentation.batch_size=4",
     "landmarks.epochs=15",
     "landmarks.batch_size=4",
+    "orientation.epochs=60",
     "batch_size=8",
 )
 

@@ -63,6 +63,9 @@ TRANSFORMS = {
     "rotate -15": lambda img, rng: _rotate(img, -15),
     "rotate +30": lambda img, rng: _rotate(img, 30),
     "rotate -30": lambda img, rng: _rotate(img, -30),
+    # a control, not an acquisition difference: the resampling of a +30 rotation without the
+    # rotation (what the rotations cost through interpolation and cut corners alone)
+    "rotate +30 and back": lambda img, rng: _rotate(_rotate(img, 30), -30),
     "rotate 90": lambda img, rng: _rotate(img, 90),
     "rotate 180": lambda img, rng: _rotate(img, 180),
     "flip horizontal": lambda img, rng: np.ascontiguousarray(img[:, ::-1]),
@@ -81,7 +84,7 @@ TRANSFORMS = {
 
 #: transforms that act on the film as it lies on the detector (a small rotation of a film
 #: stored squashed to a square is a rotation plus a shear of its pixels)
-PHYSICAL = ("rotate +15", "rotate -15", "rotate +30", "rotate -30")
+PHYSICAL = ("rotate +15", "rotate -15", "rotate +30", "rotate -30", "rotate +30 and back")
 
 
 def transformed(
