@@ -43,7 +43,7 @@ def enhanced_images(rows, unet, size, raw: bool, out: Path | None = None):
     (an ``.npy`` path) they are written there as they come and returned memory-mapped (read
     only): the step's memory is then set by its batch, not by the number of labelled films
     (the whole-set array grew the step from 8.5 to 11.7 GB between 80 and 400 full-size films)."""
-    from tf_boneage.training.segmentation import batches_of_films
+    from tf_boneage.training.segmentation import small_copies
 
     chain = Preprocessor(
         unet, None, ChainConfig(unet_size=unet.input_shape[1] if unet else 96, landmark_size=size)
@@ -55,24 +55,7 @@ def enhanced_images(rows, unet, size, raw: bool, out: Path | None = None):
         masks, _ = chain.segment(batch)
         return chain.landmark_input(chain.enhance(batch, masks))
 
-    run = tf.function(small, reduce_retracing=True)
-    shape = (len(rows), size, size, 1)
-    if out is None:
-        x = np.empty(shape, np.float32)
-    else:
-        partial = Path(out).with_suffix(".partial.npy")
-        x = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
-    k = 0
-    for group in batches_of_films(rows["image_path"], 64):
-        small_batch = run(tf.constant(np.stack([image for _, image in group])[..., None]))
-        x[k : k + len(group)] = small_batch.numpy()
-        k += len(group)
-    if out is None:
-        return x
-    x.flush()
-    del x
-    Path(partial).replace(out)
-    return np.load(out, mmap_mode="r")
+    return small_copies(rows["image_path"], small, size, out)
 
 
 def predict_rows(model, x, index, batch: int = 64) -> np.ndarray:

@@ -38,15 +38,9 @@ NAMES = tuple(f"{90 * (c % 4)} deg{' inverted' if c >= 4 else ''}" for c in rang
 def small_films(paths, size: int) -> np.ndarray:
     """Films squashed to (size, size) as the chain gives them to the classifier: (N, s, s, 1)
     float32 in [0, 1], read in batches (only the small copies are kept)."""
-    from tf_boneage.training.segmentation import batches_of_films
+    from tf_boneage.training.segmentation import small_copies
 
-    run = tf.function(lambda x: warp.resize(x, (size, size)), reduce_retracing=True)
-    out = []
-    for group in batches_of_films(list(paths), 64):
-        out.append(run(tf.constant(np.stack([image for _, image in group])[..., None])).numpy())
-    if not out:
-        return np.zeros((0, size, size, 1), np.float32)
-    return np.concatenate(out)
+    return small_copies(paths, lambda x: warp.resize(x, (size, size)), size)
 
 
 def all_orientations(films: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

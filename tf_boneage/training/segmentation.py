@@ -114,6 +114,33 @@ def batches_of_films(paths, batch: int, max_pixels: int = MAX_BATCH_PIXELS):
         yield group
 
 
+def small_copies(paths, fn, size: int, out=None, batch: int = 64) -> np.ndarray:
+    """``fn`` (a batch of decoded films (B, H, W, 1) float32 -> (B, size, size, 1)) over every
+    film of ``paths`` in order, read in batches (:func:`batches_of_films`): (N, size, size, 1)
+    float32. Only the small results are kept; with ``out`` (an ``.npy`` path) they are written
+    there as they come (``out.partial.npy`` renamed when complete) and returned memory-mapped,
+    read only, so that not even they are held in memory."""
+    paths = list(paths)
+    shape = (len(paths), size, size, 1)
+    if out is None:
+        x = np.empty(shape, np.float32)
+    else:
+        partial = Path(out).with_suffix(".partial.npy")
+        x = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
+    run = tf.function(fn, reduce_retracing=True)
+    k = 0
+    for group in batches_of_films(paths, batch):
+        films = tf.constant(np.stack([image for _, image in group])[..., None])
+        x[k : k + len(group)] = run(films).numpy()
+        k += len(group)
+    if out is None:
+        return x
+    x.flush()
+    del x
+    partial.replace(out)
+    return np.load(out, mmap_mode="r")
+
+
 def iter_masks(model, paths, size, batch=64):
     """Per film, in order: the cleaned mask (h, w) uint8 0 / 1 at the film's own size and the
     raw probabilities (h, w) float32 (the chain's own segmentation step, so evaluation sees
