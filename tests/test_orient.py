@@ -382,6 +382,30 @@ def test_the_table_cache_records_the_orient_size_of_its_preset(synth_dir, tmp_pa
         table_lib.build_cache(synth_dir / "manifest.csv", tmp_path / "c", unet, marks, spec)
 
 
+def test_a_finished_cache_without_a_classifier_skips_training_one(tmp_path, models, capsys):
+    """A run folder whose cache was finished before the preset had a classifier (t21): the
+    table does not train one it would not use, and says so; an unfinished cache, or one built
+    with a classifier, trains it."""
+    from tf_boneage.preprocessing.spec import ChainSpec
+    from tf_boneage.training.table import cache_wants_classifier
+
+    folder = tmp_path / "cache"
+    assert cache_wants_classifier(folder)  # no cache yet
+    paths = {n: tmp_path / f"{n}.keras" for n in ("unet", "orient")}
+    models[0].save(paths["unet"])
+    constant_classifier(0).save(paths["orient"])
+    pre = _chain(models, orient=True)
+    ChainSpec.of_chain(pre, paths["unet"], None, None, None).write(folder / "chain.json")
+    assert cache_wants_classifier(folder)  # described, but not finished: rebuilt with it
+    (folder / "manifest.csv").write_text("id\n")
+    assert not cache_wants_classifier(folder)
+    assert "built without an orientation classifier" in capsys.readouterr().out
+    with_it = _chain(models, orient=True, classifier=constant_classifier(0))
+    spec = ChainSpec.of_chain(with_it, paths["unet"], None, None, None, paths["orient"])
+    spec.write(folder / "chain.json")
+    assert cache_wants_classifier(folder)
+
+
 # --- the orientation classifier deciding (tf_boneage.models.orientation) ---------------------
 
 

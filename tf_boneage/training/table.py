@@ -125,6 +125,25 @@ def run_epochs(spec_run, epochs: int, both_share: float) -> int:
     return max(1, round(epochs * both_share))
 
 
+def cache_wants_classifier(folder) -> bool:
+    """False when ``folder`` holds a finished cache whose ``chain.json`` records no orientation
+    classifier (a run made before the preset had one): the cache would not use a classifier
+    trained now, so the step is skipped, said in a warning. True otherwise."""
+    from tf_boneage.preprocessing.spec import CHAIN_FILE, ChainSpec
+
+    folder = Path(folder)
+    if not (folder / "manifest.csv").is_file() or not (folder / CHAIN_FILE).is_file():
+        return True
+    if ChainSpec.read(folder / CHAIN_FILE).orient_model_sha256:
+        return True
+    print(
+        f"warning: the finished cache {folder} was built without an orientation classifier: "
+        "the orientation step is skipped (a classifier trained now would not be used; delete "
+        "the cache folder to rebuild it with one)"
+    )
+    return False
+
+
 def build_cache(manifest, out, unet, marks, spec: dict, orient_model=None) -> Path:
     """The preprocessing cache of ``manifest`` at the preset's sizes (resumable); returns its
     manifest (``OUT/manifest.csv``). ``orient_model``: the orientation classifier's file."""
@@ -197,6 +216,8 @@ def run(
     if not 0 < both_share <= 1:
         raise StepError(f"table.both_sexes_epoch_share={both_share}: a share in (0, 1]")
     classifier = bool(spec.get("chain", {}).get("orient")) and "orientation" in spec
+    if classifier and not cache_wants_classifier(out / "cache"):
+        classifier = False
     steps = Steps(6 + classifier + len(runs), log, out / "steps.csv")
     started = time.perf_counter()
 
