@@ -80,16 +80,57 @@ def test_landmark_inputs_are_small_whatever_the_films(films):
     np.testing.assert_allclose(x[7], alone[0], atol=1e-5)
 
 
-def test_landmark_inputs_on_disk_are_the_same_images_memory_mapped(films, tmp_path):
+def test_landmark_inputs_on_disk_are_the_same_images_read_by_rows(films, tmp_path):
     import pandas as pd
+
+    from tf_boneage.data.rowfile import RowFile
 
     unet = UNet((32, 32, 1), depth=2, base_filters=4)
     rows = pd.DataFrame({"image_path": films})
     kept = landmarks.enhanced_images(rows, unet, 24, raw=False)
-    mapped = landmarks.enhanced_images(rows, unet, 24, raw=False, out=tmp_path / "x.npy")
-    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
-    np.testing.assert_array_equal(mapped, kept)
+    on_disk = landmarks.enhanced_images(rows, unet, 24, raw=False, out=tmp_path / "x.npy")
+    assert isinstance(on_disk, RowFile) and on_disk.shape == kept.shape
+    np.testing.assert_array_equal(on_disk[[5, 0, 17]], kept[[5, 0, 17]])
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), kept)  # a standard .npy
     assert [p.name for p in tmp_path.iterdir()] == ["x.npy"]  # no partial file left
+
+
+def test_row_file_reads_the_rows_asked_in_their_order(tmp_path):
+    from tf_boneage.data.rowfile import RowFile, RowWriter
+
+    x = np.arange(5 * 3 * 2, dtype=np.float32).reshape(5, 3, 2)
+    writer = RowWriter(tmp_path / "a.npy", x.shape)
+    writer.write(x[:2])
+    assert not (tmp_path / "a.npy").exists()  # only complete files under the name
+    writer.write(x[2:])
+    f = writer.close()
+    np.testing.assert_array_equal(f[[4, 1, 1]], x[[4, 1, 1]])
+    np.testing.assert_array_equal(f[1:4], x[1:4])
+    np.testing.assert_array_equal(f[-1], x[-1])
+    np.testing.assert_array_equal(np.asarray(f), x)
+    assert len(f) == 5 and f[[]].shape == (0, 3, 2)
+    with pytest.raises(IndexError):
+        f[[5]]
+    np.save(tmp_path / "b.npy", x)  # numpy's own files too
+    np.testing.assert_array_equal(RowFile(tmp_path / "b.npy")[[3, 0]], x[[3, 0]])
+    short = RowWriter(tmp_path / "c.npy", (4, 3, 2))
+    short.write(x[:3])
+    with pytest.raises(ValueError, match="3 rows written of 4"):
+        short.close()
+    with pytest.raises(ValueError, match="rows of"):
+        RowWriter(tmp_path / "d.npy", (4, 3, 2)).write(x[:, :2])
+    assert not (tmp_path / "c.npy").exists()
+
+
+def test_landmark_evaluation_batches_are_capped_by_pixels():
+    """64 images of 96 px (the rsna100 preset), 8 of 512 px (the paper's): the validation and
+    test batches of a large run are not larger than a small run's (64 images of 512 px made the
+    step grow with the films: 6.6 GB at 80 full-size films, 8.7 GB at 400)."""
+    assert landmarks.eval_batch((96, 96, 1)) == 64
+    assert landmarks.eval_batch((512, 512, 1)) == 8
+    part = np.array(["val"] * 20)
+    task, _ = _task(np.zeros((20, 512, 512, 1), np.float32), part)
+    assert [len(b[0]) for b in task.build_inputs("val")] == [8, 8, 4]
 
 
 def _task(x, part, batch=3, seed=5):
@@ -109,10 +150,12 @@ def test_landmark_batches_read_from_disk_match_the_in_memory_ones(tmp_path):
     import tensorflow as tf
 
     n = 20
+    from tf_boneage.data.rowfile import RowFile
+
     x = np.random.default_rng(1).random((n, 8, 8, 1), dtype=np.float32)
     np.save(tmp_path / "x.npy", x)
     part = np.array(["train"] * 14 + ["val"] * 6)
-    task, y = _task(np.load(tmp_path / "x.npy", mmap_mode="r"), part)
+    task, y = _task(RowFile(tmp_path / "x.npy"), part)
     train_idx = np.flatnonzero(part == "train")
     expected = tf.data.Dataset.from_tensor_slices(train_idx).shuffle(1000, seed=5 + 2)
     order = [int(i) for i in expected]
@@ -128,15 +171,14 @@ def test_landmark_batches_read_from_disk_match_the_in_memory_ones(tmp_path):
 
 
 def test_landmark_training_inputs_hold_one_batch_not_all_films(tmp_path):
-    """Peak traced memory of one epoch of training batches over 40 and over 400 mapped rows
-    of 64 px: the same (the old ``from_tensor_slices`` of the whole array copied it twice)."""
+    """Peak traced memory of one epoch of training batches over 40 and over 400 rows of 64 px
+    on disk: the same (the old ``from_tensor_slices`` of the whole array copied it twice)."""
+    from tf_boneage.data.rowfile import RowWriter
 
     def epoch(n):
-        path = tmp_path / f"x{n}.npy"
-        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, 64, 64, 1))
-        mm[:] = 0.5
-        del mm
-        task, _ = _task(np.load(path, mmap_mode="r"), np.array(["train"] * n), batch=4)
+        writer = RowWriter(tmp_path / f"x{n}.npy", (n, 64, 64, 1))
+        writer.write(np.full((n, 64, 64, 1), 0.5, np.float32))
+        task, _ = _task(writer.close(), np.array(["train"] * n), batch=4)
 
         def go():
             for _ in task.build_inputs("train"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 def batchnorm_layers(model: keras.Model) -> list:
@@ -26,9 +27,11 @@ def batchnorm_layers(model: keras.Model) -> list:
 
 def recalibrate(model: keras.Model, inputs) -> int:
     """Set moving statistics to the average batch statistics of clean inputs: one batch (array
-    or dict of arrays) or a list of batches (averaged with equal weight, e.g. 8 x 256 images).
-    No weight changes. Returns the number of layers reset."""
-    batches = inputs if isinstance(inputs, list) else [inputs]
+    or dict of arrays) or a list or iterator of batches (averaged with equal weight, e.g. 8 x 256
+    images; an iterator holds one batch at a time). No weight changes. Returns the number of
+    layers reset."""
+    one = isinstance(inputs, (np.ndarray, dict)) or tf.is_tensor(inputs)
+    batches = [inputs] if one else inputs
     layers = batchnorm_layers(model)
     momenta = [layer.momentum for layer in layers]
     try:

@@ -40,9 +40,10 @@ def enhanced_images(rows, unet, size, raw: bool, out: Path | None = None):
     """Images as the landmark model sees them in the chain (segmented, equalised), (N, s, s, 1)
     float32. Films are read and run in batches (``segmentation.batches_of_films``): only the
     small (s, s) results are kept, so full-size films of any number fit in memory. With ``out``
-    (an ``.npy`` path) they are written there as they come and returned memory-mapped (read
-    only): the step's memory is then set by its batch, not by the number of labelled films
-    (the whole-set array grew the step from 8.5 to 11.7 GB between 80 and 400 full-size films)."""
+    (an ``.npy`` path) they are written there as they come and returned as a
+    :class:`~tf_boneage.data.rowfile.RowFile` (rows read from the file on demand): the step's
+    memory is then set by its batch, not by the number of labelled films (the whole-set array
+    grew the step from 8.5 to 11.7 GB between 80 and 400 full-size films)."""
     from tf_boneage.training.segmentation import small_copies
 
     chain = Preprocessor(
@@ -58,9 +59,19 @@ def enhanced_images(rows, unet, size, raw: bool, out: Path | None = None):
     return small_copies(rows["image_path"], small, size, out)
 
 
-def predict_rows(model, x, index, batch: int = 64) -> np.ndarray:
+def eval_batch(shape) -> int:
+    """Images per evaluation batch for inputs of ``shape`` (s, s, 1): 64, or fewer so that a
+    batch has at most ``batchnorm.MAX_RECALIBRATION_PIXELS`` input pixels (8 at 512 px: 64
+    images of 512 px made the first layers' activations alone 2 GB, and the validation set of a
+    small run a smaller batch than a large one's)."""
+    return batch_for(shape, largest=64)
+
+
+def predict_rows(model, x, index, batch: int | None = None) -> np.ndarray:
     """The model's (K, 6) answers for rows ``index`` of ``x`` (N, s, s, 1), read ``batch``
-    rows at a time (``x`` may be memory-mapped)."""
+    rows at a time (default :func:`eval_batch`; ``x`` may be a
+    :class:`~tf_boneage.data.rowfile.RowFile`)."""
+    batch = batch or eval_batch(x.shape[1:])
     if len(index) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
     parts = np.array_split(index, -(-len(index) // batch))
@@ -145,7 +156,7 @@ class LandmarkTask(Task):
 
     def _gather(self, index):
         """Rows ``index`` (a batch of positions in ``x``, in the shuffled order) of ``x`` and
-        ``y``: read from the (memory-mapped) array one batch at a time."""
+        ``y``: read from ``x`` (an array or a ``RowFile``) one batch at a time."""
         x, y = self.x, self.y
 
         def read(i):
@@ -161,7 +172,7 @@ class LandmarkTask(Task):
         shuffled and batched, the images read per batch (never the whole split at once)."""
         ds = tf.data.Dataset.from_tensor_slices(np.flatnonzero(self.part == split))
         if split != "train":
-            return ds.batch(64).map(self._gather)
+            return ds.batch(eval_batch(self.x.shape[1:])).map(self._gather)
         seed = self.config.seed + epoch
         ds = ds.shuffle(1000, seed=seed).batch(self.global_batch, drop_remainder=True)
         ds = ds.map(self._gather)
@@ -184,6 +195,7 @@ def run(cfg: config_lib.LandmarkConfig) -> dict:
     rows = labelled_rows(table, cfg.seed, cfg.pose_split)
     unet = keras.saving.load_model(cfg.unet, compile=False) if cfg.unet else None
     x = enhanced_images(rows, unet, cfg.size, raw=unet is None, out=out / "inputs.npy")
+    # x: a RowFile, rows read from disk a batch at a time
     y = rows[list(LANDMARK_COLUMNS)].to_numpy(np.float32)
     part = rows["pose_split"].to_numpy()
     final = out / "landmarks.keras"
@@ -193,9 +205,9 @@ def run(cfg: config_lib.LandmarkConfig) -> dict:
     else:
         task = LandmarkTask(cfg, strategy, x, y, part)
         model, _ = loop.run(task, out, cfg.epochs, cfg.patience, select="best")
-        clean = np.asarray(x[np.flatnonzero(part == "train")[:256]])
-        size = batch_for(clean.shape[1:])
-        recalibrate(model, [clean[i : i + size] for i in range(0, len(clean), size)])
+        clean = np.flatnonzero(part == "train")[:256]
+        size = batch_for(x.shape[1:])  # read one batch at a time
+        recalibrate(model, (x[clean[i : i + size]] for i in range(0, len(clean), size)))
         model.save(final)
         model = keras.saving.load_model(final)
     seconds = time.perf_counter() - start
@@ -210,7 +222,7 @@ def run(cfg: config_lib.LandmarkConfig) -> dict:
     }
     write_json(out / "report.json", report)
     np.save(out / "test_predictions.npy", pred)
-    del x
+    x.close()
     (out / "inputs.npy").unlink(missing_ok=True)  # 1 MB per film at 512 px; rebuilt on resume
     print(
         f"landmarks: mean error {report['errors']['mean']['pct_tip_capitate']:.1f} % of the "

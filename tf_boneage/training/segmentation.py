@@ -114,31 +114,27 @@ def batches_of_films(paths, batch: int, max_pixels: int = MAX_BATCH_PIXELS):
         yield group
 
 
-def small_copies(paths, fn, size: int, out=None, batch: int = 64) -> np.ndarray:
+def small_copies(paths, fn, size: int, out=None, batch: int = 64):
     """``fn`` (a batch of decoded films (B, H, W, 1) float32 -> (B, size, size, 1)) over every
     film of ``paths`` in order, read in batches (:func:`batches_of_films`): (N, size, size, 1)
     float32. Only the small results are kept; with ``out`` (an ``.npy`` path) they are written
-    there as they come (``out.partial.npy`` renamed when complete) and returned memory-mapped,
-    read only, so that not even they are held in memory."""
+    there as they come and a :class:`~tf_boneage.data.rowfile.RowFile` is returned (rows read
+    from the file on demand), so that not even they are held in memory."""
+    from tf_boneage.data.rowfile import RowWriter
+
     paths = list(paths)
     shape = (len(paths), size, size, 1)
-    if out is None:
-        x = np.empty(shape, np.float32)
-    else:
-        partial = Path(out).with_suffix(".partial.npy")
-        x = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
+    x = np.empty(shape, np.float32) if out is None else RowWriter(out, shape)
     run = tf.function(fn, reduce_retracing=True)
     k = 0
     for group in batches_of_films(paths, batch):
-        films = tf.constant(np.stack([image for _, image in group])[..., None])
-        x[k : k + len(group)] = run(films).numpy()
+        small = run(tf.constant(np.stack([image for _, image in group])[..., None])).numpy()
+        if out is None:
+            x[k : k + len(group)] = small
+        else:
+            x.write(small)
         k += len(group)
-    if out is None:
-        return x
-    x.flush()
-    del x
-    partial.replace(out)
-    return np.load(out, mmap_mode="r")
+    return x if out is None else x.close()
 
 
 def iter_masks(model, paths, size, batch=64):
