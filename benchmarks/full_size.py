@@ -196,7 +196,8 @@ def main(argv=None) -> int:
     stages_ms = sum(r["ms"] for r in rows)
     rows.append({"stage": "sum of the stages", "ms": stages_ms})
     end_to_end_row("an upright film (the classifier proposes it as given)", graph)
-    end_to_end_row("a film the classifier proposes to turn (outline check)", paper_graph(2))
+    turned = paper_graph(classifier=2)
+    end_to_end_row("a film the classifier proposes to turn (outline check)", turned)
     unet_sizes = ([None] if args.unet_orientation else []) + list(args.orient_size)
     for size in unet_sizes:
         small = paper_graph(orient_size=size, classifier=None)
