@@ -26,6 +26,9 @@ converted (float32 / float16) and run by LiteRT on the decoded film (decoding st
 .tflite). ``--unet-orientation``: also the graph whose orientation step is the U-Net on the 8
 candidates at 512 px (before the classifier), its step and its end-to-end time;
 ``--orient-size N``: the same with the candidates scored at N px (``ChainConfig.orient_size``).
+``--tflite-stages``: every stage converted to float32 TFLite on its own (the same function,
+film-sized inputs with free height and width as in the export) and run by LiteRT on the same
+tensors: where LiteRT spends the time TensorFlow does not.
 """
 
 from __future__ import annotations
@@ -122,6 +125,52 @@ def film(height: int, width: int, seed: int = 0) -> np.ndarray:
     return render(120.0, True, np.random.default_rng(seed), (height, width)).image
 
 
+def _free_spec(t: tf.Tensor, film: tuple[int, int]) -> tf.TensorSpec:
+    """A tensor of the film's height and width (``film``) with both free, as the export's
+    ``predict_tflite`` takes the film; any other tensor (the 512 px mask...) at its own
+    shape, as it is in the export."""
+    shape = list(t.shape)
+    if len(shape) == 4 and tuple(shape[1:3]) == tuple(film):
+        shape[1:3] = [None, None]
+    return tf.TensorSpec(shape, t.dtype)
+
+
+def tflite_stage_seconds(
+    graph, fn, inputs, repeats: int, film: tuple[int, int], threads=(None, 2)
+) -> list[float]:
+    """Median seconds of ``fn`` converted alone to float32 TFLite (its variables frozen into
+    constants, as :func:`tf_boneage.export.tflite.convert` does) and run by LiteRT on
+    ``inputs`` (tensors; the stage's outputs flattened; film-sized ones free in height and
+    width, :func:`_free_spec`), once per entry of ``threads`` (None: LiteRT's default, as
+    :class:`~tf_boneage.export.tflite.Runner` runs the export). ``graph`` holds the variables."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    from tf_boneage.export.tflite import Runner
+
+    flat = lambda *xs: tf.nest.flatten(fn(*xs))  # noqa: E731
+    concrete = tf.function(flat).get_concrete_function(*[_free_spec(t, film) for t in inputs])
+    frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False)
+    module = tf.Module()
+    module.graph = graph
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    blob = converter.convert()
+    seconds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "stage.tflite"
+        path.write_bytes(blob)
+        for n in threads:
+            runner = Runner(path, threads=n).runner
+            names = sorted(runner.get_input_details(), key=lambda k: int(k.rsplit("_", 1)[-1]))
+            if len(names) != len(inputs):
+                raise RuntimeError(f"stage converted with inputs {names}, given {len(inputs)}")
+            feed = {k: np.asarray(t) for k, t in zip(names, inputs, strict=True)}
+            seconds.append(median_seconds(lambda r=runner, f=feed: r(**f), repeats))
+    return seconds
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="2000x1500", help="film height x width (pixels)")
@@ -139,6 +188,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="also measure the U-Net's orientation step on the 8 candidates at 512 px",
     )
+    parser.add_argument(
+        "--tflite-stages",
+        action="store_true",
+        help="also every stage converted to float32 TFLite on its own, run by LiteRT",
+    )
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split("x"))
@@ -152,10 +206,14 @@ def main(argv=None) -> int:
 
     rows = []
 
-    def stage(name, fn, *inputs):
+    def stage(name, fn, *inputs, lite=True):
         f = tf.function(fn)
         out = f(*inputs)
-        rows.append({"stage": name, "ms": 1000 * median_seconds(lambda: f(*inputs), args.repeats)})
+        ms = 1000 * median_seconds(lambda: f(*inputs), args.repeats)
+        rows.append({"stage": name, "ms": ms})
+        if args.tflite_stages and lite:
+            default, two = tflite_stage_seconds(graph, fn, inputs, args.repeats, (h, w))
+            rows[-1].update({"tflite_ms": 1000 * default, "tflite2_ms": 1000 * two})
         return out
 
     def end_to_end_row(label, g):
@@ -165,7 +223,7 @@ def main(argv=None) -> int:
 
     from tf_boneage.preprocessing import orientation
 
-    images, shapes = stage("decode (16-bit PNG)", graph.decode, data)
+    images, shapes = stage("decode (16-bit PNG)", graph.decode, data, lite=False)
     stage(
         f"orientation (classifier at {ORIENT_SIZE} px)",
         lambda x: orientation.classify(pre.orient_model, x)[0],
@@ -192,7 +250,13 @@ def main(argv=None) -> int:
         return crops, frame
 
     crops, _ = stage("registration + warps (A, B, C, frame)", warps, enhanced, marks, shapes)
-    stage("region networks + ensemble", lambda c, m: graph._estimate(c, m)[0], crops, male)
+    crops = [crops[r] for r in SIZES]  # flat: one converter input per region
+    stage(
+        "region networks + ensemble",
+        lambda a, b, c, m: graph._estimate(dict(zip(SIZES, (a, b, c), strict=True)), m)[0],
+        *crops,
+        male,
+    )
     stages_ms = sum(r["ms"] for r in rows)
     rows.append({"stage": "sum of the stages", "ms": stages_ms})
     end_to_end_row("an upright film (the classifier proposes it as given)", graph)
@@ -211,20 +275,28 @@ def main(argv=None) -> int:
             version = saved_model.export_end_to_end(graph, Path(tmp) / "m", metadata={})
             blob = tflite.convert(version, variant)
             path = tflite.write(blob, Path(tmp) / f"{variant}.tflite")
-            runner = tflite.Runner(path, names=tflite.output_names(version))
             x = {"images": images.numpy(), "male": male.numpy(), "original_size": shapes.numpy()}
-            seconds = median_seconds(lambda r=runner, x=x: r(**x), args.repeats)
-            rows.append(
-                {
-                    "stage": f"TFLite {variant} (decoded film in)",
-                    "ms": 1000 * seconds,
-                    "size MB": len(blob) / 1e6,
-                }  # fmt: skip
-            )
+            for n in (None, 2):
+                runner = tflite.Runner(path, names=tflite.output_names(version), threads=n)
+                seconds = median_seconds(lambda r=runner, x=x: r(**x), args.repeats)
+                threads = "default threads" if n is None else f"{n} threads"
+                rows.append(
+                    {
+                        "stage": f"TFLite {variant} end to end (decoded film in, {threads})",
+                        "ms": 1000 * seconds,
+                        "size MB": len(blob) / 1e6,
+                    }  # fmt: skip
+                )
     import pandas as pd
 
     frame = pd.DataFrame(rows)
     lines = ["| stage | ms per film | share of the stages |", "|---|---|---|"]
+    if args.tflite_stages:
+        lines = [
+            "| stage | ms per film | share of the stages | TFLite float32 ms (default threads)"
+            " | TFLite / TF | TFLite, 2 threads | TFLite / TF |",
+            "|---|---|---|---|---|---|---|",
+        ]
     for r in rows:
         share = f"{100 * r['ms'] / stages_ms:.0f} %" if "TFLite" not in r["stage"] else ""
         alternative = "end to end" in r["stage"] or "not in the sum" in r["stage"]
@@ -232,7 +304,13 @@ def main(argv=None) -> int:
         extra = (
             f" ({r['size MB']:.0f} MB)" if "size MB" in r and r["size MB"] == r["size MB"] else ""
         )
-        lines.append(f"| {r['stage']}{extra} | {r['ms']:.0f} | {share} |")
+        lite = ""
+        if args.tflite_stages:
+            lite = " | | | |"
+            if "tflite_ms" in r:
+                a, b = r["tflite_ms"], r["tflite2_ms"]
+                lite = f" {a:.0f} | {a / r['ms']:.1f} | {b:.0f} | {b / r['ms']:.1f} |"
+        lines.append(f"| {r['stage']}{extra} | {r['ms']:.0f} | {share} |{lite}")
     header = (
         f"A {h} x {w} film, the paper preset's graph (untrained weights), batch 1, median of "
         f"{args.repeats}; {machine()}; peak RSS {built_mb:.0f} MB after building, "

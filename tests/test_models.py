@@ -338,6 +338,33 @@ def test_batchnorm_recalibration_averages_several_batches():
     np.testing.assert_allclose(mean_two, first.moving_mean.numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_clean_batches_stream_the_first_inputs_in_small_batches():
+    """Up to ``limit`` inputs, re-cut into batches of at most ``size``, read one dataset
+    batch at a time (a generator: nothing past the limit is read)."""
+    import tensorflow as tf
+
+    from tf_boneage.models.batchnorm import clean_batches
+
+    x = np.arange(50, dtype=np.float32).reshape(25, 2)
+    read = []
+
+    def rows():
+        for i in range(0, 25, 10):
+            read.append(i)
+            yield x[i : i + 10], np.zeros(len(x[i : i + 10]))
+
+    out = clean_batches(rows(), limit=13, size=4)
+    assert not read  # lazy
+    batches = list(out)
+    assert [len(b) for b in batches] == [4, 4, 2, 3]  # 10 of the first batch, 3 of the second
+    np.testing.assert_array_equal(np.concatenate(batches), x[:13])
+    assert read == [0, 10]  # the third dataset batch is never read
+    ds = tf.data.Dataset.from_tensor_slices(({"image": x, "male": x[:, 0]}, x[:, 1])).batch(8)
+    dicts = list(clean_batches(ds, limit=100, size=5))
+    assert [len(b["image"]) for b in dicts] == [5, 3, 5, 3, 5, 3, 1]
+    np.testing.assert_array_equal(np.concatenate([b["male"] for b in dicts]), x[:, 0])
+
+
 def test_unet_at_another_size_is_the_same_network():
     """``unet.at_size``: the same layers and weights for another square input (the orientation
     step scores at a small size). At the same size it answers exactly as the original; on a

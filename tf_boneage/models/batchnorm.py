@@ -58,24 +58,22 @@ def batch_for(shape, largest: int = 256) -> int:
     return max(1, min(largest, MAX_RECALIBRATION_PIXELS // int(shape[0] * shape[1])))
 
 
-def clean_batches(dataset, limit: int = 2048, size: int = 256) -> list:
-    """Up to ``limit`` un-augmented inputs of ``dataset`` in batches of ``size``."""
-    everything = clean_batch(dataset, limit)
-    if isinstance(everything, dict):
-        n = len(next(iter(everything.values())))
-        return [{k: v[i : i + size] for k, v in everything.items()} for i in range(0, n, size)]
-    return [everything[i : i + size] for i in range(0, len(everything), size)]
-
-
-def clean_batch(dataset, limit: int = 256):
-    """Concatenate the inputs of an un-augmented dataset up to ``limit`` examples."""
-    parts = []
-    total = 0
+def clean_batches(dataset, limit: int = 2048, size: int = 256):
+    """Up to ``limit`` un-augmented inputs of ``dataset`` (batches of ``(x, y)``; ``x`` an
+    array or a dict of arrays) re-cut into batches of at most ``size``, one at a time: a
+    generator, so that memory holds one batch of the dataset, never the ``limit`` inputs (2,048
+    region crops of 500 x 375 are 1.5 GB: the region step's peak grew with the films)."""
+    left = limit
+    if left <= 0:
+        return
     for x, _ in dataset:
-        parts.append(x)
-        total += len(next(iter(x.values())) if isinstance(x, dict) else x)
-        if total >= limit:
-            break
-    if isinstance(parts[0], dict):
-        return {k: np.concatenate([np.asarray(p[k]) for p in parts])[:limit] for k in parts[0]}
-    return np.concatenate([np.asarray(p) for p in parts])[:limit]
+        n = len(next(iter(x.values())) if isinstance(x, dict) else x)
+        for i in range(0, min(n, left), size):
+            j = min(i + size, n, left)
+            if isinstance(x, dict):
+                yield {k: np.asarray(v[i:j]) for k, v in x.items()}
+            else:
+                yield np.asarray(x[i:j])
+        left -= n
+        if left <= 0:
+            return

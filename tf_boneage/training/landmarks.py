@@ -167,6 +167,13 @@ class LandmarkTask(Task):
         points.set_shape((None, y.shape[1]))
         return images, points
 
+    def recalibration_batches(self, limit: int):
+        """The first ``limit`` training images, un-augmented, read a batch at a time (at most
+        :data:`~tf_boneage.models.batchnorm.MAX_RECALIBRATION_PIXELS` per batch)."""
+        clean = np.flatnonzero(self.part == "train")[:limit]
+        size = batch_for(self.x.shape[1:])
+        return (self.x[clean[i : i + size]] for i in range(0, len(clean), size))
+
     def build_inputs(self, split, epoch=0):
         """Batches of (images (B, s, s, 1) float32, points (B, 6) float32): positions are
         shuffled and batched, the images read per batch (never the whole split at once)."""
@@ -205,9 +212,7 @@ def run(cfg: config_lib.LandmarkConfig) -> dict:
     else:
         task = LandmarkTask(cfg, strategy, x, y, part)
         model, _ = loop.run(task, out, cfg.epochs, cfg.patience, select="best")
-        clean = np.flatnonzero(part == "train")[:256]
-        size = batch_for(x.shape[1:])  # read one batch at a time
-        recalibrate(model, (x[clean[i : i + size]] for i in range(0, len(clean), size)))
+        recalibrate(model, task.recalibration_batches(256))
         model.save(final)
         model = keras.saving.load_model(final)
     seconds = time.perf_counter() - start

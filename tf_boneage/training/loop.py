@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 from tqdm import tqdm
 
+from tf_boneage.models.batchnorm import recalibrate
 from tf_boneage.training.runtime import is_multi_worker
 
 
@@ -117,6 +118,31 @@ class _EpochProgress(keras.callbacks.Callback):
         self.bar.close()
 
 
+class _RecalibrateBeforeValidation(keras.callbacks.Callback):
+    """Before each validation inside ``model.fit``: :func:`recalibrate_for_validation`."""
+
+    def __init__(self, task, images: int):
+        super().__init__()
+        self.task, self.images = task, images
+
+    def on_test_begin(self, logs=None):
+        recalibrate_for_validation(self.task, self.model, self.images)
+
+
+def recalibrate_for_validation(task, model: keras.Model, images: int) -> int:
+    """Reset ``model``'s batch-norm statistics to those of ``images`` clean training inputs
+    (``task.recalibration_batches``), so that the validation loss measures the model as it will
+    be used (recalibrated after training) rather than moving statistics that a few steps per
+    epoch have not yet moved off their initial values. Training is unaffected: it normalises
+    by each batch's own statistics. Returns the number of layers reset (0: nothing to do)."""
+    if images <= 0:
+        return 0
+    batches = task.recalibration_batches(images)
+    if batches is None:
+        raise ValueError(f"{type(task).__name__} has no clean batches for val_recalibration")
+    return recalibrate(model, batches)
+
+
 def _append_history(path: Path, epoch: int, results: dict) -> None:
     """One ``epoch,loss,val_loss`` row of ``history.csv`` (the columns ``CSVLogger`` writes on
     the ``model.fit`` path), the header first when the file is new."""
@@ -178,6 +204,7 @@ def run(
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
     ]
+    recalibration = int(getattr(task.config, "val_recalibration", 0))
     done = 0
     while state["epoch"] < epochs and state["wait"] < patience:
         epoch = state["epoch"]
@@ -188,6 +215,7 @@ def run(
         if is_multi_worker(strategy) or task.custom_step:
             label = f"epoch {epoch + 1}/{epochs}"
             train_loss = distributed_epoch(task, model, train, label)
+            recalibrate_for_validation(task, model, recalibration)
             loss = evaluate_loss(task, model, val)
             results = {"loss": train_loss, "val_loss": loss}
             _append_history(out / "history.csv", epoch, results)
@@ -201,7 +229,11 @@ def run(
                 epochs=epoch + 1,
                 verbose=0,
                 shuffle=False,
-                callbacks=[*logs, _EpochProgress(f"epoch {epoch + 1}/{epochs}")],
+                callbacks=[
+                    *logs,
+                    _EpochProgress(f"epoch {epoch + 1}/{epochs}"),
+                    _RecalibrateBeforeValidation(task, recalibration),
+                ],
             )
             results = {k: v[-1] for k, v in history.history.items()}
             loss = float(results["val_loss"])

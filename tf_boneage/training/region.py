@@ -179,6 +179,11 @@ class RegionTask(Task):
             return self._clean(self.train.sample(n, random_state=cfg.seed))
         raise ValueError(f"unknown split {split!r}")
 
+    def recalibration_batches(self, limit: int):
+        """``limit`` (at most 2,048) clean training crops of the ``calibration`` split, one
+        training batch at a time."""
+        return clean_batches(self.build_inputs("calibration"), limit, self.global_batch)
+
 
 def finished(out: str | Path) -> bool:
     """True when the run in ``out`` has written its predictions."""
@@ -207,7 +212,7 @@ def run(cfg: config_lib.RegionConfig, stop_after: int | None = None) -> dict | N
     if state["epoch"] < cfg.epochs and state["wait"] < cfg.patience:
         print(f"stopped after epoch {state['epoch']} (stop_after); run again to resume")
         return None
-    recalibrate(model, clean_batches(task.build_inputs("calibration"), 2048, task.global_batch))
+    recalibrate(model, task.recalibration_batches(2048))
     model.save(out / "model.keras")
     final = keras.saving.load_model(out / "model.keras")  # outside any strategy: plain batches
     pred = predict(final, task.build_inputs("holdout"), task.holdout, cfg.tta)

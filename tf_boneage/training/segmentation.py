@@ -216,6 +216,14 @@ class SegmentationTask(Task):
     def build_metrics(self):
         return [JaccardIndex(), DiceCoefficient()]
 
+    def recalibration_batches(self, limit: int):
+        """The first ``limit`` training images, un-augmented, in batches of at most
+        :data:`~tf_boneage.models.batchnorm.MAX_RECALIBRATION_PIXELS` pixels."""
+        clean = PipelineConfig(
+            image_size=self.size, batch_size=min(64, limit), seed=self.config.seed
+        )
+        return clean_batches(segmentation_dataset(self.train, clean), limit, batch_for(self.size))
+
     def build_inputs(self, split, epoch=0):
         if split == "train":
             pc = PipelineConfig(
@@ -245,9 +253,8 @@ def train_round(cfg, train, val, out: Path, epochs: int, init: Path | None, stra
         return keras.saving.load_model(final)
     task = SegmentationTask(cfg, strategy, train, val, init)
     model, state = loop.run(task, worker_dir(out, strategy), epochs, cfg.patience, select="best")
-    clean = PipelineConfig(image_size=task.size, batch_size=64, seed=cfg.seed)
     # statistics averaged over batches small enough at any input size (batch_for)
-    recalibrate(model, clean_batches(segmentation_dataset(train, clean), 256, batch_for(task.size)))
+    recalibrate(model, task.recalibration_batches(256))
     model.save(final)
     write_json(
         out / "train.json",

@@ -60,6 +60,12 @@ class Task:
         sees the same order); ``split="val"``: the validation batches, ``(x, y)``."""
         raise NotImplementedError
 
+    def recalibration_batches(self, limit: int):
+        """Up to ``limit`` clean (un-augmented) training inputs, an iterable of input batches
+        for :func:`~tf_boneage.models.batchnorm.recalibrate` (before each validation when the
+        config's ``val_recalibration`` is set, and after training); None: the stage has none."""
+        return None
+
     def initialize(self, model: keras.Model) -> None:
         """Called once on a new model before training (e.g. warm start); default nothing."""
 
