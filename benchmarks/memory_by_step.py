@@ -8,7 +8,8 @@ For each count, ``tf-boneage synth`` draws that many full-size phantoms, then
 ``training/table.py --preset paper`` runs one step per process (``--until STEP``, the steps
 before it already done, so a process holds only its own step): segmentation (one round, one
 epoch), landmarks (one epoch), the cache, one region network (A, regression, both sexes, one
-epoch). The figure is the process's peak resident set (``ru_maxrss`` of the finished child,
+epoch). ``--region-cache CACHE --copies 1 5``: the region step alone on a finished cache's rows
+repeated (:func:`region_from_cache`). The figure is the process's peak resident set (``ru_maxrss`` of the finished child,
 ``os.wait4``) with its wall time. Flat across counts = streaming; growing = something holds
 the data.
 """
@@ -76,6 +77,36 @@ def measure(films: int, size: str, work: Path, steps=None) -> list[dict]:
     return rows
 
 
+def region_from_cache(cache: Path, copies: int, work: Path) -> dict:
+    """The region step (A, regression, both sexes, one epoch, the paper preset) on a finished
+    cache's rows repeated ``copies`` times (new ids, the same crop files, splits kept): a
+    cache of ``copies`` times the films, as far as the region step can tell, without running
+    the chain over them. The region step reads crops by rows (``tf.data``); which film a crop
+    came from does not change what it holds in memory."""
+    import pandas as pd
+
+    table = pd.read_csv(cache / "manifest.csv")
+    parts = []
+    for k in range(copies):
+        part = table.copy()
+        part["id"] = part["id"].astype(str) + ("" if k == 0 else f"_copy{k}")
+        parts.append(part)
+    films = len(table) * copies
+    root = work / f"region_x{copies}"
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = root / "manifest.csv"
+    pd.concat(parts, ignore_index=True).to_csv(manifest, index=False)
+    driver = Path(__file__).resolve().parents[1] / "training" / "region.py"
+    cmd = [sys.executable, str(driver), "--preset", "paper", "--set", f"manifest={manifest}",
+           f"out={root / 'A_reg_both'}", "epochs=1", "image_size=500x375", "region=A",
+           "head=regression", "sex=both", "input=cache"]  # fmt: skip
+    rss, wall, code = child(cmd, root / "region.log")
+    row = {"films": films, "step": "region A_reg_both (cache rows repeated)", "peak_mb": rss,
+           "seconds": wall, "exit": code}  # fmt: skip
+    print(row, flush=True)
+    return row
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--films", type=int, nargs="+", default=[80, 400])
@@ -85,10 +116,20 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--steps", nargs="+", choices=[u for _, u in STEPS], help="only these steps (default all)"
     )
+    parser.add_argument(
+        "--region-cache",
+        default=None,
+        help="instead: the region step on this finished cache's rows, repeated --copies times",
+    )
+    parser.add_argument("--copies", type=int, nargs="+", default=[1, 5])
     args = parser.parse_args(argv)
     rows = []
-    for n in args.films:
-        rows += measure(n, args.size, Path(args.work), args.steps)
+    if args.region_cache:
+        for k in args.copies:
+            rows.append(region_from_cache(Path(args.region_cache), k, Path(args.work)))
+    else:
+        for n in args.films:
+            rows += measure(n, args.size, Path(args.work), args.steps)
     import pandas as pd
 
     header = (

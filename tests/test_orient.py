@@ -259,8 +259,18 @@ def test_export_and_float32_tflite_turn_the_film_the_same_way(tmp_path, orient_s
             male=np.array([1.0], np.float32),
             original_size=decoded["original_size"].numpy(),
         )
-        for key in ("bone_age_months", "quarter_turns", "inverted", "registration_fit"):
+        keys = ("bone_age_months", "quarter_turns", "inverted", "registration_fit")
+        for key in (*keys, "orientation_confidence"):
             assert abs(float(lite[key][0]) - float(served[key].numpy()[k])) <= 1e-3, (k, key)
+    # the classifier's probability of what it proposed; 1 by definition without a classifier
+    want = np.ones(2, np.float32)
+    if classifier:
+        from tf_boneage.preprocessing import orientation
+
+        batch = tf.constant(np.stack(films)[..., None])
+        want = orientation.classify(pre.orient_model, batch, pre.config.orient_margin)[2].numpy()
+        assert (want < 1.0).all() and (want > 0.125).all(), want
+    np.testing.assert_allclose(served["orientation_confidence"].numpy(), want, atol=1e-3)
 
 
 def test_an_assumed_upright_aspect_turns_with_the_film(models):

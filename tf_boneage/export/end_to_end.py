@@ -22,7 +22,10 @@ Outputs per image (float32 unless said):
   the limits the graph holds (:data:`MIN_MASK_AREA`, :data:`MIN_PLAUSIBILITY` when exported);
 - ``landmarks`` (B, 6) normalised (x, y) of tip, thumb, capitate; ``right_hand`` (B,) 0 / 1;
 - ``quarter_turns`` (B,) 0-3 quarter turns (counter-clockwise) that made the film upright and
-  ``inverted`` (B,) 0 / 1 (the chain's orientation step; 0 when the chain has none);
+  ``inverted`` (B,) 0 / 1 (the chain's orientation step; 0 when the chain has none), and
+  ``orientation_confidence`` (B,) in [0, 1]: the orientation classifier's probability of the
+  orientation it proposed (the outline check may still keep the film as given; 1 when the
+  chain has no classifier);
 - ``registration_fit`` (B,) in [0, 1]: the registered hand against the canonical outline, and
   ``registration_ok`` (B,) 0 / 1: the fit at or above the threshold fitted on ``val``
   (:mod:`.outline`; 1 while no outline is fitted);
@@ -75,6 +78,7 @@ OUTPUTS = (
     "right_hand",
     "quarter_turns",
     "inverted",
+    "orientation_confidence",
     "registration_fit",
     "registration_ok",
     "content_match",
@@ -363,6 +367,7 @@ class BoneAgeGraph(tf.Module):
             mask=tf.TensorSpec([cfg.unet_size, cfg.unet_size, 1], tf.float32),
             quarter_turns=tf.TensorSpec([], tf.int32),
             inverted=tf.TensorSpec([], tf.bool),
+            orientation_confidence=tf.TensorSpec([], tf.float32),
             occupancy=tf.TensorSpec([*outline.SIZE, 1], tf.float32),
             content=tf.TensorSpec([*outline.SIZE, 1], tf.float32),
             sharpness=tf.TensorSpec([], tf.float32),
@@ -372,7 +377,8 @@ class BoneAgeGraph(tf.Module):
 
     def _predict_keys(self) -> tuple[str, ...]:
         qc = ("mask_area", "mask_confidence", "landmark_plausibility", "landmarks", "right")
-        qc += ("quarter_turns", "inverted", "occupancy", "content", "sharpness", "black_share")
+        qc += ("quarter_turns", "inverted", "orientation_confidence", "occupancy", "content")
+        qc += ("sharpness", "black_share")
         return (*(f"region_{r}" for r in self._regions()), *qc)
 
     def predict_decoded(
@@ -411,6 +417,7 @@ class BoneAgeGraph(tf.Module):
             "right_hand": tf.cast(out["right"], tf.float32),
             "quarter_turns": tf.cast(out["quarter_turns"], tf.float32),
             "inverted": tf.cast(out["inverted"], tf.float32),
+            "orientation_confidence": out["orientation_confidence"],
             "registration_fit": fit,
             "registration_ok": tf.cast(fit >= self.qc_min_fit, tf.float32),
             "content_match": match,

@@ -43,6 +43,9 @@ class RegionConfig:
     batch_size: int = 32
     learning_rate: float = 1e-4  # 1e-3 saturates the tanh head within a few steps (measured)
     patience: int = 8
+    # clean training crops that reset batch norm before each validation (0: off; see
+    # SegmentationConfig.val_recalibration)
+    val_recalibration: int = 0
     rotation: float = 10.0
     scale: tuple = (0.9, 1.1)
     shift: float = 0.05
@@ -185,10 +188,8 @@ class LandmarkConfig:
     batch_size: int = 16
     learning_rate: float = 1e-3
     patience: int = 15
-    # clean training images whose statistics reset batch norm before each validation (0: the
-    # moving statistics as trained). With few steps per epoch (the paper demo: 14 at batch 4)
-    # the moving statistics still hold their initial values and validation losses are noise
-    # (landmarks: val MSE 86-181 against 0.18 in training), so the best epoch is chosen at random
+    # clean training images that reset batch norm before each validation (0: off; see
+    # SegmentationConfig.val_recalibration)
     val_recalibration: int = 0
     pose_split: str = "data_manifests/handpose_split.csv"
     seed: int = 0
