@@ -253,7 +253,7 @@ def main(argv=None) -> int:
     crops = [crops[r] for r in SIZES]  # flat: one converter input per region
     stage(
         "region networks + ensemble",
-        lambda a, b, c, m: graph._estimate(dict(zip(SIZES, (a, b, c), strict=True)), m)[0],
+        lambda a, b, c, m: graph._estimate({"A": a, "B": b, "C": c}, m)[0],
         *crops,
         male,
     )

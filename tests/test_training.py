@@ -351,6 +351,29 @@ def test_landmark_errors_by_hand():
     assert errors(pred, rows, 512)["tip"]["px_input"] == pytest.approx(0.03 * 512)
 
 
+def test_labelled_rows_take_each_films_own_size(tmp_path):
+    """Films of several sizes (the paper phantoms): each row's ``orig_w`` / ``orig_h`` from its
+    own header, a size the manifest gives is kept."""
+    import numpy as np
+
+    from tf_boneage.data import io
+    from tf_boneage.training.landmarks import labelled_rows
+
+    paths = []
+    for k, (h, w) in enumerate([(30, 20), (50, 40), (64, 48)]):
+        paths.append(tmp_path / f"{k}.png")
+        io.write_png(paths[-1], np.zeros((h, w), np.float32))
+    marks = {c: [0.5] * 3 for c in ("tip_x", "tip_y", "thumb_x", "thumb_y")}
+    marks.update(capitate_x=[0.5] * 3, capitate_y=[0.7] * 3)
+    table = pd.DataFrame({"image_path": [str(p) for p in paths], "split": ["train"] * 3, **marks})
+    rows = labelled_rows(table, 0)
+    assert rows["orig_w"].tolist() == [20.0, 40.0, 48.0]
+    assert rows["orig_h"].tolist() == [30.0, 50.0, 64.0]
+    given = labelled_rows(table.assign(orig_w=[200.0, None, None], orig_h=[300.0, None, None]), 0)
+    assert given["orig_w"].tolist() == [200.0, 40.0, 48.0]
+    assert given["orig_h"].tolist() == [300.0, 50.0, 64.0]
+
+
 @pytest.mark.slow
 def test_segmentation_and_landmark_scripts_on_the_synthetic_default(synth_dir, tmp_path):
     seg = _run(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from tf_boneage.data import io, manifest
@@ -81,15 +82,22 @@ def predict_rows(model, x, index, batch: int | None = None) -> np.ndarray:
 def labelled_rows(table, seed: int, split_file=POSE_SPLIT):
     """Rows with the three landmarks and a ``pose_split``: from the 21-point poses (capitate
     proxy) or, for manifests that carry landmarks (the synthetic default), as they are.
-    ``orig_w`` / ``orig_h`` default to the image size (square pixels)."""
+    ``orig_w`` / ``orig_h`` default to each image's own size (square pixels)."""
     if "pose_wrist_x" in table and table["pose_wrist_x"].notna().any():
         return pose.landmarks_from_pose(pose_table(table, seed, split_file))
     rows = table.dropna(subset=list(LANDMARK_COLUMNS)).assign(pose_split=lambda t: t["split"])
     if rows.empty:
         raise ValueError("the manifest has neither 21-point pose columns nor landmark columns")
     if "orig_w" not in rows or rows["orig_w"].isna().any():
-        h, w = io.load_image(rows["image_path"].iloc[0]).shape
-        rows = rows.assign(orig_w=float(w), orig_h=float(h))
+        # each film's own size from its header (the paper phantoms run from 1,500 to 3,000 px
+        # at several aspects: the first film's size for all made the errors in film pixels
+        # and in % of the tip-capitate length wrong for the others)
+        sizes = [io.sniff(p) for p in rows["image_path"]]
+        width = pd.Series([float(s.width) for s in sizes], index=rows.index)
+        height = pd.Series([float(s.height) for s in sizes], index=rows.index)
+        if "orig_w" in rows:
+            width, height = rows["orig_w"].fillna(width), rows["orig_h"].fillna(height)
+        rows = rows.assign(orig_w=width.astype(float), orig_h=height.astype(float))
     return rows
 
 
