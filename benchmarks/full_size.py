@@ -4,7 +4,7 @@
         --unet-orientation --out full_size.md
 
 The graph has the paper preset's architectures (``models.presets.PRESETS["paper"]``: U-Net 512 px
-depth 5, landmark net 512 px, region networks at 500 x 375 / 240 x 320 / 320 x 360, the 2080 x
+depth 5, landmark net 256 px, region networks at 500 x 375 / 240 x 320 / 320 x 360, the 2080 x
 1600 frame) and its orientation step (``presets/paper.yaml``: a 64 px orientation classifier
 proposes, the registration outline accepts, as an export with an outline serves it), and the
 members the paper demo exports (``runs.ENSEMBLES["demo"]``: A, B, C regression and A
@@ -54,6 +54,8 @@ from tf_boneage.training.runs import ENSEMBLES
 SIZES = {"A": (500, 375), "B": (240, 320), "C": (320, 360)}
 #: normalised (x, y) of tip, thumb, capitate the untrained landmark net is made to answer
 HAND = [0.5, 0.15, 0.8, 0.55, 0.5, 0.7]
+#: the paper preset's landmark net input (square, ``models.presets`` as ``presets/paper.yaml``)
+LANDMARK_SIZE = int(PRESETS["paper"]["landmarks"][1]["input_shape"][0])
 #: the paper preset's orientation classifier input (``presets/paper.yaml``, ``orientation.size``)
 ORIENT_SIZE = 64
 
@@ -74,7 +76,7 @@ def paper_graph(
     last.kernel.assign(tf.zeros_like(last.kernel))
     last.bias.assign([10.0])
     build, kwargs = PRESETS["paper"]["landmarks"]
-    marks = build(**{**kwargs, "input_shape": (512, 512, 1)})  # the chain's square input
+    marks = build(**kwargs)
     head = marks.get_layer("landmarks")
     head.kernel.assign(tf.zeros_like(head.kernel))
     head.bias.assign(HAND)
@@ -89,7 +91,7 @@ def paper_graph(
             )
     config = chain.ChainConfig(
         unet_size=512,
-        landmark_size=512,
+        landmark_size=LANDMARK_SIZE,
         frame=registration.Frame(*registration.PAPER_FRAME),
         region_sizes=SIZES,
         orient=True,
@@ -234,7 +236,7 @@ def main(argv=None) -> int:
     )
     masks = stage("mask cleanup", mask.clean_mask, probs)
     enhanced = stage("contrast (full size)", pre.enhance, images, masks)
-    marks = stage("landmarks (512 px)", pre.landmarks, enhanced)
+    marks = stage(f"landmarks ({LANDMARK_SIZE} px)", pre.landmarks, enhanced)
 
     def warps(enhanced, marks, shapes):
         forward, _ = registration.registration_matrix(

@@ -59,14 +59,14 @@ def _manifest(args, out: Path) -> tuple[Path, str]:
 #: heights of the paper demo's phantoms (aspects 0.7-0.95): RSNA films are 1,500-3,000 px
 PAPER_HEIGHTS = (1500, 3000)
 #: the paper demo's budget on 2 CPU cores (``--set`` adds to it): one epoch per region
-#: network; 3 U-Net and 15 landmark epochs, because one landmark epoch left the landmarks off
-#: the hand (238 % of the tip-capitate length) and every registration with them; 60 epochs of
-#: the orientation classifier (a few batches each at 64 px)
+#: network; 3 U-Net and 40 landmark epochs (256 px, about 12 s each), because a few landmark
+#: epochs leave the landmarks off the hand and every registration with them; 60 epochs of the
+#: orientation classifier (a few batches each at 64 px)
 PAPER_SETS = (
     "segmentation.rounds=1",
     "segmentation.epochs=[3]",
     "segmentation.batch_size=4",
-    "landmarks.epochs=15",
+    "landmarks.epochs=40",
     "landmarks.batch_size=4",
     "orientation.epochs=60",
     "batch_size=8",

@@ -2,7 +2,8 @@
 
 ``paper``: the paper's full-resolution setting. The region networks take 500 x 375 (the authors'
 public code); the paper does not give the U-Net's or the landmark network's input size, so we
-chose 512 x 512 (U-Net, depth 5) and 512 x 384 (landmarks, the 2080 x 1600 frame's aspect).
+chose 512 x 512 (U-Net, depth 5) and 256 x 256 (landmarks, six blocks to a 4 x 4 map), as
+``training/presets/paper.yaml`` trains them.
 
 ``rsna100``: the 100 px real data (``../shared/data/rsna100``) on a CPU: U-Net and landmarks at
 96 x 96, region A on a 104 x 80 registered frame (2080 x 1600 / 20), regions B (carpals) and C
@@ -22,7 +23,7 @@ PRESETS = {
         "unet": (UNet, {"input_shape": (512, 512, 1), "depth": 5, "base_filters": 16}),
         "landmarks": (
             LandmarkNet,
-            {"input_shape": (512, 384, 1), "filters": (32, 64, 128, 256, 256, 256)},
+            {"input_shape": (256, 256, 1), "filters": (32, 64, 128, 128, 256, 256)},
         ),
         "region_A": (RegionNet, {"input_shape": (500, 375, 1)}),
         "region_A_classification": (
