@@ -59,14 +59,15 @@ def _manifest(args, out: Path) -> tuple[Path, str]:
 #: heights of the paper demo's phantoms (aspects 0.7-0.95): RSNA films are 1,500-3,000 px
 PAPER_HEIGHTS = (1500, 3000)
 #: the paper demo's budget on 2 CPU cores (``--set`` adds to it): one epoch per region
-#: network; 3 U-Net and 40 landmark epochs (256 px, about 12 s each), because a few landmark
-#: epochs leave the landmarks off the hand and every registration with them; 60 epochs of the
-#: orientation classifier (a few batches each at 64 px)
+#: network; 3 U-Net and 32 landmark epochs (256 px, about 20 s each with the step's
+#: validation), because a few landmark epochs leave the landmarks off the hand and every
+#: registration with them (40 epochs: 17.2 % of the tip-capitate length held out, and the
+#: demo took 46 min 20 s, over its 45: RESULTS.md); 60 epochs of the orientation classifier
 PAPER_SETS = (
     "segmentation.rounds=1",
     "segmentation.epochs=[3]",
     "segmentation.batch_size=4",
-    "landmarks.epochs=40",
+    "landmarks.epochs=32",
     "landmarks.batch_size=4",
     "orientation.epochs=60",
     "batch_size=8",
