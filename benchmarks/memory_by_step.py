@@ -86,6 +86,11 @@ def region_from_cache(cache: Path, copies: int, work: Path) -> dict:
     import pandas as pd
 
     table = pd.read_csv(cache / "manifest.csv")
+    for column in [c for c in table if c.endswith("_path")]:  # relative to the cache folder
+        table[column] = [
+            v if not isinstance(v, str) or Path(v).is_absolute() else str(cache / v)
+            for v in table[column]
+        ]
     parts = []
     for k in range(copies):
         part = table.copy()
