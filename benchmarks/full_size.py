@@ -251,7 +251,7 @@ def main(argv=None) -> int:
         )
         return crops, frame
 
-    crops, _ = stage("registration + warps (A, B, C, frame)", warps, enhanced, marks, shapes)
+    crops, frame = stage("registration + warps (A, B, C, frame)", warps, enhanced, marks, shapes)
     crops = [crops[r] for r in SIZES]  # flat: one converter input per region
     stage(
         "region networks + ensemble",
@@ -259,8 +259,26 @@ def main(argv=None) -> int:
         *crops,
         male,
     )
+    stage(
+        "QC on the film: sharpness, black share",
+        lambda x, m: (chain.sharpness(x, m), chain.black_share(x, m)),
+        images,
+        masks,
+    )
+    stage(
+        "QC on the frame: occupancy, content",
+        lambda r: (chain.occupancy(r), chain.content(r)),
+        frame,
+    )
     stages_ms = sum(r["ms"] for r in rows)
     rows.append({"stage": "sum of the stages", "ms": stages_ms})
+    if args.tflite_stages:  # the whole chain as one function: is LiteRT's extra time in it?
+        stage(
+            "the whole chain, film to crops and QC (not in the sum)",
+            lambda x, s: pre(x, s),
+            images,
+            shapes,
+        )
     end_to_end_row("an upright film (the classifier proposes it as given)", graph)
     turned = paper_graph(classifier=2)
     end_to_end_row("a film the classifier proposes to turn (outline check)", turned)
