@@ -276,6 +276,24 @@ def test_components_and_holes_match_opencv_on_random_masks():
     assert len(np.unique(labels[3][labels[3] > 0])) == 1  # the snake is one component
 
 
+def test_labelling_rounds_grow_with_log_of_the_path_not_its_length():
+    """A snake of 8,128 pixels (64 rows joined at alternate ends): plain label propagation
+    needs one step per pixel of the path; hooking trees onto their neighbours and jumping
+    pointers joins it in about log2(8,128) = 13 rounds or fewer. Ten rounds must do."""
+    n = 128
+    snake = np.zeros((n, n), np.float32)
+    snake[::2, 1 : n - 1] = 1.0
+    for r in range(1, n, 2):
+        snake[r, n - 2 if r % 4 == 1 else 1] = 1.0
+    labels = mask.component_labels(tf.constant(snake[None, ..., None]), max_rounds=10)
+    labels = labels.numpy()[0, ..., 0]
+    assert np.unique(labels[snake > 0]).tolist() == [np.flatnonzero(snake)[-1] + 1]  # largest
+    assert np.all(labels[snake == 0] == 0)
+    # and the bound is a real bound: two rounds leave the snake in pieces
+    few = mask.component_labels(tf.constant(snake[None, ..., None]), max_rounds=2).numpy()
+    assert len(np.unique(few[few > 0])) > 1
+
+
 def _opencv_clean(m: np.ndarray) -> np.ndarray:
     """Largest 8-connected component, holes filled, by OpenCV: the reference."""
     _, lab = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
