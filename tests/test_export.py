@@ -271,6 +271,7 @@ def test_tflite_variants_parity_and_evaluate_cli(exported, loaded_export, tmp_pa
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| int8 |" in r.stdout and "| dynamic |" in r.stdout and "broken.png" in r.stderr
     assert "- float32: within its bound" in r.stdout
+    assert "The SavedModel's own age moves by up to" in r.stdout
     preds = pd.read_csv(tmp_path / "eval.csv")
     preds["error"] = preds["error"].fillna("")
     assert preds.loc[preds["id"] == "bad", "error"].str.contains("broken.png").all()
@@ -281,6 +282,35 @@ def test_tflite_variants_parity_and_evaluate_cli(exported, loaded_export, tmp_pa
     assert "| float32 | " in (tmp_path / "eval.md").read_text()
     again = run_cli(*cli)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_float32_bound_is_never_below_the_savedmodels_own_input_sensitivity():
+    """A variant's largest-difference bound is its BOUNDS figure or the SavedModel's own move
+    under half a 16-bit step of input noise, the larger (hand-made summaries)."""
+    from tf_boneage.inference import tflite_eval
+
+    def summary(float32_max, sensitivity):
+        return pd.DataFrame(
+            [
+                {"model": "savedmodel", "max_abs_diff_vs_savedmodel": 0.0,
+                 "mean_abs_diff_vs_savedmodel": 0.0, "mae_months": 10.0, "qc_agreement": 1.0,
+                 "input_sensitivity_months": sensitivity},
+                {"model": "float32", "max_abs_diff_vs_savedmodel": float32_max,
+                 "mean_abs_diff_vs_savedmodel": 0.01, "mae_months": 10.0, "qc_agreement": 1.0,
+                 "input_sensitivity_months": float("nan")},
+            ]
+        )  # fmt: skip
+
+    fixed = tflite_eval.BOUNDS["float32"]["max_diff"]
+    assert tflite_eval.max_diff(summary(0.0, 0.123), "float32") == 0.123
+    assert tflite_eval.max_diff(summary(0.0, 0.001), "float32") == fixed
+    assert tflite_eval.verdicts(summary(0.057, 0.123)) == {"float32": ""}
+    assert "0.057 > 0.050" in tflite_eval.verdicts(summary(0.057, 0.001))["float32"]
+    no_column = summary(0.057, 0.0).drop(columns="input_sensitivity_months")
+    assert tflite_eval.max_diff(no_column, "float32") == fixed
+    assert "The SavedModel's own age moves by up to 0.123" in tflite_eval.markdown(
+        summary(0.057, 0.123).assign(latency_ms=1.0, latency_batch8_ms=1.0, size_mb=1.0, images=1)
+    )
 
 
 def test_grad_cam_known_answer():
