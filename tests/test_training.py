@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
 from tf_boneage.training import config as config_lib
 
@@ -491,6 +492,39 @@ def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
     loaded = load.saved_model(version)
     np.testing.assert_allclose(loaded.outline.numpy(), np.load(out / "cache" / "outline.npy"))
     assert (models / "models.config").is_file()
+    # --geometry-from: another run's U-Net and landmark net (other input sizes) served on
+    # purpose, both sides recorded; a source without a landmark net refused before any work
+    from tf_boneage.models import LandmarkNet, UNet
+    from tf_boneage.preprocessing.spec import sha256
+
+    source = tmp_path / "real"
+    (source / "seg" / "round0").mkdir(parents=True)
+    UNet((32, 32, 1), depth=2, base_filters=2).save(source / "seg" / "round0" / "unet.keras")
+    exp_geo = [*exp, "--calibrate", "none", "--geometry-from", str(source)]
+    refused = _in_process(export.main, *exp_geo)
+    assert refused.returncode == 2 and "no landmark net" in refused.stderr
+    assert not (tmp_path / "sm").exists()
+    (source / "landmarks").mkdir()
+    LandmarkNet((24, 24, 1), filters=(2, 2), dense_units=4).save(
+        source / "landmarks" / "landmarks.keras"
+    )
+    served = _in_process(export.main, *exp_geo)
+    assert served.returncode == 0, served.stderr[-3000:]
+    assert "geometry_replaced" in served.stdout + served.stderr
+    version = tmp_path / "sm" / "b" / "1"
+    meta = json.loads((version / "assets.extra" / "tf_boneage.json").read_text())
+    record = meta["geometry_replaced"]
+    assert record["served_unet_sha256"] == sha256(source / "seg" / "round0" / "unet.keras")
+    assert record["cache_unet_sha256"] == recorded["unet_sha256"]
+    assert record["cache_landmarks_sha256"] == recorded["landmarks_sha256"]
+    assert (meta["chain"]["unet_size"], meta["chain"]["landmark_size"]) == (32, 24)
+    assert meta["chain"]["frame"] == recorded["frame"]  # the rest of the chain as cached
+    film = pd.read_csv(manifest)["image_path"].iloc[0]
+    film = Path(film) if Path(film).is_absolute() else manifest.parent / film
+    answer = load.saved_model(version).signatures["serving_default"](
+        image_bytes=tf.constant([film.read_bytes()]), male=tf.constant([1.0])
+    )
+    assert np.isfinite(answer["bone_age_months"].numpy()).all()
 
 
 def test_qc_filter_drops_implausible_training_rows_only():

@@ -603,11 +603,13 @@ def from_runs(
     orient_size: int | None = None,
     orient_model=None,
     orient_margin: float | None = None,
+    landmarks=None,
 ) -> BoneAgeGraph:
     """Build the graph from the outputs of ``training/table.py``: ``seg/roundK/unet.keras``
     (``unet``, else the one ``seg/report.json`` names, else the last round: it must be the
     U-Net the training cache was built with),
-    ``landmarks/landmarks.keras``, ``region/NAME/model.keras`` and the ensemble ``ensemble``
+    ``landmarks/landmarks.keras`` (or the file ``landmarks``), ``region/NAME/model.keras``
+    and the ensemble ``ensemble``
     of ``region/ensembles.json``; ``orient_model``: the orientation classifier's file (else
     the U-Net's orientation step, when ``orient``) and ``orient_margin`` its margin (None: the
     chain's default)."""
@@ -625,7 +627,7 @@ def from_runs(
     doc = json.loads(doc_path.read_text())
     if ensemble not in doc:
         raise KeyError(f"{doc_path}: no ensemble {ensemble!r}; it has {sorted(doc)}")
-    marks = root / "landmarks" / "landmarks.keras"
+    marks = Path(landmarks) if landmarks else root / "landmarks" / "landmarks.keras"
     pre = chain.load(
         unet, marks, frame, region_sizes, orient, orient_size, orient_model, orient_margin
     )

@@ -46,11 +46,14 @@ def run(
     representative: int = 64,
     calibrate: str = "val",
     orient_model=None,
+    geometry_from=None,
 ) -> Path:
     """Export the table in ``runs`` (see the module docstring); returns the SavedModel's
     version folder. ``calibrate``: the split of ``manifest`` the per-sex std scale is fitted
     on (never ``test``; ``"none"`` to skip). ``orient_model``: serve with this orientation
-    classifier instead of the cache's orientation step (:func:`replace_orientation`)."""
+    classifier instead of the cache's orientation step (:func:`replace_orientation`).
+    ``geometry_from``: serve the U-Net, landmark net and orientation classifier of another
+    ``training/table.py`` folder (:func:`replace_geometry`)."""
     from tf_boneage.export import end_to_end, saved_model
 
     if calibrate == "test":
@@ -60,6 +63,9 @@ def run(
         chain = chain_of_runs(runs, preset, unet)
         if orient_model:
             chain, replaced = replace_orientation(chain, orient_model)
+        geometry = None
+        if geometry_from:
+            chain, geometry = replace_geometry(chain, geometry_from)
         graph = end_to_end.from_runs(
             runs,
             ensemble,
@@ -72,6 +78,7 @@ def run(
             chain.orient_size,
             chain.orient_model,
             chain.orient_margin,
+            chain.landmarks,
         )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise StepError(str(exc)) from None
@@ -89,6 +96,8 @@ def run(
     }
     if replaced is not None:
         meta["orientation_replaced"] = replaced
+    if geometry is not None:
+        meta["geometry_replaced"] = geometry
     canonical = cache_outline(runs)
     if canonical is not None:  # QC (and the U-Net's orientation step) as the cache did
         graph.set_outline(canonical, 0.0)
@@ -222,6 +231,56 @@ def replace_orientation(chain: ChainSpec, orient_model) -> tuple[ChainSpec, dict
     return served, record
 
 
+def replace_geometry(chain: ChainSpec, source) -> tuple[ChainSpec, dict]:
+    """``chain`` served with the geometry networks of another ``training/table.py`` folder
+    ``source``: its U-Net (:func:`~tf_boneage.export.end_to_end.unet_of_runs`), its landmark
+    net and, when it has one, its orientation classifier; their input sizes come with them.
+    A deliberate, recorded departure from the cache (the export's metadata keeps both sides,
+    key ``geometry_replaced``): the region networks learnt from crops the cache's networks
+    placed, so their ages are those of another chain. What it is for: serving a graph whose
+    segmentation and landmarks were trained on other films (e.g. real ones) to see its
+    geometry on those films. Returns (the served chain, the record)."""
+    from tf_boneage.export.end_to_end import unet_of_runs
+    from tf_boneage.preprocessing.chain import ORIENT_CLASS_MARGIN
+
+    source = Path(source)
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: no training/table.py folder to take the geometry from")
+    unet = unet_of_runs(source)
+    marks = source / "landmarks" / "landmarks.keras"
+    if not marks.is_file():
+        raise FileNotFoundError(f"{marks}: the geometry source has no landmark net")
+    classifier = source / "orientation" / "orientation.keras"
+    served = dataclasses.replace(
+        chain,
+        unet=str(unet),
+        unet_sha256=sha256(unet),
+        landmarks=str(marks),
+        landmarks_sha256=sha256(marks),
+    )
+    if classifier.is_file():
+        served = dataclasses.replace(
+            served,
+            orient=True,
+            orient_size=None,
+            orient_model=str(classifier),
+            orient_model_sha256=sha256(classifier),
+            orient_margin=ORIENT_CLASS_MARGIN,
+        )
+    keys = ("unet", "unet_sha256", "landmarks", "landmarks_sha256", "orient_model")
+    record = {
+        "source": str(source),
+        **{f"cache_{k}": getattr(chain, k) for k in (*keys, "orient_model_sha256")},
+        **{f"served_{k}": getattr(served, k) for k in (*keys, "orient_model_sha256")},
+    }
+    print(
+        f"warning: serving the U-Net, landmark net{' and orientation classifier' if classifier.is_file() else ''} "
+        f"of {source} instead of the cache's (recorded in the export's metadata: "
+        "geometry_replaced); the region networks learnt from the cache's crops"
+    )
+    return served, record
+
+
 def cache_outline(runs):
     """The canonical outline (52, 40) the cache of ``runs`` was built with
     (``runs/cache/outline.npy``, :mod:`~tf_boneage.preprocessing.cache`), or None (a cache
@@ -327,6 +386,13 @@ def main(argv=None) -> int:
         help="serve this orientation classifier instead of the cache's orientation step "
         "(recorded in the export's metadata)",
     )
+    parser.add_argument(
+        "--geometry-from",
+        default=None,
+        metavar="RUNS",
+        help="serve the U-Net, landmark net and orientation classifier of this other "
+        "training/table.py folder (e.g. trained on real films; recorded in the metadata)",
+    )
     parser.add_argument("--representative", type=int, default=64)
     parser.add_argument(
         "--calibrate",
@@ -352,5 +418,6 @@ def main(argv=None) -> int:
         representative=args.representative,
         calibrate=args.calibrate,
         orient_model=args.orient_model,
+        geometry_from=args.geometry_from,
     )
     return 0
