@@ -508,7 +508,7 @@ def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
     LandmarkNet((24, 24, 1), filters=(2, 2), dense_units=4).save(
         source / "landmarks" / "landmarks.keras"
     )
-    served = _in_process(export.main, *exp_geo)
+    served = _in_process(export.main, *exp_geo, "--stages")
     assert served.returncode == 0, served.stderr[-3000:]
     assert "geometry_replaced" in served.stdout + served.stderr
     version = tmp_path / "sm" / "b" / "1"
@@ -525,6 +525,12 @@ def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
         image_bytes=tf.constant([film.read_bytes()]), male=tf.constant([1.0])
     )
     assert np.isfinite(answer["bone_age_months"].numpy()).all()
+    # --stages: every network as its own SavedModel, the served (replaced) U-Net among them
+    stage = tf.saved_model.load(str(tmp_path / "sm" / "b_unet" / "1"))
+    (spec,) = stage.signatures["serving_default"].structured_input_signature[1].values()
+    assert tuple(spec.shape[1:3]) == (32, 32)
+    stages = {p.parent.parent.name for p in (tmp_path / "sm").glob("b_*/1/saved_model.pb")}
+    assert {"b_unet", "b_landmarks"} < stages and len(stages) >= 3  # and the region networks
 
 
 def test_qc_filter_drops_implausible_training_rows_only():
