@@ -9,7 +9,8 @@ should come out nearly where it went in: the registration an export computes for
 close to the identity, and the hand it warps into its frame should cover the authors' hand.
 For each ``--model`` (a SavedModel version or model folder), each film through
 ``explain_bytes`` (PNG bytes in, as served): the registered hand (its frame's pixels above 0,
-resized to the film's size) against the authors' (the film's pixels above 0), as Jaccard; the
+resized to the film's size; the equalisation also sends the hand's darkest level to 0, well
+under 1 % of it) against the authors' (the film's pixels above 0), as Jaccard; the
 registration's scale, rotation and shift of the frame's centre, computed from the landmarks the
 export answered (``registration.registration_matrix``, as the graph does); and whether the film
 was called a right hand. Our canonical anchors are not the authors' (our tip-capitate distance
