@@ -31,6 +31,7 @@ import pandas as pd
 import tensorflow as tf
 from common import machine, write_report
 
+from tf_boneage.data import io
 from tf_boneage.export import load
 from tf_boneage.preprocessing import registration
 
@@ -54,7 +55,7 @@ def measure(model_dir: Path, films: list[Path]) -> pd.DataFrame:
     frame = registration.Frame(*meta["chain"]["frame"])
     rows = []
     for path in films:
-        theirs = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        theirs = io.load_image(path)  # grey, any depth or channel count, as the chain reads
         out = explain(image_bytes=tf.constant([path.read_bytes()]), male=tf.constant([1.0]))
         ours = out["registered"].numpy()[0, ..., 0] > 0
         ours = cv2.resize(ours.astype(np.uint8), theirs.shape[::-1], cv2.INTER_NEAREST) > 0
