@@ -197,6 +197,20 @@ def chain_of_runs(runs, preset: str, unet=None) -> ChainSpec:
     return dataclasses.replace(spec, unet=str(path), landmarks=str(marks), orient_model=classifier)
 
 
+def _with_classifier(chain: ChainSpec, path: Path) -> ChainSpec:
+    """``chain`` oriented by the classifier at ``path`` (its hash, the classifier's margin)."""
+    from tf_boneage.preprocessing.chain import ORIENT_CLASS_MARGIN
+
+    return dataclasses.replace(
+        chain,
+        orient=True,
+        orient_size=None,
+        orient_model=str(path),
+        orient_model_sha256=sha256(path),
+        orient_margin=ORIENT_CLASS_MARGIN,
+    )
+
+
 def replace_orientation(chain: ChainSpec, orient_model) -> tuple[ChainSpec, dict]:
     """``chain`` served with the orientation classifier ``orient_model`` instead of the
     orientation step its cache was built with: a deliberate, recorded departure from the
@@ -204,8 +218,6 @@ def replace_orientation(chain: ChainSpec, orient_model) -> tuple[ChainSpec, dict
     step only decides how a film is turned before the rest of the chain; the region networks
     learnt from upright films either way, so an upright film gives the same crops whenever
     both steps keep it as given. Returns (the served chain, the record)."""
-    from tf_boneage.preprocessing.chain import ORIENT_CLASS_MARGIN
-
     path = Path(orient_model)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no orientation classifier")
@@ -216,14 +228,7 @@ def replace_orientation(chain: ChainSpec, orient_model) -> tuple[ChainSpec, dict
         "cache_orient_model_sha256": chain.orient_model_sha256,
         "served_orient_model": str(path),
     }
-    served = dataclasses.replace(
-        chain,
-        orient=True,
-        orient_size=None,
-        orient_model=str(path),
-        orient_model_sha256=sha256(path),
-        orient_margin=ORIENT_CLASS_MARGIN,
-    )
+    served = _with_classifier(chain, path)
     print(
         f"warning: serving the orientation classifier {path} instead of the cache's "
         "orientation step (recorded in the export's metadata: orientation_replaced)"
@@ -241,7 +246,6 @@ def replace_geometry(chain: ChainSpec, source) -> tuple[ChainSpec, dict]:
     segmentation and landmarks were trained on other films (e.g. real ones) to see its
     geometry on those films. Returns (the served chain, the record)."""
     from tf_boneage.export.end_to_end import unet_of_runs
-    from tf_boneage.preprocessing.chain import ORIENT_CLASS_MARGIN
 
     source = Path(source)
     if not source.is_dir():
@@ -259,22 +263,16 @@ def replace_geometry(chain: ChainSpec, source) -> tuple[ChainSpec, dict]:
         landmarks_sha256=sha256(marks),
     )
     if classifier.is_file():
-        served = dataclasses.replace(
-            served,
-            orient=True,
-            orient_size=None,
-            orient_model=str(classifier),
-            orient_model_sha256=sha256(classifier),
-            orient_margin=ORIENT_CLASS_MARGIN,
-        )
+        served = _with_classifier(served, classifier)
     keys = ("unet", "unet_sha256", "landmarks", "landmarks_sha256", "orient_model")
     record = {
         "source": str(source),
         **{f"cache_{k}": getattr(chain, k) for k in (*keys, "orient_model_sha256")},
         **{f"served_{k}": getattr(served, k) for k in (*keys, "orient_model_sha256")},
     }
+    nets = "U-Net, landmark net" + (" and orientation classifier" if classifier.is_file() else "")
     print(
-        f"warning: serving the U-Net, landmark net{' and orientation classifier' if classifier.is_file() else ''} "
+        f"warning: serving the {nets} "
         f"of {source} instead of the cache's (recorded in the export's metadata: "
         "geometry_replaced); the region networks learnt from the cache's crops"
     )
