@@ -37,29 +37,11 @@ def _max3x3(v: tf.Tensor) -> tf.Tensor:
     return tf.maximum(tf.maximum(p[:, :-2], p[:, 1:-1]), p[:, 2:])
 
 
-#: labels up to this are exact in float32 (2**24): the 3x3 max may run on floats below it
-FLOAT_EXACT = 2**24
-
-
-def _max3x3_labels(labels: tf.Tensor, exact_in_float: bool) -> tf.Tensor:
-    """:func:`_max3x3` of int32 labels (B, H, W, 1). ``exact_in_float``: every label is below
-    :data:`FLOAT_EXACT`, so the filter runs on a float32 copy and comes back exact; LiteRT's
-    int32 MAXIMUM / PAD / SLICE kernels took 29 ms on a 512 x 512 image against 2.9 ms for
-    float32 (TensorFlow: 3.0 ms either way). The copy is made at run time from int32 labels, so
-    no float constant holds an index (see the module docstring on float16 models)."""
-    if not exact_in_float:
-        return _max3x3(labels)
-    return tf.cast(_max3x3(tf.cast(labels, tf.float32)), tf.int32)
-
-
-def _hook_round(
-    parent: tf.Tensor, allowed: tf.Tensor, shape: tf.Tensor, exact_in_float: bool = False
-) -> tf.Tensor:
+def _hook_round(parent: tf.Tensor, allowed: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
     """One round of hooking and jumping. ``parent``: int32 (N + 1,), entry k the parent of
-    pixel k (1-based; entry 0 and background pixels 0); ``allowed``: int32 (N,) 0 / 1;
-    ``exact_in_float``: see :func:`_max3x3_labels`."""
+    pixel k (1-based; entry 0 and background pixels 0); ``allowed``: int32 (N,) 0 / 1."""
     labels = parent[1:]
-    seen = tf.reshape(_max3x3_labels(tf.reshape(labels, shape), exact_in_float), [-1]) * allowed
+    seen = tf.reshape(_max3x3(tf.reshape(labels, shape)), [-1]) * allowed
     hook = tf.math.unsorted_segment_max(seen, labels, tf.shape(parent)[0])
     # empty segments hold the dtype's lowest value: no tree points there
     parent = tf.maximum(parent, tf.maximum(hook, 0))
@@ -87,13 +69,8 @@ def component_labels(mask: tf.Tensor, max_rounds: int = 64) -> tf.Tensor:
     def cond(i, parent, changed, allowed):
         return tf.logical_and(changed, i < max_rounds)
 
-    # labels run to N + 1; with a static N below FLOAT_EXACT (the exports' batch of 1) the
-    # max filter may run on floats, which LiteRT does ten times faster
-    static = mask.shape.num_elements()
-    exact_in_float = static is not None and static + 1 < FLOAT_EXACT
-
     def body(i, parent, changed, allowed):
-        new = _hook_round(parent, allowed, shape, exact_in_float)
+        new = _hook_round(parent, allowed, shape)
         return i + 1, new, tf.reduce_any(tf.not_equal(new, parent)), tf.maximum(allowed, 0)
 
     loop = [tf.constant(0), start, tf.constant(True), allowed]
