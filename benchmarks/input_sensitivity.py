@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tf_boneage.data import io
 from tf_boneage.data.manifest import load_manifest
+from tf_boneage.inference import tflite_eval
 
 
 def main(argv=None) -> int:
@@ -45,8 +46,7 @@ def main(argv=None) -> int:
             return float(out["bone_age_months"][0])
 
         base = age(x)
-        noise = [rng.uniform(-0.5, 0.5, x.shape).astype(np.float32) / 65535.0 for _ in range(3)]
-        move = max(abs(age(np.clip(x + n, 0.0, 1.0)) - base) for n in noise[: args.repeats])
+        move = max(abs(age(tflite_eval.jittered(x, rng)) - base) for _ in range(args.repeats))
         moves.append(move)
         print(f"{row['id']}: {base:.2f} months, largest move {move:.4f}", flush=True)
     moves = np.array(moves)

@@ -264,11 +264,12 @@ def replace_geometry(chain: ChainSpec, source) -> tuple[ChainSpec, dict]:
     )
     if classifier.is_file():
         served = _with_classifier(served, classifier)
-    keys = ("unet", "unet_sha256", "landmarks", "landmarks_sha256", "orient_model")
+    keys = ("unet", "unet_sha256", "landmarks", "landmarks_sha256")
+    keys += ("orient_model", "orient_model_sha256")
     record = {
         "source": str(source),
-        **{f"cache_{k}": getattr(chain, k) for k in (*keys, "orient_model_sha256")},
-        **{f"served_{k}": getattr(served, k) for k in (*keys, "orient_model_sha256")},
+        **{f"cache_{k}": getattr(chain, k) for k in keys},
+        **{f"served_{k}": getattr(served, k) for k in keys},
     }
     nets = "U-Net, landmark net" + (" and orientation classifier" if classifier.is_file() else "")
     print(
