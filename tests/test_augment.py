@@ -124,3 +124,81 @@ def test_photometric_layers_keep_range_and_shape():
 def test_invalid_ranges(kwargs, bad):
     with pytest.raises(ValueError, match=bad.replace(".", r"\.").replace("(", r"\(")):
         augment.AffineRange(**kwargs)
+
+
+def test_underexpose_by_hand():
+    # black share 0.5: levels 0.25 / 0.5 / 0.75 / 1 -> 0 / 0 / 0.5 / 1; background stays 0
+    img = tf.constant([0.0, 0.25, 0.5, 0.75, 1.0], shape=(1, 1, 5, 1))
+    got = augment.underexpose(img, tf.constant([0.5]))
+    np.testing.assert_allclose(got[0, 0, :, 0], [0.0, 0.0, 0.0, 0.5, 1.0], atol=1e-6)
+    np.testing.assert_allclose(augment.underexpose(img, tf.constant([0.0])), img, atol=1e-7)
+
+
+def test_underexpose_is_the_chains_equalisation_of_a_clipped_film():
+    # a film darkened by 77 levels and clipped at 0, then equalised inside the hand, is the
+    # equalised film with the share of the hand at or below the clip level sent to black
+    from tf_boneage.preprocessing.contrast import equalize
+
+    rng = np.random.default_rng(0)
+    levels = rng.integers(20, 256, size=(1, 24, 20, 1))
+    mask = np.zeros((1, 24, 20, 1), np.float32)
+    mask[:, 3:21, 4:17] = 1.0
+    film = (levels * mask / 255.0).astype(np.float32)
+    dark = np.clip(levels - 77, 0, None) * mask / 255.0
+    clean = equalize(film, mask).numpy()
+    want = equalize(dark.astype(np.float32), mask).numpy()
+    black = clean[(levels <= 77) & (mask > 0)].max()  # equalised level of the clip level
+    got = augment.underexpose(tf.constant(clean), tf.constant([black])).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert 0.1 < black < 0.5
+
+
+def test_blur_by_hand():
+    img = np.zeros((2, 5, 5, 1), np.float32)
+    img[:, 2, 2] = 1.0
+    got = augment.blur(tf.constant(img), tf.constant([1.0, 0.5])).numpy()[..., 0]
+    kernel = np.outer([1, 2, 1], [1, 2, 1]) / 16.0
+    np.testing.assert_allclose(got[0, 1:4, 1:4], kernel, atol=1e-6)
+    assert got[0].sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(got[1, 2, 2], 0.5 + 0.5 * 0.25, atol=1e-6)
+    np.testing.assert_allclose(got[1, 1, 1], 0.5 / 16, atol=1e-6)
+
+
+def test_random_degradation_probabilities_and_seed():
+    rng = np.random.default_rng(1)
+    img = tf.constant(rng.uniform(0, 1, (64, 8, 8, 1)).astype(np.float32))
+    seed = tf.constant([3, 4])
+    none = augment.random_degradation(img, seed, augment.Degradation())
+    np.testing.assert_array_equal(none, img)
+    dark = augment.random_degradation(img, seed, augment.Degradation(underexposed=0.5)).numpy()
+    changed = np.abs(dark - img.numpy()).max(axis=(1, 2, 3)) > 1e-6
+    assert 15 < changed.sum() < 49  # about half of 64
+    assert (dark <= img.numpy() + 1e-6).all()  # darker, never brighter
+    again = augment.random_degradation(img, seed, augment.Degradation(underexposed=0.5))
+    np.testing.assert_array_equal(again, dark)
+    both = augment.random_degradation(img, seed, augment.Degradation(1.0, 0.5, 1.0)).numpy()
+    assert (np.abs(both - img.numpy()).max(axis=(1, 2, 3)) > 1e-6).all()
+
+
+def test_augmenter_degrades_only_when_asked():
+    batch = {"image": tf.constant(np.full((4, 8, 8, 1), 0.6, np.float32))}
+    plain = augment.BatchAugmenter(None, photometric=False, degrade=augment.Degradation())
+    assert plain.degrade is None
+    np.testing.assert_array_equal(plain(batch, tf.constant([1, 2]))["image"], batch["image"])
+    dark = augment.BatchAugmenter(
+        None, photometric=False, degrade=augment.Degradation(underexposed=1.0, max_black=0.5)
+    )(batch, tf.constant([1, 2]))["image"].numpy()
+    assert (dark < 0.6).all() and (dark >= 0.2 - 1e-6).all()  # (0.6 - q) / (1 - q), q <= 0.5
+
+
+@pytest.mark.parametrize(
+    "kwargs, bad",
+    [
+        ({"underexposed": 1.5}, "underexposed"),
+        ({"blurred": -0.1}, "blurred"),
+        ({"max_black": 1.0}, "max_black"),
+    ],
+)
+def test_invalid_degradation(kwargs, bad):
+    with pytest.raises(ValueError, match=bad):
+        augment.Degradation(**kwargs)

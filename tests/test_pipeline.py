@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tf_boneage.data import manifest, pipeline
-from tf_boneage.data.augment import AffineRange
+from tf_boneage.data.augment import AffineRange, Degradation
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,18 @@ def test_region_batches(table):
     assert features["image"].shape == (8, 32, 24, 1) and features["male"].shape == (8, 1)
     np.testing.assert_allclose(age.numpy(), table["boneage"].to_numpy()[:8])
     np.testing.assert_allclose(features["male"].numpy()[:, 0], table["male"].to_numpy(float)[:8])
+
+
+def test_region_batches_degrade_only_when_asked(table):
+    # no geometric or photometric change: the degradation alone tells the batches apart
+    plain = dict(shuffle=False, augment=True, affine=AffineRange(0, (1, 1), 0, 0))
+    plain["photometric"] = False
+    clean = next(iter(pipeline.region_dataset(table, _cfg(**plain))))[0]["image"].numpy()
+    same = pipeline.region_dataset(table, _cfg(degrade=Degradation(), **plain))
+    np.testing.assert_allclose(next(iter(same))[0]["image"].numpy(), clean, atol=1e-6)
+    dark = pipeline.region_dataset(table, _cfg(degrade=Degradation(underexposed=1.0), **plain))
+    dark = next(iter(dark))[0]["image"].numpy()
+    assert (dark <= clean + 1e-6).all() and dark.mean() < clean.mean()
 
 
 def test_deterministic_mode_repeats_exactly(table):

@@ -61,6 +61,8 @@ def _in_process(main, *args):
         ("precision=float64", "precision"),
         ("colour=red", "colour"),
         ("batch_size=many", "batch_size"),
+        ("underexposed=1.5", "underexposed"),
+        ("blurred=-0.2", "blurred"),
     ],
 )
 def test_bad_config_values_name_the_key(tmp_path, override, key):

@@ -106,6 +106,76 @@ def transform_points(points: tf.Tensor, forward: tf.Tensor, height: int, width: 
     return tf.reshape((moved + 0.5) / size, tf.shape(points))
 
 
+@dataclasses.dataclass(frozen=True)
+class Degradation:
+    """How often a training crop is made to look like a film taken or resampled badly.
+
+    ``underexposed``: probability that a crop looks as if its film had been darkened until a
+    share, uniform in ``[0, max_black]``, of its hand clipped to black (the chain's histogram
+    equalisation then maps the clipped pixels to 0 and stretches the rest:
+    :func:`underexpose`). ``blurred``: probability of a blend, uniform in ``[0, 1]``, between
+    the crop and its 3x3 binomial blur (what one or two bilinear resamplings of a rotated film
+    do to the few pixels a growth plate spans: :func:`blur`).
+    """
+
+    underexposed: float = 0.0
+    max_black: float = 0.5
+    blurred: float = 0.0
+
+    def __post_init__(self):
+        for name in ("underexposed", "blurred"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be a probability, got {getattr(self, name)!r}")
+        if not 0 <= self.max_black < 1:
+            raise ValueError(f"max_black must be in [0, 1), got {self.max_black!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.underexposed > 0 or self.blurred > 0
+
+
+def underexpose(images: tf.Tensor, black: tf.Tensor) -> tf.Tensor:
+    """Equalised crops (B, H, W, C) in [0, 1], 0 outside the hand, as if the share ``black``
+    (B,) in [0, 1) of their hand had been clipped to black before the equalisation: a pixel
+    of equalised level ``e`` (the share of the hand darker than it) goes to
+    ``max(0, (e - black) / (1 - black))``, the background stays 0."""
+    q = tf.reshape(tf.cast(black, images.dtype), [-1, 1, 1, 1])
+    return tf.nn.relu(images - q) / (1.0 - q)
+
+
+def blur(images: tf.Tensor, amount: tf.Tensor) -> tf.Tensor:
+    """Blend (B, H, W, C) images with their 3x3 binomial blur ([1, 2, 1] / 4 each way, zero
+    padding): ``(1 - amount) * image + amount * blurred`` with ``amount`` (B,) in [0, 1]."""
+    taps = tf.constant([0.25, 0.5, 0.25], images.dtype)
+    kernel = (taps[:, None] * taps[None, :])[:, :, None, None]
+    channels = int(images.shape[-1])
+    blurred = tf.nn.depthwise_conv2d(
+        images, tf.tile(kernel, [1, 1, channels, 1]), [1, 1, 1, 1], "SAME"
+    )
+    a = tf.reshape(tf.cast(amount, images.dtype), [-1, 1, 1, 1])
+    return images + a * (blurred - images)
+
+
+def random_degradation(images: tf.Tensor, seed, degrade: Degradation) -> tf.Tensor:
+    """:func:`underexpose` and :func:`blur` each image with ``degrade``'s probabilities and
+    uniform strengths (stateless: the same ``seed``, shape (2,) int, gives the same result)."""
+    batch = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+
+    def uniform(k, hi=1.0):
+        return tf.random.stateless_uniform([batch], seeds[k], 0.0, hi)
+
+    if degrade.underexposed > 0:
+        black = uniform(1, degrade.max_black) * tf.cast(
+            uniform(0) < degrade.underexposed, "float32"
+        )
+        images = underexpose(images, black)
+    if degrade.blurred > 0:
+        amount = uniform(3) * tf.cast(uniform(2) < degrade.blurred, "float32")
+        images = blur(images, amount)
+    return images
+
+
 def photometric_layers(seed: int = 0, brightness: float = 0.1, contrast: float = 0.2):
     """Keras preprocessing layers for exposure changes on images in [0, 1]."""
     return [
@@ -122,10 +192,19 @@ class BatchAugmenter:
         ranges: geometric ranges; ``None`` for no geometric augmentation.
         photometric: apply the Keras brightness / contrast layers to ``image``.
         seed: integer seed of the photometric layers.
+        degrade: under-exposure and blur of ``image`` (:func:`random_degradation`), after the
+            geometric warp and before the photometric layers; ``None`` for none.
     """
 
-    def __init__(self, ranges: AffineRange | None = AffineRange(), photometric=True, seed=0):
+    def __init__(
+        self,
+        ranges: AffineRange | None = AffineRange(),
+        photometric=True,
+        seed=0,
+        degrade: Degradation | None = None,
+    ):
         self.ranges = ranges
+        self.degrade = degrade if degrade is not None and degrade.active else None
         self.layers = photometric_layers(seed) if photometric else []
 
     def __call__(self, batch: dict, seed) -> dict:
@@ -139,6 +218,9 @@ class BatchAugmenter:
                 out["mask"] = warp(batch["mask"], forward, "NEAREST")
             if "landmarks" in batch:
                 out["landmarks"] = transform_points(batch["landmarks"], forward, height, width)
+        if self.degrade is not None:
+            twin = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 7)
+            out["image"] = random_degradation(out["image"], twin, self.degrade)
         for layer in self.layers:
             out["image"] = layer(out["image"], training=True)
         out["image"] = tf.clip_by_value(out["image"], 0.0, 1.0)

@@ -28,7 +28,7 @@ import pandas as pd
 import tensorflow as tf
 
 from tf_boneage.data import io
-from tf_boneage.data.augment import AffineRange, BatchAugmenter
+from tf_boneage.data.augment import AffineRange, BatchAugmenter, Degradation
 from tf_boneage.data.manifest import LANDMARK_COLUMNS
 from tf_boneage.preprocessing import warp
 
@@ -49,6 +49,7 @@ class PipelineConfig:
         augment: apply geometric (``affine``) and photometric augmentation.
         affine: ranges of the geometric augmentation.
         photometric: brightness / contrast augmentation on top of the geometric one.
+        degrade: under-exposure and blur of training crops (``None``: none).
         deterministic: fixed order and augmentation (slower; for tests).
         drop_remainder: drop the last incomplete batch.
     """
@@ -61,6 +62,7 @@ class PipelineConfig:
     augment: bool = False
     affine: AffineRange = AffineRange()
     photometric: bool = True
+    degrade: Degradation | None = None
     deterministic: bool = False
     drop_remainder: bool = False
 
@@ -125,7 +127,9 @@ def _finish(ds: tf.data.Dataset, n: int, cfg: PipelineConfig, augmenter) -> tf.d
 def _augmenter(cfg: PipelineConfig):
     if not cfg.augment:
         return None
-    return BatchAugmenter(cfg.affine, photometric=cfg.photometric, seed=cfg.seed)
+    return BatchAugmenter(
+        cfg.affine, photometric=cfg.photometric, seed=cfg.seed, degrade=cfg.degrade
+    )
 
 
 def _require(manifest: pd.DataFrame, columns, stage: str) -> pd.DataFrame:

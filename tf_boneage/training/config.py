@@ -49,6 +49,10 @@ class RegionConfig:
     rotation: float = 10.0
     scale: tuple = (0.9, 1.1)
     shift: float = 0.05
+    # probabilities that a training crop looks under-exposed (up to half its hand clipped to
+    # black) or blurred (as by resampling a rotated film): data.augment.Degradation
+    underexposed: float = 0.0
+    blurred: float = 0.0
     seed: int = 0
     strategy: str = "default"  # default | mirrored | multi-worker
     # float32 | mixed_float16 | mixed_bfloat16 (GPUs / TPUs; heads and losses stay float32)
@@ -101,6 +105,9 @@ class RegionConfig:
             raise ConfigError("bin_loss_weight", self.bin_loss_weight, ">= 0 (0 = MAE alone)")
         if self.head != "classification":  # no bins: a regression run records 0
             self.bin_loss_weight = 0.0
+        for key in ("underexposed", "blurred"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(key, getattr(self, key), "a probability in [0, 1]")
         if not self.bin_sigma > 0:
             raise ConfigError("bin_sigma", self.bin_sigma, "> 0 months")
         if not 0 < self.learning_rate < 1:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tf_boneage.data import manifest as manifest_lib
-from tf_boneage.data.augment import AffineRange
+from tf_boneage.data.augment import AffineRange, Degradation
 from tf_boneage.data.pipeline import PipelineConfig, region_dataset
 from tf_boneage.evaluation import format_report, mae_report
 from tf_boneage.models import RegionNet
@@ -96,6 +96,7 @@ class RegionTask(Task):
             )
         self.holdout = rows[rows["split"].isin(["val", "test"])]
         self.affine = AffineRange(cfg.rotation, tuple(cfg.scale), cfg.shift, 0.0)
+        self.degrade = Degradation(underexposed=cfg.underexposed, blurred=cfg.blurred)
         # model -> the same model with its bin logits as a second output (weak: a model
         # that is gone takes its probe with it)
         self._probes = weakref.WeakKeyDictionary()
@@ -167,6 +168,7 @@ class RegionTask(Task):
                 seed=cfg.seed + epoch,
                 augment=True,
                 affine=self.affine,
+                degrade=self.degrade,
                 drop_remainder=True,
             )
             return self._select(region_dataset(self.train, pc))
