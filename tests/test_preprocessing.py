@@ -337,3 +337,54 @@ def test_mask_cleanup_survives_float16_tflite():
     expected = _opencv_clean(m)
     np.testing.assert_array_equal(clean(m[None, ..., None])["mask"][0, ..., 0], expected)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_grey_quantiles_and_stretch_by_hand():
+    from tf_boneage.preprocessing import contrast
+
+    # 100 pixels at levels 0..99 / 255; the q-quantile is the least level whose cumulative
+    # share reaches q (numpy's inverted_cdf): 1st percentile level 0, 99th level 98
+    img = (np.arange(100, dtype=np.float32) / 255.0).reshape(1, 10, 10, 1)
+    low, high = contrast.grey_quantiles(tf.constant(img), (0.01, 0.99))
+    want = np.quantile(np.arange(100), [0.01, 0.99], method="inverted_cdf")
+    np.testing.assert_allclose([low.numpy()[0] * 255, high.numpy()[0] * 255], want, atol=1e-4)
+    assert tuple(want) == (0, 98)
+    out = contrast.stretch(tf.constant(img)).numpy()
+    assert out.min() == 0.0 and out.max() == 1.0
+    np.testing.assert_allclose(out.ravel()[50], 50 / 98.0, atol=1e-5)
+
+
+def test_stretch_undoes_a_shift_and_a_gain_that_clip_nothing():
+    from tf_boneage.preprocessing import contrast
+
+    rng = np.random.default_rng(0)
+    levels = rng.integers(100, 230, size=(2, 32, 24, 1))
+    film = levels / 255.0
+    darker = (levels - 77) / 255.0  # 30 % of the range darker, nothing clipped
+    flatter = (levels - 100) * 0.5 / 255.0 + 0.2  # half the contrast (whole levels: even)
+    a = contrast.stretch(tf.constant(film, tf.float32)).numpy()
+    np.testing.assert_allclose(contrast.stretch(tf.constant(darker, tf.float32)), a, atol=1e-5)
+    got = contrast.stretch(tf.constant(flatter, tf.float32)).numpy()
+    assert np.abs(got - a).max() < 2 / 255  # rounding to half-levels
+    with pytest.raises(ValueError, match="low < high"):
+        from tf_boneage.models.layers import GreyStretch
+
+        GreyStretch(0.9, 0.1)
+
+
+def test_unet_with_exposure_normalisation_round_trips(tmp_path):
+    import keras
+
+    from tf_boneage.models.unet import UNet
+
+    model = UNet((32, 32, 1), depth=2, base_filters=4, normalize=True)
+    assert model.get_layer("exposure").low == 0.01
+    x = np.random.default_rng(1).uniform(0.3, 0.6, (2, 32, 32, 1)).astype(np.float32)
+    path = tmp_path / "unet.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_layer("exposure").high == 0.99
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+    # the same film darker: the same mask
+    np.testing.assert_allclose(model(x - 77 / 255.0), model(x), atol=0.02)
+    assert "exposure" not in [layer.name for layer in UNet((32, 32, 1), depth=2).layers]

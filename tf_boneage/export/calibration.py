@@ -90,6 +90,7 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
         "content_match",
         "sharpness",
         "black_share",
+        "grey_range",
     )
     got: dict = {k: [] for k in keys}
     for start in tqdm(range(0, len(rows), batch), desc=desc, unit="batch"):
@@ -132,6 +133,17 @@ def image_limits(
         low = (low + top) / 2 if top < low else low
     high = float(np.quantile(black, 1 - share, method="inverted_cdf"))
     return low, max(high, 1e-6)
+
+
+def range_limit(grey, share: float = IMAGE_REJECT_SHARE) -> float:
+    """The least grey range accepted: the ``share`` quantile (``inverted_cdf``) of a labelled
+    split's films' :func:`~tf_boneage.preprocessing.chain.grey_range` (N,), halved (a film
+    below half the range of the flattest good film has lost most of its grey levels). Raises
+    ``ValueError`` with fewer than 50 films."""
+    grey = np.asarray(grey, float)
+    if len(grey) < 50:
+        raise ValueError(f"need at least 50 films to fit the grey range, got {len(grey)}")
+    return float(np.quantile(grey, share, method="inverted_cdf")) / 2
 
 
 def halved_sharpness(graph, rows, batch: int = 32) -> np.ndarray:
@@ -238,13 +250,18 @@ def calibrate(
         halved = halved_sharpness(graph, qc_films, batch)
         sharp, black = both("sharpness"), both("black_share")
         low, high = image_limits(sharp, black, halved)
-        graph.set_image_limits(low, high)
+        grey = both("grey_range") if "grey_range" in out else np.ones_like(sharp)
+        least = range_limit(grey) if "grey_range" in out else 0.0
+        graph.set_image_limits(low, high, least)
         qc = {
             **(qc or {}),
             "qc_films": int(len(qc_films)),
             "min_sharpness": low,
             "max_black_share": high,
-            "rejected_by_image_checks": float(((sharp < low) | (black > high)).mean()),
+            "min_grey_range": least,
+            "rejected_by_image_checks": float(
+                ((sharp < low) | (black > high) | (grey < least)).mean()
+            ),
         }
     truth, male = rows["boneage"].to_numpy(float), rows["male"].to_numpy().astype(bool)
     report = {"n": int(len(rows))}

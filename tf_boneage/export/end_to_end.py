@@ -34,7 +34,11 @@ Outputs per image (float32 unless said):
   0 / 1: at or above the threshold fitted on ``val`` (1 while no template is fitted);
 - ``sharpness`` (B,): the share of the film's detail in its finest octave and ``black_share``
   (B,): the share of the hand that is black (under-exposed); ``sharpness_ok`` and
-  ``exposure_ok`` (B,) 0 / 1: inside the limits fitted on ``val`` (1 while none are fitted).
+  ``exposure_ok`` (B,) 0 / 1: inside the limits fitted on ``val`` (1 while none are fitted);
+- ``grey_range`` (B,) in [0, 1]: the spread of the film's grey levels (99th minus 1st
+  percentile), and ``grey_range_ok`` (B,) 0 / 1: at or above the least range fitted on
+  ``val`` (a film darkened or brightened until it clipped, or a uniform grey image, has
+  nothing left to read: badly exposed).
 """
 
 from __future__ import annotations
@@ -87,6 +91,8 @@ OUTPUTS = (
     "black_share",
     "sharpness_ok",
     "exposure_ok",
+    "grey_range",
+    "grey_range_ok",
 )
 
 
@@ -238,13 +244,19 @@ class BoneAgeGraph(tf.Module):
         # the least sharpness and the largest black share of the hand accepted (fitted on val)
         self.qc_min_sharpness = tf.Variable(0.0, trainable=False, name="qc_min_sharpness")
         self.qc_max_black = tf.Variable(1.0, trainable=False, name="qc_max_black")
+        # the least grey range of a film accepted (0: every film, until fitted)
+        self.qc_min_range = tf.Variable(0.0, trainable=False, name="qc_min_range")
 
-    def set_image_limits(self, min_sharpness: float, max_black: float) -> None:
-        """Set the least sharpness (>= 0) and the largest black share (in (0, 1]) accepted."""
-        if not (min_sharpness >= 0 and 0 < max_black <= 1):
-            raise ValueError(f"limits out of range: {min_sharpness}, {max_black}")
+    def set_image_limits(
+        self, min_sharpness: float, max_black: float, min_range: float = 0.0
+    ) -> None:
+        """Set the least sharpness (>= 0), the largest black share (in (0, 1]) and the least
+        grey range (in [0, 1)) accepted."""
+        if not (min_sharpness >= 0 and 0 < max_black <= 1 and 0 <= min_range < 1):
+            raise ValueError(f"limits out of range: {min_sharpness}, {max_black}, {min_range}")
         self.qc_min_sharpness.assign(float(min_sharpness))
         self.qc_max_black.assign(float(max_black))
+        self.qc_min_range.assign(float(min_range))
 
     def set_outline(self, canonical, min_fit: float) -> None:
         """Set the canonical outline (52, 40) in [0, 1] and the least fit accepted (in [0, 1))."""
@@ -372,13 +384,14 @@ class BoneAgeGraph(tf.Module):
             content=tf.TensorSpec([*outline.SIZE, 1], tf.float32),
             sharpness=tf.TensorSpec([], tf.float32),
             black_share=tf.TensorSpec([], tf.float32),
+            grey_range=tf.TensorSpec([], tf.float32),
         )
         return specs
 
     def _predict_keys(self) -> tuple[str, ...]:
         qc = ("mask_area", "mask_confidence", "landmark_plausibility", "landmarks", "right")
         qc += ("quarter_turns", "inverted", "orientation_confidence", "occupancy", "content")
-        qc += ("sharpness", "black_share")
+        qc += ("sharpness", "black_share", "grey_range")
         return (*(f"region_{r}" for r in self._regions()), *qc)
 
     def predict_decoded(
@@ -426,6 +439,8 @@ class BoneAgeGraph(tf.Module):
             "black_share": out["black_share"],
             "sharpness_ok": tf.cast(out["sharpness"] >= self.qc_min_sharpness, tf.float32),
             "exposure_ok": tf.cast(out["black_share"] <= self.qc_max_black, tf.float32),
+            "grey_range": out["grey_range"],
+            "grey_range_ok": tf.cast(out["grey_range"] >= self.qc_min_range, tf.float32),
         }
 
     def heatmap(self, crops: dict, male: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -204,9 +204,10 @@ def qc_reason(
     mask_ok: bool | None = None,
     landmarks_ok: bool | None = None,
 ) -> str:
-    """Why QC rejects a film, in words ("" if it does not), the first of: no hand in the
-    mask (not a hand radiograph), an under-exposed film (``image``: the graph's
-    ``exposure_ok``, ``sharpness_ok``, ``sharpness``, ``black_share``), a registered image
+    """Why QC rejects a film, in words ("" if it does not), the first of: a film with too
+    little grey range left (badly exposed; ``image``: the graph's ``grey_range_ok`` and
+    ``grey_range``), no hand in the mask (not a hand radiograph), an under-exposed film
+    (``image``: the graph's ``exposure_ok``, ``sharpness_ok``, ``sharpness``, ``black_share``), a registered image
     that does not look like a hand (``match`` / ``match_ok``: the graph's ``content_match`` /
     ``content_ok``: not a hand radiograph, or a hand registered wrongly), a low-resolution
     film, a registered hand that does not match the canonical outline (``fit`` / ``fit_ok``:
@@ -218,9 +219,14 @@ def qc_reason(
         mask_ok = area >= MIN_MASK_AREA
     if landmarks_ok is None:
         landmarks_ok = plausibility >= MIN_PLAUSIBILITY
+    image = image or {}
+    if not image.get("grey_range_ok", True):
+        return (
+            "badly exposed: the film's grey levels span only "
+            f"{100 * image['grey_range']:.0f} % of the range (too dark, too bright or flat)"
+        )
     if not mask_ok:
         return f"not a hand radiograph: no hand found (mask covers {100 * area:.1f} % of the image)"
-    image = image or {}
     if not image.get("exposure_ok", True):
         return f"under-exposed: {100 * image['black_share']:.0f} % of the hand is black"
     if not match_ok:
@@ -255,6 +261,9 @@ def reason_of(out: dict) -> str:
             "sharpness": float(out["sharpness"]),
             "black_share": float(out["black_share"]),
         }
+        if "grey_range_ok" in out:  # exports from 2026-12-02 on
+            image["grey_range_ok"] = float(out["grey_range_ok"]) > 0.5
+            image["grey_range"] = float(out["grey_range"])
     match = float(out["content_match"]) if "content_match" in out else None
 
     def flag(key):  # the graph's own decision, when it makes one

@@ -1,4 +1,4 @@
-"""Custom layers of the bone-age heads (registered, serializable; never ``Lambda``)."""
+"""Custom layers of the bone-age networks (registered, serializable; never ``Lambda``)."""
 
 from __future__ import annotations
 
@@ -67,3 +67,32 @@ class UnitToMonths(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GreyStretch(keras.layers.Layer):
+    """Exposure normalisation as a network's first layer: each image's ``low`` and ``high``
+    grey-level quantiles go to 0 and 1 (:func:`tf_boneage.preprocessing.contrast.stretch`),
+    so a film darker, brighter or flatter than the training films (nothing clipped) reaches
+    the network as they did. Written into the model: whoever loads it normalises the same way.
+
+    Input (B, H, W, 1) in [0, 1]; output float32, the same shape, in [0, 1].
+    """
+
+    def __init__(self, low: float = 0.01, high: float = 0.99, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not 0 <= low < high <= 1:
+            raise ValueError(f"need 0 <= low < high <= 1, got {low!r}, {high!r}")
+        self.low, self.high = float(low), float(high)
+
+    def call(self, images):
+        from tf_boneage.preprocessing.contrast import stretch
+
+        return stretch(images, self.low, self.high)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "low": self.low, "high": self.high}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import keras
 
-from tf_boneage.models.layers import PACKAGE
+from tf_boneage.models.layers import PACKAGE, GreyStretch
 
 
 def _check_size(input_shape, multiple: int, what: str):
@@ -37,12 +37,16 @@ class UNet(keras.Model):
         input_shape: (height, width, channels); height and width multiples of ``2**depth``.
         depth: number of 2x down-samplings (levels below the input level).
         base_filters: filters on the first level, doubled on each level down.
+        normalize: a :class:`~tf_boneage.models.layers.GreyStretch` first (exposure
+            normalised in the model: a darker or flatter film segments as a normal one).
 
     Input: float (B, H, W, C) images in [0, 1]. Output: float32 (B, H, W, 1) mask
     probabilities (sigmoid).
     """
 
-    def __init__(self, input_shape=(256, 256, 1), depth=4, base_filters=16, **kwargs):
+    def __init__(
+        self, input_shape=(256, 256, 1), depth=4, base_filters=16, normalize=False, **kwargs
+    ):
         if not isinstance(depth, int) or not 1 <= depth <= 7:
             raise ValueError(f"depth must be an integer in 1..7, got {depth!r}")
         if not isinstance(base_filters, int) or base_filters < 1:
@@ -51,6 +55,8 @@ class UNet(keras.Model):
         _check_size(input_shape, 2**depth, "UNet")
         inputs = keras.Input(input_shape, name="image")
         x, skips = inputs, []
+        if normalize:
+            x = GreyStretch(name="exposure")(x)
         for level in range(depth):
             x = double_conv(x, base_filters * 2**level, f"down{level}")
             skips.append(x)
@@ -66,12 +72,14 @@ class UNet(keras.Model):
         self.input_shape_ = input_shape
         self.depth = depth
         self.base_filters = base_filters
+        self.normalize = bool(normalize)
 
     def get_config(self):
         return {
             "input_shape": self.input_shape_,
             "depth": self.depth,
             "base_filters": self.base_filters,
+            "normalize": self.normalize,
             "name": self.name,
         }
 

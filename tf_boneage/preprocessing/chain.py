@@ -82,6 +82,22 @@ def black_share(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
     )
 
 
+#: the grey-level quantiles whose distance is a film's :func:`grey_range`, and the size it
+#: is measured at (a block mean of the film: the same statistic at any film size)
+GREY_QUANTILES = (0.01, 0.99)
+GREY_SIZE = (64, 64)
+
+
+def grey_range(images: tf.Tensor) -> tf.Tensor:
+    """The spread of a film's grey levels: its 99th minus its 1st percentile
+    (:data:`GREY_QUANTILES`, of :data:`GREY_SIZE` block means, in 1/255 steps), (B, H, W, 1)
+    in [0, 1] -> (B,) in [0, 1]. A film darkened or brightened until it clipped, or one of
+    uniform grey, has little range left (``val`` films: 0.09 to 1, median 0.7)."""
+    x = warp.resize(tf.cast(images, tf.float32), GREY_SIZE)
+    low, high = contrast.grey_quantiles(x, GREY_QUANTILES)
+    return high - low
+
+
 def occupancy(registered: tf.Tensor) -> tf.Tensor:
     """(B, H, W, 1) registered images (background removed: 0) -> (B, 52, 40, 1), the share
     of hand pixels in each cell of the :data:`OUTLINE_SIZE` grid, float32 in [0, 1]."""
@@ -393,8 +409,8 @@ class Preprocessor(tf.Module):
         Returns a dict: ``mask`` (B, s, s, 1), ``enhanced`` (B, H, W, 1), ``landmarks``
         (B, 6), ``registered`` (B, frame h, frame w, 1), ``forward`` (B, 3, 3), ``right``
         (B,), ``quarter_turns`` (B,) int32 and ``inverted`` (B,) bool (all 0 / False unless
-        ``config.orient``), ``occupancy`` and ``content`` (B, 52, 40, 1) (:func:`occupancy`, :func:`content`), ``sharpness`` and ``black_share`` (B,)
-        (:func:`sharpness`, :func:`black_share`), ``region_A`` / ``region_B`` / ``region_C`` crops and the QC numbers.
+        ``config.orient``), ``occupancy`` and ``content`` (B, 52, 40, 1) (:func:`occupancy`, :func:`content`), ``sharpness``, ``black_share`` and ``grey_range`` (B,)
+        (:func:`sharpness`, :func:`black_share`, :func:`grey_range`), ``region_A`` / ``region_B`` / ``region_C`` crops and the QC numbers.
         """
         images = tf.cast(images, tf.float32)
         n = tf.shape(images)[:1]
@@ -467,6 +483,7 @@ class Preprocessor(tf.Module):
             "content": content(registered),
             "sharpness": sharpness(images, masks),
             "black_share": black_share(images, masks),
+            "grey_range": grey_range(images),
         }
         for name, crop_size in self.config.region_sizes.items():
             out[f"region_{name}"] = regions.extract(enhanced, forward, name, crop_size, frame)

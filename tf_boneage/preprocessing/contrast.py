@@ -34,3 +34,28 @@ def equalize(images: tf.Tensor, masks: tf.Tensor, bins: int = 256) -> tf.Tensor:
     mapping = tf.math.divide_no_nan(cdf - first, total - first)
     out = tf.gather(tf.clip_by_value(mapping, 0.0, 1.0), level[..., 0], batch_dims=1)
     return tf.expand_dims(out, -1) * masks  # not [..., None]: TFLite needs it for any H, W
+
+
+def grey_quantiles(images: tf.Tensor, quantiles, bins: int = 256) -> list[tf.Tensor]:
+    """Per-image grey-level quantiles of (B, H, W, 1) images in [0, 1], each (B,) float32 in
+    ``1 / (bins - 1)`` steps: the ``q``-quantile is the number of levels that hold less than a
+    share ``q`` of the pixels (a histogram and its cumulative sum: TFLite built-ins, no sort)."""
+    x = tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 1.0)
+    b = tf.shape(x)[0]
+    level = tf.cast(tf.round(x * (bins - 1)), tf.int32)
+    ids = tf.reshape(level + tf.range(b)[:, None, None, None] * bins, [-1])
+    hist = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids, b * bins)
+    cdf = tf.cumsum(tf.reshape(hist, [b, bins]), axis=1)
+    cdf = cdf / cdf[:, -1:]
+    return [
+        tf.reduce_sum(tf.cast(cdf < q, tf.float32), axis=1) / float(bins - 1) for q in quantiles
+    ]
+
+
+def stretch(images: tf.Tensor, low: float = 0.01, high: float = 0.99) -> tf.Tensor:
+    """Exposure normalised: each image's ``low`` and ``high`` grey-level quantiles
+    (:func:`grey_quantiles`) mapped to 0 and 1, clipped. (B, H, W, 1) in [0, 1] -> float32,
+    the same shape. Undoes any brightness shift or contrast gain that clipped nothing."""
+    lo, hi = grey_quantiles(images, (low, high))
+    lo, span = lo[:, None, None, None], tf.maximum(hi - lo, 1.0 / 255.0)[:, None, None, None]
+    return tf.clip_by_value((tf.cast(images, tf.float32) - lo) / span, 0.0, 1.0)

@@ -204,7 +204,13 @@ class SegmentationTask(Task):
 
     def build_model(self):
         cfg = self.config
-        return UNet((*self.size, 1), depth=cfg.depth, base_filters=cfg.base_filters, name="unet")
+        return UNet(
+            (*self.size, 1),
+            depth=cfg.depth,
+            base_filters=cfg.base_filters,
+            normalize=cfg.normalize,
+            name="unet",
+        )
 
     def initialize(self, model):
         if self.init is not None:  # warm start from the previous round
