@@ -22,7 +22,7 @@ def _graph(seed=0, tta=1):
     import keras
 
     keras.utils.set_random_seed(seed)
-    unet = UNet((32, 32, 1), depth=2, base_filters=4)
+    unet = UNet((32, 32, 1), depth=2, base_filters=4, normalize=True)  # exposure in the model
     marks = LandmarkNet((32, 32, 1), filters=(4, 8), dense_units=8)
     # a hand's landmarks (tip, thumb, capitate) plus the small random kernel: untrained, all
     # three sit at the centre and the registration collapses to empty crops
@@ -95,7 +95,7 @@ def _native_graph(input_size=None, seed=0):
     import keras
 
     keras.utils.set_random_seed(seed)
-    unet = UNet((32, 32, 1), depth=2, base_filters=4)
+    unet = UNet((32, 32, 1), depth=2, base_filters=4, normalize=True)  # exposure in the model
     last = unet.get_layer("mask")
     last.kernel.assign(tf.zeros_like(last.kernel))
     last.bias.assign([10.0])

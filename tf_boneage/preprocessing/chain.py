@@ -82,19 +82,17 @@ def black_share(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
     )
 
 
-#: the grey-level quantiles whose distance is a film's :func:`grey_range`, and the size it
-#: is measured at (a block mean of the film: the same statistic at any film size)
+#: the grey-level quantiles whose distance is a film's :func:`grey_range`
 GREY_QUANTILES = (0.01, 0.99)
-GREY_SIZE = (64, 64)
 
 
 def grey_range(images: tf.Tensor) -> tf.Tensor:
     """The spread of a film's grey levels: its 99th minus its 1st percentile
-    (:data:`GREY_QUANTILES`, of :data:`GREY_SIZE` block means, in 1/255 steps), (B, H, W, 1)
-    in [0, 1] -> (B,) in [0, 1]. A film darkened or brightened until it clipped, or one of
-    uniform grey, has little range left (``val`` films: 0.09 to 1, median 0.7)."""
-    x = warp.resize(tf.cast(images, tf.float32), GREY_SIZE)
-    low, high = contrast.grey_quantiles(x, GREY_QUANTILES)
+    (:data:`GREY_QUANTILES`, in 1/255 steps), (B, H, W, 1) in [0, 1] -> (B,) in [0, 1]. A
+    film darkened or brightened until it clipped, or one of uniform grey, has little range
+    left (``val`` films: 0.09 to 1, median 0.7). One histogram of the film as given (no
+    resize: a resize outside the region networks took int8 in the selective int8 export)."""
+    low, high = contrast.grey_quantiles(images, GREY_QUANTILES)
     return high - low
 
 
