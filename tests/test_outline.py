@@ -213,6 +213,20 @@ def test_predict_says_why_an_image_is_rejected():
     reason = predict.reason_of(junk)
     assert reason.startswith("not a hand radiograph") and "content match 0.12" in reason
     assert predict.reason_of({**ok, "content_match": 0.9, "content_ok": 1.0}) == ""
+    # a film with no grey range left: said first (its mask is empty too, for that reason)
+    flat = {**dark, "mask_area": 0.01, "mask_ok": 0.0, "grey_range": 0.03, "grey_range_ok": 0.0}
+    reason = predict.reason_of(flat)
+    assert reason.startswith("badly exposed") and "span only 3 %" in reason
+    assert predict.reason_of({**ok, "grey_range": 0.5, "grey_range_ok": 1.0}) == ""
+
+
+def test_range_limit_by_hand_and_errors():
+    from tf_boneage.export.calibration import range_limit
+
+    grey = np.linspace(0.1, 1.0, 400)  # the 1 % quantile is the 4th smallest: 0.1 + 3 * step
+    assert range_limit(grey, share=0.01) == pytest.approx((0.1 + 3 * 0.9 / 399) / 2)
+    with pytest.raises(ValueError, match="at least 50"):
+        range_limit(grey[:10])
 
 
 def test_failure_makers():
@@ -287,7 +301,17 @@ def test_calibration_fits_the_qc_thresholds_on_more_films(tmp_path):
     )
     assert rejected.mean() == pytest.approx(qc["rejected"]) and qc["rejected"] <= 0.005
     image = (out["sharpness"] < qc["min_sharpness"]) | (out["black_share"] > qc["max_black_share"])
+    image |= out["grey_range"] < qc["min_grey_range"]
     assert image.mean() == pytest.approx(qc["rejected_by_image_checks"])
+    # the least grey range accepted: half the 0.25 % quantile of all 100 films, in the graph
+    least = np.quantile(out["grey_range"], 0.0025, method="inverted_cdf") / 2
+    assert qc["min_grey_range"] == pytest.approx(least) and least > 0
+    assert float(graph.qc_min_range.numpy()) == pytest.approx(least)
+    from tf_boneage.data.io import png16_bytes
+
+    flat = np.full((60, 50), 0.4, np.float32)  # one grey level: no range at all
+    got = fn(image_bytes=tf.constant([png16_bytes(flat)]), male=tf.constant([1.0]))
+    assert float(got["grey_range"][0]) == 0.0 and float(got["grey_range_ok"][0]) == 0.0
     # the largest black share accepted is the 99.75 % quantile of all 100 films
     assert qc["max_black_share"] == pytest.approx(
         max(np.quantile(out["black_share"], 0.9975, method="inverted_cdf"), 1e-6)
