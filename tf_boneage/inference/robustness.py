@@ -26,7 +26,7 @@ def _rotate(img: np.ndarray, degrees: float) -> np.ndarray:
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=fill)
 
 
-def _exposure(img: np.ndarray, brightness: float = 0.0, contrast: float = 1.0) -> np.ndarray:
+def exposure(img: np.ndarray, brightness: float = 0.0, contrast: float = 1.0) -> np.ndarray:
     """``brightness`` shifts by a share of the range (+0.3: 30 % brighter); ``contrast``
     scales around the mean (1.3: 30 % more)."""
     mean = float(img.mean())
@@ -70,10 +70,10 @@ TRANSFORMS = {
     "rotate 180": lambda img, rng: _rotate(img, 180),
     "flip horizontal": lambda img, rng: np.ascontiguousarray(img[:, ::-1]),
     "flip vertical": lambda img, rng: np.ascontiguousarray(img[::-1]),
-    "brightness +30 %": lambda img, rng: _exposure(img, brightness=0.3),
-    "brightness -30 %": lambda img, rng: _exposure(img, brightness=-0.3),
-    "contrast +30 %": lambda img, rng: _exposure(img, contrast=1.3),
-    "contrast -30 %": lambda img, rng: _exposure(img, contrast=0.7),
+    "brightness +30 %": lambda img, rng: exposure(img, brightness=0.3),
+    "brightness -30 %": lambda img, rng: exposure(img, brightness=-0.3),
+    "contrast +30 %": lambda img, rng: exposure(img, contrast=1.3),
+    "contrast -30 %": lambda img, rng: exposure(img, contrast=0.7),
     "inverted": lambda img, rng: 1.0 - img,
     "resolution x0.5": lambda img, rng: _resolution(img, 0.5),
     "resolution x0.25": lambda img, rng: _resolution(img, 0.25),
