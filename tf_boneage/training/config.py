@@ -147,8 +147,8 @@ class SegmentationConfig:
     size: int = 96  # U-Net input (square), a multiple of 16
     depth: int = 4
     base_filters: int = 16
-    # exposure normalised in the U-Net (models.layers.GreyStretch): films 30 % darker lost
-    # their mask without it (issue 17, RESULTS.md)
+    # exposure normalised in the U-Net (models.layers.GreyStretch); measured off for rsna100:
+    # no mask kept under clipping, burned-in text moves its 99th percentile (RESULTS.md)
     normalize: bool = False
     rounds: int = 2  # 1 = pose / given masks only
     epochs: tuple = (40, 4)  # per round (the last value repeats)
