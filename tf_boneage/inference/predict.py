@@ -207,8 +207,8 @@ def qc_reason(
     """Why QC rejects a film, in words ("" if it does not), the first of: a film with too
     little grey range left (badly exposed; ``image``: the graph's ``grey_range_ok`` and
     ``grey_range``), no hand in the mask (not a hand radiograph), an under-exposed film
-    (``image``: the graph's ``exposure_ok``, ``sharpness_ok``, ``sharpness``, ``black_share``), a registered image
-    that does not look like a hand (``match`` / ``match_ok``: the graph's ``content_match`` /
+    (``image``: the graph's ``exposure_ok``, ``sharpness_ok``, ``sharpness``,
+    ``black_share``), a registered image that does not look like a hand (``match`` / ``match_ok``: the graph's ``content_match`` /
     ``content_ok``: not a hand radiograph, or a hand registered wrongly), a low-resolution
     film, a registered hand that does not match the canonical outline (``fit`` / ``fit_ok``:
     ``registration_fit`` / ``registration_ok``, :mod:`tf_boneage.export.outline`), or

@@ -90,7 +90,7 @@ def grey_range(images: tf.Tensor) -> tf.Tensor:
     """The spread of a film's grey levels: its 99th minus its 1st percentile
     (:data:`GREY_QUANTILES`, in 1/255 steps), (B, H, W, 1) in [0, 1] -> (B,) in [0, 1]. A
     film darkened or brightened until it clipped, or one of uniform grey, has little range
-    left (``val`` films: 0.09 to 1, median 0.7). One histogram of the film as given (no
+    left (500 ``val`` films: 0.086 to 1, median 0.61). One histogram of the film as given (no
     resize: a resize outside the region networks took int8 in the selective int8 export)."""
     low, high = contrast.grey_quantiles(images, GREY_QUANTILES)
     return high - low

@@ -12,6 +12,17 @@ from __future__ import annotations
 import tensorflow as tf
 
 
+def histograms(images: tf.Tensor, weights: tf.Tensor, bins: int = 256):
+    """Per-image grey-level histograms of (B, H, W, 1) images in [0, 1], each pixel counted
+    with its ``weights`` (same shape): ``(levels (B, H, W, 1) int32, histograms (B, bins)
+    float32)``. One segment sum over the batch (TFLite built-ins)."""
+    b = tf.shape(images)[0]
+    level = tf.cast(tf.round(images * (bins - 1)), tf.int32)
+    ids = tf.reshape(level + tf.range(b)[:, None, None, None] * bins, [-1])
+    hist = tf.math.unsorted_segment_sum(tf.reshape(weights, [-1]), ids, b * bins)
+    return level, tf.reshape(hist, [b, bins])
+
+
 def equalize(images: tf.Tensor, masks: tf.Tensor, bins: int = 256) -> tf.Tensor:
     """Histogram-equalise images (B, H, W, 1) in [0, 1] using only pixels where masks > 0.5.
 
@@ -23,11 +34,7 @@ def equalize(images: tf.Tensor, masks: tf.Tensor, bins: int = 256) -> tf.Tensor:
         tf.image.resize(tf.cast(masks, tf.float32), tf.shape(images)[1:3], method="nearest") > 0.5,
         tf.float32,
     )
-    b = tf.shape(images)[0]
-    level = tf.cast(tf.round(images * (bins - 1)), tf.int32)
-    ids = level + tf.range(b)[:, None, None, None] * bins
-    hist = tf.math.unsorted_segment_sum(tf.reshape(masks, [-1]), tf.reshape(ids, [-1]), b * bins)
-    hist = tf.reshape(hist, [b, bins])
+    level, hist = histograms(images, masks, bins)
     cdf = tf.cumsum(hist, axis=1)
     total = cdf[:, -1:]
     first = tf.reduce_min(tf.where(hist > 0, cdf, total), axis=1, keepdims=True)
@@ -41,11 +48,8 @@ def grey_quantiles(images: tf.Tensor, quantiles, bins: int = 256) -> list[tf.Ten
     ``1 / (bins - 1)`` steps: the ``q``-quantile is the number of levels that hold less than a
     share ``q`` of the pixels (a histogram and its cumulative sum: TFLite built-ins, no sort)."""
     x = tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 1.0)
-    b = tf.shape(x)[0]
-    level = tf.cast(tf.round(x * (bins - 1)), tf.int32)
-    ids = tf.reshape(level + tf.range(b)[:, None, None, None] * bins, [-1])
-    hist = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids, b * bins)
-    cdf = tf.cumsum(tf.reshape(hist, [b, bins]), axis=1)
+    _, hist = histograms(x, tf.ones_like(x), bins)
+    cdf = tf.cumsum(hist, axis=1)
     cdf = cdf / cdf[:, -1:]
     return [
         tf.reduce_sum(tf.cast(cdf < q, tf.float32), axis=1) / float(bins - 1) for q in quantiles
