@@ -164,6 +164,39 @@ def test_blur_by_hand():
     np.testing.assert_allclose(got[1, 1, 1], 0.5 / 16, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("scale", "orders"),
+    [((1.0, 1.0), (2, 2)), ((104 / 48, 80 / 64), (10, 4)), ((0.5, 1.3), (2, 4))],
+)
+def test_blur_orders_keep_the_frames_variance(scale, orders):
+    assert augment.blur_orders(scale) == orders
+
+
+def test_wider_blur_by_hand():
+    # order 4 down the rows ([1, 4, 6, 4, 1] / 16, variance 1), order 2 across
+    img = np.zeros((1, 7, 5, 1), np.float32)
+    img[0, 3, 2] = 1.0
+    got = augment.blur(tf.constant(img), tf.constant([1.0]), (4, 2)).numpy()[0, ..., 0]
+    want = np.outer([1, 4, 6, 4, 1], [1, 2, 1]) / 64.0
+    np.testing.assert_allclose(got[1:6, 1:4], want, atol=1e-6)
+    assert got.sum() == pytest.approx(1.0)
+    rows = np.arange(7) - 3.0
+    assert (got.sum(axis=1) * rows**2).sum() == pytest.approx(1.0)  # variance n / 4
+
+
+def test_enlarged_crops_get_the_wider_blur():
+    img = np.zeros((1, 9, 9, 1), np.float32)
+    img[0, 4, 4] = 1.0
+    seed = tf.constant([0, 1])
+    plain = augment.Degradation(blurred=1.0)
+    wide = augment.Degradation(blurred=1.0, blur_scale=(2.0, 1.0))
+    a = augment.random_degradation(tf.constant(img), seed, plain).numpy()[0, ..., 0]
+    b = augment.random_degradation(tf.constant(img), seed, wide).numpy()[0, ..., 0]
+    assert np.ptp(a[:, 4].nonzero()[0]) == 2  # 3 rows
+    assert np.ptp(b[:, 4].nonzero()[0]) == 8  # order 8: 9 rows
+    assert (a[4] > 0).sum() == (b[4] > 0).sum() == 3  # across: unchanged
+
+
 def test_random_degradation_probabilities_and_seed():
     rng = np.random.default_rng(1)
     img = tf.constant(rng.uniform(0, 1, (64, 8, 8, 1)).astype(np.float32))
@@ -196,6 +229,7 @@ def test_augmenter_degrades_only_when_asked():
     [
         ({"underexposed": 1.5}, "underexposed"),
         ({"blurred": -0.1}, "blurred"),
+        ({"blur_scale": (0.0, 1.0)}, "blur_scale"),
         ({"max_black": 1.0}, "max_black"),
     ],
 )

@@ -585,3 +585,12 @@ def test_posthoc_reproduces_a_run_and_makes_its_variants(demo_run, tmp_path):
         [("base", region), ("raw", tmp_path / "raw"), ("tta", tmp_path / "tta")]
     )
     assert len(table) == 3
+
+
+def test_enlargement_reads_the_crop_size(tmp_path):
+    from tf_boneage.data.io import write_png
+    from tf_boneage.training.region import enlargement
+
+    write_png(tmp_path / "b.png", np.zeros((48, 64), np.float32))
+    rows = pd.DataFrame({"image_path": [str(tmp_path / "b.png")]})
+    assert enlargement(rows, (104, 80)) == pytest.approx((104 / 48, 80 / 64))

@@ -19,6 +19,7 @@ import dataclasses
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -114,13 +115,17 @@ class Degradation:
     share, uniform in ``[0, max_black]``, of its hand clipped to black (the chain's histogram
     equalisation then maps the clipped pixels to 0 and stretches the rest:
     :func:`underexpose`). ``blurred``: probability of a blend, uniform in ``[0, 1]``, between
-    the crop and its 3x3 binomial blur (what one or two bilinear resamplings of a rotated film
-    do to the few pixels a growth plate spans: :func:`blur`).
+    the crop and its binomial blur (what one or two bilinear resamplings of a rotated film
+    do to the few pixels a growth plate spans: :func:`blur`). ``blur_scale``: (rows, cols)
+    factor by which the crop was enlarged from the film's frame to the network's input; the
+    blur is 3x3 at 1 and widens so that it stays the same blur of the frame (variance 0.5 px
+    of the frame, :func:`blur_orders`).
     """
 
     underexposed: float = 0.0
     max_black: float = 0.5
     blurred: float = 0.0
+    blur_scale: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self):
         for name in ("underexposed", "blurred"):
@@ -128,6 +133,8 @@ class Degradation:
                 raise ValueError(f"{name} must be a probability, got {getattr(self, name)!r}")
         if not 0 <= self.max_black < 1:
             raise ValueError(f"max_black must be in [0, 1), got {self.max_black!r}")
+        if len(self.blur_scale) != 2 or min(self.blur_scale) <= 0:
+            raise ValueError(f"blur_scale must be (rows, cols) > 0, got {self.blur_scale!r}")
 
     @property
     def active(self) -> bool:
@@ -143,11 +150,25 @@ def underexpose(images: tf.Tensor, black: tf.Tensor) -> tf.Tensor:
     return tf.nn.relu(images - q) / (1.0 - q)
 
 
-def blur(images: tf.Tensor, amount: tf.Tensor) -> tf.Tensor:
-    """Blend (B, H, W, C) images with their 3x3 binomial blur ([1, 2, 1] / 4 each way, zero
-    padding): ``(1 - amount) * image + amount * blurred`` with ``amount`` (B,) in [0, 1]."""
-    taps = tf.constant([0.25, 0.5, 0.25], images.dtype)
-    kernel = (taps[:, None] * taps[None, :])[:, :, None, None]
+def blur_orders(scale: tuple[float, float]) -> tuple[int, int]:
+    """Binomial orders (rows, cols) that blur an image enlarged ``scale`` times from its
+    frame as the 3x3 binomial ([1, 2, 1] / 4, variance 0.5 px) blurs the frame: order ``n``
+    has variance ``n / 4``, so ``n = 2 s^2`` rounded to an even order (a centred kernel),
+    at least 2. E.g. 2.17 -> 10, 1.25 -> 4, 1 -> 2."""
+    return tuple(max(2, 2 * round(s * s)) for s in scale)
+
+
+def binomial_taps(order: int) -> np.ndarray:
+    """The ``order + 1`` binomial taps C(order, k) / 2^order (float64, sum 1)."""
+    return np.array([math.comb(order, k) for k in range(order + 1)], np.float64) / 2.0**order
+
+
+def blur(images: tf.Tensor, amount: tf.Tensor, orders: tuple[int, int] = (2, 2)) -> tf.Tensor:
+    """Blend (B, H, W, C) images with their binomial blur (orders (rows, cols); (2, 2) is
+    the 3x3 [1, 2, 1] / 4 each way; zero padding): ``(1 - amount) * image + amount *
+    blurred`` with ``amount`` (B,) in [0, 1]."""
+    rows, cols = (tf.constant(binomial_taps(n), images.dtype) for n in orders)
+    kernel = (rows[:, None] * cols[None, :])[:, :, None, None]
     channels = int(images.shape[-1])
     blurred = tf.nn.depthwise_conv2d(
         images, tf.tile(kernel, [1, 1, channels, 1]), [1, 1, 1, 1], "SAME"
@@ -172,7 +193,7 @@ def random_degradation(images: tf.Tensor, seed, degrade: Degradation) -> tf.Tens
         images = underexpose(images, black)
     if degrade.blurred > 0:
         amount = uniform(3) * tf.cast(uniform(2) < degrade.blurred, "float32")
-        images = blur(images, amount)
+        images = blur(images, amount, blur_orders(degrade.blur_scale))
     return images
 
 

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from tf_boneage.data import manifest as manifest_lib
-from tf_boneage.data.augment import AffineRange, Degradation
+from tf_boneage.data.augment import AffineRange, Degradation, blur_orders
+from tf_boneage.data.io import sniff
 from tf_boneage.data.pipeline import PipelineConfig, region_dataset
 from tf_boneage.evaluation import format_report, mae_report
 from tf_boneage.models import RegionNet
@@ -75,6 +76,14 @@ def qc_filtered(train: pd.DataFrame, min_plausibility: float) -> pd.DataFrame:
     return train[keep]
 
 
+def enlargement(rows: pd.DataFrame, image_size) -> tuple[float, float]:
+    """(rows, cols) factor by which the cached crops are enlarged to the network's input
+    ``image_size`` (height, width): read from the first row's image header (a cache writes one
+    size per region; region B's 48 x 64 crops become 104 x 80 at 2.17 x 1.25)."""
+    info = sniff(rows["image_path"].iloc[0])
+    return (image_size[0] / info.height, image_size[1] / info.width)
+
+
 class RegionTask(Task):
     """One region network: region crops (or raw images) -> age, MAE on months (the
     classification head's expected value is in months too), affine augmentation."""
@@ -96,7 +105,14 @@ class RegionTask(Task):
             )
         self.holdout = rows[rows["split"].isin(["val", "test"])]
         self.affine = AffineRange(cfg.rotation, tuple(cfg.scale), cfg.shift, 0.0)
-        self.degrade = Degradation(underexposed=cfg.underexposed, blurred=cfg.blurred)
+        self.degrade = Degradation(
+            underexposed=cfg.underexposed,
+            blurred=cfg.blurred,
+            blur_scale=enlargement(self.train, cfg.image_size) if cfg.blurred else (1.0, 1.0),
+        )
+        if cfg.blurred:
+            scale, orders = self.degrade.blur_scale, blur_orders(self.degrade.blur_scale)
+            print(f"blur: crops enlarged {scale[0]:.2f} x {scale[1]:.2f}, binomial orders {orders}")
         # model -> the same model with its bin logits as a second output (weak: a model
         # that is gone takes its probe with it)
         self._probes = weakref.WeakKeyDictionary()
