@@ -218,6 +218,13 @@ def test_predict_says_why_an_image_is_rejected():
     reason = predict.reason_of(flat)
     assert reason.startswith("badly exposed") and "span only 3 %" in reason
     assert predict.reason_of({**ok, "grey_range": 0.5, "grey_range_ok": 1.0}) == ""
+    # networks that disagree: said last (every other reason is more specific)
+    unsure = {**ok, "bone_age_std": 23.6, "certainty_ok": 0.0}
+    assert predict.reason_of(unsure).startswith(
+        "uncertain"
+    ) and "std 24 months" in predict.reason_of(unsure)
+    assert predict.reason_of({**unsure, "certainty_ok": 1.0}) == ""
+    assert predict.reason_of({**unsure, **blurred}).startswith("low resolution")
 
 
 def test_range_limit_by_hand_and_errors():
@@ -227,6 +234,16 @@ def test_range_limit_by_hand_and_errors():
     assert range_limit(grey, share=0.01) == pytest.approx((0.1 + 3 * 0.9 / 399) / 2)
     with pytest.raises(ValueError, match="at least 50"):
         range_limit(grey[:10])
+
+
+def test_std_limit_by_hand_and_errors():
+    from tf_boneage.export.calibration import std_limit
+
+    std = np.arange(1.0, 401.0)  # the 99.75 % quantile of 400 is the 399th smallest
+    assert std_limit(std) == 399.0
+    assert std_limit(std, share=0.01) == 396.0
+    with pytest.raises(ValueError, match="at least 50"):
+        std_limit(std[:49])
 
 
 def test_failure_makers():
@@ -316,6 +333,20 @@ def test_calibration_fits_the_qc_thresholds_on_more_films(tmp_path):
     assert qc["max_black_share"] == pytest.approx(
         max(np.quantile(out["black_share"], 0.9975, method="inverted_cdf"), 1e-6)
     )
+    # the largest std accepted: the 99.75 % quantile of the labelled rows' calibrated std
+    # alone (the 60th of 60: none of them turned away), in the graph and applied
+    std = out["bone_age_std"][:60]
+    assert "scale" in report and qc["max_std"] == pytest.approx(std.max(), rel=1e-5)
+    assert float(graph.qc_max_std.numpy()) == pytest.approx(qc["max_std"])
+    np.testing.assert_array_equal(out["certainty_ok"], out["bone_age_std"] <= qc["max_std"])
+    graph.set_std_limit(float(np.median(std)))
+    from tf_boneage.data.io import encoded_bytes
+
+    half = fn(image_bytes=tf.constant([encoded_bytes(p) for p in rows["image_path"]]),
+              male=tf.constant(rows["male"].astype("float32").to_numpy()))  # fmt: skip
+    np.testing.assert_array_equal(half["certainty_ok"].numpy(), std <= np.median(std))
+    with pytest.raises(ValueError, match="max_std"):
+        graph.set_std_limit(0.0)
 
 
 def test_calibration_keeps_the_outline_the_cache_oriented_with(tmp_path):

@@ -74,7 +74,7 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
     ``serving_default`` signature, or ``BoneAgeGraph.predict_bytes``) over manifest ``rows``
     (``image_path``, ``male``); returns ``bone_age_months``, ``bone_age_std``, ``member_months``
     (N, M) and (when the model has them) ``interval_low_months`` / ``interval_high_months``
-    (N,) months and the QC numbers."""
+    (N,) months and the QC numbers (and ``certainty_ok``)."""
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -91,6 +91,7 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
         "sharpness",
         "black_share",
         "grey_range",
+        "certainty_ok",
     )
     got: dict = {k: [] for k in keys}
     for start in tqdm(range(0, len(rows), batch), desc=desc, unit="batch"):
@@ -144,6 +145,17 @@ def range_limit(grey, share: float = IMAGE_REJECT_SHARE) -> float:
     if len(grey) < 50:
         raise ValueError(f"need at least 50 films to fit the grey range, got {len(grey)}")
     return float(np.quantile(grey, share, method="inverted_cdf")) / 2
+
+
+def std_limit(std, share: float = IMAGE_REJECT_SHARE) -> float:
+    """The largest ``bone_age_std`` accepted (months): the ``1 - share`` quantile
+    (``inverted_cdf``) of a labelled split's calibrated std (N,). Fit it on films the region
+    networks never trained on (``val``): they agree more on their own training films. Raises
+    ``ValueError`` with fewer than 50 films."""
+    std = np.asarray(std, float)
+    if len(std) < 50:
+        raise ValueError(f"need at least 50 films to fit the std limit, got {len(std)}")
+    return float(np.quantile(std, 1 - share, method="inverted_cdf"))
 
 
 def halved_sharpness(graph, rows, batch: int = 32) -> np.ndarray:
@@ -273,6 +285,11 @@ def calibrate(
         report["std_error"] = str(exc)
         return report
     graph.set_std_scale(scales["male"], scales["female"])
+    factor = np.where(male, scales["male"], scales["female"])
+    if len(rows) >= 50:  # on rows alone: the networks trained on the extra QC films
+        report.setdefault("registration_qc", {})
+        report["registration_qc"]["max_std"] = limit = std_limit(out["bone_age_std"] * factor)
+        graph.set_std_limit(limit)
     table = interval.fit(truth, out["bone_age_months"], out["bone_age_std"], male)
     graph.set_interval_scale(table)
     report.update(scale=scales, interval_scale=table)
@@ -283,7 +300,6 @@ def calibrate(
         sex: interval.coverage(truth[m], low[m], high[m])
         for sex, m in (("all", np.ones_like(male)), ("male", male), ("female", ~male))
     }
-    factor = np.where(male, scales["male"], scales["female"])
     for name, std in (("before", out["bone_age_std"]), ("after", out["bone_age_std"] * factor)):
         report[name] = {
             sex: coverage(truth[m], out["bone_age_months"][m], std[m])

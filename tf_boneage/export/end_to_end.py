@@ -38,7 +38,10 @@ Outputs per image (float32 unless said):
 - ``grey_range`` (B,) in [0, 1]: the spread of the film's grey levels (99th minus 1st
   percentile), and ``grey_range_ok`` (B,) 0 / 1: at or above the least range fitted on
   ``val`` (a film darkened or brightened until it clipped, or a uniform grey image, has
-  nothing left to read: badly exposed).
+  nothing left to read: badly exposed);
+- ``certainty_ok`` (B,) 0 / 1: ``bone_age_std`` at or below the largest fitted on ``val``
+  (the region networks disagree on this film more than on any but the most uncertain good
+  films: a film unlike those they learnt from, e.g. one whose soft tissue was clipped).
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ PREVIEW = 512
 MIN_MASK_AREA = 0.05
 #: the least share of the chain's 4 landmark checks a film must pass (QC)
 MIN_PLAUSIBILITY = 0.75
+#: ``qc_max_std`` until one is fitted (months): no film is too uncertain
+NO_STD_LIMIT = 1e6
 
 OUTPUTS = (
     "bone_age_months",
@@ -93,6 +98,7 @@ OUTPUTS = (
     "exposure_ok",
     "grey_range",
     "grey_range_ok",
+    "certainty_ok",
 )
 
 
@@ -246,6 +252,8 @@ class BoneAgeGraph(tf.Module):
         self.qc_max_black = tf.Variable(1.0, trainable=False, name="qc_max_black")
         # the least grey range of a film accepted (0: every film, until fitted)
         self.qc_min_range = tf.Variable(0.0, trainable=False, name="qc_min_range")
+        # the largest (calibrated) bone_age_std accepted, months (until fitted: every film)
+        self.qc_max_std = tf.Variable(NO_STD_LIMIT, trainable=False, name="qc_max_std")
 
     def set_image_limits(
         self, min_sharpness: float, max_black: float, min_range: float = 0.0
@@ -257,6 +265,12 @@ class BoneAgeGraph(tf.Module):
         self.qc_min_sharpness.assign(float(min_sharpness))
         self.qc_max_black.assign(float(max_black))
         self.qc_min_range.assign(float(min_range))
+
+    def set_std_limit(self, max_std: float) -> None:
+        """Set the largest ``bone_age_std`` accepted (months, > 0)."""
+        if not max_std > 0:
+            raise ValueError(f"max_std must be > 0 months, got {max_std}")
+        self.qc_max_std.assign(float(max_std))
 
     def set_outline(self, canonical, min_fit: float) -> None:
         """Set the canonical outline (52, 40) in [0, 1] and the least fit accepted (in [0, 1))."""
@@ -441,6 +455,7 @@ class BoneAgeGraph(tf.Module):
             "exposure_ok": tf.cast(out["black_share"] <= self.qc_max_black, tf.float32),
             "grey_range": out["grey_range"],
             "grey_range_ok": tf.cast(out["grey_range"] >= self.qc_min_range, tf.float32),
+            "certainty_ok": tf.cast(std <= self.qc_max_std, tf.float32),
         }
 
     def heatmap(self, crops: dict, male: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

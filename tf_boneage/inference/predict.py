@@ -203,6 +203,7 @@ def qc_reason(
     match_ok: bool = True,
     mask_ok: bool | None = None,
     landmarks_ok: bool | None = None,
+    std: float | None = None,
 ) -> str:
     """Why QC rejects a film, in words ("" if it does not), the first of: a film with too
     little grey range left (badly exposed; ``image``: the graph's ``grey_range_ok`` and
@@ -212,7 +213,9 @@ def qc_reason(
     ``content_ok``: not a hand radiograph, or a hand registered wrongly), a low-resolution
     film, a registered hand that does not match the canonical outline (``fit`` / ``fit_ok``:
     ``registration_fit`` / ``registration_ok``, :mod:`tf_boneage.export.outline`), or
-    implausible landmarks. ``mask_ok`` / ``landmarks_ok``: the graph's own decisions on
+    implausible landmarks, or networks that disagree (``std``: the film's ``bone_age_std``,
+    months, when the graph's ``certainty_ok`` says it is above the limit fitted on ``val``;
+    ``None``: within it). ``mask_ok`` / ``landmarks_ok``: the graph's own decisions on
     ``area`` and ``plausibility``; ``None`` (an export without them): :data:`MIN_MASK_AREA`
     and :data:`MIN_PLAUSIBILITY` decide."""
     if mask_ok is None:
@@ -246,6 +249,11 @@ def qc_reason(
     if not landmarks_ok:
         failed = int(round((1 - plausibility) * 4))
         return f"implausible landmarks or registration ({failed} of 4 checks failed)"
+    if std is not None:
+        return (
+            f"uncertain: the networks disagree on this film (std {std:.0f} months, more than "
+            "on good films); have it read by a person"
+        )
     return ""
 
 
@@ -279,6 +287,8 @@ def reason_of(out: dict) -> str:
         float(out.get("content_ok", 1.0)) > 0.5,
         flag("mask_ok"),
         flag("landmarks_ok"),
+        # exports from 2026-12-03 on judge the networks' agreement
+        float(out["bone_age_std"]) if flag("certainty_ok") is False else None,
     )
 
 

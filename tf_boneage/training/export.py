@@ -362,6 +362,8 @@ def _print_registration_qc(report: dict, split: str) -> None:
             f"{q['max_black_share']:.3f}, least grey range {q.get('min_grey_range', 0):.3f} (reject {100 * q['rejected_by_image_checks']:.1f} % "
             f"of {q.get('qc_films', '?')} films: {split} and train)"
         )
+    if "max_std" in q:
+        print(f"certainty QC: largest bone_age_std {q['max_std']:.1f} months ({split} alone)")
 
 
 def main(argv=None) -> int:
