@@ -240,8 +240,9 @@ def test_std_limit_by_hand_and_errors():
     from tf_boneage.export.calibration import std_limit
 
     std = np.arange(1.0, 401.0)  # the 99.75 % quantile of 400 is the 399th smallest
-    assert std_limit(std) == 399.0
+    assert std_limit(std, share=0.0025) == 399.0
     assert std_limit(std, share=0.01) == 396.0
+    assert std_limit(std) == 400.0  # 0.2 %: the 399.2th, so the 400th
     with pytest.raises(ValueError, match="at least 50"):
         std_limit(std[:49])
 
@@ -316,12 +317,15 @@ def test_calibration_fits_the_qc_thresholds_on_more_films(tmp_path):
     rejected = (out["registration_fit"] < qc["min_registration_fit"]) | (
         out["content_match"] < qc["min_content_match"]
     )
-    assert rejected.mean() == pytest.approx(qc["rejected"]) and qc["rejected"] <= 0.005
+    assert (
+        rejected.mean() == pytest.approx(qc["rejected"]) and qc["rejected"] <= outline.REJECT_SHARE
+    )
     image = (out["sharpness"] < qc["min_sharpness"]) | (out["black_share"] > qc["max_black_share"])
     image |= out["grey_range"] < qc["min_grey_range"]
     assert image.mean() == pytest.approx(qc["rejected_by_image_checks"])
-    # the least grey range accepted: half the 0.25 % quantile of all 100 films, in the graph
-    least = np.quantile(out["grey_range"], 0.0025, method="inverted_cdf") / 2
+    # the least grey range accepted: half the 0.15 % quantile of all 100 films, in the graph
+    share = calibration.IMAGE_REJECT_SHARE
+    least = np.quantile(out["grey_range"], share, method="inverted_cdf") / 2
     assert qc["min_grey_range"] == pytest.approx(least) and least > 0
     assert float(graph.qc_min_range.numpy()) == pytest.approx(least)
     from tf_boneage.data.io import png16_bytes
@@ -329,11 +333,11 @@ def test_calibration_fits_the_qc_thresholds_on_more_films(tmp_path):
     flat = np.full((60, 50), 0.4, np.float32)  # one grey level: no range at all
     got = fn(image_bytes=tf.constant([png16_bytes(flat)]), male=tf.constant([1.0]))
     assert float(got["grey_range"][0]) == 0.0 and float(got["grey_range_ok"][0]) == 0.0
-    # the largest black share accepted is the 99.75 % quantile of all 100 films
+    # the largest black share accepted is the 99.85 % quantile of all 100 films
     assert qc["max_black_share"] == pytest.approx(
-        max(np.quantile(out["black_share"], 0.9975, method="inverted_cdf"), 1e-6)
+        max(np.quantile(out["black_share"], 1 - share, method="inverted_cdf"), 1e-6)
     )
-    # the largest std accepted: the 99.75 % quantile of the labelled rows' calibrated std
+    # the largest std accepted: the 99.8 % quantile of the labelled rows' calibrated std
     # alone (the 60th of 60: none of them turned away), in the graph and applied
     std = out["bone_age_std"][:60]
     assert "scale" in report and qc["max_std"] == pytest.approx(std.max(), rel=1e-5)

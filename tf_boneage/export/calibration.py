@@ -107,7 +107,9 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
 
 
 #: the share of the fitting films each image check (sharpness, black share) turns away
-IMAGE_REJECT_SHARE = 0.0025
+IMAGE_REJECT_SHARE = 0.0015
+#: the share of the ``val`` films the certainty check (:func:`std_limit`) turns away
+STD_REJECT_SHARE = 0.002
 #: ``train`` films (not the outline's) that the export fits the QC thresholds on besides
 #: ``val``: on the rsna100 export, thresholds fitted on ``val`` alone turned away 3.2 % of
 #: good ``test`` films against a 1.5 % design (RESULTS.md, issue 17)
@@ -147,7 +149,7 @@ def range_limit(grey, share: float = IMAGE_REJECT_SHARE) -> float:
     return float(np.quantile(grey, share, method="inverted_cdf")) / 2
 
 
-def std_limit(std, share: float = IMAGE_REJECT_SHARE) -> float:
+def std_limit(std, share: float = STD_REJECT_SHARE) -> float:
     """The largest ``bone_age_std`` accepted (months): the ``1 - share`` quantile
     (``inverted_cdf``) of a labelled split's calibrated std (N,). Fit it on films the region
     networks never trained on (``val``): they agree more on their own training films. Raises
