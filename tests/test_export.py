@@ -584,6 +584,23 @@ def test_test_time_views_in_the_graph_are_the_mean_over_views(tmp_path):
     ]
     np.testing.assert_allclose(got, np.mean(per_view, 0), atol=1e-3)
     assert np.abs(got - per_view[0]).max() > 1e-3  # the views change the estimate
+    # the overlay's age (explain) is the age served, over the views, not the plain view's
+    films = _images(2, seed=4)
+    images = tf.concat(
+        [
+            tf.image.resize(tf.constant(f[None, ..., None] / 255.0, tf.float32), INPUT)
+            for f in films
+        ],
+        0,
+    )
+    sizes = tf.constant([f.shape for f in films], tf.float32)
+    served = viewed.predict_decoded(images, male, sizes)["bone_age_months"].numpy()
+    explained = viewed.explain(images, male, sizes)["bone_age_months"].numpy()
+    np.testing.assert_allclose(explained, served, atol=1e-4)
+    assert (
+        np.abs(explained - plain.predict_decoded(images, male, sizes)["bone_age_months"]).max()
+        > 1e-3
+    )
     with pytest.raises(ValueError, match="differ in tta"):
         members_from_spec(["A_reg_sex"], lambda n: None, {"A_reg_male": 1, "A_reg_female": 3}.get)
     (tmp_path / "r").mkdir()

@@ -508,8 +508,10 @@ class BoneAgeGraph(tf.Module):
 
         Args: ``images`` (B, H, W, 1) float32 in [0, 1], ``male`` (B,), ``original_size``
         (B, 2). Returns ``registered`` (B, frame h, frame w, 1) enhanced image in the
-        canonical frame, ``heatmap`` (B, frame h, frame w) in [-1, 1], ``mask`` (B, s, s),
-        ``bone_age_months`` (B,) and ``landmarks`` (B, 6) normalised (x, y).
+        canonical frame, ``heatmap`` (B, frame h, frame w) in [-1, 1] (of the crops as they
+        are: members with test-time views are explained on the first, the crop itself),
+        ``mask`` (B, s, s), ``bone_age_months`` (B,) the estimate as served (over the views)
+        and ``landmarks`` (B, 6) normalised (x, y).
         """
         out = self.preprocessor(
             self._sized(images), original_size, upright_size=self.assume_aspect is not None
@@ -519,7 +521,10 @@ class BoneAgeGraph(tf.Module):
     def _explained(self, out: dict, male: tf.Tensor) -> dict:
         male = tf.cast(tf.reshape(male, [-1]), tf.float32)
         crops = {r: out[f"region_{r}"] for r in self._regions()}
-        canvas, age = self.heatmap(crops, male)
+        canvas, _ = self.heatmap(crops, male)
+        # the age served (over every member's test-time views), not the plain view's the
+        # map explains: an overlay must state what serving_default answered
+        age = self._estimate(crops, male)[0]
         return {
             "registered": out["registered"],
             "heatmap": canvas,
