@@ -68,3 +68,26 @@ def write_report(out, header: str, text: str, frame) -> None:
     out.write_text(header + text + "\n")
     frame.to_csv(out.with_suffix(".csv"), index=False)
     print(header + text)
+
+
+def split_arguments(parser, split: str, limit: int) -> None:
+    """``--manifest`` (required), ``--split`` and ``--limit`` with these defaults."""
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--split", default=split)
+    parser.add_argument("--limit", type=int, default=limit)
+
+
+def split_rows(args):
+    """The first ``args.limit`` rows of ``args.split`` in ``args.manifest``, index 0..n-1."""
+    from tf_boneage.data.manifest import load_manifest
+
+    rows = load_manifest(args.manifest)
+    return rows[rows["split"] == args.split].head(args.limit).reset_index(drop=True)
+
+
+def write_rows(out, header: str, rows: list[dict]) -> None:
+    """:func:`write_report` of result ``rows`` (one dict each): their table and their CSV."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    write_report(out, header, table(rows, list(frame.columns)), frame)

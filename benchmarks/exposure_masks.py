@@ -17,12 +17,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import tensorflow as tf
-from common import table, write_report
+from common import split_arguments, split_rows, write_rows
 
 from tf_boneage.data import io
-from tf_boneage.data.manifest import load_manifest
 from tf_boneage.inference.robustness import TRANSFORMS, exposure
 from tf_boneage.preprocessing import chain
 
@@ -57,13 +55,10 @@ def masks(pre, films: list[np.ndarray], batch: int = 50) -> tuple[np.ndarray, np
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", nargs="+", required=True, help="training/table.py folders")
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--limit", type=int, default=200)
+    split_arguments(parser, "val", 200)
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
-    rows = load_manifest(args.manifest)
-    rows = rows[rows["split"] == args.split].head(args.limit)
+    rows = split_rows(args)
     films = [io.load_image(p) for p in rows["image_path"]]
     records = []
     for run in map(Path, args.runs):
@@ -84,12 +79,11 @@ def main(argv=None) -> int:
                     "median black share": float(np.median(black)),
                 }
             )
-    frame = pd.DataFrame(records)
     header = (
         f"# Hand masks under exposure changes\n\n{len(films)} `{args.split}` films of "
         f"{args.manifest}\n\n"
     )
-    write_report(args.out, header, table(records, list(frame.columns)), frame)
+    write_rows(args.out, header, records)
     return 0
 
 

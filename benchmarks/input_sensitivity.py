@@ -16,24 +16,21 @@ import argparse
 
 import numpy as np
 import tensorflow as tf
+from common import split_arguments, split_rows
 
 from tf_boneage.data import io
-from tf_boneage.data.manifest import load_manifest
 from tf_boneage.inference import tflite_eval
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="a SavedModel version folder")
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--limit", type=int, default=12)
+    split_arguments(parser, "test", 12)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     model = tf.saved_model.load(args.model)
     predict, decode = model.signatures["predict_tflite"], model.signatures["decode"]
-    table = load_manifest(args.manifest)
-    table = table[table["split"] == args.split].head(args.limit)
+    table = split_rows(args)
     rng = np.random.default_rng(0)
     moves = []
     for _, row in table.iterrows():

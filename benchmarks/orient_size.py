@@ -17,12 +17,10 @@ import argparse
 import time
 
 import numpy as np
-import pandas as pd
 import tensorflow as tf
-from common import machine, table, write_report
+from common import machine, split_arguments, split_rows, write_rows
 
 from tf_boneage.data import io
-from tf_boneage.data.manifest import load_manifest
 from tf_boneage.preprocessing import chain as chain_lib
 
 
@@ -50,9 +48,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--unet", required=True, help="the chain's U-Net (.keras)")
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--limit", type=int, default=500)
+    split_arguments(parser, "val", 500)
     parser.add_argument("--image-size", default="100x100", help="the chain's input size HxW")
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 64, 48, 32])
     parser.add_argument("--batch", type=int, default=50)
@@ -61,8 +57,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     unet = keras.saving.load_model(args.unet, compile=False)
     own = int(unet.input_shape[1])
-    rows = load_manifest(args.manifest)
-    rows = rows[rows["split"] == args.split].head(args.limit)
+    rows = split_rows(args)
     size = tuple(int(v) for v in args.image_size.lower().split("x"))
     films = np.stack([chain_lib.to_input_size(io.load_image(p), size) for p in rows["image_path"]])
     films = films[..., None].astype(np.float32)
@@ -82,12 +77,11 @@ def main(argv=None) -> int:
             }
         )
         print(rows_out[-1], flush=True)
-    frame = pd.DataFrame(rows_out)
     header = (
         f"{len(films)} `{args.split}` films x 8 versions, U-Net {args.unet} ({own} px); "
         f"{machine()}; {time.perf_counter() - started:.0f} s\n\n"
     )
-    write_report(args.out, header, table(rows_out, list(frame.columns)), frame)
+    write_rows(args.out, header, rows_out)
     return 0
 
 

@@ -20,12 +20,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import tensorflow as tf
-from common import machine, table, write_report
+from common import machine, split_arguments, split_rows, write_rows
 
 from tf_boneage.data import io
-from tf_boneage.data.manifest import load_manifest
 from tf_boneage.preprocessing import chain as chain_lib
 from tf_boneage.preprocessing import orientation
 
@@ -52,9 +50,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", required=True, help="a training/table.py output folder")
     parser.add_argument("--orient-model", required=True, help="the orientation classifier")
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--limit", type=int, default=250)
+    split_arguments(parser, "val", 250)
     parser.add_argument("--image-size", default="100x100", help="the chain's input size HxW")
     parser.add_argument("--assume-aspect", type=float, default=0.74)
     parser.add_argument("--frame", default="104x80", help="the canonical frame HxW")
@@ -66,8 +62,7 @@ def main(argv=None) -> int:
     unet = sorted((runs / "seg").glob("round*/unet.keras"))[-1]
     marks = runs / "landmarks" / "landmarks.keras"
     outline = np.load(runs / "cache" / "outline.npy")
-    rows = load_manifest(args.manifest)
-    rows = rows[rows["split"] == args.split].head(args.limit)
+    rows = split_rows(args)
     size = tuple(int(v) for v in args.image_size.lower().split("x"))
     films = np.stack([chain_lib.to_input_size(io.load_image(p), size) for p in rows["image_path"]])
     films = films[..., None].astype(np.float32)
@@ -93,12 +88,11 @@ def main(argv=None) -> int:
             }
         )
         print(out[-1], flush=True)
-    frame = pd.DataFrame(out)
     header = (
         f"{len(films)} `{args.split}` films x 8 orientations, U-Net {unet}, classifier "
         f"{args.orient_model}; {machine()}; {time.perf_counter() - started:.0f} s\n\n"
     )
-    write_report(args.out, header, table(out, list(frame.columns)), frame)
+    write_rows(args.out, header, out)
     return 0
 
 

@@ -13,26 +13,23 @@ import sys
 
 import numpy as np
 import tensorflow as tf
+from common import split_arguments, split_rows
 
-from tf_boneage.data.manifest import load_manifest
 from tf_boneage.export import saved_model, tflite
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True)
-    parser.add_argument("--manifest", required=True)
     parser.add_argument("--tflite", help="default saved_models/tflite/NAME/V/float32.tflite")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--limit", type=int, default=200)
+    split_arguments(parser, "test", 200)
     args = parser.parse_args(argv)
     model = saved_model.resolve(args.model)
     path = args.tflite or f"saved_models/tflite/{model.parent.name}/{model.name}/float32.tflite"
     loaded = tf.saved_model.load(str(model))
     decode, reference = loaded.signatures["decode"], loaded.signatures["predict_tflite"]
     runner = tflite.Runner(path)
-    rows = load_manifest(args.manifest)
-    rows = rows[rows["split"] == args.split].head(args.limit)
+    rows = split_rows(args)
     diffs: dict[str, list[float]] = {}
     for image_path, male in zip(rows["image_path"], rows["male"], strict=True):
         x = decode(image_bytes=tf.constant([tf.io.read_file(str(image_path)).numpy()]))

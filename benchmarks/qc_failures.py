@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from common import write_report
+from common import split_arguments, split_rows, write_report
 from tqdm import tqdm
 
 from tf_boneage.data import io
@@ -67,9 +67,7 @@ def _row(category, n, caught, fits=None, reasons=None) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="saved_models/NAME or a version")
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--limit", type=int, default=500)
+    split_arguments(parser, "test", 500)
     parser.add_argument("--not-hands", type=int, default=50, help="films of each kind")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=32)
@@ -97,8 +95,7 @@ def main(argv=None) -> int:
     template = None if template is None else template.numpy()
     min_match = float(loaded.qc_min_match.numpy()) if template is not None else -1.0
     fn = loaded.signatures["serving_default"]
-    rows = load_manifest(args.manifest)
-    rows = rows[rows["split"] == args.split].head(args.limit).reset_index(drop=True)
+    rows = split_rows(args)
     male = rows["male"].astype("float32").to_numpy()
     data = [io.encoded_bytes(p) for p in tqdm(rows["image_path"], desc="read")]
     table = []

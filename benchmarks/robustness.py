@@ -17,11 +17,10 @@ import time
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from common import write_report
+from common import split_arguments, split_rows, write_report
 from tqdm import tqdm
 
 from tf_boneage.data import io
-from tf_boneage.data.manifest import load_manifest
 from tf_boneage.export import load, saved_model
 from tf_boneage.inference import predict, robustness
 
@@ -29,9 +28,7 @@ from tf_boneage.inference import predict, robustness
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="saved_models/NAME or a version")
-    parser.add_argument("--manifest", required=True)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--limit", type=int, default=100)
+    split_arguments(parser, "test", 100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--only", nargs="*", default=None, help="these transforms only")
@@ -46,8 +43,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.split == "val":
         print("note: choose thresholds on val, report on test")
-    rows = load_manifest(args.manifest)
-    rows = rows[rows["split"] == args.split].head(args.limit).reset_index(drop=True)
+    rows = split_rows(args)
     version = saved_model.resolve(args.model)
     fn = load.saved_model(version).signatures["serving_default"]
     aspect = args.aspect or load.metadata(version).get("chain", {}).get("assume_aspect")

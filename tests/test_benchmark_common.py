@@ -1,0 +1,36 @@
+"""The benchmarks' shared helpers (benchmarks/common.py): the split's rows and the report."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import common  # noqa: E402
+
+
+def test_split_rows_and_report(tmp_path):
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d"],
+            "image_path": [str(tmp_path / f"{k}.png") for k in "abcd"],
+            "boneage": [10.0, 20.0, 30.0, 40.0],
+            "male": [1, 0, 1, 0],
+            "split": ["train", "test", "val", "test"],
+        }
+    ).to_csv(manifest, index=False)
+    parser = argparse.ArgumentParser()
+    common.split_arguments(parser, "test", 1)
+    args = parser.parse_args(["--manifest", str(manifest)])
+    rows = common.split_rows(args)
+    assert rows["id"].tolist() == ["b"] and rows.index.tolist() == [0]
+    args = parser.parse_args(["--manifest", str(manifest), "--limit", "5"])
+    assert common.split_rows(args)["id"].tolist() == ["b", "d"]
+    out = tmp_path / "r" / "x.md"
+    common.write_rows(out, "# head\n\n", [{"n": 1, "mae": 9.2861}, {"n": 2, "mae": 10.0}])
+    text = out.read_text()
+    assert text.startswith("# head") and "| n | mae |" in text and "| 1 | 9.29 |" in text
+    assert pd.read_csv(out.with_suffix(".csv"))["mae"].tolist() == [9.2861, 10.0]
