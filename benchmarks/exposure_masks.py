@@ -5,8 +5,8 @@
 
 For every ``training/table.py`` folder given, its U-Net (``seg/round*/unet.keras``, the last
 round) segments the first ``--limit`` films of the split untouched and under each exposure
-transform of ``tf_boneage.inference.robustness.TRANSFORMS`` (and darkenings by 10 and 20 %),
-through the chain's own ``Preprocessor.segment`` (the clean mask). Per transform: the median ratio of the mask's area to
+transform of ``tf_boneage.inference.robustness.TRANSFORMS`` (and darkenings by 10 and 20 %;
+``--transforms`` for others of them, e.g. ``"burned-in text"``, seeded per film), through the chain's own ``Preprocessor.segment`` (the clean mask). Per transform: the median ratio of the mask's area to
 the untouched film's, the share of films keeping at least 80 % of it, and the median share of
 the hand clipped to black (``chain.black_share``). No model is trained or exported here.
 """
@@ -32,6 +32,9 @@ EXPOSURES = {
     "brightness -30 %": TRANSFORMS["brightness -30 %"],
 }
 
+#: every transform the benchmark can apply
+CHOICES = sorted({*TRANSFORMS, *EXPOSURES} - {"untouched"})
+
 
 def unet_of(run: Path) -> Path:
     """The last round's U-Net of a ``training/table.py`` folder."""
@@ -56,6 +59,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", nargs="+", required=True, help="training/table.py folders")
     split_arguments(parser, "val", 200)
+    parser.add_argument("--transforms", nargs="+", default=list(EXPOSURES), choices=CHOICES)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
     rows = split_rows(args)
@@ -66,8 +71,12 @@ def main(argv=None) -> int:
         pre = chain.load(path)
         base, _ = masks(pre, films)
         normalised = any(layer.name == "exposure" for layer in pre.unet.layers)
-        for name, change in EXPOSURES.items():
-            changed = [change(f, None).astype(np.float32) for f in films]
+        for name in args.transforms:
+            change = {**TRANSFORMS, **EXPOSURES}[name]
+            changed = [
+                np.asarray(change(f, np.random.default_rng([args.seed, k])), np.float32)
+                for k, f in enumerate(films)
+            ]
             area, black = masks(pre, changed)
             ratio = area / np.maximum(base, 1e-6)
             records.append(
