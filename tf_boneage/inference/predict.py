@@ -287,7 +287,7 @@ def reason_of(out: dict) -> str:
         float(out.get("content_ok", 1.0)) > 0.5,
         flag("mask_ok"),
         flag("landmarks_ok"),
-        # exports from 2026-12-03 on judge the networks' agreement
+        # exports from 2026-12-02 (nineteenth session) on judge the networks' agreement
         float(out["bone_age_std"]) if flag("certainty_ok") is False else None,
     )
 
