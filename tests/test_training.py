@@ -587,10 +587,21 @@ def test_posthoc_reproduces_a_run_and_makes_its_variants(demo_run, tmp_path):
     assert len(table) == 3
 
 
-def test_enlargement_reads_the_crop_size(tmp_path):
-    from tf_boneage.data.io import write_png
+def test_enlargement_is_against_the_frame(tmp_path):
+    """A cached crop's blur scale: the network's input over the region's box in frame pixels
+    (the frame from the cache's chain.json); raw inputs and caches without one: 1."""
+    from tf_boneage.preprocessing.regions import REGIONS
     from tf_boneage.training.region import enlargement
 
-    write_png(tmp_path / "b.png", np.zeros((48, 64), np.float32))
-    rows = pd.DataFrame({"image_path": [str(tmp_path / "b.png")]})
-    assert enlargement(rows, (104, 80)) == pytest.approx((104 / 48, 80 / 64))
+    (tmp_path / "manifest.csv").write_text("id\n")
+    cfg = config_lib.RegionConfig(manifest=str(tmp_path / "manifest.csv"), region="B")
+    cfg = dataclasses.replace(cfg, image_size=(48, 64))
+    assert enlargement(cfg) == (1.0, 1.0)  # no chain.json
+    (tmp_path / "chain.json").write_text(json.dumps({"frame": [104, 80]}))
+    y0, x0, y1, x1 = REGIONS["B"]
+    want = (48 / ((y1 - y0) * 104), 64 / ((x1 - x0) * 80))  # 1.65, 1.67
+    assert enlargement(cfg) == pytest.approx(want)
+    assert 1.6 < want[0] < 1.7 and 1.6 < want[1] < 1.7
+    whole = dataclasses.replace(cfg, region="A", image_size=(104, 80))
+    assert enlargement(whole) == pytest.approx((1.0, 1.0))
+    assert enlargement(dataclasses.replace(cfg, input="raw")) == (1.0, 1.0)

@@ -30,7 +30,6 @@ import pandas as pd
 
 from tf_boneage.data import manifest as manifest_lib
 from tf_boneage.data.augment import AffineRange, Degradation, blur_orders
-from tf_boneage.data.io import sniff
 from tf_boneage.data.pipeline import PipelineConfig, region_dataset
 from tf_boneage.evaluation import format_report, mae_report
 from tf_boneage.models import RegionNet
@@ -76,12 +75,21 @@ def qc_filtered(train: pd.DataFrame, min_plausibility: float) -> pd.DataFrame:
     return train[keep]
 
 
-def enlargement(rows: pd.DataFrame, image_size) -> tuple[float, float]:
-    """(rows, cols) factor by which the cached crops are enlarged to the network's input
-    ``image_size`` (height, width): read from the first row's image header (a cache writes one
-    size per region; region B's 48 x 64 crops become 104 x 80 at 2.17 x 1.25)."""
-    info = sniff(rows["image_path"].iloc[0])
-    return (image_size[0] / info.height, image_size[1] / info.width)
+def enlargement(cfg: config_lib.RegionConfig) -> tuple[float, float]:
+    """(rows, cols) factor by which a cached crop of ``cfg.region`` shows the canonical frame
+    enlarged at the network's input ``cfg.image_size``: the input size over the region's box in
+    frame pixels, the frame read from the cache's ``chain.json`` (rsna100: region B's box of 29
+    x 38 frame pixels becomes 48 x 64, 1.65 x 1.68; C 1.10 x 1.13; A 1 x 1). Raw inputs, or a
+    cache without ``chain.json``: (1, 1)."""
+    from tf_boneage.preprocessing.regions import box_pixels
+    from tf_boneage.preprocessing.registration import Frame
+
+    recorded = Path(cfg.manifest).resolve().parent / "chain.json"
+    if cfg.input != "cache" or not recorded.is_file():
+        return (1.0, 1.0)
+    frame = Frame(*json.loads(recorded.read_text())["frame"])
+    y0, x0, y1, x1 = box_pixels(cfg.region, frame)
+    return (cfg.image_size[0] / (y1 - y0), cfg.image_size[1] / (x1 - x0))
 
 
 class RegionTask(Task):
@@ -108,7 +116,7 @@ class RegionTask(Task):
         self.degrade = Degradation(
             underexposed=cfg.underexposed,
             blurred=cfg.blurred,
-            blur_scale=enlargement(self.train, cfg.image_size) if cfg.blurred else (1.0, 1.0),
+            blur_scale=enlargement(cfg) if cfg.blurred else (1.0, 1.0),
         )
         if cfg.blurred:
             scale, orders = self.degrade.blur_scale, blur_orders(self.degrade.blur_scale)
