@@ -77,6 +77,8 @@ def main(argv=None) -> int:
                         "quarter_turns": float(one.get("quarter_turns", 0.0)),
                         "inverted": float(one.get("inverted", 0.0)),
                         "registration_fit": float(one.get("registration_fit", np.nan)),
+                        "bone_age_std": float(one["bone_age_std"]),
+                        "uncertain": float(one.get("certainty_ok", 1.0)) < 0.5,
                     }
                 )
     preds = pd.DataFrame(records)

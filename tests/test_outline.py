@@ -218,13 +218,13 @@ def test_predict_says_why_an_image_is_rejected():
     reason = predict.reason_of(flat)
     assert reason.startswith("badly exposed") and "span only 3 %" in reason
     assert predict.reason_of({**ok, "grey_range": 0.5, "grey_range_ok": 1.0}) == ""
-    # networks that disagree: said last (every other reason is more specific)
+    # networks that disagree: a flag, not a rejection
     unsure = {**ok, "bone_age_std": 23.6, "certainty_ok": 0.0}
-    assert predict.reason_of(unsure).startswith(
-        "uncertain"
-    ) and "std 24 months" in predict.reason_of(unsure)
-    assert predict.reason_of({**unsure, "certainty_ok": 1.0}) == ""
-    assert predict.reason_of({**unsure, **blurred}).startswith("low resolution")
+    assert predict.reason_of(unsure) == ""
+    (flag,) = predict.certainty_flags(unsure)
+    assert flag.startswith("uncertain") and "std 24 months" in flag
+    assert predict.certainty_flags({**unsure, "certainty_ok": 1.0}) == []
+    assert predict.certainty_flags(ok) == []  # an export without the check
 
 
 def test_range_limit_by_hand_and_errors():

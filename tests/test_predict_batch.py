@@ -49,6 +49,13 @@ def test_a_rejected_row_has_no_age_unless_forced():
     assert forced["true_bone_age_months"] == 90.0
     ok = predict.row(item, {**out, "mask_area": 0.3})
     assert ok["status"] == "ok" and ok["bone_age_months"] == 100.0 and ok["flags"] == ""
+    # networks that disagree: the age is given, and flagged
+    unsure = predict.row(item, {**out, "mask_area": 0.3, "certainty_ok": 0.0, "bone_age_std": 31})
+    assert unsure["status"] == "ok" and unsure["bone_age_months"] == 100.0
+    assert (
+        unsure["flags"].startswith("uncertain: the networks disagree")
+        and "31 months" in unsure["flags"]
+    )
 
 
 def test_predict_prints_no_age_for_rejected_images_and_force_marks_them(

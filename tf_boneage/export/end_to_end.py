@@ -40,8 +40,8 @@ Outputs per image (float32 unless said):
   ``val`` (a film darkened or brightened until it clipped, or a uniform grey image, has
   nothing left to read: badly exposed);
 - ``certainty_ok`` (B,) 0 / 1: ``bone_age_std`` at or below the largest fitted on ``val``
-  (the region networks disagree on this film more than on any but the most uncertain good
-  films: a film unlike those they learnt from, e.g. one whose soft tissue was clipped).
+  (0: the region networks disagree on this film more than on any but the most uncertain good
+  films; ``predict`` flags it, it does not reject it).
 """
 
 from __future__ import annotations
