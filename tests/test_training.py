@@ -177,10 +177,11 @@ def _region(synth_dir, out, *extra, env=None):
 @pytest.mark.parametrize("bins", ["bin_loss_weight=0", "bin_loss_weight=2"])
 def test_region_script_end_to_end(synth_dir, tmp_path, bins):
     # bin_loss_weight > 0 trains by the task's own step (MAE + bin cross-entropy)
-    r = _region(synth_dir, tmp_path / "r", "sex=input", "head=classification", bins)
+    r = _region(synth_dir, tmp_path / "r", "sex=input", "head=classification", bins, "blurred=0.5")
     assert r.returncode == 0, r.stderr[-2000:]
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["val"]["all"]["n"] == 8
+    assert len(metrics["blur_orders"]) == 2 and min(metrics["blur_orders"]) >= 2
     history = pd.read_csv(tmp_path / "r" / "history.csv")
     assert list(history["epoch"]) == [0, 1] and (history["loss"] > 0).all()
     preds = pd.read_csv(tmp_path / "r" / "val_predictions.csv")

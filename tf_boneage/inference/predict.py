@@ -208,8 +208,9 @@ def qc_reason(
     little grey range left (badly exposed; ``image``: the graph's ``grey_range_ok`` and
     ``grey_range``), no hand in the mask (not a hand radiograph), an under-exposed film
     (``image``: the graph's ``exposure_ok``, ``sharpness_ok``, ``sharpness``,
-    ``black_share``), a registered image that does not look like a hand (``match`` / ``match_ok``: the graph's ``content_match`` /
-    ``content_ok``: not a hand radiograph, or a hand registered wrongly), a low-resolution
+    ``black_share``), a registered image that does not look like a hand (``match`` /
+    ``match_ok``: the graph's ``content_match`` / ``content_ok``: not a hand radiograph, or a
+    hand registered wrongly), a low-resolution
     film, a registered hand that does not match the canonical outline (``fit`` / ``fit_ok``:
     ``registration_fit`` / ``registration_ok``, :mod:`tf_boneage.export.outline`), or
     implausible landmarks. ``mask_ok`` / ``landmarks_ok``: the graph's own decisions on
@@ -285,8 +286,8 @@ def reason_of(out: dict) -> str:
 def certainty_flags(out: dict) -> list[str]:
     """A flag, not a rejection, when the graph's ``certainty_ok`` (exports from 2026-12-02 on)
     says its networks disagree on the film more than on all but 0.2 % of ``val`` films: on the
-    rsna100 export such films erred by 25 months on average, but they are films of hands, and
-    rejecting them would have turned away 1.8 % of good ``test`` films (RESULTS.md)."""
+    rsna100 export sm25 such films erred by 25 months on average, but they are films of hands,
+    and rejecting them would have turned away 1.8 % of good ``test`` films (RESULTS.md)."""
     if float(out.get("certainty_ok", 1.0)) > 0.5:
         return []
     return [

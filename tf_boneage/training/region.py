@@ -243,6 +243,8 @@ def run(cfg: config_lib.RegionConfig, stop_after: int | None = None) -> dict | N
     final = keras.saving.load_model(out / "model.keras")  # outside any strategy: plain batches
     pred = predict(final, task.build_inputs("holdout"), task.holdout, cfg.tta)
     extra = {"epochs": state["epoch"], "seconds": state["seconds"]}
+    if cfg.blurred:  # derived from the cache's frame, so recorded with the run
+        extra["blur_orders"] = list(blur_orders(task.degrade.blur_scale))
     return write_predictions(out, cfg, task.holdout, pred, extra)
 
 
