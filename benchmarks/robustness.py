@@ -39,6 +39,13 @@ def main(argv=None) -> int:
         help="width / height of the films the pixels show (default: the export's assumed "
         "aspect, if any): small rotations act on the film at its true proportions",
     )
+    parser.add_argument(
+        "--resampling",
+        choices=sorted(robustness.RESAMPLING),
+        default="lanczos",
+        help="how the small rotations resample the film, once per turn (default lanczos: "
+        "closest to a film taken turned; bilinear blurs as an in-graph warp does)",
+    )
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
     if args.split == "val":
@@ -56,7 +63,9 @@ def main(argv=None) -> int:
         for start in range(0, len(rows), args.batch):
             part = rows.iloc[start : start + args.batch]
             data = [
-                robustness.png16(robustness.transformed(films[k], name, args.seed, k, aspect))
+                robustness.png16(
+                    robustness.transformed(films[k], name, args.seed, k, aspect, args.resampling)
+                )
                 for k in part.index
             ]
             out = fn(
@@ -86,7 +95,8 @@ def main(argv=None) -> int:
     text = robustness.markdown(table)
     header = (
         f"{len(rows)} `{args.split}` films of {args.manifest}, model {args.model}, seed "
-        f"{args.seed}; {time.perf_counter() - started:.0f} s\n\n"
+        f"{args.seed}; small rotations resampled {args.resampling}; "
+        f"{time.perf_counter() - started:.0f} s\n\n"
     )
     write_report(args.out, header, text, preds)
     return 0

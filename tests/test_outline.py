@@ -179,6 +179,65 @@ def test_sharpness_and_black_share_by_hand():
     assert float(black_share(tf.constant(img), tf.constant(hand))[0]) == pytest.approx(0.25)
 
 
+def test_black_map_in_the_canonical_frame_by_hand():
+    """The film's black pixels, carried into the canonical frame's 52 x 40 grid by its
+    registration: a film whose top half is black, registered as it lies, has the top cells
+    black (the boundary row shared bilinearly); shifted half a frame down, the top of the
+    frame lies outside the film (0, not black) and the film's black top fills the bottom."""
+    from tf_boneage.preprocessing.chain import black_map
+    from tf_boneage.preprocessing.registration import Frame
+
+    frame = Frame(104, 80)
+    film = np.ones((1, 104, 80, 1), np.float32)
+    film[0, :52] = 0.0
+    same = tf.eye(3)[None]
+    got = black_map(tf.constant(film), same, frame).numpy()[0, ..., 0]
+    assert got.shape == (52, 40)
+    np.testing.assert_allclose(got[1:25, 1:39], 1.0)
+    np.testing.assert_allclose(got[27:], 0.0)
+    # samples at rows 49.75 .. 51.25: 1, 1, 1, 0.75; at the film's edge a quarter of the
+    # outermost samples' weight falls outside the film (0)
+    np.testing.assert_allclose(got[25, 1:39], 0.9375)
+    np.testing.assert_allclose(got[1:25, 0], 0.9375)
+    down = tf.constant([[[1.0, 0.0, 0.0], [0.0, 1.0, 52.0], [0.0, 0.0, 1.0]]])
+    got = black_map(tf.constant(film), down, frame).numpy()[0, ..., 0]
+    np.testing.assert_allclose(got[:25], 0.0)  # outside the film
+    np.testing.assert_allclose(got[27:51, 1:39], 1.0)
+
+
+def test_core_share_by_hand():
+    """The mean black share over the outline's core (cells at or above ``CORE_LEVEL``); no
+    core (an outline not fitted): 0, never NaN."""
+    canonical = np.zeros(outline.SIZE, np.float32)
+    canonical[10:20, 10:20] = 0.95  # the core: 100 cells
+    canonical[20:30, 10:20] = 0.85  # not the core
+    maps = np.zeros((2, *outline.SIZE, 1), np.float32)
+    maps[0, 10:15, 10:20] = 1.0  # half the core black
+    maps[1, 20:30, 10:20] = 1.0  # black outside the core only
+    got = outline.core_share_tf(tf.constant(maps), tf.constant(canonical)).numpy()
+    np.testing.assert_allclose(got, [0.5, 0.0])
+    none = outline.core_share_tf(tf.constant(maps), tf.fill(outline.SIZE, 0.5)).numpy()
+    np.testing.assert_array_equal(none, [0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "black, certain, ok",
+    [
+        (0.01, True, True),  # a clean film
+        (0.01, False, True),  # clean but uncertain: flagged by predict, not rejected here
+        (0.05, True, True),  # above the doubt level, the networks agree: read
+        (0.05, False, False),  # above the doubt level and they disagree: under-exposed
+        (0.2, True, False),  # above the largest black share accepted
+        (0.1, True, True),  # at the limit: accepted
+    ],
+)
+def test_exposure_check_table(black, certain, ok):
+    from tf_boneage.export.end_to_end import exposure_ok
+
+    got = exposure_ok(tf.constant([black]), tf.constant([certain]), 0.1, 0.02)
+    assert bool(got.numpy()[0]) is ok
+
+
 def test_image_limits_by_hand_and_errors():
     from tf_boneage.export.calibration import image_limits
 
@@ -205,6 +264,10 @@ def test_predict_says_why_an_image_is_rejected():
     assert predict.reason_of(ok) == ""
     dark = {**ok, "black_share": 0.4, "exposure_ok": 0.0}
     assert predict.reason_of(dark) == "under-exposed: 40 % of the hand is black"
+    doubt = {**dark, "black_share": 0.05, "certainty_ok": 0.0}
+    assert predict.reason_of(doubt) == (
+        "under-exposed: 5 % of the hand is black and the networks disagree"
+    )
     blurred = {**ok, "sharpness": 0.31, "sharpness_ok": 0.0}
     reason = predict.reason_of(blurred)
     assert reason.startswith("low resolution") and "0.31" in reason
@@ -337,6 +400,10 @@ def test_calibration_fits_the_qc_thresholds_on_more_films(tmp_path):
     assert qc["max_black_share"] == pytest.approx(
         max(np.quantile(out["black_share"], 1 - share, method="inverted_cdf"), 1e-6)
     )
+    # with disagreeing networks, the 95 % quantile (at most the largest): in the graph
+    doubt = min(qc["max_black_share"], max(np.quantile(out["black_share"], 0.95), 1e-6))
+    assert qc["doubt_black_share"] == pytest.approx(doubt)
+    assert float(graph.qc_doubt_black.numpy()) == pytest.approx(doubt)
     # the largest std accepted: the 99.8 % quantile of the labelled rows' calibrated std
     # alone (the 60th of 60: none of them turned away), in the graph and applied
     std = out["bone_age_std"][:60]

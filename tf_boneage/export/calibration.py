@@ -108,6 +108,9 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
 
 #: the share of the fitting films each image check (sharpness, black share) turns away
 IMAGE_REJECT_SHARE = 0.0015
+#: the quantile of the fitting films' black share above which a film whose networks disagree
+#: (``certainty_ok`` 0) is rejected as under-exposed (``end_to_end.exposure_ok``)
+DOUBT_QUANTILE = 0.95
 #: the share of the ``val`` films the certainty check (:func:`std_limit`) turns away
 STD_REJECT_SHARE = 0.002
 #: ``train`` films (not the outline's) that the export fits the QC thresholds on besides
@@ -264,14 +267,16 @@ def calibrate(
         halved = halved_sharpness(graph, qc_films, batch)
         sharp, black = both("sharpness"), both("black_share")
         low, high = image_limits(sharp, black, halved)
+        doubt = min(high, max(float(np.quantile(black, DOUBT_QUANTILE)), 1e-6))
         grey = both("grey_range") if "grey_range" in out else np.ones_like(sharp)
         least = range_limit(grey) if "grey_range" in out else 0.0
-        graph.set_image_limits(low, high, least)
+        graph.set_image_limits(low, high, least, doubt)
         qc = {
             **(qc or {}),
             "qc_films": int(len(qc_films)),
             "min_sharpness": low,
             "max_black_share": high,
+            "doubt_black_share": doubt,
             "min_grey_range": least,
             "rejected_by_image_checks": float(
                 ((sharp < low) | (black > high) | (grey < least)).mean()

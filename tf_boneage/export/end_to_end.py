@@ -33,8 +33,10 @@ Outputs per image (float32 unless said):
   registered hand (bones, soft tissue, the gaps between fingers), and ``content_ok`` (B,)
   0 / 1: at or above the threshold fitted on ``val`` (1 while no template is fitted);
 - ``sharpness`` (B,): the share of the film's detail in its finest octave and ``black_share``
-  (B,): the share of the hand that is black (under-exposed); ``sharpness_ok`` and
-  ``exposure_ok`` (B,) 0 / 1: inside the limits fitted on ``val`` (1 while none are fitted);
+  (B,): the share of the registered hand's core (the canonical outline's, where every hand
+  has tissue) that the film shows black (clipped by under-exposure); ``sharpness_ok`` and
+  ``exposure_ok`` (B,) 0 / 1: inside the limits fitted on ``val`` (1 while none are fitted;
+  :func:`exposure_ok`);
 - ``grey_range`` (B,) in [0, 1]: the spread of the film's grey levels (99th minus 1st
   percentile), and ``grey_range_ok`` (B,) 0 / 1: at or above the least range fitted on
   ``val`` (a film darkened or brightened until it clipped, or a uniform grey image, has
@@ -100,6 +102,16 @@ OUTPUTS = (
     "grey_range_ok",
     "certainty_ok",
 )
+
+
+def exposure_ok(black, certain, max_black, doubt_black):
+    """The exposure check: (B,) bool, False for a film with more of its hand's core clipped to
+    black (``black`` (B,) in [0, 1], ``core_share_tf`` of the chain's ``black_map``) than
+    ``max_black``, or more than ``doubt_black`` while its networks disagree (``certain`` (B,)
+    bool False): a partly clipped hand the networks still agree on is read, one they do not is
+    not (on the rsna100 export: RESULTS.md, issue 17)."""
+    doubtful = tf.logical_and(black > doubt_black, tf.logical_not(certain))
+    return tf.logical_and(black <= max_black, tf.logical_not(doubtful))
 
 
 @dataclasses.dataclass
@@ -250,21 +262,33 @@ class BoneAgeGraph(tf.Module):
         # the least sharpness and the largest black share of the hand accepted (fitted on val)
         self.qc_min_sharpness = tf.Variable(0.0, trainable=False, name="qc_min_sharpness")
         self.qc_max_black = tf.Variable(1.0, trainable=False, name="qc_max_black")
+        # above this black share a film whose networks disagree is under-exposed too (1: off)
+        self.qc_doubt_black = tf.Variable(1.0, trainable=False, name="qc_doubt_black")
         # the least grey range of a film accepted (0: every film, until fitted)
         self.qc_min_range = tf.Variable(0.0, trainable=False, name="qc_min_range")
         # the largest (calibrated) bone_age_std accepted, months (until fitted: every film)
         self.qc_max_std = tf.Variable(NO_STD_LIMIT, trainable=False, name="qc_max_std")
 
     def set_image_limits(
-        self, min_sharpness: float, max_black: float, min_range: float = 0.0
+        self,
+        min_sharpness: float,
+        max_black: float,
+        min_range: float = 0.0,
+        doubt_black: float | None = None,
     ) -> None:
-        """Set the least sharpness (>= 0), the largest black share (in (0, 1]) and the least
-        grey range (in [0, 1)) accepted."""
-        if not (min_sharpness >= 0 and 0 < max_black <= 1 and 0 <= min_range < 1):
-            raise ValueError(f"limits out of range: {min_sharpness}, {max_black}, {min_range}")
+        """Set the least sharpness (>= 0), the largest black share (in (0, 1]), the least
+        grey range (in [0, 1)) accepted and the black share (in (0, max_black]; None: off)
+        above which a film the networks disagree on is rejected (:func:`exposure_ok`)."""
+        doubt = max_black if doubt_black is None else doubt_black
+        ok = min_sharpness >= 0 and 0 < max_black <= 1 and 0 <= min_range < 1
+        if not (ok and 0 < doubt <= max_black):
+            raise ValueError(
+                f"limits out of range: {min_sharpness}, {max_black}, {min_range}, {doubt_black}"
+            )
         self.qc_min_sharpness.assign(float(min_sharpness))
         self.qc_max_black.assign(float(max_black))
         self.qc_min_range.assign(float(min_range))
+        self.qc_doubt_black.assign(1.0 if doubt_black is None else float(doubt_black))
 
     def set_std_limit(self, max_std: float) -> None:
         """Set the largest ``bone_age_std`` accepted (months, > 0)."""
@@ -397,7 +421,7 @@ class BoneAgeGraph(tf.Module):
             occupancy=tf.TensorSpec([*outline.SIZE, 1], tf.float32),
             content=tf.TensorSpec([*outline.SIZE, 1], tf.float32),
             sharpness=tf.TensorSpec([], tf.float32),
-            black_share=tf.TensorSpec([], tf.float32),
+            black_map=tf.TensorSpec([*outline.SIZE, 1], tf.float32),
             grey_range=tf.TensorSpec([], tf.float32),
         )
         return specs
@@ -405,7 +429,7 @@ class BoneAgeGraph(tf.Module):
     def _predict_keys(self) -> tuple[str, ...]:
         qc = ("mask_area", "mask_confidence", "landmark_plausibility", "landmarks", "right")
         qc += ("quarter_turns", "inverted", "orientation_confidence", "occupancy", "content")
-        qc += ("sharpness", "black_share", "grey_range")
+        qc += ("sharpness", "black_map", "grey_range")
         return (*(f"region_{r}" for r in self._regions()), *qc)
 
     def predict_decoded(
@@ -427,6 +451,10 @@ class BoneAgeGraph(tf.Module):
         low, high = interval.bounds_tf(age, raw, male, self.interval_scale)
         fit = outline.fit_tf(out["occupancy"], self.outline)
         match = outline.match_tf(out["content"], self.content_template, self.outline)
+        black = outline.core_share_tf(out["black_map"], self.outline)
+        # under-exposed: more of the hand's core clipped to black than any but the darkest
+        # good films, or more than most and the networks disagree (:func:`exposure_ok`)
+        certain = std <= self.qc_max_std
         return {
             "bone_age_months": age,
             "bone_age_std": std,
@@ -450,12 +478,14 @@ class BoneAgeGraph(tf.Module):
             "content_match": match,
             "content_ok": tf.cast(match >= self.qc_min_match, tf.float32),
             "sharpness": out["sharpness"],
-            "black_share": out["black_share"],
+            "black_share": black,
             "sharpness_ok": tf.cast(out["sharpness"] >= self.qc_min_sharpness, tf.float32),
-            "exposure_ok": tf.cast(out["black_share"] <= self.qc_max_black, tf.float32),
+            "exposure_ok": tf.cast(
+                exposure_ok(black, certain, self.qc_max_black, self.qc_doubt_black), tf.float32
+            ),
             "grey_range": out["grey_range"],
             "grey_range_ok": tf.cast(out["grey_range"] >= self.qc_min_range, tf.float32),
-            "certainty_ok": tf.cast(std <= self.qc_max_std, tf.float32),
+            "certainty_ok": tf.cast(certain, tf.float32),
         }
 
     def heatmap(self, crops: dict, male: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

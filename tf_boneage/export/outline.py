@@ -27,6 +27,7 @@ written into the graph (``outline``, ``qc_min_fit``, ``content_template``,
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 
 from tf_boneage.preprocessing.chain import OUTLINE_SIZE as SIZE
 from tf_boneage.preprocessing.chain import (
@@ -52,6 +53,22 @@ fit_tf = soft_dice
 #: weighted correlation of content maps (B, 52, 40, 1) with the template, weighted by the
 #: outline: (B,) in [-1, 1]
 match_tf = pattern_match
+
+
+#: the outline's core: the cells at least this share of training hands cover (palm, wrist,
+#: finger bases), where a good film has tissue, never background
+CORE_LEVEL = 0.9
+
+
+def core_share_tf(maps, outline) -> tf.Tensor:
+    """The mean of per-cell shares ``maps`` (B, 52, 40, 1) over the outline's core (the cells
+    of ``outline`` (52, 40) at or above :data:`CORE_LEVEL`): (B,) in [0, 1]; 0 while the
+    outline has no core (not fitted). With the chain's ``black_map``: the share of the
+    registered hand's core that the film shows black (under-exposed: clipped)."""
+    core = tf.cast(tf.reshape(outline, [1, *SIZE, 1]) >= CORE_LEVEL, tf.float32)
+    return tf.math.divide_no_nan(
+        tf.reduce_sum(tf.cast(maps, tf.float32) * core, [1, 2, 3]), tf.reduce_sum(core)
+    )
 
 
 def fit(occ, outline) -> np.ndarray:

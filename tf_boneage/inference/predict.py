@@ -208,7 +208,7 @@ def qc_reason(
     little grey range left (badly exposed; ``image``: the graph's ``grey_range_ok`` and
     ``grey_range``), no hand in the mask (not a hand radiograph), an under-exposed film
     (``image``: the graph's ``exposure_ok``, ``sharpness_ok``, ``sharpness``,
-    ``black_share``), a registered image that does not look like a hand (``match`` /
+    ``black_share`` and ``certain``, its ``certainty_ok``), a registered image that does not look like a hand (``match`` /
     ``match_ok``: the graph's ``content_match`` / ``content_ok``: not a hand radiograph, or a
     hand registered wrongly), a low-resolution
     film, a registered hand that does not match the canonical outline (``fit`` / ``fit_ok``:
@@ -229,7 +229,8 @@ def qc_reason(
     if not mask_ok:
         return f"not a hand radiograph: no hand found (mask covers {100 * area:.1f} % of the image)"
     if not image.get("exposure_ok", True):
-        return f"under-exposed: {100 * image['black_share']:.0f} % of the hand is black"
+        doubt = " and the networks disagree" if not image.get("certain", True) else ""
+        return f"under-exposed: {100 * image['black_share']:.0f} % of the hand is black{doubt}"
     if not match_ok:
         return (
             "not a hand radiograph, or a hand registered wrongly: the registered image does "
@@ -261,6 +262,7 @@ def reason_of(out: dict) -> str:
             "sharpness_ok": float(out["sharpness_ok"]) > 0.5,
             "sharpness": float(out["sharpness"]),
             "black_share": float(out["black_share"]),
+            "certain": float(out.get("certainty_ok", 1.0)) > 0.5,
         }
         if "grey_range_ok" in out:  # exports from 2026-12-02 on
             image["grey_range_ok"] = float(out["grey_range_ok"]) > 0.5

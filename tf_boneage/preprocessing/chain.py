@@ -82,6 +82,28 @@ def black_share(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
     )
 
 
+#: samples per side of one :data:`OUTLINE_SIZE` cell in :func:`black_map`
+BLACK_SAMPLES = 4
+
+
+def black_map(images: tf.Tensor, forward: tf.Tensor, frame: registration.Frame) -> tf.Tensor:
+    """Where the film is black (:data:`BLACK`: clipped by under-exposure) in the canonical
+    frame: (B, H, W, 1) films and their registrations ``forward`` (B, 3, 3) -> (B, 52, 40, 1),
+    the share of black samples (:data:`BLACK_SAMPLES` squared, bilinear) in each cell of the
+    :data:`OUTLINE_SIZE` grid, float32 in [0, 1] (0 outside the film). Unlike
+    :func:`black_share`, it does not depend on the film's own mask, which shrinks to what is
+    left of a clipped hand: where every registered hand has tissue (the canonical outline's
+    core, :func:`~tf_boneage.export.outline.core_share`), a good film has almost no black."""
+    h, w = OUTLINE_SIZE[0] * BLACK_SAMPLES, OUTLINE_SIZE[1] * BLACK_SAMPLES
+    black = tf.cast(tf.cast(images, tf.float32) <= BLACK, tf.float32)
+    n = tf.shape(forward)[0]
+    to_frame = warp.scale_matrix(
+        tf.fill([n], frame.width / w), tf.fill([n], frame.height / h)
+    )  # grid coordinates -> frame coordinates
+    grid = warp.warp_affine(black, warp.invert_affine(forward) @ to_frame, (h, w))
+    return tf.nn.avg_pool2d(grid, BLACK_SAMPLES, BLACK_SAMPLES, "VALID")
+
+
 #: the grey-level quantiles whose distance is a film's :func:`grey_range`
 GREY_QUANTILES = (0.01, 0.99)
 
@@ -407,8 +429,9 @@ class Preprocessor(tf.Module):
         Returns a dict: ``mask`` (B, s, s, 1), ``enhanced`` (B, H, W, 1), ``landmarks``
         (B, 6), ``registered`` (B, frame h, frame w, 1), ``forward`` (B, 3, 3), ``right``
         (B,), ``quarter_turns`` (B,) int32 and ``inverted`` (B,) bool (all 0 / False unless
-        ``config.orient``), ``occupancy`` and ``content`` (B, 52, 40, 1) (:func:`occupancy`, :func:`content`), ``sharpness``, ``black_share`` and ``grey_range`` (B,)
-        (:func:`sharpness`, :func:`black_share`, :func:`grey_range`), ``region_A`` / ``region_B`` / ``region_C`` crops and the QC numbers.
+        ``config.orient``), ``occupancy`` and ``content`` (B, 52, 40, 1) (:func:`occupancy`, :func:`content`), ``black_map`` (B, 52, 40, 1)
+        (:func:`black_map`), ``sharpness`` and ``grey_range`` (B,) (:func:`sharpness`,
+        :func:`grey_range`), ``region_A`` / ``region_B`` / ``region_C`` crops and the QC numbers.
         """
         images = tf.cast(images, tf.float32)
         n = tf.shape(images)[:1]
@@ -480,7 +503,7 @@ class Preprocessor(tf.Module):
             "occupancy": occupancy(registered),
             "content": content(registered),
             "sharpness": sharpness(images, masks),
-            "black_share": black_share(images, masks),
+            "black_map": black_map(images, forward, frame),
             "grey_range": grey_range(images),
         }
         for name, crop_size in self.config.region_sizes.items():

@@ -359,7 +359,8 @@ def _print_registration_qc(report: dict, split: str) -> None:
     if "min_sharpness" in q:
         print(
             f"image QC: least sharpness {q['min_sharpness']:.3f}, largest black share "
-            f"{q['max_black_share']:.3f}, least grey range {q.get('min_grey_range', 0):.3f} (reject {100 * q['rejected_by_image_checks']:.1f} % "
+            f"{q['max_black_share']:.3f} (with disagreeing networks "
+            f"{q.get('doubt_black_share', float('nan')):.3f}), least grey range {q.get('min_grey_range', 0):.3f} (reject {100 * q['rejected_by_image_checks']:.1f} % "
             f"of {q.get('qc_films', '?')} films: {split} and train)"
         )
     if "max_std" in q:
