@@ -178,3 +178,111 @@ def test_the_cache_takes_original_sizes_as_the_graph_does():
     np.testing.assert_allclose(sizes, [[2044, 1514], [np.nan, np.nan]])
     assert not upright
     assert cache.original_sizes(pd.DataFrame({"id": ["a"]}), None)[0].shape == (1, 2)
+
+
+class _LazyMarks(keras.Model):
+    """A 'landmark net' for hand-made films of three dots (tip 1.0, thumb 0.6, capitate 0.3):
+    the centroid of each dot (each found by its level, away from the dots found before it,
+    whose resampled rims pass through the lower levels), with the tip-capitate axis turned
+    halfway back to upright about the capitate, as a net that learnt upright hands
+    under-reads a turn."""
+
+    def __init__(self, lazy=0.5):
+        super().__init__()
+        self.lazy = lazy
+
+    def call(self, x, training=False):
+        s = tf.cast(tf.shape(x)[1], tf.float32)
+        ys, xs = tf.meshgrid(tf.range(s) + 0.5, tf.range(s) + 0.5, indexing="ij")
+        img = x[..., 0]
+        found = []
+        for low, high in ((0.8, 2.0), (0.5, 0.7), (0.2, 0.4)):
+            w = tf.cast((img > low) & (img < high), tf.float32)
+            for p in found:  # away from the dots already found
+                dx, dy = xs[None] - p[:, :1, None], ys[None] - p[:, 1:, None]
+                far = dx * dx + dy * dy > 25.0
+                w *= tf.cast(far, tf.float32)
+            total = tf.reduce_sum(w, [1, 2])
+            found.append(
+                tf.stack(
+                    [tf.reduce_sum(w * xs, [1, 2]) / total, tf.reduce_sum(w * ys, [1, 2]) / total],
+                    -1,
+                )
+            )
+        tip, thumb, cap = (p / s for p in found)
+        d = tip - cap
+        angle = tf.atan2(d[:, 0], -d[:, 1]) * self.lazy  # clockwise from up, turned back
+        c, si = tf.cos(angle)[:, None], tf.sin(angle)[:, None]
+
+        def back(p):  # turn p about the capitate counter-clockwise by ``angle``
+            v = p - cap
+            return cap + tf.concat([c * v[:, :1] + si * v[:, 1:], -si * v[:, :1] + c * v[:, 1:]], 1)
+
+        return tf.concat([back(tip), back(thumb), cap], 1)
+
+
+def _dots(turn_deg, side=64):
+    """A film of the three 5 x 5 dots of :class:`_LazyMarks`, the hand turned clockwise by
+    ``turn_deg`` about the film's centre; returns (film (side, side), true points (3, 2))."""
+    film = np.zeros((side, side), np.float32)
+    c = side / 2
+    up = np.array([[0.0, -20.0], [-12.0, 2.0], [0.0, 14.0]])  # tip, thumb, capitate from centre
+    t = np.radians(turn_deg)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    pts = up @ rot.T + c
+    for (x, y), level in zip(pts, (1.0, 0.6, 0.3), strict=True):
+        film[int(y) - 2 : int(y) + 3, int(x) - 2 : int(x) + 3] = level
+    centres = np.array([[int(x) + 0.5, int(y) + 0.5] for x, y in pts]) / side
+    return film, centres
+
+
+@pytest.mark.parametrize("turn", [0, 30, -40])
+def test_second_landmark_look_at_the_film_turned_upright_by_the_first(turn):
+    """A net that reads half of a hand's turn (:class:`_LazyMarks`) misses a turn of T by T / 2
+    with one look; the second look sees the film turned back by that T / 2, misses the T / 2
+    left by T / 4, and its points carried back to the film miss by T / 4 (known answers, within
+    the resampling of 5-pixel dots). An upright hand: both looks exact."""
+    film, true = _dots(turn)
+    x = tf.constant(film[None, ..., None])
+    config = ChainConfig(unet_size=32, landmark_size=64, frame=FRAME, region_sizes=SIZES)
+
+    def axis_angle(p):  # clockwise from up, degrees
+        d = p[0] - p[2]
+        return np.degrees(np.arctan2(d[0], -d[1]))
+
+    for passes, missed in ((1, turn / 2), (2, turn / 4)):
+        config = dataclasses.replace(config, landmark_passes=passes)
+        pre = Preprocessor(threshold_unet(), _LazyMarks(), config)
+        got = pre.landmarks(x).numpy().reshape(3, 2)
+        assert axis_angle(true) - axis_angle(got) == pytest.approx(missed, abs=1.5), passes
+        np.testing.assert_allclose(got[2], true[2], atol=1.0 / 64)  # the capitate: its centroid
+        if turn == 0:
+            np.testing.assert_allclose(got, true, atol=1.0 / 64)
+    with pytest.raises(ValueError, match="landmark_passes"):
+        ChainConfig(landmark_passes=3)
+
+
+def test_upright_matrix_puts_the_tip_above_the_capitate_at_true_proportions():
+    """The map's inverse carries tip and capitate onto one vertical line of the true film
+    (the tip above), for films whose pixels are not square; a hand already upright maps to
+    itself."""
+    from tf_boneage.preprocessing import warp
+    from tf_boneage.preprocessing.chain import upright_matrix
+
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(0.2, 0.8, (5, 3, 2)).astype(np.float32)
+    true = np.float32([[100, 74], [74, 100], [50, 50], [135, 100], [100, 135]])
+    m = upright_matrix(tf.constant(pts), tf.constant(true), 96)
+    moved = warp.apply(warp.invert_affine(m), tf.constant(pts * 96)).numpy() / 96
+    tx = moved[..., 0] * true[:, 1:2]  # x in true pixels
+    ty = moved[..., 1] * true[:, :1]
+    np.testing.assert_allclose(tx[:, 0], tx[:, 2], atol=1e-3)
+    assert (ty[:, 0] < ty[:, 2]).all()
+    # lengths are kept in true pixels
+    d0 = np.hypot(
+        (pts[:, 0, 0] - pts[:, 2, 0]) * true[:, 1], (pts[:, 0, 1] - pts[:, 2, 1]) * true[:, 0]
+    )
+    np.testing.assert_allclose(ty[:, 2] - ty[:, 0], d0, rtol=1e-4)
+    upright = np.float32([[[0.5, 0.2], [0.3, 0.5], [0.5, 0.8]]])
+    same = upright_matrix(tf.constant(upright), tf.constant([[80.0, 60.0]]), 96).numpy()
+    np.testing.assert_allclose(same[0], np.eye(3), atol=1e-5)

@@ -56,6 +56,7 @@ def test_describe_hashes_the_model_files(tmp_path):
         ({"region_sizes": {"A": "big"}}, "region A"),
         ({"image_size": (100, -1)}, "image_size"),
         ({"assume_aspect": 0.0}, "assume_aspect"),
+        ({"landmark_passes": 3}, "landmark_passes"),
     ],
 )
 def test_bad_settings_are_named(change, match):
@@ -94,3 +95,21 @@ def test_settle_records_once_then_refuses_another_chain(tmp_path):
         settle(tmp_path, _spec(image_size=(256, 256), region_sizes={"A": (500, 375)}))
     assert "image_size" in str(err.value) and "region_sizes" in str(err.value)
     assert (tmp_path / CHAIN_FILE).read_text() == before  # nothing overwritten
+
+
+def test_landmark_passes_recorded_read_back_and_replaced_on_record(capsys):
+    """A description written before the setting existed ran one look; an export may serve two
+    looks instead of its cache's one, and says so and records both."""
+    from tf_boneage.training.export import replace_landmark_passes
+
+    spec = _spec(landmark_passes=2)
+    assert ChainSpec.from_dict(spec.to_dict()).landmark_passes == 2
+    old = spec.to_dict()
+    del old["landmark_passes"]
+    assert ChainSpec.from_dict(old).landmark_passes == 1
+    assert _spec().differences(spec) == ["landmark_passes: 2 here, 1 in the artifact"]
+    served, record = replace_landmark_passes(_spec(), 2)
+    assert served.landmark_passes == 2 and record == {"cache": 1, "served": 2}
+    assert "landmark_passes_replaced" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="landmark_passes"):
+        replace_landmark_passes(_spec(), 0)

@@ -188,6 +188,7 @@ def _load_chain(args, region_sizes=None):
             orient=args.orient,
             orient_size=args.orient_size,
             orient_model_path=args.orient_model,
+            landmark_passes=args.landmark_passes,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -430,6 +431,14 @@ def _chain_args(p) -> None:
         default=None,
         help="--orient by this orientation classifier (.keras, tf-boneage train orientation) "
         "instead of the U-Net's mask mass",
+    )
+    p.add_argument(
+        "--landmark-passes",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: the landmark net looks again at the film turned upright by its first look "
+        "(steadier on films turned by more than 25 degrees)",
     )
 
 

@@ -669,6 +669,7 @@ def from_runs(
     orient_model=None,
     orient_margin: float | None = None,
     landmarks=None,
+    landmark_passes: int = 1,
 ) -> BoneAgeGraph:
     """Build the graph from the outputs of ``training/table.py``: ``seg/roundK/unet.keras``
     (``unet``, else the one ``seg/report.json`` names, else the last round: it must be the
@@ -677,7 +678,7 @@ def from_runs(
     and the ensemble ``ensemble``
     of ``region/ensembles.json``; ``orient_model``: the orientation classifier's file (else
     the U-Net's orientation step, when ``orient``) and ``orient_margin`` its margin (None: the
-    chain's default)."""
+    chain's default); ``landmark_passes``: how often the landmark net looks (1 or 2)."""
     import json
     from pathlib import Path
 
@@ -694,7 +695,15 @@ def from_runs(
         raise KeyError(f"{doc_path}: no ensemble {ensemble!r}; it has {sorted(doc)}")
     marks = Path(landmarks) if landmarks else root / "landmarks" / "landmarks.keras"
     pre = chain.load(
-        unet, marks, frame, region_sizes, orient, orient_size, orient_model, orient_margin
+        unet,
+        marks,
+        frame,
+        region_sizes,
+        orient,
+        orient_size,
+        orient_model,
+        orient_margin,
+        landmark_passes,
     )
     pre.config.frame = registration.Frame(*frame)
 

@@ -210,6 +210,44 @@ class ChainConfig:
     #: the orientation classifier's margin for the film as given (:func:`.orientation.classify`;
     #: recorded in ``chain.json`` as ``orient_margin``)
     orient_margin: float = ORIENT_CLASS_MARGIN
+    #: 2: the landmark net looks twice, the second time at the film turned so that its hand
+    #: stands upright by the first look's tip -> capitate axis (:meth:`Preprocessor.landmarks`):
+    #: the net learnt turns of up to 25 degrees, and its points drift with larger ones (rsna100
+    #: ``val``: 8.5 % of the tip-capitate distance at 30 degrees with one look, 2.0 % with two;
+    #: RESULTS.md). 1 for artifacts made before it existed
+    landmark_passes: int = 1
+
+    def __post_init__(self):
+        if self.landmark_passes not in (1, 2):
+            raise ValueError(f"landmark_passes must be 1 or 2, got {self.landmark_passes!r}")
+
+
+def upright_matrix(points: tf.Tensor, true_size: tf.Tensor, side: int) -> tf.Tensor:
+    """(B, 3, 3) map from the pixels of a (side, side) image turned so that its hand stands
+    upright to the pixels of the image as given (continuous coordinates; the
+    :func:`~.warp.warp_affine` convention), about the image's centre, at the film's true
+    proportions: ``points`` (B, 3, 2) normalised (x, y) of tip, thumb and capitate in the image
+    as given, ``true_size`` (B, 2) (height, width) of the square-pixel film it shows. The turn
+    brings the tip straight above the capitate; no trigonometry (cosine and sine are the
+    axis' own components)."""
+    h, w = true_size[:, 0], true_size[:, 1]
+    dx = (points[:, 0, 0] - points[:, 2, 0]) * w
+    dy = (points[:, 0, 1] - points[:, 2, 1]) * h
+    length = tf.maximum(tf.sqrt(dx * dx + dy * dy), 1e-6)
+    cos, sin = -dy / length, dx / length  # the axis turned clockwise from straight up
+    zero, one = tf.zeros_like(cos), tf.ones_like(cos)
+    cx, cy = w / 2, h / 2
+    # true pixels: p -> c + R (p - c), R turning clockwise by the axis' angle
+    turn = tf.stack(
+        [
+            tf.stack([cos, -sin, cx - cos * cx + sin * cy], -1),
+            tf.stack([sin, cos, cy - sin * cx - cos * cy], -1),
+            tf.stack([zero, zero, one], -1),
+        ],
+        1,
+    )
+    to_true = warp.scale_matrix(w / side, h / side)
+    return warp.invert_affine(to_true) @ turn @ to_true
 
 
 class Preprocessor(tf.Module):
@@ -275,17 +313,41 @@ class Preprocessor(tf.Module):
         s = self.config.landmark_size
         return warp.resize(enhanced, (s, s))
 
-    def landmarks(self, enhanced: tf.Tensor, turns: tf.Tensor | None = None) -> tf.Tensor:
+    def landmarks(
+        self,
+        enhanced: tf.Tensor,
+        turns: tf.Tensor | None = None,
+        original_size: tf.Tensor | None = None,
+    ) -> tf.Tensor:
         """Normalised (B, 6) landmarks predicted on the enhanced images; with ``turns`` (B,)
-        (from :meth:`orient`) predicted on the upright image and turned back to the film's."""
+        (from :meth:`orient`) predicted on the upright image and turned back to the film's.
+        With ``config.landmark_passes`` 2 the net looks again at the image turned so that the
+        first look's hand stands upright (:func:`upright_matrix`; ``original_size`` (B, 2) the
+        film's square-pixel (h, w) as given, else its pixels are taken as square), and those
+        points are carried back."""
         small = self.landmark_input(enhanced)
         if turns is None:
-            return tf.cast(self.landmark_model(small, training=False), tf.float32)
-        upright = _select(tf.stack([rot90(small, -j) for j in range(4)], 1), turns, 4)
-        pts = tf.cast(self.landmark_model(upright, training=False), tf.float32)
-        pts = tf.reshape(pts, [-1, 3, 2])
-        back = tf.stack([turn_points(pts, j) for j in range(4)], 1)
-        return tf.reshape(_select(back, turns, 4), [-1, 6])
+            turns = tf.zeros(tf.shape(small)[:1], tf.int32)
+            upright = small
+        else:
+            upright = _select(tf.stack([rot90(small, -j) for j in range(4)], 1), turns, 4)
+        pts = tf.reshape(
+            tf.cast(self.landmark_model(upright, training=False), tf.float32), [-1, 3, 2]
+        )
+        if self.config.landmark_passes == 2:
+            s = self.config.landmark_size
+            size = tf.shape(enhanced)[1:3]
+            h, w = registration.square_size(size, original_size, tf.shape(small)[0])
+            odd = tf.equal(turns % 2, 1)  # the upright image shows the film turned a quarter
+            true_size = tf.stack([tf.where(odd, w, h), tf.where(odd, h, w)], -1)
+            back = upright_matrix(pts, true_size, s)
+            second = warp.warp_affine(upright, back, (s, s))
+            again = tf.reshape(
+                tf.cast(self.landmark_model(second, training=False), tf.float32), [-1, 3, 2]
+            )
+            pts = warp.apply(back, again * s) / s
+        turned = tf.stack([turn_points(pts, j) for j in range(4)], 1)
+        return tf.reshape(_select(turned, turns, 4), [-1, 6])
 
     def orient(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """The film's orientation and polarity, from the U-Net. It segments upright hands of
@@ -335,10 +397,11 @@ class Preprocessor(tf.Module):
         s = self.config.landmark_size
         small = warp.resize(images, (s, s))
         small = tf.where(inverted[:, None, None, None], 1.0 - small, small)
-        marks = self.landmarks(self.enhance(small, masks), turns)
         size = tf.shape(images)[1:3]
         if upright_size and original_size is not None:
             original_size = _turned_size(original_size, turns)
+        h, w = registration.square_size(size, original_size, tf.shape(images)[0])
+        marks = self.landmarks(self.enhance(small, masks), turns, tf.stack([h, w], -1))
         forward, _ = registration.registration_matrix(marks, size, self.config.frame, original_size)
         n = tf.shape(images)[:1]
         frame, u = self.config.frame, tf.cast(tf.shape(probs)[1], tf.float32)
@@ -483,7 +546,9 @@ class Preprocessor(tf.Module):
             masks, probs = self.segment(images)
         enhanced = self.enhance(images, masks)
         if landmarks is None:
-            landmarks = self.landmarks(enhanced, turns if self.config.orient else None)
+            landmarks = self.landmarks(
+                enhanced, turns if self.config.orient else None, original_size
+            )
         size = tf.shape(images)[1:3]
         forward, right = registration.registration_matrix(
             landmarks, size, self.config.frame, original_size
@@ -521,12 +586,13 @@ def load(
     orient_size: int | None = None,
     orient_model_path=None,
     orient_margin: float | None = None,
+    landmark_passes: int = 1,
 ) -> Preprocessor:
     """A :class:`Preprocessor` from saved ``.keras`` models; sizes read from the models;
     ``frame`` (h, w) defaults to the paper's ``registration.PAPER_FRAME``; ``orient`` and
     ``orient_size``: see :meth:`Preprocessor.orient`; ``orient_model_path``: the orientation
     classifier of the orientation step (``orient`` must be on); ``orient_margin``: its margin
-    (None: :data:`ORIENT_CLASS_MARGIN`)."""
+    (None: :data:`ORIENT_CLASS_MARGIN`); ``landmark_passes``: see :class:`ChainConfig`."""
     if orient_model_path and not orient:
         raise ValueError("an orientation model needs the orientation step (orient=True)")
     # compile=False: inference weights only (an export must not carry optimizer slots)
@@ -539,6 +605,7 @@ def load(
         orient=bool(orient),
         orient_size=int(orient_size) if orient_size else None,
         orient_margin=ORIENT_CLASS_MARGIN if orient_margin is None else float(orient_margin),
+        landmark_passes=int(landmark_passes),
     )
     if region_sizes is not None:
         config.region_sizes = dict(region_sizes)

@@ -70,6 +70,9 @@ class ChainSpec:
     #: (:func:`~.orientation.classify`); None without a classifier. Descriptions written before
     #: it was recorded ran with :data:`LEGACY_ORIENT_MARGIN`
     orient_margin: float | None = None
+    #: how often the landmark net looks (:class:`~.chain.ChainConfig`); descriptions written
+    #: before it was recorded ran with one look
+    landmark_passes: int = 1
 
     def __post_init__(self):
         pairs = {"frame": _pair(self.frame, "frame")}
@@ -90,6 +93,8 @@ class ChainSpec:
             object.__setattr__(self, "orient_margin", LEGACY_ORIENT_MARGIN)
         elif not 0 <= self.orient_margin < 1:
             raise ValueError(f"chain orient_margin: in [0, 1), got {self.orient_margin!r}")
+        if self.landmark_passes not in (1, 2):
+            raise ValueError(f"chain landmark_passes: 1 or 2, got {self.landmark_passes!r}")
         if self.assume_aspect is not None and not self.assume_aspect > 0:
             raise ValueError(f"chain assume_aspect: must be > 0, got {self.assume_aspect!r}")
 
@@ -108,6 +113,7 @@ class ChainSpec:
         orient_size: int | None = None,
         orient_model_path=None,
         orient_margin: float | None = None,
+        landmark_passes: int = 1,
     ) -> ChainSpec:
         """A new description of a chain built from these model files (hashed here);
         ``orient_margin`` None with a classifier: the chain's default
@@ -132,6 +138,7 @@ class ChainSpec:
             orient_model=str(orient_model_path) if orient_model_path else None,
             orient_model_sha256=sha256(orient_model_path) if orient_model_path else None,
             orient_margin=float(orient_margin) if orient_model_path else None,
+            landmark_passes=int(landmark_passes),
         )
 
     @classmethod
@@ -155,6 +162,7 @@ class ChainSpec:
             c.orient_size,
             orient_model_path,
             c.orient_margin,
+            c.landmark_passes,
         )
 
     def to_dict(self) -> dict:

@@ -47,13 +47,15 @@ def run(
     calibrate: str = "val",
     orient_model=None,
     geometry_from=None,
+    landmark_passes: int | None = None,
 ) -> Path:
     """Export the table in ``runs`` (see the module docstring); returns the SavedModel's
     version folder. ``calibrate``: the split of ``manifest`` the per-sex std scale is fitted
     on (never ``test``; ``"none"`` to skip). ``orient_model``: serve with this orientation
     classifier instead of the cache's orientation step (:func:`replace_orientation`).
     ``geometry_from``: serve the U-Net, landmark net and orientation classifier of another
-    ``training/table.py`` folder (:func:`replace_geometry`)."""
+    ``training/table.py`` folder (:func:`replace_geometry`). ``landmark_passes``: serve with
+    this many landmark looks instead of the cache's (:func:`replace_landmark_passes`)."""
     from tf_boneage.export import end_to_end, saved_model
 
     if calibrate == "test":
@@ -66,6 +68,9 @@ def run(
         geometry = None
         if geometry_from:
             chain, geometry = replace_geometry(chain, geometry_from)
+        passes = None
+        if landmark_passes is not None and landmark_passes != chain.landmark_passes:
+            chain, passes = replace_landmark_passes(chain, landmark_passes)
         graph = end_to_end.from_runs(
             runs,
             ensemble,
@@ -79,6 +84,7 @@ def run(
             chain.orient_model,
             chain.orient_margin,
             chain.landmarks,
+            chain.landmark_passes,
         )
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise StepError(str(exc)) from None
@@ -98,6 +104,8 @@ def run(
         meta["orientation_replaced"] = replaced
     if geometry is not None:
         meta["geometry_replaced"] = geometry
+    if passes is not None:
+        meta["landmark_passes_replaced"] = passes
     canonical = cache_outline(runs)
     if canonical is not None:  # QC (and the U-Net's orientation step) as the cache did
         graph.set_outline(canonical, 0.0)
@@ -280,6 +288,20 @@ def replace_geometry(chain: ChainSpec, source) -> tuple[ChainSpec, dict]:
     return served, record
 
 
+def replace_landmark_passes(chain: ChainSpec, passes: int) -> tuple[ChainSpec, dict]:
+    """``chain`` served with ``passes`` landmark looks instead of the cache's: a deliberate,
+    recorded departure (the export's metadata keeps both, key ``landmark_passes_replaced``).
+    A second look moves an upright film's landmarks little (rsna100 ``val``: 2.0 % of the
+    tip-capitate distance) and a turned film's much less than one look does; the region
+    networks learnt from the cache's crops. Returns (the served chain, the record)."""
+    served = dataclasses.replace(chain, landmark_passes=int(passes))  # validates 1 or 2
+    print(
+        f"warning: serving {passes} landmark look(s) instead of the cache's "
+        f"{chain.landmark_passes} (recorded in the export's metadata: landmark_passes_replaced)"
+    )
+    return served, {"cache": chain.landmark_passes, "served": served.landmark_passes}
+
+
 def cache_outline(runs):
     """The canonical outline (52, 40) the cache of ``runs`` was built with
     (``runs/cache/outline.npy``, :mod:`~tf_boneage.preprocessing.cache`), or None (a cache
@@ -395,6 +417,14 @@ def main(argv=None) -> int:
         help="serve the U-Net, landmark net and orientation classifier of this other "
         "training/table.py folder (e.g. trained on real films; recorded in the metadata)",
     )
+    parser.add_argument(
+        "--landmark-passes",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="serve this many landmark looks instead of the cache's (2: again at the film "
+        "turned upright by the first; recorded in the metadata)",
+    )
     parser.add_argument("--representative", type=int, default=64)
     parser.add_argument(
         "--calibrate",
@@ -421,5 +451,6 @@ def main(argv=None) -> int:
         calibrate=args.calibrate,
         orient_model=args.orient_model,
         geometry_from=args.geometry_from,
+        landmark_passes=args.landmark_passes,
     )
     return 0
