@@ -367,8 +367,9 @@ def _read_qc(path):
 
 
 def test_the_table_cache_records_the_orient_size_of_its_preset(synth_dir, tmp_path):
-    """``chain.orient_size`` of a preset reaches the cache's chain and its ``chain.json`` (which
-    the export reads back); a cache of those films built with another size is refused."""
+    """``chain.orient_size`` and ``chain.landmark_passes`` of a preset reach the cache's chain
+    and its ``chain.json`` (which the export reads back); a cache of those films built with
+    another size is refused."""
     import json
 
     from tf_boneage.models import LandmarkNet, UNet
@@ -379,13 +380,20 @@ def test_the_table_cache_records_the_orient_size_of_its_preset(synth_dir, tmp_pa
     UNet((32, 32, 1), depth=2, base_filters=2).save(unet)
     LandmarkNet((32, 32, 1), filters=(2, 2, 2, 2, 2), dense_units=4).save(marks)
     spec = {
-        "chain": {"frame": [52, 40], "image_size": [64, 64], "orient": True, "orient_size": 16},
+        "chain": {
+            "frame": [52, 40],
+            "image_size": [64, 64],
+            "orient": True,
+            "orient_size": 16,
+            "landmark_passes": 2,
+        },
         "regions": {"A": [16, 12], "B": [8, 8], "C": [8, 8]},
     }
     manifest = table_lib.build_cache(synth_dir / "manifest.csv", tmp_path / "c", unet, marks, spec)
     assert manifest.is_file()
     recorded = json.loads((tmp_path / "c" / "chain.json").read_text())
     assert recorded["orient"] is True and recorded["orient_size"] == 16
+    assert recorded["landmark_passes"] == 2
     (tmp_path / "c" / "manifest.csv").unlink()  # unfinished: built again, by another chain
     spec["chain"]["orient_size"] = 8
     with pytest.raises(table_lib.StepError, match="orient_size"):
