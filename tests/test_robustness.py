@@ -130,3 +130,19 @@ def test_lanczos_resampling_keeps_the_detail_bilinear_blurs():
     assert lost("lanczos") < 0.2 * lost("bilinear")
     with pytest.raises(ValueError, match="resampling"):
         robustness.transformed(film, "rotate +15", 0, 0, resampling="cubic")
+
+
+@pytest.mark.parametrize(
+    "name, degrees, aspect",
+    [("rotate +30", 30, None), ("rotate -15", -15, 0.74), ("rotate 90", 90, None)]
+    + [("rotate 180", 180, None)],
+)
+def test_points_turned_with_the_film_come_back(name, degrees, aspect):
+    """A bright pixel's centre, found in the turned film, is carried back to where it was."""
+    img = np.zeros((60, 40), np.float32)
+    img[20, 12] = 1.0
+    out = robustness.transformed(img, name, 0, 0, aspect)
+    ys, xs = np.nonzero(out >= out.max() * 0.999)
+    here = np.array([[xs.mean() + 0.5, ys.mean() + 0.5]])
+    back = robustness.turned_back(here, degrees, img.shape, aspect)
+    np.testing.assert_allclose(back[0], [12.5, 20.5], atol=0.75)

@@ -33,7 +33,7 @@ def rotation_matrix(shape: tuple[int, int], degrees: float, aspect: float | None
     return (np.linalg.inv(stretch) @ turn @ stretch)[:2]
 
 
-def _rotate(
+def rotate(
     img: np.ndarray, degrees: float, aspect: float | None = None, resampling: str = "lanczos"
 ) -> np.ndarray:
     """Rotation about the centre (:func:`rotation_matrix`), resampled once
@@ -54,6 +54,21 @@ def _rotate(
         borderValue=fill,
     )
     return np.clip(out, 0.0, 1.0)  # Lanczos rings a little past the range at sharp edges
+
+
+def turned_back(points: np.ndarray, degrees: float, shape, aspect: float | None = None):
+    """Continuous pixel positions (..., 2) in a film turned clockwise by ``degrees`` (by
+    :func:`rotate`) -> the same points in the (H, W) = ``shape`` film before the turn."""
+    points = np.asarray(points, np.float64)
+    h, w = shape
+    if degrees % 90 == 0:  # np.rot90 clockwise: (x, y) of a film of height h -> (h - y, x)
+        k = int(degrees // 90) % 4
+        for j in reversed(range(k)):  # undo the last turn first: it turned a film of
+            height = h if j % 2 == 0 else w  # this height (after j turns)
+            points = np.stack([points[..., 1], height - points[..., 0]], -1)
+        return points
+    back = np.linalg.inv(np.vstack([rotation_matrix((h, w), degrees, aspect), [0, 0, 1]]))
+    return (points - 0.5) @ back[:2, :2].T + back[:2, 2] + 0.5  # index <-> continuous
 
 
 def exposure(img: np.ndarray, brightness: float = 0.0, contrast: float = 1.0) -> np.ndarray:
@@ -89,15 +104,15 @@ def _burn_text(img: np.ndarray, text: str, where: str, rng) -> np.ndarray:
 #: name -> transform(film, rng); the paper's list of acquisition differences
 TRANSFORMS = {
     "untouched": lambda img, rng: img,
-    "rotate +15": lambda img, rng: _rotate(img, 15),
-    "rotate -15": lambda img, rng: _rotate(img, -15),
-    "rotate +30": lambda img, rng: _rotate(img, 30),
-    "rotate -30": lambda img, rng: _rotate(img, -30),
+    "rotate +15": lambda img, rng: rotate(img, 15),
+    "rotate -15": lambda img, rng: rotate(img, -15),
+    "rotate +30": lambda img, rng: rotate(img, 30),
+    "rotate -30": lambda img, rng: rotate(img, -30),
     # a control, not an acquisition difference: the resampling of a +30 rotation without the
     # rotation (what the rotations cost through interpolation and cut corners alone)
-    "rotate +30 and back": lambda img, rng: _rotate(_rotate(img, 30), -30),
-    "rotate 90": lambda img, rng: _rotate(img, 90),
-    "rotate 180": lambda img, rng: _rotate(img, 180),
+    "rotate +30 and back": lambda img, rng: rotate(rotate(img, 30), -30),
+    "rotate 90": lambda img, rng: rotate(img, 90),
+    "rotate 180": lambda img, rng: rotate(img, 180),
     "flip horizontal": lambda img, rng: np.ascontiguousarray(img[:, ::-1]),
     "flip vertical": lambda img, rng: np.ascontiguousarray(img[::-1]),
     "brightness +30 %": lambda img, rng: exposure(img, brightness=0.3),
@@ -143,7 +158,7 @@ def transformed(
         raise ValueError(f"aspect must be > 0, got {aspect}")
     if name in PHYSICAL:
         for degrees in PHYSICAL[name]:
-            img = _rotate(img, degrees, aspect, resampling)
+            img = rotate(img, degrees, aspect, resampling)
         return img.astype(np.float32)
     return np.asarray(TRANSFORMS[name](img, rng), np.float32)
 
