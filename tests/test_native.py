@@ -103,12 +103,19 @@ def test_a_batch_of_films_of_different_sizes_and_aspects(native):
 def test_native_export_savedmodel_and_float32_tflite_agree_on_a_full_size_film(tmp_path):
     """The exported native-size graph: ``serving_default`` on the encoded film, its
     ``predict_tflite`` (any H, W) converted to float32 TFLite and run on the decoded film at
-    2000 x 1600 and at 1200 x 960 (the interpreter resizes its input): the same answers."""
+    2000 x 1600 and at 1200 x 960 (the interpreter resizes its input): the same answers; with
+    the paper preset's second landmark look (``landmark_passes`` 2), which moves the points."""
     import json
 
     from tf_boneage.export import saved_model, tflite
 
-    graph = _native_graph()
+    tilted = [0.62, 0.16, 0.85, 0.6, 0.5, 0.7]  # the tip right of the capitate
+    graph = _native_graph(landmark_passes=2, hand=tilted)
+    one_look = _native_graph(hand=tilted).preprocessor.landmarks
+    film = _film()[None, ..., None].astype(np.float32)
+    enhanced = tf.constant(film)
+    moved = graph.preprocessor.landmarks(enhanced).numpy() - one_look(enhanced).numpy()
+    assert np.abs(moved).max() > 0.01  # a turned hand: the second look moves it
     path = saved_model.export_end_to_end(graph, tmp_path / "paper", metadata={"test": True})
     meta = json.loads((path / "assets.extra" / "tf_boneage.json").read_text())
     assert meta["input_size"] is None  # native: no size to squeeze films to

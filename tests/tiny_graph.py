@@ -87,11 +87,14 @@ PAPER_SIZES = {"A": (500, 375), "B": (240, 320), "C": (320, 360)}
 HAND = [0.5, 0.15, 0.8, 0.55, 0.5, 0.7]
 
 
-def _native_graph(input_size=None, seed=0):
+def _native_graph(input_size=None, seed=0, landmark_passes=1, hand=HAND):
     """A tiny graph at the paper's frame (2080 x 1600) and region sizes whose chain is known
     exactly: the U-Net's mask covers the whole film (zero kernel, bias +10) and the landmark
-    net answers :data:`HAND` whatever the film (zero kernel), so the registration is fixed and
-    a region crop is a pure resampling of the film. ``input_size=None``: native size."""
+    net answers ``hand`` (:data:`HAND`) whatever the film (zero kernel), so the registration is fixed and
+    a region crop is a pure resampling of the film. ``input_size=None``: native size;
+    ``landmark_passes`` 2: the second look at the film turned upright by ``hand`` (the same
+    answer again, carried back: a fixed registration still, another one unless ``hand`` is
+    upright)."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -102,7 +105,7 @@ def _native_graph(input_size=None, seed=0):
     marks = LandmarkNet((32, 32, 1), filters=(4, 8), dense_units=8)
     head = marks.get_layer("landmarks")
     head.kernel.assign(tf.zeros_like(head.kernel))
-    head.bias.assign(HAND)
+    head.bias.assign(hand)
     models = {}
     for region in "ABC":
         m = RegionNet(
@@ -120,7 +123,11 @@ def _native_graph(input_size=None, seed=0):
         unet,
         marks,
         ChainConfig(
-            unet_size=32, landmark_size=32, frame=Frame(2080, 1600), region_sizes=PAPER_SIZES
+            unet_size=32,
+            landmark_size=32,
+            frame=Frame(2080, 1600),
+            region_sizes=PAPER_SIZES,
+            landmark_passes=landmark_passes,
         ),
     )
     names = ["A_reg_both", "B_reg_both", "C_reg_both"]
