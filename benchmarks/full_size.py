@@ -21,7 +21,8 @@ films).
 
 Stages, each a ``tf.function`` on the previous stage's tensors, batch 1, median of
 ``--repeats`` calls after a warm-up: decode (16-bit PNG), orientation (the classifier), U-Net
-once, mask cleanup, contrast (background removal + equalisation at full size), landmarks,
+once, mask cleanup, contrast (background removal + equalisation at full size), landmarks (as
+many looks as the preset's ``chain.landmark_passes``),
 registration + warps (regions A, B, C and the registered frame from the full film), region
 networks + ensemble; then ``serving_default`` end to end (PNG bytes in), and again for a film
 the classifier proposes to turn (the outline check then runs: one more U-Net pass and two
@@ -54,6 +55,7 @@ from tf_boneage.export import end_to_end, outline, saved_model, tflite
 from tf_boneage.models.presets import PRESETS
 from tf_boneage.models.region import RegionNet
 from tf_boneage.preprocessing import chain, mask, regions, registration
+from tf_boneage.training.config import read_preset
 from tf_boneage.training.runs import ENSEMBLES
 
 #: the paper's region sizes (rows, columns)
@@ -62,6 +64,8 @@ SIZES = {"A": (500, 375), "B": (240, 320), "C": (320, 360)}
 HAND = [0.5, 0.15, 0.8, 0.55, 0.5, 0.7]
 #: the paper preset's landmark net input (square, ``models.presets`` as ``presets/paper.yaml``)
 LANDMARK_SIZE = int(PRESETS["paper"]["landmarks"][1]["input_shape"][0])
+#: the paper preset's landmark looks (``presets/paper.yaml``, ``chain.landmark_passes``)
+LANDMARK_PASSES = int(read_preset("paper").get("chain", {}).get("landmark_passes", 1))
 #: the film's pixels above this (at the U-Net's 512 px) make the mask (module docstring)
 MASK_THRESHOLD = 0.2
 #: the paper preset's orientation classifier input (``presets/paper.yaml``, ``orientation.size``)
@@ -109,6 +113,7 @@ def paper_graph(
         region_sizes=SIZES,
         orient=True,
         orient_size=orient_size,
+        landmark_passes=LANDMARK_PASSES,
     )
     orient_model = None
     if classifier is not None:
@@ -251,7 +256,12 @@ def main(argv=None) -> int:
     binary = (probs.numpy()[0, ..., 0] >= 0.5).astype(np.uint8)
     mask_area, mask_parts = binary.mean(), cv2.connectedComponents(binary, connectivity=8)[0] - 1
     enhanced = stage("contrast (full size)", pre.enhance, images, masks)
-    marks = stage(f"landmarks ({LANDMARK_SIZE} px)", pre.landmarks, enhanced)
+    marks = stage(
+        f"landmarks ({LANDMARK_SIZE} px, {LANDMARK_PASSES} look(s))",
+        lambda e, s: pre.landmarks(e, None, s),
+        enhanced,
+        shapes,
+    )
 
     def warps(enhanced, marks, shapes):
         forward, _ = registration.registration_matrix(
@@ -264,9 +274,11 @@ def main(argv=None) -> int:
         frame = regions.warp_affine(
             enhanced, registration.invert_affine(forward), pre.config.frame.size
         )
-        return crops, frame
+        return crops, frame, forward
 
-    crops, frame = stage("registration + warps (A, B, C, frame)", warps, enhanced, marks, shapes)
+    crops, frame, forward = stage(
+        "registration + warps (A, B, C, frame)", warps, enhanced, marks, shapes
+    )
     crops = [crops[r] for r in SIZES]  # flat: one converter input per region
     stage(
         "region networks + ensemble",
@@ -275,10 +287,11 @@ def main(argv=None) -> int:
         male,
     )
     stage(
-        "QC on the film: sharpness, black share",
-        lambda x, m: (chain.sharpness(x, m), chain.black_share(x, m)),
+        "QC on the film: sharpness, black map (film -> frame grid)",
+        lambda x, m, f: (chain.sharpness(x, m), chain.black_map(x, f, pre.config.frame)),
         images,
         masks,
+        forward,
     )
     stage(
         "QC on the frame: occupancy, content",
