@@ -93,7 +93,7 @@ def black_map(images: tf.Tensor, forward: tf.Tensor, frame: registration.Frame) 
     :data:`OUTLINE_SIZE` grid, float32 in [0, 1] (0 outside the film). Unlike
     :func:`black_share`, it does not depend on the film's own mask, which shrinks to what is
     left of a clipped hand: where every registered hand has tissue (the canonical outline's
-    core, :func:`~tf_boneage.export.outline.core_share`), a good film has almost no black."""
+    core, :func:`~tf_boneage.export.outline.core_share_tf`), a good film has almost no black."""
     h, w = OUTLINE_SIZE[0] * BLACK_SAMPLES, OUTLINE_SIZE[1] * BLACK_SAMPLES
     black = tf.cast(tf.cast(images, tf.float32) <= BLACK, tf.float32)
     n = tf.shape(forward)[0]
@@ -213,7 +213,7 @@ class ChainConfig:
     #: 2: the landmark net looks twice, the second time at the film turned so that its hand
     #: stands upright by the first look's tip -> capitate axis (:meth:`Preprocessor.landmarks`):
     #: the net learnt turns of up to 25 degrees, and its points drift with larger ones (rsna100
-    #: ``val``: 8.5 % of the tip-capitate distance at 30 degrees with one look, 2.0 % with two;
+    #: ``val``: 8.5 % of the tip-capitate distance at 30 degrees with one look, 3.0 % with two;
     #: RESULTS.md). 1 for artifacts made before it existed
     landmark_passes: int = 1
 
