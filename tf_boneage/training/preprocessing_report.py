@@ -40,8 +40,8 @@ def predict(pre, images: np.ndarray, original_size=None):
     for start in range(0, len(images), 64):
         batch = tf.constant(images[start : start + 64, ..., None])
         masks, probs = pre.segment(batch)
-        marks = pre.landmarks(pre.enhance(batch, masks))
         size = None if original_size is None else tf.constant(original_size[start : start + 64])
+        marks = pre.landmarks(pre.enhance(batch, masks), None, size)  # a second look: true size
         qcs.append(
             {
                 k: v.numpy()
