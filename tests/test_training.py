@@ -599,6 +599,21 @@ def test_enlargement_is_against_the_frame(tmp_path):
     cfg = dataclasses.replace(cfg, image_size=(48, 64))
     assert enlargement(cfg) == (1.0, 1.0)  # no chain.json
     (tmp_path / "chain.json").write_text(json.dumps({"frame": [104, 80]}))
+    with pytest.raises(ValueError, match="chain.json: missing"):  # not a chain's record
+        enlargement(cfg)
+    from tf_boneage.preprocessing.spec import ChainSpec
+
+    spec = ChainSpec(
+        image_size=(100, 100),
+        unet_size=96,
+        landmark_size=96,
+        frame=(104, 80),
+        region_sizes={"B": (48, 64)},
+        assume_aspect=0.74,
+        unet="unet.keras",
+        unet_sha256="a" * 64,
+    )
+    spec.write(tmp_path / "chain.json")
     y0, x0, y1, x1 = REGIONS["B"]
     want = (48 / ((y1 - y0) * 104), 64 / ((x1 - x0) * 80))  # 1.65, 1.67
     assert enlargement(cfg) == pytest.approx(want)

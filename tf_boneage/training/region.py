@@ -83,11 +83,12 @@ def enlargement(cfg: config_lib.RegionConfig) -> tuple[float, float]:
     cache without ``chain.json``: (1, 1)."""
     from tf_boneage.preprocessing.regions import box_pixels
     from tf_boneage.preprocessing.registration import Frame
+    from tf_boneage.preprocessing.spec import CHAIN_FILE, ChainSpec
 
-    recorded = Path(cfg.manifest).resolve().parent / "chain.json"
+    recorded = Path(cfg.manifest).resolve().parent / CHAIN_FILE
     if cfg.input != "cache" or not recorded.is_file():
         return (1.0, 1.0)
-    frame = Frame(*json.loads(recorded.read_text())["frame"])
+    frame = Frame(*ChainSpec.read(recorded).frame)  # validated: a bad record names the file
     y0, x0, y1, x1 = box_pixels(cfg.region, frame)
     return (cfg.image_size[0] / (y1 - y0), cfg.image_size[1] / (x1 - x0))
 
