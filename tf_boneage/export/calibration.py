@@ -119,6 +119,20 @@ STD_REJECT_SHARE = 0.002
 QC_EXTRA_FILMS = 1500
 
 
+#: fewest films a QC limit is fitted on
+MIN_QC_FILMS = 50
+
+
+def fitted_quantile(values, q: float, what: str) -> float:
+    """The ``q`` quantile (``inverted_cdf``: at most ``1 - q`` of the films above it) of a
+    labelled split's films' QC numbers ``values`` (N,), the one shape of every QC limit here.
+    Raises ``ValueError`` naming ``what`` with fewer than :data:`MIN_QC_FILMS` films."""
+    values = np.asarray(values, float)
+    if len(values) < MIN_QC_FILMS:
+        raise ValueError(f"need at least {MIN_QC_FILMS} films to fit the {what}, got {len(values)}")
+    return float(np.quantile(values, q, method="inverted_cdf"))
+
+
 def image_limits(
     sharpness, black, halved=None, share: float = IMAGE_REJECT_SHARE
 ) -> tuple[float, float]:
@@ -129,15 +143,13 @@ def image_limits(
     between that and the ``1 - share`` quantile of ``halved`` (a film resampled once, e.g.
     turned by a few degrees, loses some fine detail and must still pass). Raises
     ``ValueError`` with fewer than 50 films."""
-    sharpness = np.asarray(sharpness, float)
-    black = np.asarray(black, float)
-    if len(sharpness) < 50 or len(black) != len(sharpness):
-        raise ValueError(f"need at least 50 films of each to fit the limits, got {len(sharpness)}")
-    low = float(np.quantile(sharpness, share, method="inverted_cdf"))
+    if len(black) != len(sharpness):
+        raise ValueError(f"one sharpness per black share, got {len(sharpness)} and {len(black)}")
+    low = fitted_quantile(sharpness, share, "limits")
     if halved is not None and len(halved):
         top = float(np.quantile(np.asarray(halved, float), 1 - share, method="inverted_cdf"))
         low = (low + top) / 2 if top < low else low
-    high = float(np.quantile(black, 1 - share, method="inverted_cdf"))
+    high = fitted_quantile(black, 1 - share, "limits")
     return low, max(high, 1e-6)
 
 
@@ -146,10 +158,7 @@ def range_limit(grey, share: float = IMAGE_REJECT_SHARE) -> float:
     split's films' :func:`~tf_boneage.preprocessing.chain.grey_range` (N,), halved (a film
     below half the range of the flattest good film has lost most of its grey levels). Raises
     ``ValueError`` with fewer than 50 films."""
-    grey = np.asarray(grey, float)
-    if len(grey) < 50:
-        raise ValueError(f"need at least 50 films to fit the grey range, got {len(grey)}")
-    return float(np.quantile(grey, share, method="inverted_cdf")) / 2
+    return fitted_quantile(grey, share, "grey range") / 2
 
 
 def std_limit(std, share: float = STD_REJECT_SHARE) -> float:
@@ -157,10 +166,7 @@ def std_limit(std, share: float = STD_REJECT_SHARE) -> float:
     (``inverted_cdf``) of a labelled split's calibrated std (N,). Fit it on films the region
     networks never trained on (``val``): they agree more on their own training films. Raises
     ``ValueError`` with fewer than 50 films."""
-    std = np.asarray(std, float)
-    if len(std) < 50:
-        raise ValueError(f"need at least 50 films to fit the std limit, got {len(std)}")
-    return float(np.quantile(std, 1 - share, method="inverted_cdf"))
+    return fitted_quantile(std, 1 - share, "std limit")
 
 
 def halved_sharpness(graph, rows, batch: int = 32) -> np.ndarray:
