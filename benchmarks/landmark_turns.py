@@ -2,6 +2,8 @@
 
     python benchmarks/landmark_turns.py --runs runs/t24 --preset rsna100 \
         --manifest runs/rsna100.csv --split val --limit 200 --out landmark_turns.md
+    python benchmarks/landmark_turns.py --runs runs/t24 --preset rsna100 \
+        --images ../shared/data/raw10/*.png --out landmark_turns_raw.md
 
 The chain of a ``training/table.py`` folder (its cache's ``chain.json``, outline and
 orientation step, as the export serves it) reads the landmarks of the first ``--limit`` films
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from common import split_arguments, split_rows, write_rows
+from common import split_rows, write_rows
 
 from tf_boneage.data import io
 from tf_boneage.inference import robustness
@@ -51,50 +53,82 @@ def build(runs, preset: str, passes: int):
     return pre, spec
 
 
-def read_points(pre, films, sizes, upright: bool, batch: int = 50) -> np.ndarray:
-    """(N, 3, 2) landmarks of ``films`` in continuous pixels of each film."""
+def read_points(pre, films, sizes, upright: bool, batch: int = 50) -> list[np.ndarray]:
+    """(3, 2) landmarks of each of ``films`` in continuous pixels of that film; films of one
+    size in batches, of several sizes one at a time."""
     run = tf.function(
         lambda x, s: pre(x, s, upright_size=upright)["landmarks"], reduce_retracing=True
     )
+    step = batch if len({f.shape for f in films}) == 1 else 1
     out = []
-    for start in range(0, len(films), batch):
-        part = films[start : start + batch]
+    for start in range(0, len(films), step):
+        part = films[start : start + step]
         x = tf.constant(np.stack(part)[..., None], tf.float32)
         got = run(x, tf.constant(sizes[start : start + len(part)])).numpy().reshape(-1, 3, 2)
-        out.append(got * np.float32([part[0].shape[1], part[0].shape[0]]))
-    return np.concatenate(out)
+        out.extend(got * np.float32([f.shape[1], f.shape[0]])[None] for f in part)
+    return [p.reshape(3, 2) for p in out]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", required=True, help="a training/table.py folder")
     parser.add_argument("--preset", required=True, choices=config_lib.PRESETS)
-    split_arguments(parser, "val", 200)
+    parser.add_argument("--manifest", help="the films: a split of this manifest ...")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        help="... or these image files at their own size and square pixels (e.g. the raw "
+        "full-resolution films: turned at full size, read as the native graph reads them)",
+    )
     parser.add_argument("--angles", type=float, nargs="+", default=[15, 30, 45, 90])
     parser.add_argument("--passes", type=int, nargs="+", default=[1, 2], choices=(1, 2))
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
-    if args.split == "test":
-        print("note: the test split is for reporting; choose settings on val")
-    rows = split_rows(args)
-    films = [io.load_image(p) for p in rows["image_path"]]
-    shapes = {f.shape for f in films}
-    if len(shapes) != 1:
-        raise SystemExit(f"films of one size only (a thumbnail set), got {sorted(shapes)}")
-    (shape,) = shapes
+    if bool(args.manifest) == bool(args.images):
+        parser.error("give --manifest (a split of it) or --images, not both")
+    if args.manifest:
+        if args.split == "test":
+            print("note: the test split is for reporting; choose settings on val")
+        rows = split_rows(args)
+        films = [io.load_image(p) for p in rows["image_path"]]
+        source = f"{len(films)} `{args.split}` films of {args.manifest}"
+    else:
+        films = [io.load_image(p) for p in sorted(args.images)]
+        source = f"{len(films)} films at their own size ({min(f.size for f in films):,} to "
+        source += f"{max(f.size for f in films):,} pixels)"
     records = []
     for passes in args.passes:
         pre, spec = build(Path(args.runs), args.preset, passes)
-        aspect = spec.assume_aspect
-        sizes, upright = cache.original_sizes(rows, aspect)
-        stretch = np.float32([1.0, 1.0 if aspect is None else (shape[1] / aspect) / shape[0]])
-        base = read_points(pre, films, sizes, upright) * stretch
-        axis = np.linalg.norm(base[:, 0] - base[:, 2], axis=1)[:, None]
+        if args.manifest:
+            aspect = spec.assume_aspect
+            sizes, upright = cache.original_sizes(rows, aspect)
+        else:  # square pixels: the film's own size is the original's
+            aspect, upright = None, False
+            sizes = np.float32([f.shape for f in films])
+        stretch = [
+            np.float32([1.0, 1.0 if aspect is None else (f.shape[1] / aspect) / f.shape[0]])
+            for f in films
+        ]
+        base = [
+            p * k for p, k in zip(read_points(pre, films, sizes, upright), stretch, strict=True)
+        ]
+        axis = np.array([np.linalg.norm(b[0] - b[2]) for b in base])[:, None]
         for angle in args.angles:
             turned = [robustness.rotate(f, angle, aspect) for f in films]
-            got = read_points(pre, turned, sizes, upright)
-            back = robustness.turned_back(got, angle, shape, aspect) * stretch
-            drift = np.linalg.norm(back - base, axis=2) / axis  # (N, 3)
+            turned_sizes = sizes
+            if not args.manifest and angle % 180 == 90:  # a quarter turn turns the size too
+                turned_sizes = sizes[:, ::-1].copy()
+            got = read_points(pre, turned, turned_sizes, upright)
+            back = [
+                robustness.turned_back(g, angle, f.shape, aspect) * k
+                for g, f, k in zip(got, films, stretch, strict=True)
+            ]
+            drift = (
+                np.stack([np.linalg.norm(b - a, axis=1) for a, b in zip(base, back, strict=True)])
+                / axis
+            )  # (N, 3)
             records.append(
                 {
                     "looks": passes,
@@ -108,9 +142,8 @@ def main(argv=None) -> int:
             )
             print(records[-1])
     header = (
-        f"# Landmark drift under turns\n\n{len(films)} `{args.split}` films of "
-        f"{args.manifest}, chain of {args.runs}; median drift per landmark and the mean, in % "
-        "of the tip-capitate distance\n\n"
+        f"# Landmark drift under turns\n\n{source}, chain of {args.runs}; median drift per "
+        "landmark and the mean, in % of the tip-capitate distance\n\n"
     )
     write_rows(args.out, header, records)
     return 0
