@@ -65,8 +65,8 @@ def read_points(pre, films, sizes, upright: bool, batch: int = 50) -> list[np.nd
         part = films[start : start + step]
         x = tf.constant(np.stack(part)[..., None], tf.float32)
         got = run(x, tf.constant(sizes[start : start + len(part)])).numpy().reshape(-1, 3, 2)
-        out.extend(got * np.float32([f.shape[1], f.shape[0]])[None] for f in part)
-    return [p.reshape(3, 2) for p in out]
+        out.extend(g * np.float32([f.shape[1], f.shape[0]]) for g, f in zip(got, part, strict=True))
+    return out
 
 
 def main(argv=None) -> int:
