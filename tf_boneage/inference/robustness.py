@@ -101,16 +101,32 @@ def _burn_text(img: np.ndarray, text: str, where: str, rng) -> np.ndarray:
     return np.maximum(img, ink.astype(np.float32) / 255.0)
 
 
-#: name -> transform(film, rng); the paper's list of acquisition differences
-TRANSFORMS = {
-    "untouched": lambda img, rng: img,
-    "rotate +15": lambda img, rng: rotate(img, 15),
-    "rotate -15": lambda img, rng: rotate(img, -15),
-    "rotate +30": lambda img, rng: rotate(img, 30),
-    "rotate -30": lambda img, rng: rotate(img, -30),
+#: the transforms that turn the film by a small angle, as it lies on the detector: name ->
+#: the turns in degrees, one resampling each (a small rotation of a film stored squashed to a
+#: square is a rotation plus a shear of its pixels, so these act at the film's proportions)
+PHYSICAL = {
+    "rotate +15": (15,),
+    "rotate -15": (-15,),
+    "rotate +30": (30,),
+    "rotate -30": (-30,),
     # a control, not an acquisition difference: the resampling of a +30 rotation without the
     # rotation (what the rotations cost through interpolation and cut corners alone)
-    "rotate +30 and back": lambda img, rng: rotate(rotate(img, 30), -30),
+    "rotate +30 and back": (30, -30),
+}
+
+
+def _turned(img: np.ndarray, turns, aspect=None, resampling: str = "lanczos") -> np.ndarray:
+    """``img`` turned by each of ``turns`` (degrees) in order, one resampling each."""
+    for degrees in turns:
+        img = rotate(img, degrees, aspect, resampling)
+    return img
+
+
+#: name -> transform(film, rng); the paper's list of acquisition differences (the small
+#: turns from :data:`PHYSICAL`, at square pixels; :func:`transformed` gives them an aspect)
+TRANSFORMS = {
+    "untouched": lambda img, rng: img,
+    **{name: (lambda img, rng, t=turns: _turned(img, t)) for name, turns in PHYSICAL.items()},
     "rotate 90": lambda img, rng: rotate(img, 90),
     "rotate 180": lambda img, rng: rotate(img, 180),
     "flip horizontal": lambda img, rng: np.ascontiguousarray(img[:, ::-1]),
@@ -124,18 +140,6 @@ TRANSFORMS = {
     "resolution x0.25": lambda img, rng: _resolution(img, 0.25),
     "laterality marker": lambda img, rng: _burn_text(img, "L", "top right", rng),
     "burned-in text": lambda img, rng: _burn_text(img, "ID 0042 HAND PA", "bottom left", rng),
-}
-
-
-#: the transforms that turn the film by a small angle, as it lies on the detector: name ->
-#: the turns in degrees, one resampling each (a small rotation of a film stored squashed to a
-#: square is a rotation plus a shear of its pixels, so these act at the film's proportions)
-PHYSICAL = {
-    "rotate +15": (15,),
-    "rotate -15": (-15,),
-    "rotate +30": (30,),
-    "rotate -30": (-30,),
-    "rotate +30 and back": (30, -30),
 }
 
 
@@ -157,9 +161,7 @@ def transformed(
     if aspect is not None and not aspect > 0:
         raise ValueError(f"aspect must be > 0, got {aspect}")
     if name in PHYSICAL:
-        for degrees in PHYSICAL[name]:
-            img = rotate(img, degrees, aspect, resampling)
-        return img.astype(np.float32)
+        return _turned(img, PHYSICAL[name], aspect, resampling).astype(np.float32)
     return np.asarray(TRANSFORMS[name](img, rng), np.float32)
 
 
