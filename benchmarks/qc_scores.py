@@ -4,8 +4,7 @@
         --out qc_scores.md
 
 ``val`` and ``test`` whole, and ``--extra`` of the ``train`` films the export fits its QC
-thresholds on besides ``val`` (the same sample as ``training/export.py``: outside the outline's
-films, ``random_state=1``), through ``serving_default``. Writes per set the share rejected, the
+thresholds on besides ``val`` (``calibration.qc_extra_rows``, the export's own sample), through ``serving_default``. Writes per set the share rejected, the
 share of accepted films flagged uncertain (``certainty_ok``) and their MAE; the per-film CSV
 ``OUT.films.csv`` holds every output, for thresholds tried afterwards.
 """
@@ -24,7 +23,6 @@ from tf_boneage.data.io import encoded_bytes
 from tf_boneage.data.manifest import load_manifest
 from tf_boneage.export import calibration, load, saved_model
 from tf_boneage.inference import predict
-from tf_boneage.preprocessing.cache import outline_sample
 
 
 def main(argv=None) -> int:
@@ -36,13 +34,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
     table = load_manifest(args.manifest)
-    train = table[table["split"] == "train"]
-    others = train[~train["id"].isin(outline_sample(table)["id"])]
-    n = min(len(others), calibration.QC_EXTRA_FILMS)
     sets = {
         "val": table[table["split"] == "val"],
         "test": table[table["split"] == "test"],
-        "train (fit)": others.sample(n=n, random_state=1).head(args.extra),
+        "train (fit)": calibration.qc_extra_rows(table).head(args.extra),
     }
     fn = load.saved_model(saved_model.resolve(args.model)).signatures["serving_default"]
     films = []

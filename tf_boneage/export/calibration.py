@@ -119,6 +119,19 @@ STD_REJECT_SHARE = 0.002
 QC_EXTRA_FILMS = 1500
 
 
+def qc_extra_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The ``train`` rows of manifest ``table`` the export fits its QC thresholds on besides
+    ``val``: up to :data:`QC_EXTRA_FILMS` outside the canonical outline's films
+    (:func:`~tf_boneage.preprocessing.cache.outline_sample`), a sample seeded by 1, re-indexed.
+    One selection for the export and the benchmarks that read its fitting films."""
+    from tf_boneage.preprocessing.cache import outline_sample
+
+    train = table[table["split"] == "train"]
+    others = train[~train["id"].isin(outline_sample(table)["id"])]
+    n = min(len(others), QC_EXTRA_FILMS)
+    return others.sample(n=n, random_state=1).reset_index(drop=True)
+
+
 #: fewest films a QC limit is fitted on
 MIN_QC_FILMS = 50
 

@@ -337,9 +337,7 @@ def _calibrate(graph, manifest, split: str, canonical=None) -> dict | None:
     outline_rows = qc_rows = None
     if len(train) >= outline.MIN_ROWS and len(rows) >= outline.MIN_ROWS:
         outline_rows = outline_sample(table)  # the films of the cache's outline
-        others = train[~train["id"].isin(outline_rows["id"])]
-        n = min(len(others), calibration.QC_EXTRA_FILMS)
-        qc_rows = others.sample(n=n, random_state=1).reset_index(drop=True)
+        qc_rows = calibration.qc_extra_rows(table)
     else:
         print(
             f"warning: {len(train)} train and {len(rows)} {split} rows (at least "
