@@ -213,6 +213,8 @@ class BatchAugmenter:
         ranges: geometric ranges; ``None`` for no geometric augmentation.
         photometric: apply the Keras brightness / contrast layers to ``image``.
         seed: integer seed of the photometric layers.
+        brightness: the photometric brightness shift's range, a share of the grey range (a
+            film shifted down clips its darkest pixels to black, as an under-exposed one).
         degrade: under-exposure and blur of ``image`` (:func:`random_degradation`), after the
             geometric warp and before the photometric layers; ``None`` for none.
     """
@@ -223,10 +225,11 @@ class BatchAugmenter:
         photometric=True,
         seed=0,
         degrade: Degradation | None = None,
+        brightness: float = 0.1,
     ):
         self.ranges = ranges
         self.degrade = degrade if degrade is not None and degrade.active else None
-        self.layers = photometric_layers(seed) if photometric else []
+        self.layers = photometric_layers(seed, brightness) if photometric else []
 
     def __call__(self, batch: dict, seed) -> dict:
         out = dict(batch)

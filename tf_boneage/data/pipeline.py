@@ -49,6 +49,7 @@ class PipelineConfig:
         augment: apply geometric (``affine``) and photometric augmentation.
         affine: ranges of the geometric augmentation.
         photometric: brightness / contrast augmentation on top of the geometric one.
+        brightness: range of the photometric brightness shift (a share of the grey range).
         degrade: under-exposure and blur of training crops (``None``: none).
         deterministic: fixed order and augmentation (slower; for tests).
         drop_remainder: drop the last incomplete batch.
@@ -62,6 +63,7 @@ class PipelineConfig:
     augment: bool = False
     affine: AffineRange = AffineRange()
     photometric: bool = True
+    brightness: float = 0.1
     degrade: Degradation | None = None
     deterministic: bool = False
     drop_remainder: bool = False
@@ -71,6 +73,8 @@ class PipelineConfig:
             raise ValueError(f"image_size must be (height, width) > 0, got {self.image_size!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
+        if not 0 <= self.brightness < 1:
+            raise ValueError(f"brightness must be in [0, 1), got {self.brightness!r}")
 
 
 def _decode_dicom(path: bytes) -> np.ndarray:
@@ -128,7 +132,11 @@ def _augmenter(cfg: PipelineConfig):
     if not cfg.augment:
         return None
     return BatchAugmenter(
-        cfg.affine, photometric=cfg.photometric, seed=cfg.seed, degrade=cfg.degrade
+        cfg.affine,
+        photometric=cfg.photometric,
+        seed=cfg.seed,
+        degrade=cfg.degrade,
+        brightness=cfg.brightness,
     )
 
 

@@ -150,6 +150,9 @@ class SegmentationConfig:
     # exposure normalised in the U-Net (models.layers.GreyStretch); measured off for rsna100:
     # no mask kept under clipping, burned-in text moves its 99th percentile (RESULTS.md)
     normalize: bool = False
+    # range of the training films' brightness shift (share of the grey range): a shift down
+    # clips the darkest pixels to black as on an under-exposed film; the mask stays the hand's
+    brightness: float = 0.1
     rounds: int = 2  # 1 = pose / given masks only
     epochs: tuple = (40, 4)  # per round (the last value repeats)
     batch_size: int = 16
@@ -177,6 +180,8 @@ class SegmentationConfig:
                 self.epochs if self.rounds >= 1 else self.rounds,
                 ">= 1",
             )
+        if not 0 <= self.brightness < 1:
+            raise ConfigError("brightness", self.brightness, "in [0, 1)")
         return self
 
 
@@ -201,6 +206,9 @@ class LandmarkConfig:
     # clean training images that reset batch norm before each validation (0: off; see
     # SegmentationConfig.val_recalibration)
     val_recalibration: int = 0
+    # probability that a training image looks as if its film had been darkened until up to
+    # half its hand clipped to black (data.augment.Degradation, as the region crops)
+    underexposed: float = 0.0
     pose_split: str = "data_manifests/handpose_split.csv"
     seed: int = 0
     strategy: str = "default"
@@ -208,6 +216,8 @@ class LandmarkConfig:
 
     def validate(self) -> LandmarkConfig:
         _check_common(self)
+        if not 0 <= self.underexposed <= 1:
+            raise ConfigError("underexposed", self.underexposed, "a probability in [0, 1]")
         if self.unet and not Path(self.unet).is_file():
             raise ConfigError("unet", self.unet, "an existing .keras file or empty")
         if self.size < 2 ** len(self.filters):

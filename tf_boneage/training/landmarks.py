@@ -22,7 +22,7 @@ import pandas as pd
 import tensorflow as tf
 
 from tf_boneage.data import io, manifest
-from tf_boneage.data.augment import AffineRange, BatchAugmenter
+from tf_boneage.data.augment import AffineRange, BatchAugmenter, Degradation
 from tf_boneage.data.manifest import LANDMARK_COLUMNS
 from tf_boneage.models import LandmarkNet
 from tf_boneage.models.batchnorm import batch_for, recalibrate
@@ -131,7 +131,8 @@ def errors(pred: np.ndarray, rows, input_size: int) -> dict:
 class LandmarkTask(Task):
     """The landmark regressor on in-memory arrays ``x`` (N, s, s, 1) of the chain's enhanced
     images and ``y`` (N, 6) normalised (x, y) of tip, thumb, capitate; MSE, Adam with gradient
-    clipping; geometry-consistent augmentation (the points move with the image)."""
+    clipping; geometry-consistent augmentation (the points move with the image) and, with
+    ``underexposed``, images darkened as a clipped film's (:func:`~tf_boneage.data.augment.underexpose`)."""
 
     def __init__(self, config, strategy, x, y, part):
         super().__init__(config, strategy)
@@ -140,6 +141,7 @@ class LandmarkTask(Task):
             AffineRange(rotation=25, scale=(0.85, 1.15), shift=0.08, mirror=0.5),
             photometric=True,
             seed=config.seed,
+            degrade=Degradation(underexposed=config.underexposed),
         )
 
     def build_model(self):

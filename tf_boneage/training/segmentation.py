@@ -193,7 +193,8 @@ def quality_filter(mask: np.ndarray, prob: np.ndarray) -> bool:
 
 class SegmentationTask(Task):
     """U-Net on (image, mask) pairs: BCE - log soft Jaccard, Jaccard and Dice metrics,
-    geometric augmentation (rotation 20 deg, scale 0.85-1.15, shift 8 %, mirror)."""
+    geometric augmentation (rotation 20 deg, scale 0.85-1.15, shift 8 %, mirror), brightness
+    shifts of up to ``config.brightness`` (clipped: an under-exposed film's lost soft tissue)."""
 
     def __init__(self, config, strategy, train, val, init: Path | None = None):
         super().__init__(config, strategy)
@@ -238,6 +239,7 @@ class SegmentationTask(Task):
                 seed=self.config.seed + epoch,
                 augment=True,
                 affine=self.affine,
+                brightness=self.config.brightness,
                 drop_remainder=True,
             )
             return segmentation_dataset(self.train, pc)
