@@ -236,3 +236,62 @@ def test_augmenter_degrades_only_when_asked():
 def test_invalid_degradation(kwargs, bad):
     with pytest.raises(ValueError, match=bad):
         augment.Degradation(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("cls", "override", "key"),
+    [
+        ("SegmentationConfig", "brightness=1.0", "brightness"),
+        ("SegmentationConfig", "brightness=-0.1", "brightness"),
+        ("LandmarkConfig", "underexposed=1.5", "underexposed"),
+    ],
+)
+def test_exposure_settings_out_of_range_name_the_key(tmp_path, cls, override, key):
+    from tf_boneage.training import config as config_lib
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id\n")
+    with pytest.raises(config_lib.ConfigError, match=f"'{key}'"):
+        config_lib.load(getattr(config_lib, cls), None, None, [f"manifest={manifest}", override])
+
+
+def test_pipeline_brightness_out_of_range():
+    from tf_boneage.data.pipeline import PipelineConfig
+
+    with pytest.raises(ValueError, match="brightness"):
+        PipelineConfig(brightness=1.2)
+
+
+def test_brightness_range_is_a_setting():
+    """Constant grey 0.5 (contrast changes leave a flat image flat): the brightness layer
+    shifts each image by at most the range given, and a range of 0.45 darkens some images
+    below 0.4, which the default 0.1 never does; shifts past black clip to 0."""
+    batch = {"image": tf.constant(np.full((64, 4, 4, 1), 0.5, np.float32))}
+
+    def shifts(brightness):
+        aug = augment.BatchAugmenter(None, photometric=True, seed=3, brightness=brightness)
+        return aug(batch, tf.constant([1, 2]))["image"].numpy()[:, 0, 0, 0] - 0.5
+
+    default, wide = shifts(0.1), shifts(0.45)
+    assert np.abs(default).max() <= 0.1 + 1e-5 and np.abs(wide).max() <= 0.45 + 1e-5
+    assert (wide < -0.1).any() and (wide > 0.1).any()
+    assert np.abs(default).max() > 0.02  # the default still shifts
+    clipped = shifts(0.9)
+    assert clipped.min() == -0.5  # 0.5 shifted past black is black
+
+
+def test_landmark_task_darkens_training_images_when_asked():
+    from tf_boneage.training import landmarks
+    from tf_boneage.training.config import LandmarkConfig
+
+    x = np.full((4, 8, 8, 1), 0.6, np.float32)
+    y = np.zeros((4, 6), np.float32)
+    strategy = tf.distribute.get_strategy()
+    plain = landmarks.LandmarkTask(LandmarkConfig(size=8), strategy, x, y, None)
+    assert plain.augmenter.degrade is None
+    dark = landmarks.LandmarkTask(LandmarkConfig(size=8, underexposed=1.0), strategy, x, y, None)
+    assert dark.augmenter.degrade.underexposed == 1.0
+    dark.augmenter.layers = []  # the degradation alone
+    dark.augmenter.ranges = None
+    images, _ = dark._augment(tf.constant(x), tf.constant(y), tf.constant([1, 2]))
+    assert (images.numpy() < 0.6).all()  # every image darkened: (0.6 - q) / (1 - q)
