@@ -13,7 +13,9 @@ turned film's points are carried back to the upright film and compared with the 
 film's own, in true (square-pixel) distance over the tip-capitate distance, per landmark
 count (``--passes``: 1, the net's one look; 2, again at the film turned upright by the
 first, ``ChainConfig.landmark_passes``). The turn a landmark net learnt (25 degrees in the
-presets) is where one look starts to drift. No model is trained or exported here.
+presets) is where one look starts to drift. ``--darken 30``: also films 30 % darker (every
+pixel shifted down by 30 % of the grey range, clipped at black: the soft tissue of the fingers
+goes first), whose points are compared where they lie. No model is trained or exported here.
 """
 
 from __future__ import annotations
@@ -69,6 +71,27 @@ def read_points(pre, films, sizes, upright: bool, batch: int = 50) -> list[np.nd
     return out
 
 
+def drift_row(passes: int, change: str, base, moved) -> dict:
+    """The drift of ``moved`` from ``base`` (lists of (3, 2) points of each film, in square
+    pixels of the untouched film): medians per landmark and the mean, in % of each film's
+    tip-capitate distance, and the share of films with a landmark off by more than 10 %."""
+    axis = np.array([np.linalg.norm(b[0] - b[2]) for b in base])[:, None]
+    drift = (
+        np.stack([np.linalg.norm(m - b, axis=1) for b, m in zip(base, moved, strict=True)]) / axis
+    )  # (N, 3)
+    row = {
+        "looks": passes,
+        "film": change,
+        "tip %": 100 * float(np.median(drift[:, 0])),
+        "thumb %": 100 * float(np.median(drift[:, 1])),
+        "capitate %": 100 * float(np.median(drift[:, 2])),
+        "mean %": 100 * float(drift.mean()),
+        "films > 10 %": f"{100 * np.mean(drift.max(1) > 0.1):.0f} %",
+    }
+    print(row)
+    return row
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", required=True, help="a training/table.py folder")
@@ -83,6 +106,14 @@ def main(argv=None) -> int:
         "full-resolution films: turned at full size, read as the native graph reads them)",
     )
     parser.add_argument("--angles", type=float, nargs="+", default=[15, 30, 45, 90])
+    parser.add_argument(
+        "--darken",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also films darkened by these shares of the grey range, in %% (clipped at black, "
+        "as benchmarks/robustness.py darkens them), e.g. 30",
+    )
     parser.add_argument("--passes", type=int, nargs="+", default=[1, 2], choices=(1, 2))
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
@@ -114,7 +145,6 @@ def main(argv=None) -> int:
         base = [
             p * k for p, k in zip(read_points(pre, films, sizes, upright), stretch, strict=True)
         ]
-        axis = np.array([np.linalg.norm(b[0] - b[2]) for b in base])[:, None]
         for angle in args.angles:
             turned = [robustness.rotate(f, angle, aspect) for f in films]
             turned_sizes = sizes
@@ -125,24 +155,14 @@ def main(argv=None) -> int:
                 robustness.turned_back(g, angle, f.shape, aspect) * k
                 for g, f, k in zip(got, films, stretch, strict=True)
             ]
-            drift = (
-                np.stack([np.linalg.norm(b - a, axis=1) for a, b in zip(base, back, strict=True)])
-                / axis
-            )  # (N, 3)
-            records.append(
-                {
-                    "looks": passes,
-                    "turn (degrees)": angle,
-                    "tip %": 100 * float(np.median(drift[:, 0])),
-                    "thumb %": 100 * float(np.median(drift[:, 1])),
-                    "capitate %": 100 * float(np.median(drift[:, 2])),
-                    "mean %": 100 * float(drift.mean()),
-                    "films > 10 %": f"{100 * np.mean(drift.max(1) > 0.1):.0f} %",
-                }
-            )
-            print(records[-1])
+            records.append(drift_row(passes, f"turned {angle:g} degrees", base, back))
+        for share in args.darken:
+            dark = [robustness.exposure(f, brightness=-share / 100) for f in films]
+            got = read_points(pre, dark, sizes, upright)
+            back = [g * k for g, k in zip(got, stretch, strict=True)]
+            records.append(drift_row(passes, f"{share:g} % darker", base, back))
     header = (
-        f"# Landmark drift under turns\n\n{source}, chain of {args.runs}; median drift per "
+        f"# Landmark drift under turns and darkening\n\n{source}, chain of {args.runs}; median drift per "
         "landmark and the mean, in % of the tip-capitate distance\n\n"
     )
     write_rows(args.out, header, records)

@@ -34,3 +34,18 @@ def test_split_rows_and_report(tmp_path):
     text = out.read_text()
     assert text.startswith("# head") and "| n | mae |" in text and "| 1 | 9.29 |" in text
     assert pd.read_csv(out.with_suffix(".csv"))["mae"].tolist() == [9.2861, 10.0]
+
+
+def test_landmark_drift_row_by_hand():
+    """Two films, tip-capitate 10 px: film 0's tip moves 3-4-5 (50 %), film 1 moves nothing;
+    the medians over the two films, the mean over all six points, one film past 10 %."""
+    import landmark_turns
+    import numpy as np
+
+    base = [np.float32([[0, 0], [5, 5], [0, 10]])] * 2
+    moved = [np.float32([[3, 4], [5, 5], [0, 10]]), base[1].copy()]
+    row = landmark_turns.drift_row(2, "30 % darker", base, moved)
+    assert row["looks"] == 2 and row["film"] == "30 % darker"
+    assert row["tip %"] == 25.0 and row["thumb %"] == 0.0 and row["capitate %"] == 0.0
+    assert abs(row["mean %"] - 50 / 6) < 1e-5
+    assert row["films > 10 %"] == "50 %"
