@@ -1,7 +1,10 @@
-"""How far a film's landmarks drift when the film is turned, with one or two landmark looks.
+"""How far a film's landmarks drift when the film is turned or darkened, with one or two
+landmark looks.
 
     python benchmarks/landmark_turns.py --runs runs/t24 --preset rsna100 \
         --manifest runs/rsna100.csv --split val --limit 200 --out landmark_turns.md
+    python benchmarks/landmark_turns.py --runs runs/t27 --preset rsna100 --angles \
+        --darken 10 20 30 --passes 2 --manifest runs/rsna100.csv --split val --out dark.md
     python benchmarks/landmark_turns.py --runs runs/t24 --preset rsna100 \
         --images ../shared/data/raw10/*.png --out landmark_turns_raw.md
 
@@ -105,7 +108,7 @@ def main(argv=None) -> int:
         help="... or these image files at their own size and square pixels (e.g. the raw "
         "full-resolution films: turned at full size, read as the native graph reads them)",
     )
-    parser.add_argument("--angles", type=float, nargs="+", default=[15, 30, 45, 90])
+    parser.add_argument("--angles", type=float, nargs="*", default=[15, 30, 45, 90])
     parser.add_argument(
         "--darken",
         type=float,
