@@ -206,6 +206,9 @@ class LandmarkConfig:
     # clean training images that reset batch norm before each validation (0: off; see
     # SegmentationConfig.val_recalibration)
     val_recalibration: int = 0
+    # largest in-plane turn of a training image (degrees); the chain's second look
+    # (ChainConfig.landmark_passes) reads a film again turned upright by the first
+    rotation: float = 25.0
     # probability that a training image looks as if its film had been darkened until up to
     # half its hand clipped to black (data.augment.Degradation, as the region crops)
     underexposed: float = 0.0
@@ -218,6 +221,8 @@ class LandmarkConfig:
         _check_common(self)
         if not 0 <= self.underexposed <= 1:
             raise ConfigError("underexposed", self.underexposed, "a probability in [0, 1]")
+        if not 0 <= self.rotation <= 180:
+            raise ConfigError("rotation", self.rotation, "0-180 degrees")
         if self.unet and not Path(self.unet).is_file():
             raise ConfigError("unet", self.unet, "an existing .keras file or empty")
         if self.size < 2 ** len(self.filters):

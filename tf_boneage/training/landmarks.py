@@ -138,7 +138,7 @@ class LandmarkTask(Task):
         super().__init__(config, strategy)
         self.x, self.y, self.part = x, y, part
         self.augmenter = BatchAugmenter(
-            AffineRange(rotation=25, scale=(0.85, 1.15), shift=0.08, mirror=0.5),
+            AffineRange(rotation=config.rotation, scale=(0.85, 1.15), shift=0.08, mirror=0.5),
             photometric=True,
             seed=config.seed,
             degrade=Degradation(underexposed=config.underexposed),
