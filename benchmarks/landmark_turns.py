@@ -38,9 +38,12 @@ from tf_boneage.training import config as config_lib
 from tf_boneage.training.export import cache_outline, chain_of_runs
 
 
-def build(runs, preset: str, passes: int):
-    """(the chain of ``runs``' cache with ``passes`` landmark looks, its assumed aspect)."""
+def build(runs, preset: str, passes: int, landmarks: str | None = None):
+    """(the chain of ``runs``' cache with ``passes`` landmark looks, its assumed aspect);
+    ``landmarks``: another landmark net's ``.keras`` in that chain (a candidate's drift)."""
     spec = dataclasses.replace(chain_of_runs(runs, preset), landmark_passes=passes)
+    if landmarks:
+        spec = dataclasses.replace(spec, landmarks=landmarks)
     pre = chain.load(
         spec.unet,
         spec.landmarks,
@@ -117,6 +120,11 @@ def main(argv=None) -> int:
         help="also films darkened by these shares of the grey range, in %% (clipped at black, "
         "as benchmarks/robustness.py darkens them), e.g. 30",
     )
+    parser.add_argument(
+        "--landmarks",
+        help="another landmark net (.keras) in the chain of --runs, e.g. a candidate trained "
+        "with other settings on the same U-Net",
+    )
     parser.add_argument("--passes", type=int, nargs="+", default=[1, 2], choices=(1, 2))
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
@@ -134,7 +142,7 @@ def main(argv=None) -> int:
         source += f"{max(f.size for f in films):,} pixels)"
     records = []
     for passes in args.passes:
-        pre, spec = build(Path(args.runs), args.preset, passes)
+        pre, spec = build(Path(args.runs), args.preset, passes, args.landmarks)
         if args.manifest:
             aspect = spec.assume_aspect
             sizes, upright = cache.original_sizes(rows, aspect)
@@ -165,7 +173,9 @@ def main(argv=None) -> int:
             back = [g * k for g, k in zip(got, stretch, strict=True)]
             records.append(drift_row(passes, f"{share:g} % darker", base, back))
     header = (
-        f"# Landmark drift under turns and darkening\n\n{source}, chain of {args.runs}; median drift per "
+        f"# Landmark drift under turns and darkening\n\n{source}, chain of {args.runs}"
+        + (f" with the landmark net {args.landmarks}" if args.landmarks else "")
+        + "; median drift per "
         "landmark and the mean, in % of the tip-capitate distance\n\n"
     )
     write_rows(args.out, header, records)
