@@ -75,8 +75,30 @@ def test_summary_by_hand():
     assert table.loc["rotate 90", "change"] == pytest.approx(0.5)
     assert table.loc["rotate 90", "mae_accepted"] == 0.0
     assert table.loc["rotate 90", "rejected"] == 0.5
+    assert np.isnan(table.loc["rotate 90", "paired_change"])  # no ids: nothing to pair
     text = robustness.markdown(table.reset_index())
-    assert "| rotate 90 | 2 | 15.00 | +50 % | 0.00 | 50 % |" in text
+    assert "| rotate 90 | 2 | 15.00 | +50 % | 0.00 | nan | n/a | 50 % |" in text
+
+
+def test_paired_change_compares_the_accepted_films_with_themselves():
+    """Films a (error 2 untouched), b (20), c (8): darkened, QC keeps only b, now 22 off.
+    Unpaired, the accepted MAE 22 is +100 % over the untouched 10; paired, b cost 10 %."""
+    preds = pd.DataFrame(
+        {
+            "transform": ["untouched"] * 3 + ["brightness -30 %"] * 3,
+            "id": ["a", "b", "c"] * 2,
+            "boneage": [100.0, 100.0, 100.0] * 2,
+            "pred": [102.0, 120.0, 92.0, 150.0, 122.0, 60.0],
+            "rejected": [False, False, False, True, False, True],
+        }
+    )
+    table = robustness.summarise(preds).set_index("transform")
+    dark = table.loc["brightness -30 %"]
+    assert dark["mae_accepted"] == 22.0 and dark["mae_same_untouched"] == 20.0
+    assert dark["paired_change"] == pytest.approx(0.1)
+    assert table.loc["untouched", "paired_change"] == pytest.approx(0.0)
+    text = robustness.markdown(table.reset_index())
+    assert "| 22.00 | 20.00 | +10 % | 67 % |" in text
 
 
 def test_small_rotations_of_squashed_films_act_on_the_film_as_taken():
