@@ -153,6 +153,7 @@ class SegmentationConfig:
     # range of the training films' brightness shift (share of the grey range): a shift down
     # clips the darkest pixels to black as on an under-exposed film; the mask stays the hand's
     brightness: float = 0.1
+    rotation: float = 20.0  # largest in-plane turn of a training film (degrees)
     rounds: int = 2  # 1 = pose / given masks only
     epochs: tuple = (40, 4)  # per round (the last value repeats)
     batch_size: int = 16
@@ -182,6 +183,8 @@ class SegmentationConfig:
             )
         if not 0 <= self.brightness < 1:
             raise ConfigError("brightness", self.brightness, "in [0, 1)")
+        if not 0 <= self.rotation <= 180:
+            raise ConfigError("rotation", self.rotation, "0-180 degrees")
         return self
 
 

@@ -193,14 +193,16 @@ def quality_filter(mask: np.ndarray, prob: np.ndarray) -> bool:
 
 class SegmentationTask(Task):
     """U-Net on (image, mask) pairs: BCE - log soft Jaccard, Jaccard and Dice metrics,
-    geometric augmentation (rotation 20 deg, scale 0.85-1.15, shift 8 %, mirror), brightness
+    geometric augmentation (rotation ``config.rotation``, scale 0.85-1.15, shift 8 %, mirror), brightness
     shifts of up to ``config.brightness`` (clipped: an under-exposed film's lost soft tissue)."""
 
     def __init__(self, config, strategy, train, val, init: Path | None = None):
         super().__init__(config, strategy)
         self.train, self.val, self.init = train, val, init
         self.size = (config.size, config.size)
-        self.affine = AffineRange(rotation=20, scale=(0.85, 1.15), shift=0.08, mirror=0.5)
+        self.affine = AffineRange(
+            rotation=config.rotation, scale=(0.85, 1.15), shift=0.08, mirror=0.5
+        )
         self._val = None
 
     def build_model(self):
