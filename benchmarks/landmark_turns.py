@@ -38,12 +38,15 @@ from tf_boneage.training import config as config_lib
 from tf_boneage.training.export import cache_outline, chain_of_runs
 
 
-def build(runs, preset: str, passes: int, landmarks: str | None = None):
+def build(runs, preset: str, passes: int, landmarks: str | None = None, unet: str | None = None):
     """(the chain of ``runs``' cache with ``passes`` landmark looks, its assumed aspect);
-    ``landmarks``: another landmark net's ``.keras`` in that chain (a candidate's drift)."""
+    ``landmarks`` / ``unet``: another landmark net's / U-Net's ``.keras`` in that chain (a
+    candidate's drift)."""
     spec = dataclasses.replace(chain_of_runs(runs, preset), landmark_passes=passes)
     if landmarks:
         spec = dataclasses.replace(spec, landmarks=landmarks)
+    if unet:
+        spec = dataclasses.replace(spec, unet=unet)
     pre = chain.load(
         spec.unet,
         spec.landmarks,
@@ -125,6 +128,7 @@ def main(argv=None) -> int:
         help="another landmark net (.keras) in the chain of --runs, e.g. a candidate trained "
         "with other settings on the same U-Net",
     )
+    parser.add_argument("--unet", help="another U-Net (.keras) in the chain of --runs")
     parser.add_argument("--passes", type=int, nargs="+", default=[1, 2], choices=(1, 2))
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
@@ -142,7 +146,7 @@ def main(argv=None) -> int:
         source += f"{max(f.size for f in films):,} pixels)"
     records = []
     for passes in args.passes:
-        pre, spec = build(Path(args.runs), args.preset, passes, args.landmarks)
+        pre, spec = build(Path(args.runs), args.preset, passes, args.landmarks, args.unet)
         if args.manifest:
             aspect = spec.assume_aspect
             sizes, upright = cache.original_sizes(rows, aspect)
@@ -175,6 +179,7 @@ def main(argv=None) -> int:
     header = (
         f"# Landmark drift under turns and darkening\n\n{source}, chain of {args.runs}"
         + (f" with the landmark net {args.landmarks}" if args.landmarks else "")
+        + (f" with the U-Net {args.unet}" if args.unet else "")
         + "; median drift per "
         "landmark and the mean, in % of the tip-capitate distance\n\n"
     )

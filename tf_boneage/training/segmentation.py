@@ -193,8 +193,9 @@ def quality_filter(mask: np.ndarray, prob: np.ndarray) -> bool:
 
 class SegmentationTask(Task):
     """U-Net on (image, mask) pairs: BCE - log soft Jaccard, Jaccard and Dice metrics,
-    geometric augmentation (rotation ``config.rotation``, scale 0.85-1.15, shift 8 %, mirror), brightness
-    shifts of up to ``config.brightness`` (clipped: an under-exposed film's lost soft tissue)."""
+    geometric augmentation (turns of up to ``config.rotation`` degrees, scale 0.85-1.15, shift
+    8 %, mirror), brightness shifts of up to ``config.brightness`` (clipped: an under-exposed
+    film's lost soft tissue)."""
 
     def __init__(self, config, strategy, train, val, init: Path | None = None):
         super().__init__(config, strategy)
