@@ -33,7 +33,7 @@ from common import split_rows, write_rows
 
 from tf_boneage.data import io
 from tf_boneage.inference import robustness
-from tf_boneage.preprocessing import cache, chain
+from tf_boneage.preprocessing import cache
 from tf_boneage.training import config as config_lib
 from tf_boneage.training.export import cache_outline, chain_of_runs
 
@@ -47,17 +47,7 @@ def build(runs, preset: str, passes: int, landmarks: str | None = None, unet: st
         spec = dataclasses.replace(spec, landmarks=landmarks)
     if unet:
         spec = dataclasses.replace(spec, unet=unet)
-    pre = chain.load(
-        spec.unet,
-        spec.landmarks,
-        spec.frame,
-        spec.region_sizes,
-        spec.orient,
-        spec.orient_size,
-        spec.orient_model,
-        spec.orient_margin,
-        spec.landmark_passes,
-    )
+    pre = spec.preprocessor()
     outline = cache_outline(runs)
     if outline is not None:
         pre.outline = tf.constant(outline)

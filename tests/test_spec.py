@@ -1,5 +1,6 @@
 """ChainSpec: the chain's settings recorded with an artifact (round trips, hashes, refusals)."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -113,3 +114,24 @@ def test_landmark_passes_recorded_read_back_and_replaced_on_record(capsys):
     assert "landmark_passes_replaced" in capsys.readouterr().out
     with pytest.raises(ValueError, match="landmark_passes"):
         replace_landmark_passes(_spec(), 0)
+
+
+def test_preprocessor_is_the_chain_the_description_names(tmp_path):
+    """The models' files, frame, region sizes and landmark looks of a description reach the
+    chain it builds; the sizes are the saved models' own."""
+    from tf_boneage.models import LandmarkNet, UNet
+
+    unet, marks = tmp_path / "u.keras", tmp_path / "m.keras"
+    UNet((32, 32, 1), depth=2, base_filters=4).save(unet)
+    LandmarkNet((24, 24, 1), filters=(4, 8), dense_units=8, dropout=0.0).save(marks)
+    spec = ChainSpec.describe(
+        unet, marks, 32, 24, (52, 40), {"A": (52, 40), "B": (24, 32)}, landmark_passes=2
+    )
+    pre = spec.preprocessor()
+    c = pre.config
+    assert (c.unet_size, c.landmark_size, c.landmark_passes) == (32, 24, 2)
+    assert (c.frame.height, c.frame.width) == (52, 40)
+    assert c.region_sizes == {"A": (52, 40), "B": (24, 32)}
+    assert not c.orient and pre.orient_model is None
+    one = dataclasses.replace(spec, landmark_passes=1).preprocessor()
+    assert one.config.landmark_passes == 1

@@ -59,7 +59,7 @@ from tf_boneage.data.io import decode_image_bytes
 from tf_boneage.ensemble import AGE_RANGE
 from tf_boneage.export import interval, outline
 from tf_boneage.models.region import feature_model, probability_model
-from tf_boneage.preprocessing import regions, registration, views, warp
+from tf_boneage.preprocessing import regions, views, warp
 from tf_boneage.preprocessing.chain import Preprocessor
 from tf_boneage.training import runs
 
@@ -656,56 +656,24 @@ def unet_of_runs(table_dir, unet=None):
     return rounds[-1]
 
 
-def from_runs(
-    table_dir,
-    ensemble: str = "final",
-    input_size=(100, 100),
-    frame=registration.PAPER_FRAME,
-    region_sizes=None,
-    assume_aspect: float | None = None,
-    unet=None,
-    orient: bool = False,
-    orient_size: int | None = None,
-    orient_model=None,
-    orient_margin: float | None = None,
-    landmarks=None,
-    landmark_passes: int = 1,
-) -> BoneAgeGraph:
-    """Build the graph from the outputs of ``training/table.py``: ``seg/roundK/unet.keras``
-    (``unet``, else the one ``seg/report.json`` names, else the last round: it must be the
-    U-Net the training cache was built with),
-    ``landmarks/landmarks.keras`` (or the file ``landmarks``), ``region/NAME/model.keras``
-    and the ensemble ``ensemble``
-    of ``region/ensembles.json``; ``orient_model``: the orientation classifier's file (else
-    the U-Net's orientation step, when ``orient``) and ``orient_margin`` its margin (None: the
-    chain's default); ``landmark_passes``: how often the landmark net looks (1 or 2)."""
+def from_runs(table_dir, spec, ensemble: str = "final") -> BoneAgeGraph:
+    """Build the graph from the outputs of ``training/table.py``: the chain ``spec`` (a
+    :class:`~tf_boneage.preprocessing.spec.ChainSpec`, the cache's ``chain.json`` as the export
+    reads it: its U-Net, landmark net, orientation step, frame, sizes, landmark looks),
+    ``region/NAME/model.keras`` and the ensemble ``ensemble`` of ``region/ensembles.json``."""
     import json
     from pathlib import Path
 
     import tf_boneage.models  # noqa: F401  (registers the custom layers)
-    from tf_boneage.preprocessing import chain
 
     root = Path(table_dir)
-    unet = unet_of_runs(root, unet)
     doc_path = root / "region" / "ensembles.json"
     if not doc_path.is_file():
         raise FileNotFoundError(f"{doc_path}: run training/ensemble.py first")
     doc = json.loads(doc_path.read_text())
     if ensemble not in doc:
         raise KeyError(f"{doc_path}: no ensemble {ensemble!r}; it has {sorted(doc)}")
-    marks = Path(landmarks) if landmarks else root / "landmarks" / "landmarks.keras"
-    pre = chain.load(
-        unet,
-        marks,
-        frame,
-        region_sizes,
-        orient,
-        orient_size,
-        orient_model,
-        orient_margin,
-        landmark_passes,
-    )
-    pre.config.frame = registration.Frame(*frame)
+    pre = spec.preprocessor()
 
     loaded = {}
 
@@ -720,7 +688,7 @@ def from_runs(
     members = members_from_spec(
         doc[ensemble]["models"], load, lambda name: run_tta(root / "region" / name)
     )
-    graph = BoneAgeGraph(pre, members, doc[ensemble]["params"], input_size, assume_aspect)
+    graph = BoneAgeGraph(pre, members, doc[ensemble]["params"], spec.image_size, spec.assume_aspect)
     # every stage by name, for per-stage exports
     graph.stage_models = {"unet": pre.unet, "landmarks": pre.landmark_model, **loaded}
     if pre.orient_model is not None:

@@ -165,6 +165,24 @@ class ChainSpec:
             c.landmark_passes,
         )
 
+    def preprocessor(self):
+        """The :class:`~.chain.Preprocessor` this description names: its model files loaded,
+        its frame, region sizes, orientation step and landmark looks (a new chain setting is
+        read here once, not at every place that builds a chain)."""
+        from tf_boneage.preprocessing import chain
+
+        return chain.load(
+            self.unet,
+            self.landmarks,
+            self.frame,
+            self.region_sizes,
+            self.orient,
+            self.orient_size,
+            self.orient_model,
+            self.orient_margin,
+            self.landmark_passes,
+        )
+
     def to_dict(self) -> dict:
         doc = dataclasses.asdict(self)
         doc["region_sizes"] = {k: list(v) for k, v in self.region_sizes.items()}

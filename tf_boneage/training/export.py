@@ -71,21 +71,7 @@ def run(
         passes = None
         if landmark_passes is not None and landmark_passes != chain.landmark_passes:
             chain, passes = replace_landmark_passes(chain, landmark_passes)
-        graph = end_to_end.from_runs(
-            runs,
-            ensemble,
-            chain.image_size,
-            chain.frame,
-            chain.region_sizes,
-            chain.assume_aspect,
-            chain.unet,
-            chain.orient,
-            chain.orient_size,
-            chain.orient_model,
-            chain.orient_margin,
-            chain.landmarks,
-            chain.landmark_passes,
-        )
+        graph = end_to_end.from_runs(runs, chain, ensemble)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise StepError(str(exc)) from None
     loaded = graph.preprocessor.config
