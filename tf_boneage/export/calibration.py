@@ -286,7 +286,7 @@ def calibrate(
         halved = halved_sharpness(graph, qc_films, batch)
         sharp, black = both("sharpness"), both("black_share")
         low, high = image_limits(sharp, black, halved)
-        doubt = min(high, max(float(np.quantile(black, DOUBT_QUANTILE)), 1e-6))
+        doubt = min(high, max(fitted_quantile(black, DOUBT_QUANTILE, "limits"), 1e-6))
         grey = both("grey_range") if "grey_range" in out else np.ones_like(sharp)
         least = range_limit(grey) if "grey_range" in out else 0.0
         graph.set_image_limits(low, high, least, doubt)
