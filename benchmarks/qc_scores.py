@@ -4,8 +4,9 @@
         --out qc_scores.md
 
 ``val`` and ``test`` whole, and ``--extra`` of the ``train`` films the export fits its QC
-thresholds on besides ``val`` (``calibration.qc_extra_rows``, the export's own sample), through ``serving_default``. Writes per set the share rejected, the
-share of accepted films flagged uncertain (``certainty_ok``) and their MAE; the per-film CSV
+thresholds on besides ``val`` (``calibration.qc_extra_rows``, the export's own sample),
+through ``serving_default``. Writes per set the share rejected, the share of accepted films
+flagged uncertain (``certainty_ok``) and their MAE; the per-film CSV
 ``OUT.films.csv`` holds every output, for thresholds tried afterwards.
 """
 

@@ -295,3 +295,11 @@ def test_landmark_task_darkens_training_images_when_asked():
     dark.augmenter.ranges = None
     images, _ = dark._augment(tf.constant(x), tf.constant(y), tf.constant([1, 2]))
     assert (images.numpy() < 0.6).all()  # every image darkened: (0.6 - q) / (1 - q)
+
+
+def test_the_u_nets_default_brightness_is_the_augmenters():
+    """The config keeps its own literal (configs load without TensorFlow): the same value."""
+    from tf_boneage.data.pipeline import PipelineConfig
+    from tf_boneage.training.config import SegmentationConfig
+
+    assert SegmentationConfig().brightness == augment.BRIGHTNESS == PipelineConfig().brightness

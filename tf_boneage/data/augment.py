@@ -197,7 +197,11 @@ def random_degradation(images: tf.Tensor, seed, degrade: Degradation) -> tf.Tens
     return images
 
 
-def photometric_layers(seed: int = 0, brightness: float = 0.1, contrast: float = 0.2):
+#: the default range of the photometric brightness shift (a share of the grey range)
+BRIGHTNESS = 0.1
+
+
+def photometric_layers(seed: int = 0, brightness: float = BRIGHTNESS, contrast: float = 0.2):
     """Keras preprocessing layers for exposure changes on images in [0, 1]."""
     return [
         keras.layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=seed),
@@ -225,7 +229,7 @@ class BatchAugmenter:
         photometric=True,
         seed=0,
         degrade: Degradation | None = None,
-        brightness: float = 0.1,
+        brightness: float = BRIGHTNESS,
     ):
         self.ranges = ranges
         self.degrade = degrade if degrade is not None and degrade.active else None

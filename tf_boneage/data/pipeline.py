@@ -28,7 +28,7 @@ import pandas as pd
 import tensorflow as tf
 
 from tf_boneage.data import io
-from tf_boneage.data.augment import AffineRange, BatchAugmenter, Degradation
+from tf_boneage.data.augment import BRIGHTNESS, AffineRange, BatchAugmenter, Degradation
 from tf_boneage.data.manifest import LANDMARK_COLUMNS
 from tf_boneage.preprocessing import warp
 
@@ -63,7 +63,7 @@ class PipelineConfig:
     augment: bool = False
     affine: AffineRange = AffineRange()
     photometric: bool = True
-    brightness: float = 0.1
+    brightness: float = BRIGHTNESS
     degrade: Degradation | None = None
     deterministic: bool = False
     drop_remainder: bool = False

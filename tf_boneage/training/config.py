@@ -152,6 +152,7 @@ class SegmentationConfig:
     normalize: bool = False
     # range of the training films' brightness shift (share of the grey range): a shift down
     # clips the darkest pixels to black as on an under-exposed film; the mask stays the hand's
+    # (default: data.augment.BRIGHTNESS, not imported here: configs load without TensorFlow)
     brightness: float = 0.1
     rotation: float = 20.0  # largest in-plane turn of a training film (degrees)
     rounds: int = 2  # 1 = pose / given masks only

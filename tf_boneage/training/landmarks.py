@@ -132,7 +132,8 @@ class LandmarkTask(Task):
     """The landmark regressor on in-memory arrays ``x`` (N, s, s, 1) of the chain's enhanced
     images and ``y`` (N, 6) normalised (x, y) of tip, thumb, capitate; MSE, Adam with gradient
     clipping; geometry-consistent augmentation (the points move with the image) and, with
-    ``underexposed``, images darkened as a clipped film's (:func:`~tf_boneage.data.augment.underexpose`)."""
+    ``underexposed``, images darkened as a clipped film's
+    (:func:`~tf_boneage.data.augment.underexpose`)."""
 
     def __init__(self, config, strategy, x, y, part):
         super().__init__(config, strategy)
