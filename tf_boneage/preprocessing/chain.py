@@ -216,10 +216,18 @@ class ChainConfig:
     #: ``val``: 8.5 % of the tip-capitate distance at 30 degrees with one look, 3.0 % with two;
     #: RESULTS.md). 1 for artifacts made before it existed
     landmark_passes: int = 1
+    #: with a classifier and an outline: a proposal the classifier is at least this sure of
+    #: stands without the outline check (:meth:`Preprocessor._keep_as_given`), which can
+    #: overrule a right turn when the sideways film as given also fits the outline (two
+    #: landmark looks register a sideways hand well). None: every proposal is checked (artifacts
+    #: made before it existed)
+    orient_trust: float | None = None
 
     def __post_init__(self):
         if self.landmark_passes not in (1, 2):
             raise ValueError(f"landmark_passes must be 1 or 2, got {self.landmark_passes!r}")
+        if self.orient_trust is not None and not 0 < self.orient_trust <= 1:
+            raise ValueError(f"orient_trust must be in (0, 1], got {self.orient_trust!r}")
 
 
 def upright_matrix(points: tf.Tensor, true_size: tf.Tensor, side: int) -> tf.Tensor:
@@ -512,13 +520,18 @@ class Preprocessor(tf.Module):
                 # only when it proposes a change for some film of the batch: a film proposed
                 # as given is kept as given by the check anyway (the same fit twice), and the
                 # check costs a U-Net and two landmark passes (0.3 s on a full-size film)
+                proposed = (turns != 0) | inverted
+                trusted = tf.zeros_like(proposed)
+                if self.config.orient_trust is not None:  # a sure classifier stands alone
+                    trusted = proposed & (confidence >= self.config.orient_trust)
                 keep, as_given = tf.cond(
-                    tf.reduce_any((turns != 0) | inverted),
+                    tf.reduce_any(proposed & ~trusted),
                     lambda: self._keep_as_given(
                         images, probs, turns, inverted, original_size, upright_size
                     ),
                     lambda: (tf.ones_like(inverted), probs),
                 )
+                keep &= ~trusted
                 probs = tf.where(keep[:, None, None, None], as_given, probs)
                 turns = tf.where(keep, tf.zeros_like(turns), turns)
                 inverted = tf.logical_and(inverted, tf.logical_not(keep))
@@ -587,12 +600,14 @@ def load(
     orient_model_path=None,
     orient_margin: float | None = None,
     landmark_passes: int = 1,
+    orient_trust: float | None = None,
 ) -> Preprocessor:
     """A :class:`Preprocessor` from saved ``.keras`` models; sizes read from the models;
     ``frame`` (h, w) defaults to the paper's ``registration.PAPER_FRAME``; ``orient`` and
     ``orient_size``: see :meth:`Preprocessor.orient`; ``orient_model_path``: the orientation
     classifier of the orientation step (``orient`` must be on); ``orient_margin``: its margin
-    (None: :data:`ORIENT_CLASS_MARGIN`); ``landmark_passes``: see :class:`ChainConfig`."""
+    (None: :data:`ORIENT_CLASS_MARGIN`); ``landmark_passes``, ``orient_trust``: see
+    :class:`ChainConfig`."""
     if orient_model_path and not orient:
         raise ValueError("an orientation model needs the orientation step (orient=True)")
     # compile=False: inference weights only (an export must not carry optimizer slots)
@@ -606,6 +621,7 @@ def load(
         orient_size=int(orient_size) if orient_size else None,
         orient_margin=ORIENT_CLASS_MARGIN if orient_margin is None else float(orient_margin),
         landmark_passes=int(landmark_passes),
+        orient_trust=None if orient_trust is None else float(orient_trust),
     )
     if region_sizes is not None:
         config.region_sizes = dict(region_sizes)

@@ -73,6 +73,10 @@ class ChainSpec:
     #: how often the landmark net looks (:class:`~.chain.ChainConfig`); descriptions written
     #: before it was recorded ran with one look
     landmark_passes: int = 1
+    #: the classifier's confidence from which its proposal stands without the outline check
+    #: (:class:`~.chain.ChainConfig`); None without a classifier. Descriptions written before
+    #: it was recorded checked every proposal (None)
+    orient_trust: float | None = None
 
     def __post_init__(self):
         pairs = {"frame": _pair(self.frame, "frame")}
@@ -89,10 +93,13 @@ class ChainSpec:
             raise ValueError(f"chain orient_size: a positive integer, got {self.orient_size!r}")
         if self.orient_model_sha256 is None:
             object.__setattr__(self, "orient_margin", None)
+            object.__setattr__(self, "orient_trust", None)
         elif self.orient_margin is None:
             object.__setattr__(self, "orient_margin", LEGACY_ORIENT_MARGIN)
         elif not 0 <= self.orient_margin < 1:
             raise ValueError(f"chain orient_margin: in [0, 1), got {self.orient_margin!r}")
+        if self.orient_trust is not None and not 0 < self.orient_trust <= 1:
+            raise ValueError(f"chain orient_trust: in (0, 1], got {self.orient_trust!r}")
         if self.landmark_passes not in (1, 2):
             raise ValueError(f"chain landmark_passes: 1 or 2, got {self.landmark_passes!r}")
         if self.assume_aspect is not None and not self.assume_aspect > 0:
@@ -114,10 +121,11 @@ class ChainSpec:
         orient_model_path=None,
         orient_margin: float | None = None,
         landmark_passes: int = 1,
+        orient_trust: float | None = None,
     ) -> ChainSpec:
         """A new description of a chain built from these model files (hashed here);
         ``orient_margin`` None with a classifier: the chain's default
-        (:data:`~.chain.ORIENT_CLASS_MARGIN`)."""
+        (:data:`~.chain.ORIENT_CLASS_MARGIN`); ``orient_trust`` None: every proposal checked."""
         if orient_model_path and orient_margin is None:
             from tf_boneage.preprocessing.chain import ORIENT_CLASS_MARGIN
 
@@ -139,6 +147,7 @@ class ChainSpec:
             orient_model_sha256=sha256(orient_model_path) if orient_model_path else None,
             orient_margin=float(orient_margin) if orient_model_path else None,
             landmark_passes=int(landmark_passes),
+            orient_trust=float(orient_trust) if orient_trust is not None else None,
         )
 
     @classmethod
@@ -163,6 +172,7 @@ class ChainSpec:
             orient_model_path,
             c.orient_margin,
             c.landmark_passes,
+            c.orient_trust,
         )
 
     def preprocessor(self):
@@ -181,6 +191,7 @@ class ChainSpec:
             self.orient_model,
             self.orient_margin,
             self.landmark_passes,
+            self.orient_trust,
         )
 
     def to_dict(self) -> dict:

@@ -48,6 +48,7 @@ def run(
     orient_model=None,
     geometry_from=None,
     landmark_passes: int | None = None,
+    orient_trust: float | None = None,
 ) -> Path:
     """Export the table in ``runs`` (see the module docstring); returns the SavedModel's
     version folder. ``calibrate``: the split of ``manifest`` the per-sex std scale is fitted
@@ -55,7 +56,9 @@ def run(
     classifier instead of the cache's orientation step (:func:`replace_orientation`).
     ``geometry_from``: serve the U-Net, landmark net and orientation classifier of another
     ``training/table.py`` folder (:func:`replace_geometry`). ``landmark_passes``: serve with
-    this many landmark looks instead of the cache's (:func:`replace_landmark_passes`)."""
+    this many landmark looks instead of the cache's (:func:`replace_landmark_passes`);
+    ``orient_trust``: the classifier's confidence from which its proposal stands without the
+    outline check, instead of the cache's (:func:`replace_orient_trust`)."""
     from tf_boneage.export import end_to_end, saved_model
 
     if calibrate == "test":
@@ -68,9 +71,13 @@ def run(
         geometry = None
         if geometry_from:
             chain, geometry = replace_geometry(chain, geometry_from)
-        passes = None
+        replaced_settings = {}
         if landmark_passes is not None and landmark_passes != chain.landmark_passes:
-            chain, passes = replace_landmark_passes(chain, landmark_passes)
+            chain, replaced_settings["landmark_passes"] = replace_landmark_passes(
+                chain, landmark_passes
+            )
+        if orient_trust is not None and orient_trust != chain.orient_trust:
+            chain, replaced_settings["orient_trust"] = replace_orient_trust(chain, orient_trust)
         graph = end_to_end.from_runs(runs, chain, ensemble)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise StepError(str(exc)) from None
@@ -90,8 +97,8 @@ def run(
         meta["orientation_replaced"] = replaced
     if geometry is not None:
         meta["geometry_replaced"] = geometry
-    if passes is not None:
-        meta["landmark_passes_replaced"] = passes
+    for key, record in replaced_settings.items():
+        meta[f"{key}_replaced"] = record
     canonical = cache_outline(runs)
     if canonical is not None:  # QC (and the U-Net's orientation step) as the cache did
         graph.set_outline(canonical, 0.0)
@@ -274,18 +281,35 @@ def replace_geometry(chain: ChainSpec, source) -> tuple[ChainSpec, dict]:
     return served, record
 
 
-def replace_landmark_passes(chain: ChainSpec, passes: int) -> tuple[ChainSpec, dict]:
-    """``chain`` served with ``passes`` landmark looks instead of the cache's: a deliberate,
-    recorded departure (the export's metadata keeps both, key ``landmark_passes_replaced``).
-    A second look moves an upright film's landmarks little (rsna100 ``val``: 2.0 % of the
-    tip-capitate distance) and a turned film's much less than one look does; the region
-    networks learnt from the cache's crops. Returns (the served chain, the record)."""
-    served = dataclasses.replace(chain, landmark_passes=int(passes))  # validates 1 or 2
+def replace_setting(chain: ChainSpec, name: str, value) -> tuple[ChainSpec, dict]:
+    """``chain`` served with its setting ``name`` set to ``value`` instead of the cache's: a
+    deliberate, recorded departure (the export's metadata keeps both, key
+    ``{name}_replaced``); the description validates the new value. Returns (the served chain,
+    the record)."""
+    served = dataclasses.replace(chain, **{name: value})
     print(
-        f"warning: serving {passes} landmark look(s) instead of the cache's "
-        f"{chain.landmark_passes} (recorded in the export's metadata: landmark_passes_replaced)"
+        f"warning: serving {name} {getattr(served, name)!r} instead of the cache's "
+        f"{getattr(chain, name)!r} (recorded in the export's metadata: {name}_replaced)"
     )
-    return served, {"cache": chain.landmark_passes, "served": served.landmark_passes}
+    return served, {"cache": getattr(chain, name), "served": getattr(served, name)}
+
+
+def replace_landmark_passes(chain: ChainSpec, passes: int) -> tuple[ChainSpec, dict]:
+    """``chain`` served with ``passes`` landmark looks instead of the cache's
+    (:func:`replace_setting`). A second look moves an upright film's landmarks little (rsna100
+    ``val``: 2.0 % of the tip-capitate distance) and a turned film's much less than one look
+    does; the region networks learnt from the cache's crops."""
+    return replace_setting(chain, "landmark_passes", int(passes))
+
+
+def replace_orient_trust(chain: ChainSpec, trust: float) -> tuple[ChainSpec, dict]:
+    """``chain`` served with the classifier's proposals of at least ``trust`` confidence
+    standing without the outline check (:func:`replace_setting`; needs a classifier). The check
+    decides how a film is turned before the rest of the chain; the region networks learnt from
+    upright films either way."""
+    if chain.orient_model_sha256 is None:
+        raise ValueError("--orient-trust needs an orientation classifier in the chain")
+    return replace_setting(chain, "orient_trust", float(trust))
 
 
 def cache_outline(runs):
@@ -409,6 +433,14 @@ def main(argv=None) -> int:
         help="serve this many landmark looks instead of the cache's (2: again at the film "
         "turned upright by the first; recorded in the metadata)",
     )
+    parser.add_argument(
+        "--orient-trust",
+        type=float,
+        default=None,
+        metavar="P",
+        help="serve with the orientation classifier's proposals of at least this confidence "
+        "standing without the outline check, instead of the cache's (recorded in the metadata)",
+    )
     parser.add_argument("--representative", type=int, default=64)
     parser.add_argument(
         "--calibrate",
@@ -436,5 +468,6 @@ def main(argv=None) -> int:
         orient_model=args.orient_model,
         geometry_from=args.geometry_from,
         landmark_passes=args.landmark_passes,
+        orient_trust=args.orient_trust,
     )
     return 0

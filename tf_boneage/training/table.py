@@ -167,6 +167,7 @@ def build_cache(manifest, out, unet, marks, spec: dict, orient_model=None) -> Pa
         orient_size=settings.get("orient_size"),
         orient_model_path=orient_model,
         landmark_passes=settings.get("landmark_passes", 1),
+        orient_trust=settings.get("orient_trust"),
     )
     image_size = settings.get("image_size")
     image_size = tuple(image_size) if image_size else None
