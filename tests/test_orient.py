@@ -237,6 +237,7 @@ def test_export_and_float32_tflite_turn_the_film_the_same_way(tmp_path, orient_s
     if classifier:  # with an outline: the check runs in the graph (tf.cond) for turned films
         upright = tf.constant(film()[None, ..., None])
         pre.outline = tf.Variable(_chain(fake_models(), False)(upright)["occupancy"][0, ..., 0])
+        pre.config.orient_trust = 0.99  # its ops in the graph, converted (built-in ops)
     graph = BoneAgeGraph(pre, members, params, (S, S))
     path = saved_model.export_end_to_end(graph, tmp_path / "oriented", metadata={"test": True})
     loaded = tf.saved_model.load(str(path))
@@ -568,3 +569,88 @@ def test_the_outline_check_runs_only_when_the_classifier_proposes_a_change(model
         if c == 0:
             for key in ("mask", "landmarks", "registered", "mask_area"):
                 np.testing.assert_array_equal(out[key].numpy(), plain[key].numpy(), key)
+
+
+def _sure_of(probs) -> keras.Model:
+    """A classifier that gives every film the class probabilities ``probs`` (8,)."""
+    x = keras.Input((S, S, 1))
+    dense = keras.layers.Dense(8, activation="softmax")
+    model = keras.Model(x, dense(keras.layers.Flatten()(x)))
+    logits = np.log(np.asarray(probs, np.float64) + 1e-9).astype(np.float32)
+    dense.set_weights([np.zeros((S * S, 8), np.float32), logits])
+    return model
+
+
+@pytest.mark.parametrize(
+    ("trust", "turns", "checks"),
+    [(None, 0, 2), (0.9, 0, 2), (0.79, 3, 0), (0.81, 0, 2)],
+)
+def test_a_proposal_the_classifier_is_sure_of_stands_without_the_outline_check(
+    models, trust, turns, checks
+):
+    """``orient_trust``: a classifier 0.80 sure of a quarter turn (0.10 of the film as given,
+    margin 0.3 passed) of a film whose registration as given fits the outline: checked (trust
+    None, or above 0.80) the outline keeps it as given; trusted from 0.79 (confidence >= trust)
+    the turn stands and the check does not even run."""
+    low = tf.constant(np.roll(film(), 14, axis=0)[None, ..., None].astype(np.float32))
+    as_given = _chain(models, orient=False)(low)["occupancy"].numpy()[0, ..., 0]
+    pre = _chain(models, orient=True, classifier=_sure_of([0.1, 0, 0, 0.8, 0.1, 0, 0, 0]))
+    pre.config.orient_trust = trust
+    pre.outline = tf.Variable(as_given)
+    calls = []
+    fit = pre.candidate_fit
+    pre.candidate_fit = lambda *a: calls.append(1) or fit(*a)
+    out = pre(low)
+    assert int(out["quarter_turns"][0]) == turns and len(calls) == checks
+    np.testing.assert_allclose(float(out["orientation_confidence"][0]), 0.8, atol=1e-5)
+
+
+def test_trust_is_checked_against_each_film_of_a_batch(models):
+    """In one batch a sure proposal stands and an unsure one is checked: a classifier surer of
+    the quarter turn the brighter the film, a bright and a dark copy of a film whose
+    registration as given fits the outline, the trust between their two confidences."""
+    low = np.roll(film(), 14, axis=0).astype(np.float32)
+    as_given = _chain(models, orient=False)(tf.constant(low[None, ..., None]))["occupancy"]
+    x = keras.Input((S, S, 1))
+    mean = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(8, activation="softmax")
+    model = keras.Model(x, dense(mean))
+    # logits a + b * mean: class 3 grows with the film's brightness, the as-given class falls
+    dense.set_weights(
+        [np.array([[-16, 0, 0, 16, 0, 0, 0, 0]], np.float32), np.zeros(8, np.float32)]
+    )
+    pre = _chain(models, orient=True, classifier=model)
+    batch = tf.constant(np.stack([low, low * 0.5])[..., None])
+    out = pre(batch)
+    confidence = out["orientation_confidence"].numpy()
+    np.testing.assert_array_equal(out["quarter_turns"].numpy(), [3, 3])  # no outline: turned
+    assert confidence[0] > confidence[1] + 0.05, confidence
+    pre.config.orient_trust = float(confidence.mean())
+    pre.outline = tf.Variable(as_given.numpy()[0, ..., 0])
+    np.testing.assert_array_equal(pre(batch)["quarter_turns"].numpy(), [3, 0])
+
+
+def test_the_spec_records_the_trust_with_the_classifier(tmp_path, models):
+    """``orient_trust`` goes from the chain to its description and back, a changed one is a
+    difference, descriptions written before it check every proposal, and only a chain with a
+    classifier keeps one; out of (0, 1] it is refused by name."""
+    from tf_boneage.preprocessing.spec import ChainSpec
+
+    unet, classifier = tmp_path / "unet.keras", tmp_path / "c.keras"
+    models[0].save(unet)
+    constant_classifier(0).save(classifier)
+    pre = _chain(models, orient=True, classifier=constant_classifier(0))
+    pre.config.orient_trust = 0.95
+    spec = ChainSpec.of_chain(pre, unet, None, None, None, classifier)
+    assert spec.orient_trust == 0.95 and ChainSpec.from_dict(spec.to_dict()) == spec
+    legacy = {k: v for k, v in spec.to_dict().items() if k != "orient_trust"}
+    assert ChainSpec.from_dict(legacy).orient_trust is None
+    assert [d.split(":")[0] for d in spec.differences(ChainSpec.from_dict(legacy))] == [
+        "orient_trust"
+    ]
+    assert ChainSpec.from_dict({**legacy, "orient_model_sha256": None, "orient_trust": 0.9}).orient_trust is None  # fmt: skip
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="orient_trust"):
+            ChainSpec.from_dict({**legacy, "orient_trust": bad})
+        with pytest.raises(ValueError, match="orient_trust"):
+            ChainConfig(orient_trust=bad)

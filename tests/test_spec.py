@@ -98,6 +98,21 @@ def test_settle_records_once_then_refuses_another_chain(tmp_path):
     assert (tmp_path / CHAIN_FILE).read_text() == before  # nothing overwritten
 
 
+def test_orient_trust_replaced_on_record_only_with_a_classifier(capsys):
+    """An export may serve a trust its cache did not have: said, both recorded; refused by
+    name for a chain without a classifier, and out of (0, 1]."""
+    from tf_boneage.training.export import replace_orient_trust
+
+    with pytest.raises(ValueError, match="orientation classifier"):
+        replace_orient_trust(_spec(), 0.95)
+    oriented = _spec(orient=True, orient_model="o.keras", orient_model_sha256="c" * 64)
+    served, record = replace_orient_trust(oriented, 0.95)
+    assert served.orient_trust == 0.95 and record == {"cache": None, "served": 0.95}
+    assert "orient_trust_replaced" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="orient_trust"):
+        replace_orient_trust(oriented, 1.5)
+
+
 def test_landmark_passes_recorded_read_back_and_replaced_on_record(capsys):
     """A description written before the setting existed ran one look; an export may serve two
     looks instead of its cache's one, and says so and records both."""
@@ -135,3 +150,15 @@ def test_preprocessor_is_the_chain_the_description_names(tmp_path):
     assert not c.orient and pre.orient_model is None
     one = dataclasses.replace(spec, landmark_passes=1).preprocessor()
     assert one.config.landmark_passes == 1
+    import keras
+
+    x = keras.Input((16, 16, 1))
+    classifier = tmp_path / "o.keras"
+    keras.Model(x, keras.layers.Dense(8, "softmax")(keras.layers.Flatten()(x))).save(classifier)
+    sure = dataclasses.replace(
+        spec, orient=True, orient_model=str(classifier), orient_model_sha256=sha256(classifier)
+    )
+    assert sure.orient_trust is None and sure.preprocessor().config.orient_trust is None
+    sure = dataclasses.replace(sure, orient_trust=0.95)
+    pre = sure.preprocessor()
+    assert pre.orient_model is not None and pre.config.orient_trust == 0.95

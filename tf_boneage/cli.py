@@ -189,6 +189,7 @@ def _load_chain(args, region_sizes=None):
             orient_size=args.orient_size,
             orient_model_path=args.orient_model,
             landmark_passes=args.landmark_passes,
+            orient_trust=args.orient_trust,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -439,6 +440,14 @@ def _chain_args(p) -> None:
         default=1,
         help="2: the landmark net looks again at the film turned upright by its first look "
         "(steadier on films turned by more than 25 degrees)",
+    )
+    p.add_argument(
+        "--orient-trust",
+        type=float,
+        default=None,
+        metavar="P",
+        help="with --orient-model: its proposals of at least this confidence stand without "
+        "the outline check (the presets' chain: 0.95)",
     )
 
 
