@@ -1,8 +1,10 @@
 """Calibration of bone_age_std: hand-computed quantiles and coverages, and the error cases."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from tf_boneage.export import calibration
 from tf_boneage.export.calibration import INTERVAL_Z, coverage, fit_per_sex, std_scale
 
 ERR = np.arange(1.0, 11.0)  # |errors| 1..10 months
@@ -57,3 +59,22 @@ def test_coverage_known_answer_and_shape_error():
     )
     with pytest.raises(ValueError, match="one length"):
         coverage([1, 2], [1, 2], [1])
+
+
+def test_the_qc_films_are_train_films_outside_the_outlines_whether_or_not_it_is_passed():
+    """``qc_extra_rows``: seeded ``train`` films, none of the outline's, at most
+    ``QC_EXTRA_FILMS``; passing the outline's films in (the export has them) picks the same."""
+    from tf_boneage.preprocessing.cache import OUTLINE_FILMS, outline_sample
+
+    n = OUTLINE_FILMS + calibration.QC_EXTRA_FILMS + 300
+    table = pd.DataFrame(
+        {"id": np.arange(n + 200), "split": ["train"] * n + ["val"] * 100 + ["test"] * 100}
+    )
+    outline_rows = outline_sample(table)
+    picked = calibration.qc_extra_rows(table, outline_rows)
+    assert len(picked) == calibration.QC_EXTRA_FILMS
+    assert (picked["split"] == "train").all()
+    assert not picked["id"].isin(outline_rows["id"]).any()
+    pd.testing.assert_frame_equal(picked, calibration.qc_extra_rows(table))
+    small = table[table["id"] >= n - 100]  # 100 train films, all of them the outline's
+    assert calibration.qc_extra_rows(small).empty

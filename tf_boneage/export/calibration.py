@@ -119,15 +119,18 @@ STD_REJECT_SHARE = 0.002
 QC_EXTRA_FILMS = 1500
 
 
-def qc_extra_rows(table: pd.DataFrame) -> pd.DataFrame:
+def qc_extra_rows(table: pd.DataFrame, outline_rows: pd.DataFrame | None = None) -> pd.DataFrame:
     """The ``train`` rows of manifest ``table`` the export fits its QC thresholds on besides
     ``val``: up to :data:`QC_EXTRA_FILMS` outside the canonical outline's films
-    (:func:`~tf_boneage.preprocessing.cache.outline_sample`), a sample seeded by 1, re-indexed.
-    One selection for the export and the benchmarks that read its fitting films."""
-    from tf_boneage.preprocessing.cache import outline_sample
+    (``outline_rows``, computed by :func:`~tf_boneage.preprocessing.cache.outline_sample` when
+    not given), a sample seeded by 1, re-indexed. One selection for the export and the
+    benchmarks that read its fitting films."""
+    if outline_rows is None:
+        from tf_boneage.preprocessing.cache import outline_sample
 
+        outline_rows = outline_sample(table)
     train = table[table["split"] == "train"]
-    others = train[~train["id"].isin(outline_sample(table)["id"])]
+    others = train[~train["id"].isin(outline_rows["id"])]
     n = min(len(others), QC_EXTRA_FILMS)
     return others.sample(n=n, random_state=1).reset_index(drop=True)
 

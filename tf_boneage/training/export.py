@@ -347,7 +347,7 @@ def _calibrate(graph, manifest, split: str, canonical=None) -> dict | None:
     outline_rows = qc_rows = None
     if len(train) >= outline.MIN_ROWS and len(rows) >= outline.MIN_ROWS:
         outline_rows = outline_sample(table)  # the films of the cache's outline
-        qc_rows = calibration.qc_extra_rows(table)
+        qc_rows = calibration.qc_extra_rows(table, outline_rows)
     else:
         print(
             f"warning: {len(train)} train and {len(rows)} {split} rows (at least "
