@@ -9,7 +9,8 @@ the run's recorded chain, ``RUNS/cache/chain.json``, with its landmark looks; th
 to ``--image-size``, ``--assume-aspect`` held upright) must undo what was done. One row per step:
 the classifier alone, the classifier whose proposal the outline check must accept, and (from
 those two runs, exactly as the graph combines them) the same with proposals of at least each
-``--trust`` confidence standing unchecked (``ChainConfig.orient_trust``); ``--mask-mass`` adds the
+``--trust`` confidence standing unchecked (``ChainConfig.orient_trust``; ``--run-trust P`` also
+runs the graph so, to check the combination); ``--mask-mass`` adds the
 U-Net's mask mass with the outline check (exports before the classifier). The outline is the
 cache's (``RUNS/cache/outline.npy``); ``--orient-model`` replaces the chain's classifier. Columns:
 the share of versions undone right, of upright films kept as they are, of turned or inverted
@@ -91,6 +92,13 @@ def main(argv=None) -> int:
     parser.add_argument("--assume-aspect", type=float, default=0.74)
     parser.add_argument("--trust", type=float, nargs="*", default=[0.9, 0.95, 0.99])
     parser.add_argument("--mask-mass", action="store_true", help="add the mask-mass step")
+    parser.add_argument(
+        "--run-trust",
+        type=float,
+        default=None,
+        metavar="P",
+        help="also run the graph with orient_trust P (checks the rows combined from two runs)",
+    )
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--out", required=True, help="markdown table (CSV beside it)")
     args = parser.parse_args(argv)
@@ -107,12 +115,19 @@ def main(argv=None) -> int:
     size = tuple(int(v) for v in args.image_size.lower().split("x"))
     films = np.stack([chain_lib.to_input_size(io.load_image(p), size) for p in rows["image_path"]])
     films = films[..., None].astype(np.float32)
-    steps = {"classifier alone": (True, False), "classifier + outline check": (True, True)}
+    steps = {
+        "classifier alone": (True, False, None),
+        "classifier + outline check": (True, True, None),
+    }
     if args.mask_mass:
-        steps = {"U-Net mask mass + outline check": (False, True), **steps}
+        steps = {"U-Net mask mass + outline check": (False, True, None), **steps}
+    if args.run_trust is not None:
+        name = f"classifier + outline check, trusted from {args.run_trust:g} (run)"
+        steps[name] = (True, True, args.run_trust)
     got, out = {}, []
-    for name, (classifier, check) in steps.items():
+    for name, (classifier, check, trust) in steps.items():
         pre = spec.preprocessor()
+        pre.config.orient_trust = trust
         if not classifier:
             pre.orient_model = None
         pre.outline = tf.Variable(outline, trainable=False) if check else None
