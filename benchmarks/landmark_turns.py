@@ -34,6 +34,7 @@ from common import split_rows, write_rows
 from tf_boneage.data import io
 from tf_boneage.inference import robustness
 from tf_boneage.preprocessing import cache
+from tf_boneage.preprocessing.spec import sha256
 from tf_boneage.training import config as config_lib
 from tf_boneage.training.export import cache_outline, chain_of_runs
 
@@ -168,8 +169,12 @@ def main(argv=None) -> int:
             records.append(drift_row(passes, f"{share:g} % darker", base, back))
     header = (
         f"# Landmark drift under turns and darkening\n\n{source}, chain of {args.runs}"
-        + (f" with the landmark net {args.landmarks}" if args.landmarks else "")
-        + (f" with the U-Net {args.unet}" if args.unet else "")
+        + (
+            f" with the landmark net {args.landmarks} (SHA-256 {sha256(args.landmarks)[:12]})"
+            if args.landmarks
+            else ""
+        )
+        + (f" with the U-Net {args.unet} (SHA-256 {sha256(args.unet)[:12]})" if args.unet else "")
         + "; median drift per "
         "landmark and the mean, in % of the tip-capitate distance\n\n"
     )
