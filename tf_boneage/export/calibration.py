@@ -316,8 +316,8 @@ def calibrate(
     graph.set_std_scale(scales["male"], scales["female"])
     factor = np.where(male, scales["male"], scales["female"])
     if len(rows) >= 50:  # on rows alone: the networks trained on the extra QC films
-        report.setdefault("registration_qc", {})
-        report["registration_qc"]["max_std"] = limit = std_limit(out["bone_age_std"] * factor)
+        limit = std_limit(out["bone_age_std"] * factor)
+        report["certainty_qc"] = {"max_std": limit}  # exports before 2026-12-03: registration_qc
         graph.set_std_limit(limit)
     table = interval.fit(truth, out["bone_age_months"], out["bone_age_std"], male)
     graph.set_interval_scale(table)

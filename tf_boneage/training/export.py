@@ -393,8 +393,11 @@ def _print_registration_qc(report: dict, split: str) -> None:
             f"{q.get('doubt_black_share', float('nan')):.3f}), least grey range {q.get('min_grey_range', 0):.3f} (reject {100 * q['rejected_by_image_checks']:.1f} % "
             f"of {q.get('qc_films', '?')} films: {split} and train)"
         )
-    if "max_std" in q:
-        print(f"certainty QC: largest bone_age_std {q['max_std']:.1f} months ({split} alone)")
+    certainty = report.get("certainty_qc", {})
+    if "max_std" in certainty:
+        print(
+            f"certainty QC: largest bone_age_std {certainty['max_std']:.1f} months ({split} alone)"
+        )
 
 
 def main(argv=None) -> int:
