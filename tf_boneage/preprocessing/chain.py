@@ -430,7 +430,8 @@ class Preprocessor(tf.Module):
         the film turned by ``turns`` and inverted, in the film's orientation) does not register
         closer to ``self.outline`` than the film as given (by more than :data:`FIT_MARGIN`);
         and the U-Net's probabilities of the film as given (``as_given``, computed when not
-        passed)."""
+        passed). The caller lets a proposal of at least ``config.orient_trust`` confidence
+        stand whatever this says."""
         if as_given is None:
             as_given = self.segment(images)[1]
         fit = self.candidate_fit(images, probs, turns, inverted, original_size, upright_size)
