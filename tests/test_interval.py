@@ -62,6 +62,16 @@ def test_fit_covers_each_cell_and_follows_the_bands():
         assert table[row, 3] == table[row, 0]  # empty / thin cells: the sex's own factor
 
 
+def test_the_factor_is_the_conformal_rank_of_the_ratios():
+    """Ratios 1..20 (n = 20), z 1, level 0.9: the ceil(21 x 0.9) = 19th smallest, not the
+    18th (the plain quantile); level 0.99 asks for the 21st: the largest."""
+    ratio = np.arange(1.0, 21.0)
+    assert interval._smallest_scale(ratio, 1.0, 0.9) == pytest.approx(19.0)
+    assert interval._smallest_scale(ratio, 2.0, 0.9) == pytest.approx(9.5)
+    assert interval._smallest_scale(ratio, 1.0, 0.99) == pytest.approx(20.0)
+    assert interval._smallest_scale(ratio[:9], 1.0, 0.9) == pytest.approx(9.0)  # ceil(9.0) = 9
+
+
 def test_fit_needs_rows_of_each_sex():
     with pytest.raises(ValueError, match="at least 10 female"):
         interval.fit([100] * 12, [90] * 12, [5] * 12, [True] * 12)

@@ -50,8 +50,14 @@ def band_of(age) -> np.ndarray:
 
 
 def _smallest_scale(ratio: np.ndarray, z: float, level: float) -> float:
-    """The smallest s with ratio <= z * s on a share ``level`` of the rows."""
-    return float(np.quantile(ratio, level, method="inverted_cdf") / z * (1 + 1e-6))
+    """The smallest s with ratio <= z * s on the ``ceil((n + 1) level)``-th smallest of the n
+    rows (the split-conformal rank; the largest when that exceeds n): a new film then falls
+    inside with probability at least ``level``. The plain ``level`` quantile covers less on
+    films it was not fitted on (rsna100 `val`, fitted on random halves and measured on the
+    other: 88.6 % against 90.6 % so, the interval 8 % wider; RESULTS.md)."""
+    ordered = np.sort(np.asarray(ratio, np.float64))
+    rank = min(len(ordered), int(np.ceil((len(ordered) + 1) * level - 1e-9)))
+    return float(ordered[rank - 1] / z * (1 + 1e-6))
 
 
 def fit(truth, pred, std, male, z: float = INTERVAL_Z, level: float = NOMINAL) -> list:
