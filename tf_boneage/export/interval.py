@@ -6,8 +6,9 @@ a young estimate with a wide std). Here the interval is made on the logit scale 
 deviation by the delta method ``sigma_u = std / (240 p (1 - p))``, interval
 ``240 * sigmoid(u +/- z * s * sigma_u)``. ``std`` is the graph's own spread of the members and
 bins (so the width follows the image); ``s`` is a factor per sex and band of the estimated age
-(:data:`BANDS`), fitted on a labelled split that is not ``test`` so that the interval covers 90 %
-there (:func:`fit`); coverage on ``test`` is then measured.
+(:data:`BANDS`), fitted on a labelled split that is not ``test`` so that a new film falls inside
+with probability at least 90 % (the split-conformal rank of each cell's rows, :func:`fit`);
+coverage on ``test`` is then measured.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def _smallest_scale(ratio: np.ndarray, z: float, level: float) -> float:
 
 def fit(truth, pred, std, male, z: float = INTERVAL_Z, level: float = NOMINAL) -> list:
     """Factors ``[[male band 0..3], [female band 0..3]]`` so that the interval covers
-    ``level`` of the rows of each (sex, band) cell (the band of the estimate), each fitted on
-    its own rows; a cell with fewer than :data:`MIN_ROWS` rows takes its sex's factor (fitted
+    at least ``level`` of the rows of each (sex, band) cell (the band of the estimate; the
+    conformal rank, :func:`_smallest_scale`), each fitted on its own rows; a cell with fewer than :data:`MIN_ROWS` rows takes its sex's factor (fitted
     on all that sex's rows; at least 10 needed, else ``ValueError``)."""
     truth, pred, std = (np.asarray(a, np.float64) for a in (truth, pred, std))
     male = np.asarray(male).astype(bool)
