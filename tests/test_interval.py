@@ -70,6 +70,14 @@ def test_the_factor_is_the_conformal_rank_of_the_ratios():
     assert interval._smallest_scale(ratio, 2.0, 0.9) == pytest.approx(9.5)
     assert interval._smallest_scale(ratio, 1.0, 0.99) == pytest.approx(20.0)
     assert interval._smallest_scale(ratio[:9], 1.0, 0.9) == pytest.approx(9.0)  # ceil(9.0) = 9
+    # the plain quantile: the ceil(20 x 0.9) = 18th
+    assert interval._smallest_scale(ratio, 1.0, 0.9, conformal=False) == pytest.approx(18.0)
+
+
+def test_factors_by_sex_and_band():
+    table = [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]
+    got = interval.factors(table, [30.0, 100.0, 150.0, 200.0], [True, False, True, False])
+    np.testing.assert_array_equal(got, [1.0, 6.0, 3.0, 8.0])
 
 
 def test_fit_needs_rows_of_each_sex():

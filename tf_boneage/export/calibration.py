@@ -322,8 +322,7 @@ def calibrate(
     table = interval.fit(truth, out["bone_age_months"], out["bone_age_std"], male)
     graph.set_interval_scale(table)
     report.update(scale=scales, interval_scale=table)
-    rows_of = np.where(male, 0, 1)
-    factor_i = np.asarray(table)[rows_of, interval.band_of(out["bone_age_months"])]
+    factor_i = interval.factors(table, out["bone_age_months"], male)
     low, high = interval.bounds(out["bone_age_months"], out["bone_age_std"], factor_i)
     report["interval_coverage"] = {
         sex: interval.coverage(truth[m], low[m], high[m])

@@ -50,22 +50,27 @@ def band_of(age) -> np.ndarray:
     return np.searchsorted(edges, np.asarray(age, np.float64), side="right")
 
 
-def _smallest_scale(ratio: np.ndarray, z: float, level: float) -> float:
+def _smallest_scale(ratio: np.ndarray, z: float, level: float, conformal: bool = True) -> float:
     """The smallest s with ratio <= z * s on the ``ceil((n + 1) level)``-th smallest of the n
     rows (the split-conformal rank; the largest when that exceeds n): a new film then falls
-    inside with probability at least ``level``. The plain ``level`` quantile covers less on
-    films it was not fitted on (rsna100 `val`, fitted on random halves and measured on the
-    other: 88.6 % against 90.6 % so, the interval 8 % wider; RESULTS.md)."""
+    inside with probability at least ``level``. ``conformal`` False: the ``ceil(n level)``-th
+    (the plain quantile), which covers less on films it was not fitted on (rsna100 `val`,
+    fitted on random halves and measured on the other: 88.6 % against 90.6 %, the interval 8 %
+    narrower; ``benchmarks/interval_halves.py``, RESULTS.md)."""
     ordered = np.sort(np.asarray(ratio, np.float64))
-    rank = min(len(ordered), int(np.ceil((len(ordered) + 1) * level - 1e-9)))
-    return float(ordered[rank - 1] / z * (1 + 1e-6))
+    n = len(ordered)
+    rank = min(n, int(np.ceil((n + 1 if conformal else n) * level - 1e-9)))
+    return float(ordered[max(rank, 1) - 1] / z * (1 + 1e-6))
 
 
-def fit(truth, pred, std, male, z: float = INTERVAL_Z, level: float = NOMINAL) -> list:
-    """Factors ``[[male band 0..3], [female band 0..3]]`` so that the interval covers
-    at least ``level`` of the rows of each (sex, band) cell (the band of the estimate; the
-    conformal rank, :func:`_smallest_scale`), each fitted on its own rows; a cell with fewer than :data:`MIN_ROWS` rows takes its sex's factor (fitted
-    on all that sex's rows; at least 10 needed, else ``ValueError``)."""
+def fit(
+    truth, pred, std, male, z: float = INTERVAL_Z, level: float = NOMINAL, conformal: bool = True
+) -> list:
+    """Factors ``[[male band 0..3], [female band 0..3]]`` so that the interval covers at least
+    ``level`` of the rows of each (sex, band) cell (the band of the estimate; the conformal
+    rank unless ``conformal`` is False, :func:`_smallest_scale`), each fitted on its own rows;
+    a cell with fewer than :data:`MIN_ROWS` rows takes its sex's factor (fitted on all that
+    sex's rows; at least 10 needed, else ``ValueError``)."""
     truth, pred, std = (np.asarray(a, np.float64) for a in (truth, pred, std))
     male = np.asarray(male).astype(bool)
     ok = std > 0
@@ -80,16 +85,23 @@ def fit(truth, pred, std, male, z: float = INTERVAL_Z, level: float = NOMINAL) -
         if rows.sum() < 10:
             name = "male" if sex else "female"
             raise ValueError(f"need at least 10 {name} rows with std > 0, got {rows.sum()}")
-        overall = _smallest_scale(ratio[rows], z, level)
+        overall = _smallest_scale(ratio[rows], z, level, conformal)
         table.append(
             [
-                _smallest_scale(ratio[rows & (band == b)], z, level)
+                _smallest_scale(ratio[rows & (band == b)], z, level, conformal)
                 if (rows & (band == b)).sum() >= MIN_ROWS
                 else overall
                 for b in range(len(BANDS) - 1)
             ]
         )
     return table
+
+
+def factors(table, pred, male) -> np.ndarray:
+    """Each film's factor (N,) from a :func:`fit` ``table`` (row 0 male), by its sex and the
+    band of its estimate ``pred`` (months)."""
+    rows = np.where(np.asarray(male).astype(bool), 0, 1)
+    return np.asarray(table, np.float64)[rows, band_of(pred)]
 
 
 def coverage(truth, low, high) -> float:
