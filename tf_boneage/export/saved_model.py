@@ -16,7 +16,24 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from tf_boneage.export import rebuild
 from tf_boneage.export.end_to_end import OUTPUTS, BoneAgeGraph
+
+#: our description of an export, beside TF Serving's files (``assets.extra/``)
+METADATA_FILE = "tf_boneage.json"
+#: the layout of :data:`METADATA_FILE`
+FORMAT = 1
+#: the keys :func:`export_end_to_end` writes itself (a re-export writes them anew)
+WRITTEN_KEYS = (
+    "format",
+    "input_size",
+    "assume_aspect",
+    "members",
+    "member_tta",
+    "outputs",
+    "networks",
+    "files",
+)
 
 
 def versions(model_dir: str | os.PathLike) -> list[int]:
@@ -183,25 +200,60 @@ def export_end_to_end(
                 f"the export would carry training-only variables ({training_only[:3]}...): "
                 "load the models with compile=False"
             )
-        # TF Serving ignores assets.extra: our own description of the export
+        # TF Serving ignores assets.extra: our own description of the export, and what
+        # rebuilds the graph from this export alone (:mod:`.rebuild`)
         extra = path / "assets.extra"
         extra.mkdir(exist_ok=True)
-        (extra / "tf_boneage.json").write_text(
-            json.dumps(
-                {
-                    "input_size": None if graph.input_size is None else list(graph.input_size),
-                    "assume_aspect": graph.assume_aspect,
-                    "members": [m.name for m in graph.members],
-                    "member_tta": {m.name: m.tta for m in graph.members},
-                    "outputs": list(OUTPUTS),
-                    "networks": network_names(graph),
-                    **(metadata or {}),
-                },
-                indent=2,
-            )
+        (extra / rebuild.GRAPH_FILE).write_text(json.dumps(rebuild.record(graph)))
+        written = {
+            "format": FORMAT,
+            "input_size": None if graph.input_size is None else list(graph.input_size),
+            "assume_aspect": graph.assume_aspect,
+            "members": [m.name for m in graph.members],
+            "member_tta": {m.name: m.tta for m in graph.members},
+            "outputs": list(OUTPUTS),
+            "networks": network_names(graph),
+            "files": file_digests(path),
+        }
+        (extra / METADATA_FILE).write_text(
+            json.dumps({**(metadata or {}), **written}, indent=2)
         )
 
     return write_atomic(save, model_dir, version)
+
+
+def file_digests(version_dir) -> dict[str, str]:
+    """``{path relative to version_dir: SHA-256}`` of every file of an export but its own
+    metadata file (which holds this table)."""
+    from tf_boneage.preprocessing.spec import sha256
+
+    root = Path(version_dir)
+    skip = Path("assets.extra") / METADATA_FILE
+    return {
+        p.relative_to(root).as_posix(): sha256(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root) != skip
+    }
+
+
+def verify(version_dir) -> list[str]:
+    """What differs between an export's files and the SHA-256 its metadata records (missing,
+    changed or unrecorded files); empty when intact. An export without the record: one line
+    saying so."""
+    root = Path(version_dir)
+    meta_path = root / "assets.extra" / METADATA_FILE
+    recorded = json.loads(meta_path.read_text()).get("files") if meta_path.is_file() else None
+    if not recorded:
+        return [f"{root}: no file digests recorded"]
+    found = file_digests(root)
+    problems = [f"{name}: missing" for name in sorted(set(recorded) - set(found))]
+    problems += [f"{name}: not in the record" for name in sorted(set(found) - set(recorded))]
+    problems += [
+        f"{name}: SHA-256 differs from the record"
+        for name in sorted(set(found) & set(recorded))
+        if found[name] != recorded[name]
+    ]
+    return problems
 
 
 def training_variables(saved_model_dir) -> list[str]:

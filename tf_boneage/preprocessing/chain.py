@@ -603,17 +603,17 @@ def load(
     landmark_passes: int = 1,
     orient_trust: float | None = None,
 ) -> Preprocessor:
-    """A :class:`Preprocessor` from saved ``.keras`` models; sizes read from the models;
+    """A :class:`Preprocessor` from saved ``.keras`` models (paths) or Keras models already
+    built (:mod:`tf_boneage.export.rebuild` passes those); sizes read from the models;
     ``frame`` (h, w) defaults to the paper's ``registration.PAPER_FRAME``; ``orient`` and
     ``orient_size``: see :meth:`Preprocessor.orient`; ``orient_model_path``: the orientation
     classifier of the orientation step (``orient`` must be on); ``orient_margin``: its margin
     (None: :data:`ORIENT_CLASS_MARGIN`); ``landmark_passes``, ``orient_trust``: see
     :class:`ChainConfig`."""
-    if orient_model_path and not orient:
+    if _model(orient_model_path, load=False) is not None and not orient:
         raise ValueError("an orientation model needs the orientation step (orient=True)")
-    # compile=False: inference weights only (an export must not carry optimizer slots)
-    unet = keras.saving.load_model(unet_path, compile=False)
-    marks = keras.saving.load_model(landmarks_path, compile=False) if landmarks_path else None
+    unet = _model(unet_path)
+    marks = _model(landmarks_path)
     config = ChainConfig(
         unet_size=int(unet.input_shape[1]),
         landmark_size=int(marks.input_shape[1]) if marks is not None else 96,
@@ -626,10 +626,18 @@ def load(
     )
     if region_sizes is not None:
         config.region_sizes = dict(region_sizes)
-    classifier = None
-    if orient_model_path:
-        classifier = keras.saving.load_model(orient_model_path, compile=False)
-    return Preprocessor(unet, marks, config, classifier)
+    return Preprocessor(unet, marks, config, _model(orient_model_path))
+
+
+def _model(source, load: bool = True):
+    """A Keras model as given, or loaded from its ``.keras`` file (``compile=False``: inference
+    weights only, an export must not carry optimizer slots); None for None or "".
+    ``load=False``: the path itself instead of the loaded model."""
+    if isinstance(source, keras.Model):
+        return source
+    if not source:
+        return None
+    return keras.saving.load_model(source, compile=False) if load else source
 
 
 def to_input_size(image, size: tuple[int, int]):
