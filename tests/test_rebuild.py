@@ -42,7 +42,9 @@ def test_rebuilt_graph_and_its_reexport_answer_as_the_export(exported, loaded_ex
     rebuilt = rebuild.rebuild(path)
     # the calibration's per-sex factor travelled as a variable, not as a constructor argument
     scale = report["scale"]
-    np.testing.assert_allclose(rebuilt.std_scale.numpy(), [scale["male"], scale["female"]], rtol=1e-6)
+    np.testing.assert_allclose(
+        rebuilt.std_scale.numpy(), [scale["male"], scale["female"]], rtol=1e-6
+    )
 
     again = rebuild.reexport(path, tmp_path / "boneage")
     assert again == tmp_path / "boneage" / "1"

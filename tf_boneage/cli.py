@@ -224,10 +224,9 @@ def cmd_preprocess(args) -> int:
 def _model_and_tflite_dir(model_arg: str, tflite_dir: str | None):
     """(SavedModel version, TFLite folder: given or saved_models/tflite/NAME/VERSION); the
     model is None (error printed) when there is no such export."""
-    from tf_boneage.export import saved_model
 
     try:
-        model = saved_model.resolve(model_arg)
+        model = resolve_model(model_arg)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None, None
@@ -286,15 +285,12 @@ def cmd_evaluate_tflite(args) -> int:
     return 0
 
 
-def _default_model(root: Path = Path("saved_models")) -> Path:
-    """The newest end-to-end export (a version with ``assets.extra/tf_boneage.json``)."""
-    found = sorted(root.glob("*/*/assets.extra/tf_boneage.json"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(
-            f"no exported model under {root}/: run tf-boneage demo or "
-            "training/export.py, or pass --model"
-        )
-    return found[-1].parents[1]
+def resolve_model(model_arg: str | None) -> Path:
+    """The SavedModel version a command runs (:func:`tf_boneage.export.shipped.resolve`: the
+    shipped model unless ``--model``), named on stderr."""
+    from tf_boneage.export import shipped
+
+    return shipped.resolve(model_arg)
 
 
 def cmd_predict(args) -> int:
@@ -308,11 +304,9 @@ def cmd_predict(args) -> int:
         if out.exists() and not args.overwrite:
             print(f"error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
             return 2
-    from tf_boneage.export import saved_model
-
     try:
         chrono = predict.parse_age(args.chronological_age) if args.chronological_age else None
-        model = saved_model.resolve(args.model) if args.model else _default_model()
+        model = resolve_model(args.model)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -362,6 +356,21 @@ def cmd_predict(args) -> int:
         print(text)
     errors = sum(r["status"] == "error" for r in rows)
     return 1 if errors == len(rows) else 0
+
+
+def cmd_reexport(args) -> int:
+    """``tf-boneage reexport``: an export rebuilt from itself by the code installed now and
+    written as a new version (:func:`tf_boneage.export.rebuild.reexport`)."""
+    from tf_boneage.export import rebuild, saved_model
+
+    try:
+        source = saved_model.resolve(args.model) if args.model else resolve_model(None)
+        path = rebuild.reexport(source, args.out, args.version)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{source} rebuilt -> {path}")
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -586,7 +595,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole chain on the embedded default (or --data)")
     p.add_argument("--out", default="demo_run", help="working folder (default %(default)s)")
     p.add_argument("--data", default=None, help="an RSNA-layout folder instead (labels.csv)")
-    p.add_argument("--models", default="saved_models", help="TF Serving model root")
+    p.add_argument(
+        "--models",
+        default=None,
+        help="TF Serving model root (default OUT/saved_models: the demo's models stay beside "
+        "its run, apart from the shipped model)",
+    )
     p.add_argument("--name", default="boneage", help="exported model name")
     p.add_argument(
         "--preset",
@@ -640,7 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="bone age of image files, folders and DICOM files")
     p.add_argument("inputs", nargs="+", help="files or folders (recursive)")
     p.add_argument(
-        "--model", default=None, help="saved_models/NAME or a version (default: newest export)"
+        "--model",
+        default=None,
+        help="saved_models/NAME or a version folder (default: the shipped boneage_rsna100)",
     )
     p.add_argument(
         "--sex", choices=("M", "F", "m", "f"), default=None, help="sex for files without PatientSex"
@@ -667,11 +683,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser(
+        "reexport",
+        help="rebuild an export from itself with this code (a graph change without retraining)",
+    )
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="saved_models/NAME or a version folder (default: the shipped boneage_rsna100)",
+    )
+    p.add_argument("--out", required=True, help="model folder the new version goes into")
+    p.add_argument("--version", type=int, default=None, help="default: the next free one")
+    p.set_defaults(func=cmd_reexport)
+
     p = sub.add_parser("tflite", help="convert an exported SavedModel to TFLite variants")
     p.add_argument(
         "--model",
-        default="saved_models/boneage",
-        help="saved_models/NAME (newest version) or a version folder",
+        default=None,
+        help="saved_models/NAME (newest version) or a version folder (default: the shipped "
+        "boneage_rsna100)",
     )
     p.add_argument(
         "--variants",
@@ -688,8 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate-tflite", help="MAE, parity, latency and size of .tflite files")
     p.add_argument(
         "--model",
-        default="saved_models/boneage",
-        help="the SavedModel the .tflite files came from (reference)",
+        default=None,
+        help="the SavedModel the .tflite files came from (reference; default: the shipped "
+        "boneage_rsna100)",
     )
     p.add_argument("--tflite-dir", default=None, help="default saved_models/tflite/NAME/VERSION")
     p.add_argument("--manifest", required=True, help="labelled images")

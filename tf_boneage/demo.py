@@ -5,7 +5,7 @@ every stage briefly with :func:`tf_boneage.training.table.run` (segmentation, la
 cache, regions A, B, C regression, region A classification per sex and the raw-image
 baseline), fits the ensemble, exports the end-to-end SavedModel (its uncertainty calibrated on
 ``val``) and the float32 and float16 TFLite variants (``--tflite``: also ``dynamic``, ``int8``)
-into ``saved_models/``, evaluates both on the test
+into ``OUT/saved_models/`` (never beside the shipped model), evaluates both on the test
 split and runs ``predict`` on a few images.
 Every step is a function call in this process and resumable: run the same command again after
 an interruption; a failed step stops the demo with its own message.
@@ -173,7 +173,7 @@ def run(args) -> int:
             out / "figures",
             log,
         )
-        models = Path(args.models)
+        models = Path(args.models) if args.models else out / "saved_models"
         doc_path = out / "export.json"
         if doc_path.exists():
             export_dir = Path(json.loads(doc_path.read_text())["saved_model"])

@@ -215,9 +215,7 @@ def export_end_to_end(
             "networks": network_names(graph),
             "files": file_digests(path),
         }
-        (extra / METADATA_FILE).write_text(
-            json.dumps({**(metadata or {}), **written}, indent=2)
-        )
+        (extra / METADATA_FILE).write_text(json.dumps({**(metadata or {}), **written}, indent=2))
 
     return write_atomic(save, model_dir, version)
 

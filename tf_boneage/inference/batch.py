@@ -83,6 +83,46 @@ def run(loaded, requests, batch=16, overlay_dir=None, overwrite=False, force=Fal
     return rows
 
 
+def predict_files(
+    inputs,
+    sex: str | None = None,
+    model=None,
+    chronological: float | None = None,
+    batch: int = 16,
+    overlay_dir=None,
+    force: bool = False,
+) -> list[dict]:
+    """Bone age of image / DICOM files and folders: the Python API of ``tf-boneage predict``.
+
+    Args:
+        inputs: paths of files or folders (searched recursively, :func:`.predict.collect`).
+        sex: "M" / "F" for files without PatientSex (a DICOM's own sex wins, flagged).
+        model: ``saved_models/NAME`` or a version folder; None: the shipped
+            ``boneage_rsna100`` (:func:`tf_boneage.export.shipped.resolve`, which names the
+            model used on stderr and warns about one trained on phantoms).
+        chronological: chronological age in months (SDS and bone age minus age), or None.
+        batch: films per call of the SavedModel.
+        overlay_dir: folder for one overlay PNG per aged film, or None.
+        force: give an age to films QC rejects too (flagged).
+
+    Returns:
+        One dict per file (:data:`.predict.COLUMNS`; ages in months, ``bone_age_months``
+        None for a rejected film or an error, ``status`` "ok" / "rejected" / "error" with its
+        ``reason``).
+
+    Example:
+        >>> from tf_boneage.inference.batch import predict_files
+        >>> rows = predict_files(["film.png"], sex="F")  # doctest: +SKIP
+        >>> rows[0]["bone_age_months"], rows[0]["interval_low_months"]  # doctest: +SKIP
+    """
+    from tf_boneage.export import load, shipped
+
+    path = shipped.resolve(model)
+    files = predict.collect([str(i) for i in inputs])
+    requests = [Request(f, sex, chronological) for f in files]
+    return run(load.saved_model(path), requests, batch, overlay_dir, force=force)
+
+
 def line(r: dict) -> str:
     """The one-line console report of a row (errors excluded: they go to stderr)."""
     if r["bone_age_months"] is None:

@@ -49,6 +49,7 @@ def run(
     geometry_from=None,
     landmark_passes: int | None = None,
     orient_trust: float | None = None,
+    training_commit: str | None = None,
 ) -> Path:
     """Export the table in ``runs`` (see the module docstring); returns the SavedModel's
     version folder. ``calibrate``: the split of ``manifest`` the per-sex std scale is fitted
@@ -58,7 +59,9 @@ def run(
     ``training/table.py`` folder (:func:`replace_geometry`). ``landmark_passes``: serve with
     this many landmark looks instead of the cache's (:func:`replace_landmark_passes`);
     ``orient_trust``: the classifier's confidence from which its proposal stands without the
-    outline check, instead of the cache's (:func:`replace_orient_trust`)."""
+    outline check, instead of the cache's (:func:`replace_orient_trust`).
+    ``training_commit``: the commit the runs were trained at (the metadata's
+    ``training.commit``; see :func:`training_record`)."""
     from tf_boneage.export import end_to_end, saved_model
 
     if calibrate == "test":
@@ -87,6 +90,8 @@ def run(
     )
     root = Path(root)
     meta = {
+        "name": name,
+        "training": training_record(preset, manifest, runs, training_commit),
         "runs": str(runs),
         "preset": preset,
         "ensemble": ensemble,
@@ -132,6 +137,27 @@ def run(
             variants = [v for v in tflite if v != "int8" or samples is not None]
             tflite_eval.convert_stages(stage_dirs, variants, root / "tflite", samples)
     return path
+
+
+def training_record(preset: str, manifest, runs, commit: str | None = None) -> dict:
+    """What the exported networks learnt from (the metadata's ``training``): the preset, its
+    films in words (:data:`tf_boneage.export.shipped.TRAINING_DATA`), the films per split of
+    ``manifest`` (when given), the digest of the runs' films, labels and splits
+    (``RUNS/manifest.sha256`` of a region run, when present) and ``commit``."""
+    import pandas as pd
+
+    from tf_boneage.export.shipped import TRAINING_DATA
+
+    doc = {"preset": preset, "data": TRAINING_DATA.get(preset, f"preset {preset}")}
+    if manifest and Path(manifest).is_file():
+        splits = pd.read_csv(manifest, usecols=["split"])["split"].value_counts()
+        doc["counts"] = {str(k): int(v) for k, v in sorted(splits.items())}
+    digests = sorted(Path(runs).glob("region/*/manifest.sha256"))
+    if digests:
+        doc["manifest_sha256"] = digests[0].read_text().split()[0]
+    if commit:
+        doc["commit"] = commit
+    return doc
 
 
 def chain_of_runs(runs, preset: str, unet=None) -> ChainSpec:
@@ -444,6 +470,12 @@ def main(argv=None) -> int:
         help="serve with the orientation classifier's proposals of at least this confidence "
         "standing without the outline check, instead of the cache's (recorded in the metadata)",
     )
+    parser.add_argument(
+        "--training-commit",
+        default=None,
+        metavar="SHA",
+        help="the commit RUNS were trained at (recorded in the metadata's training.commit)",
+    )
     parser.add_argument("--representative", type=int, default=64)
     parser.add_argument(
         "--calibrate",
@@ -472,5 +504,6 @@ def main(argv=None) -> int:
         geometry_from=args.geometry_from,
         landmark_passes=args.landmark_passes,
         orient_trust=args.orient_trust,
+        training_commit=args.training_commit,
     )
     return 0
