@@ -1,6 +1,6 @@
-"""What exposure changes do to the chain's hand mask, per U-Net (issue 17).
+"""What exposure changes do to the chain's hand mask, per U-Net.
 
-    python benchmarks/exposure_masks.py --runs runs/t24 runs/t25 \
+    python benchmarks/exposure_masks.py --runs runs/table_a runs/table_b \
         --manifest runs/rsna100.csv --split val --limit 200 --out exposure_masks.md
 
 For every ``training/table.py`` folder given, its U-Net (``seg/round*/unet.keras``, the last

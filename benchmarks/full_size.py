@@ -1,4 +1,4 @@
-"""A full-size film to an age with the paper preset: time per stage and peak memory (issue 15).
+"""A full-size film to an age with the paper preset: time per stage and peak memory.
 
     python benchmarks/full_size.py --size 2000x1500 --repeats 3 --tflite float32 float16 \
         --unet-orientation --out full_size.md

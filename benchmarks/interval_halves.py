@@ -1,4 +1,4 @@
-"""Does the interval fitted on one half of ``val`` cover 90 % of the other? (issue 17 item 6)
+"""Does the interval fitted on one half of ``val`` cover 90 % of the other?
 
     python benchmarks/interval_halves.py --films qc_scores.md.films.csv \\
         --manifest runs/rsna100.csv --repeats 300 --out interval_halves.md

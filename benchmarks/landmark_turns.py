@@ -1,11 +1,11 @@
 """How far a film's landmarks drift when the film is turned or darkened, with one or two
 landmark looks.
 
-    python benchmarks/landmark_turns.py --runs runs/t24 --preset rsna100 \
+    python benchmarks/landmark_turns.py --runs runs/table --preset rsna100 \
         --manifest runs/rsna100.csv --split val --limit 200 --out landmark_turns.md
-    python benchmarks/landmark_turns.py --runs runs/t27 --preset rsna100 --angles \
+    python benchmarks/landmark_turns.py --runs runs/table --preset rsna100 --angles \
         --darken 10 20 30 --passes 2 --manifest runs/rsna100.csv --split val --out dark.md
-    python benchmarks/landmark_turns.py --runs runs/t24 --preset rsna100 \
+    python benchmarks/landmark_turns.py --runs runs/table --preset rsna100 \
         --images ../shared/data/raw10/*.png --out landmark_turns_raw.md
 
 The chain of a ``training/table.py`` folder (its cache's ``chain.json``, outline and

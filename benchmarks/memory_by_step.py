@@ -1,5 +1,5 @@
-"""Peak memory of every training step of the paper preset against the number of films (issue 15
-item 7): it must be set by the batch, not by the data.
+"""Peak memory of every training step of the paper preset against the number of films:
+it must be set by the batch, not by the data.
 
     python benchmarks/memory_by_step.py --films 80 400 --size 2000x1600 --work /tmp/mem \\
         --out memory_by_step.md

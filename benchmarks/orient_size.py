@@ -1,4 +1,4 @@
-"""How small can the orientation step score its candidates? (issue 15 item 6)
+"""How small can the orientation step score its candidates?
 
     python benchmarks/orient_size.py --unet runs/table/seg/round0/unet.keras \\
         --manifest runs/rsna100.csv --split val --sizes 0 64 48 32 --out orient_size.md

@@ -1,6 +1,6 @@
-"""Which orientation step, on real films? (issue 17 item 2)
+"""Which orientation step, on real films?
 
-    python benchmarks/orientation_choice.py --runs runs/t27 --manifest runs/rsna100.csv \
+    python benchmarks/orientation_choice.py --runs runs/table --manifest runs/rsna100.csv \
         --split val --limit 250 --trust 0.9 0.95 0.99 --out orientation_choice.md
 
 Every film of ``--split`` (the first ``--limit``) is given in its eight orientations (four quarter

@@ -1,4 +1,4 @@
-"""Does QC catch failed registrations and non-hand images? (issue 17 item 3)
+"""Does QC catch failed registrations and non-hand images?
 
     python benchmarks/qc_failures.py --model saved_models/boneage \
         --manifest runs/rsna100.csv --split test --limit 500 --out qc_failures.md

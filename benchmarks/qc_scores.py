@@ -1,6 +1,6 @@
 """Every scalar output of an export (QC scores, std, flags) for good films of three sets.
 
-    python benchmarks/qc_scores.py --model runs/sm26/boneage --manifest runs/rsna100.csv \
+    python benchmarks/qc_scores.py --model saved_models/boneage_rsna100 --manifest runs/rsna100.csv \
         --out qc_scores.md
 
 ``val`` and ``test`` whole, and ``--extra`` of the ``train`` films the export fits its QC

@@ -1,4 +1,4 @@
-"""Robustness to how films are taken: MAE and QC rejections per transform (issue 17).
+"""Robustness to how films are taken: MAE and QC rejections per transform.
 
     python benchmarks/robustness.py --model saved_models/boneage \
         --manifest demo_run/synth/manifest.csv --split test --limit 100 --out robustness.md
@@ -8,7 +8,7 @@ Every film of the split (first ``--limit``) under every transform of
 ``serving_default`` in batches; QC is ``predict``'s own decision. Writes the markdown table
 and the per-film CSV beside it. Per transform: the MAE of every film and its change over the
 untouched films, the MAE of the films QC accepts, the same films' MAE untouched and the change
-on them (what the transform cost the films it lets through: issue 17's goal is at most +10 %
+on them (what the transform cost the films it lets through: the goal is at most +10 %
 or a rejection), and the share rejected.
 """
 

@@ -1,4 +1,4 @@
-"""Error analysis (issue 18 item 5) on a hand-made table with known errors."""
+"""Error analysis on a hand-made table with known errors."""
 
 import json
 

@@ -411,7 +411,7 @@ def test_calibrate_scales_the_std_per_sex_and_the_export_keeps_it(exported, load
     np.testing.assert_allclose(got["bone_age_std"], raw["bone_age_std"].numpy() * factor, rtol=1e-4)
     with pytest.raises(ValueError, match="> 0"):
         graph.set_std_scale(0.0, 1.0)
-    # the 90 % interval (issue 17): inside 0-240, around the estimate, from the raw spread and
+    # the 90 % interval: inside 0-240, around the estimate, from the raw spread and
     # the factor of the image's sex and age band fitted on the same rows, covering 90 % of them
     from tf_boneage.export import interval
 

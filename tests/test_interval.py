@@ -1,4 +1,4 @@
-"""The 90 % interval (issue 17 item 6): on the logit scale of age / 240, inside (0, 240)
+"""The 90 % interval: on the logit scale of age / 240, inside (0, 240)
 months, its width following the image, a factor per sex and age band fitted on ``val``."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Native-size serving (issue 15): the paper-preset graph takes a film at its own size, finds
+"""Native-size serving: the paper-preset graph takes a film at its own size, finds
 the hand and its landmarks on downscaled copies and warps regions A, B, C from the film's
 full-resolution pixels into the 2080 x 1600 frame. The graph's chain is known exactly here
 (``tiny_graph._native_graph``: whole-film mask, fixed landmarks), so a region crop is a pure

@@ -1,4 +1,4 @@
-"""The chain's orientation and polarity step (issue 17): quarter turns and inverted films found
+"""The chain's orientation and polarity step: quarter turns and inverted films found
 from the U-Net, landmarks turned back, registration the same as for the upright film."""
 
 import keras
@@ -324,7 +324,7 @@ def _low_films(folder, n: int):
 
 
 def test_the_cache_orients_against_an_outline_of_films_as_given(models, tmp_path):
-    """Issue 18: the cache's orientation step decided by the U-Net's mask mass alone and
+    """Once the cache's orientation step decided by the U-Net's mask mass alone and
     turned or inverted a third of upright real films. The cache now first fits an outline on
     training films as given and turns a film only when that fits it better, as the export does:
     films the mass alone would half-turn stay as given; the outline is written, and the turns
@@ -402,7 +402,7 @@ def test_the_table_cache_records_the_orient_size_of_its_preset(synth_dir, tmp_pa
 
 
 def test_a_finished_cache_without_a_classifier_skips_training_one(tmp_path, models, capsys):
-    """A run folder whose cache was finished before the preset had a classifier (t21): the
+    """A run folder whose cache was finished before the preset had a classifier: the
     table does not train one it would not use, and says so; an unfinished cache, or one built
     with a classifier, trains it."""
     from tf_boneage.preprocessing.spec import ChainSpec

@@ -1,4 +1,4 @@
-"""The orientation classifier (issue 17): its eight classes made from an upright film, the
+"""The orientation classifier: its eight classes made from an upright film, the
 model, and its training stage on the embedded phantoms."""
 
 import json

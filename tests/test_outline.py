@@ -1,4 +1,4 @@
-"""QC of the registration against a canonical outline (issue 17 item 3): hand-computed fits,
+"""QC of the registration against a canonical outline: hand-computed fits,
 the threshold's quantile, and failed registrations caught through the chain."""
 
 import numpy as np

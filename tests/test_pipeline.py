@@ -119,7 +119,7 @@ def test_one_resize_for_pipelines_and_graph():
 def test_a_shuffled_epoch_decodes_about_a_batch_before_its_first_batch(
     tmp_path, monkeypatch, cache
 ):
-    """Issue 15 item 7: the shuffle holds file names, not decoded films. Counting the decodes
+    """The shuffle holds file names, not decoded films. Counting the decodes
     (DICOM rows: each one is a Python call) before the first batch of a shuffled epoch: a few
     batches' worth when streamed (the shuffle buffer of decoded films filled with every film
     before it yielded one: all of them), every film when the set is cached in memory; each

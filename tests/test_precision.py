@@ -1,4 +1,4 @@
-"""Mixed precision as a config switch (issue 15 item 5), exercised on the CPU: half-precision
+"""Mixed precision as a config switch, exercised on the CPU: half-precision
 compute with float32 variables, float32 heads and losses, dynamic loss scaling for float16."""
 
 import keras

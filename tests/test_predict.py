@@ -19,7 +19,7 @@ from tf_boneage.inference.gp_standards import gp_sd, sds
 
 @pytest.fixture(scope="session")
 def model(exported):
-    """The session's tiny export (tests/conftest.py)."""
+    """The pytest session's tiny export (tests/conftest.py)."""
     return exported[1]
 
 
@@ -241,7 +241,7 @@ def test_interval_coverage_by_hand_and_script(model, tmp_path):
     assert doc["all"]["n"] == 4 and doc["male"]["n"] == 2
     assert 0.0 <= doc["all"]["coverage_68"] <= doc["all"]["coverage_90"] <= 1.0
     # against an offline table holding the model's own estimates of three of the films, one
-    # member 2 months off on every film: agreement film by film (issue 18, item 6)
+    # member 2 months off on every film: agreement film by film
     from tf_boneage.export import load
     from tf_boneage.export.calibration import predict_rows
 

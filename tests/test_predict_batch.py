@@ -1,6 +1,6 @@
 """``predict`` over whole batches: no age for what QC rejects (unless ``--force``), outputs
 unique per input, ``--labels CSV`` with per-image sex and true ages; in process (``cli.main``)
-on the session's tiny export."""
+on the pytest session's tiny export."""
 
 import re
 from pathlib import Path

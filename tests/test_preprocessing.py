@@ -189,7 +189,7 @@ def test_chain_graph_converts_to_tflite_builtins():
     """The preprocessing graph converts with TFLite built-in ops only (decoding stays outside).
 
     Before ``invert_affine`` and ``resize`` it needed MatrixInverse and ScaleAndTranslate.
-    Runtime parity of the converted chain is issue 6's: converting a concrete function that
+    Runtime parity of the converted chain is tested with the export: converting a concrete function that
     holds Keras 3 models gave zero / NaN outputs here (the mask-cleanup, equalisation and warp
     ops alone match TF exactly, see ``test_preprocessing_ops_run_in_litert``)."""
     from test_chain import threshold_unet, tiny_landmarks

@@ -1,4 +1,4 @@
-"""Keeping a table run's small text reports (issue 18 item 3)."""
+"""Keeping a table run's small text reports."""
 
 import pytest
 

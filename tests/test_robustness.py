@@ -1,4 +1,4 @@
-"""The robustness transforms and their summary (issue 17), by hand."""
+"""The robustness transforms and their summary, by hand."""
 
 import numpy as np
 import pandas as pd

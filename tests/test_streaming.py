@@ -1,4 +1,4 @@
-"""Memory set by the batch, not by the number of films (issue 15 item 7): the segmentation
+"""Memory set by the batch, not by the number of films: the segmentation
 step's evaluation and pseudo-labelling and the landmark step's inputs stream full-size films
 from disk. The paper preset was killed at 24 GB on 80 full-size phantoms because every film's
 full-size mask and probabilities were kept in lists (and 64 films were stacked at once)."""

@@ -433,7 +433,7 @@ def test_segmentation_and_landmark_scripts_on_the_synthetic_default(synth_dir, t
 
 @pytest.mark.slow
 def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
-    """training/table.py on the table the session's demo trained (in process): every run of the
+    """training/table.py on the table the pytest session's demo trained (in process): every run of the
     demo there, every step skipped when run again by the driver; training/export.py refuses
     what does not match the cache before any work, and the export the demo made with it
     (tf_boneage.training.export.run) records the chain the cache was built with."""
@@ -489,7 +489,7 @@ def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
         assert meta["chain"][key] == recorded[key], key
     assert meta["chain"]["unet_size"] > 0 and meta["chain"]["landmark_size"] > 0
     assert meta["unet"] == "last round" and meta["networks"]["regions"]
-    # the outline the cache's orientation step used travels into the graph (issue 18)
+    # the outline the cache's orientation step used travels into the graph
     from tf_boneage.export import load
 
     loaded = load.saved_model(version)
@@ -554,7 +554,7 @@ def test_qc_filter_drops_implausible_training_rows_only():
 
 @pytest.mark.slow
 def test_posthoc_reproduces_a_run_and_makes_its_variants(demo_run, tmp_path):
-    """``training/posthoc.py`` on a region run of the session's demo: with the run's own weights
+    """``training/posthoc.py`` on a region run of the pytest session's demo: with the run's own weights
     and one view it gives the run's ``predictions.csv`` (same rows, same estimates); the
     un-recalibrated checkpoint and three test-time views give other estimates for the same
     rows, which ``tf-boneage train ablation`` compares on val."""

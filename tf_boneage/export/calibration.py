@@ -115,7 +115,7 @@ DOUBT_QUANTILE = 0.95
 STD_REJECT_SHARE = 0.002
 #: ``train`` films (not the outline's) that the export fits the QC thresholds on besides
 #: ``val``: on the rsna100 export, thresholds fitted on ``val`` alone turned away 3.2 % of
-#: good ``test`` films against a 1.5 % design (RESULTS.md, issue 17)
+#: good ``test`` films against a 1.5 % design (RESULTS.md, QC)
 QC_EXTRA_FILMS = 1500
 
 

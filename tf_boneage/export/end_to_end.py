@@ -109,7 +109,7 @@ def exposure_ok(black, certain, max_black, doubt_black):
     black (``black`` (B,) in [0, 1], ``core_share_tf`` of the chain's ``black_map``) than
     ``max_black``, or more than ``doubt_black`` while its networks disagree (``certain`` (B,)
     bool False): a partly clipped hand the networks still agree on is read, one they do not is
-    not (on the rsna100 export: RESULTS.md, issue 17)."""
+    not (fitted on rsna100 `val` by ``training/export.py``; RESULTS.md, QC)."""
     doubtful = tf.logical_and(black > doubt_black, tf.logical_not(certain))
     return tf.logical_and(black <= max_black, tf.logical_not(doubtful))
 

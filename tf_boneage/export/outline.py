@@ -39,8 +39,8 @@ from tf_boneage.preprocessing.chain import (
 
 #: the share of the fitting films the registration checks turn away together; with the image
 #: checks' 0.15 % each (:data:`~tf_boneage.export.calibration.IMAGE_REJECT_SHARE`) the fitted
-#: checks turn away at most 0.65 % of the films they are fitted on (issue 17's goal: 1 % of
-#: good `test` films; at 0.5 % and 0.25 % the design summed to 1.25 %, and 7 of 500 good `test`
+#: checks turn away at most 0.65 % of the films they are fitted on (the goal: at most 1 %
+#: of good `test` films; at 0.5 % and 0.25 % the design summed to 1.25 %, and 7 of 500 good `test`
 #: films were turned away, RESULTS.md)
 REJECT_SHARE = 0.0035
 #: fewest films to fit an outline or a threshold on

@@ -1,5 +1,5 @@
 """Grossly failed registrations and images that are not hand radiographs, made on purpose, to
-measure whether QC catches them (issue 17; ``benchmarks/qc_failures.py``).
+measure whether QC catches them (``benchmarks/qc_failures.py``).
 
 * wrong landmarks: the chain run with landmarks that are not the hand's (random points, or
   the hand's own tip and capitate swapped: the hand registered upside down);

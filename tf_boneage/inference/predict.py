@@ -286,9 +286,9 @@ def reason_of(out: dict) -> str:
 
 
 def certainty_flags(out: dict) -> list[str]:
-    """A flag, not a rejection, when the graph's ``certainty_ok`` (exports from 2026-12-02 on)
+    """A flag, not a rejection, when the graph's ``certainty_ok``
     says its networks disagree on the film more than on all but 0.2 % of ``val`` films: on the
-    rsna100 export sm25 such films erred by 25 months on average, but they are films of hands,
+    rsna100 export such films erred by 25 months on average, but they are films of hands,
     and rejecting them would have turned away 1.8 % of good ``test`` films (RESULTS.md)."""
     if float(out.get("certainty_ok", 1.0)) > 0.5:
         return []

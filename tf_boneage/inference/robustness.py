@@ -1,4 +1,4 @@
-"""How films are taken, as transforms, and what each does to the age and to QC (issue 17).
+"""How films are taken, as transforms, and what each does to the age and to QC (``benchmarks/robustness.py``).
 
 Each transform maps a film (H, W) float32 in [0, 1] to another film, seeded per image. The
 benchmark (``benchmarks/robustness.py``) sends every transformed film through the exported

@@ -3,8 +3,8 @@
 Trained on the MAE of the expected age alone (PAPER.md), the 240-way softmax can collapse onto
 one bin: once a bin holds all the mass, the gradient of the expected value with respect to
 the logit of bin k is ``p_k (k - E)``, zero for every other bin, so mass can no longer move
-to ages no film has been given yet. On rsna100 every classification network of the t19 run
-answered at most 162-170 months, for films of up to 228 (RESULTS.md). A cross-entropy against
+to ages no film has been given yet. On rsna100 every classification network of a preset run
+trained so answered at most 162-170 months, for films of up to 228 (RESULTS.md). A cross-entropy against
 a Gaussian label distribution around the true age (label distribution learning, Gao et al.,
 DLDL) has gradient ``p_k - q_k`` for every bin and keeps the whole range reachable.
 """

@@ -1,4 +1,4 @@
-"""Error analysis of one model on the test split (issue 18): MAE by age band and sex with
+"""Error analysis of one model on the test split: MAE by age band and sex with
 bootstrap intervals, the extreme ages apart, the worst films as a contact sheet with their QC
 numbers, and what the worst films have in common against the rest.
 

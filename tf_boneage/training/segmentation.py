@@ -37,7 +37,7 @@ from tf_boneage.training import loop
 from tf_boneage.training.runtime import start_job, worker_dir, write_json
 from tf_boneage.training.task import Task
 
-#: The split of the pose-annotated images, ids only (stable across sessions).
+#: The split of the pose-annotated images, ids only (stable across runs and machines).
 POSE_SPLIT = "data_manifests/handpose_split.csv"
 
 
