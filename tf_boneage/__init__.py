@@ -6,4 +6,4 @@ Stages, one module each (image -> age):
 ``data.synthetic`` makes the embedded default dataset of hand-radiograph phantoms.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,6 +1,6 @@
 """The paper's table on the test split: MAE (months) of every region model and ensemble.
 
-    python training/evaluate.py runs/region --out runs/region/table --figures docs/figures
+    python training/evaluate.py runs/region --out runs/region/table --figures runs/region/figures
 
 Reads ``ensemble_predictions.csv`` (``training/ensemble.py``) and writes ``table.md`` and
 ``table.json`` (the paper's layout: rows region A, B, C and the linear ensemble of A, B, C;

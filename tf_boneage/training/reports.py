@@ -1,6 +1,6 @@
 """The small text reports of a table run, kept where a repository can hold them.
 
-    tf-boneage train reports runs/table --out docs/runs/rsna100
+    tf-boneage train reports runs/table --out saved_models/boneage_rsna100/reports
 
 A run folder (:mod:`.table`) holds weights, caches and images that never go into a
 repository; what a reader needs to check a figure is small text: the steps' times
