@@ -6,7 +6,9 @@
 * ``tf-boneage preprocess``: the preprocessing chain over a manifest into a resumable cache.
 * ``tf-boneage contact-sheet``: raw -> mask -> equalised -> registered -> regions, as a PNG.
 * ``tf-boneage train STAGE ...``: one stage of :mod:`tf_boneage.training` (as ``training/``).
-* ``tf-boneage demo``, ``predict``, ``tflite``, ``evaluate-tflite``: see ``--help``.
+* ``tf-boneage demo``, ``predict``, ``reexport``, ``tflite``, ``evaluate-tflite``: see ``--help``.
+
+Each subcommand has its parser (``_add_NAME``) beside its handler (``cmd_NAME``).
 """
 
 from __future__ import annotations
@@ -62,7 +64,42 @@ def _size(text: str) -> tuple[int, int]:
     return values
 
 
+def _add_synth(sub) -> None:
+    """The ``synth`` subparser."""
+    p = sub.add_parser("synth", help="generate the embedded synthetic dataset")
+    p.add_argument("--out", default="boneage_synth", help="output folder (default %(default)s)")
+    p.add_argument("--n", type=int, default=1000, help="number of images (default %(default)s)")
+    p.add_argument("--size", type=_size, default=(256, 256), help="N or HxW pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="PNG bit depth")
+    p.add_argument(
+        "--format",
+        nargs="+",
+        default=None,
+        choices=("png8", "png16", "dicom12-mono1", "dicom16-mono2"),
+        help="file formats used in turn (DICOMs carry sex and dates; mono1 = stored inverted)",
+    )
+    p.add_argument(
+        "--size-range",
+        type=_range,
+        default=None,
+        metavar="LO-HI",
+        help="film heights drawn in LO-HI px, aspect 0.7-0.95 (instead of --size)",
+    )
+    p.add_argument(
+        "--holdout",
+        type=_parse_holdout,
+        default=None,
+        help="hold-outs, e.g. val=150,test=150 (default 15%% each)",
+    )
+    p.add_argument("--workers", type=int, default=None, help="processes (default 2)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.set_defaults(func=cmd_synth)
+
+
 def cmd_synth(args) -> int:
+    """``tf-boneage synth``: the embedded synthetic dataset (phantoms with exact masks,
+    landmarks and ages, a manifest with splits) into ``--out``."""
     from tf_boneage.data.synthetic import generate
 
     out = Path(args.out)
@@ -108,7 +145,66 @@ def _range(text: str) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
+def _add_manifest(sub) -> None:
+    """The ``manifest`` subparser."""
+    p = sub.add_parser("manifest", help="validate RSNA CSVs / folders into a canonical manifest")
+    p.add_argument("sources", nargs="*", help="folders with labels.csv and images/ (rsna100)")
+    p.add_argument("--csv", action="append", default=[], help="an RSNA CSV (any layout)")
+    p.add_argument("--images", action="append", default=[], help="image folder of each --csv")
+    p.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        default=None,
+        help="split of every row (default from the CSV layout)",
+    )
+    p.add_argument("--out", required=True, help="canonical manifest CSV to write")
+    p.add_argument(
+        "--lenient",
+        action="store_true",
+        help="skip bad rows and write a report instead of stopping",
+    )
+    p.add_argument("--report", default=None, help="skipped-rows report (lenient mode)")
+    p.add_argument(
+        "--check-images",
+        choices=("none", "exists", "header", "decode"),
+        default="header",
+        help="how hard to check each image (default %(default)s)",
+    )
+    p.add_argument(
+        "--holdout",
+        type=_parse_holdout,
+        default=None,
+        help="hold out from train rows, e.g. val=1000 (the paper's)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split hash")
+    p.add_argument(
+        "--previous-split",
+        default=None,
+        help="earlier split file: its ids keep their split (alone: reproduce that split, new "
+        "ids shared out in its proportions)",
+    )
+    p.add_argument(
+        "--refine",
+        type=_parse_refine,
+        default=None,
+        metavar="FROM:NAME=N",
+        help="carve new hold-outs out of split FROM, e.g. val:test=500",
+    )
+    p.add_argument("--split-out", default=None, help="write the ids-only split definition here")
+    p.add_argument(
+        "--landmarks",
+        action="append",
+        default=[],
+        help="VIA JSON, COCO keypoint JSON or 21-point pose CSV to attach",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=cmd_manifest)
+
+
 def cmd_manifest(args) -> int:
+    """``tf-boneage manifest``: RSNA layouts -> one validated canonical manifest (strict
+    unless ``--lenient``), with splits and landmarks; nothing overwritten without
+    ``--overwrite``."""
     from tf_boneage.data import annotations, manifest, split
 
     tables, inputs = [], []
@@ -196,7 +292,25 @@ def _load_chain(args, region_sizes=None):
         return None
 
 
+def _add_preprocess(sub) -> None:
+    """The ``preprocess`` subparser."""
+    p = sub.add_parser("preprocess", help="run the preprocessing chain into a cache")
+    _chain_args(p)
+    p.add_argument("--out", required=True, help="cache folder (resumable)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--limit", type=int, default=None, help="first N rows only")
+    p.add_argument(
+        "--region-sizes",
+        type=_region_sizes,
+        default=None,
+        help="crop size per region (default A=104x80,B=48x64,C=64x72)",
+    )
+    p.set_defaults(func=cmd_preprocess)
+
+
 def cmd_preprocess(args) -> int:
+    """``tf-boneage preprocess``: the preprocessing chain over a manifest into a resumable
+    cache (region crops, ``qc.csv``, ``chain.json``)."""
     from tf_boneage.preprocessing import cache
     from tf_boneage.preprocessing.spec import ChainSpec
 
@@ -234,7 +348,31 @@ def _model_and_tflite_dir(model_arg: str, tflite_dir: str | None):
     return model, Path(tflite_dir) if tflite_dir else default
 
 
+def _add_tflite(sub) -> None:
+    """The ``tflite`` subparser."""
+    p = sub.add_parser("tflite", help="convert an exported SavedModel to TFLite variants")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="saved_models/NAME (newest version) or a version folder (default: the shipped "
+        "boneage_rsna100)",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["float32", "float16", "dynamic", "int8"],
+        choices=("float32", "float16", "dynamic", "int8"),
+    )
+    p.add_argument("--manifest", default=None, help="representative images for int8")
+    p.add_argument("--representative", type=int, default=64, help="images for int8")
+    p.add_argument("--out", default=None, help="default saved_models/tflite/NAME/VERSION")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_tflite)
+
+
 def cmd_tflite(args) -> int:
+    """``tf-boneage tflite``: TFLite variants of an export (the shipped model by default)
+    into ``--out``; existing files kept unless ``--overwrite``."""
     from tf_boneage.inference import tflite_eval
 
     model, out = _model_and_tflite_dir(args.model, args.out)
@@ -252,7 +390,28 @@ def cmd_tflite(args) -> int:
     return 0
 
 
+def _add_evaluate_tflite(sub) -> None:
+    """The ``evaluate-tflite`` subparser."""
+    p = sub.add_parser("evaluate-tflite", help="MAE, parity, latency and size of .tflite files")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="the SavedModel the .tflite files came from (reference; default: the shipped "
+        "boneage_rsna100)",
+    )
+    p.add_argument("--tflite-dir", default=None, help="default saved_models/tflite/NAME/VERSION")
+    p.add_argument("--manifest", required=True, help="labelled images")
+    p.add_argument("--split", default=None, help="only rows of this split (e.g. test)")
+    p.add_argument("--limit", type=int, default=None, help="first N rows")
+    p.add_argument("--threads", type=int, default=None, help="LiteRT threads")
+    p.add_argument("--out", default=None, help="markdown table (and .csv of predictions)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_evaluate_tflite)
+
+
 def cmd_evaluate_tflite(args) -> int:
+    """``tf-boneage evaluate-tflite``: MAE, parity against the SavedModel, QC agreement,
+    latency and size of each .tflite file, with each variant's bound."""
     from tf_boneage.inference import tflite_eval
 
     model, folder = _model_and_tflite_dir(args.model, args.tflite_dir)
@@ -293,7 +452,44 @@ def resolve_model(model_arg: str | None) -> Path:
     return shipped.resolve(model_arg)
 
 
+def _add_predict(sub) -> None:
+    """The ``predict`` subparser."""
+    p = sub.add_parser("predict", help="bone age of image files, folders and DICOM files")
+    p.add_argument("inputs", nargs="+", help="files or folders (recursive)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="saved_models/NAME or a version folder (default: the shipped boneage_rsna100)",
+    )
+    p.add_argument(
+        "--sex", choices=("M", "F", "m", "f"), default=None, help="sex for files without PatientSex"
+    )
+    p.add_argument(
+        "--chronological-age",
+        default=None,
+        help="months (126) or years+months (10y6m); default from DICOM dates",
+    )
+    p.add_argument("--out", default=None, help="results.csv or results.json")
+    p.add_argument(
+        "--labels",
+        default=None,
+        help="CSV with per-image sex (columns id or file, sex or male; optional "
+        "chronological_age or birth_date + study_date, and boneage: the true age)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="give an age to images QC rejects too (marked in flags)",
+    )
+    p.add_argument("--overlay", default=None, help="folder for one overlay PNG per image")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_predict)
+
+
 def cmd_predict(args) -> int:
+    """``tf-boneage predict``: bone age, interval, QC and overlays of files, folders and
+    DICOM (the shipped model unless ``--model``); exit 1 when every file failed."""
     from tf_boneage.inference import batch, labels, predict
 
     out = Path(args.out) if args.out else None
@@ -358,6 +554,23 @@ def cmd_predict(args) -> int:
     return 1 if errors == len(rows) else 0
 
 
+def _add_reexport(sub) -> None:
+    """The ``reexport`` subparser."""
+    p = sub.add_parser(
+        "reexport",
+        help="rebuild an export from itself with this code (a graph change without retraining)",
+    )
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="saved_models/NAME or a version folder (default: the shipped boneage_rsna100)",
+    )
+    p.add_argument("--out", required=True, help="model folder the new version goes into")
+    p.add_argument("--version", type=int, default=None, help="default: the next free one")
+    p.set_defaults(func=cmd_reexport)
+
+
 def cmd_reexport(args) -> int:
     """``tf-boneage reexport``: an export rebuilt from itself by the code installed now and
     written as a new version (:func:`tf_boneage.export.rebuild.reexport`)."""
@@ -373,13 +586,91 @@ def cmd_reexport(args) -> int:
     return 0
 
 
+def _add_demo(sub) -> None:
+    """The ``demo`` subparser."""
+    p = sub.add_parser("demo", help="the whole chain on the embedded default (or --data)")
+    p.add_argument("--out", default="demo_run", help="working folder (default %(default)s)")
+    p.add_argument("--data", default=None, help="an RSNA-layout folder instead (labels.csv)")
+    p.add_argument(
+        "--models",
+        default=None,
+        help="TF Serving model root (default OUT/saved_models: the demo's models stay beside "
+        "its run, apart from the shipped model)",
+    )
+    p.add_argument("--name", default="boneage", help="exported model name")
+    p.add_argument(
+        "--preset",
+        default="synthetic",
+        choices=("synthetic", "paper"),
+        help="synthetic: 128 px phantoms, small networks (default); paper: full-size phantoms "
+        "(1,500-3,000 px, PNG 8/16 bit and DICOM), the paper's networks and frame, one short "
+        "epoch each",
+    )
+    p.add_argument(
+        "--n", type=int, default=None, help="phantoms (default 640; 80 with --preset paper)"
+    )
+    p.add_argument(
+        "--eval-limit",
+        type=int,
+        default=None,
+        help="test images for the TFLite table (default 60; 16 with --preset paper)",
+    )
+    p.add_argument(
+        "--tflite",
+        nargs="+",
+        default=["float32", "float16"],
+        choices=["float32", "float16", "dynamic", "int8"],
+        help="TFLite variants to export and check (default: %(default)s; each adds ~30 s)",
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        help="with --data: a split file (id,split) whose ids keep their split, e.g. "
+        "data_manifests/rsna100_split.csv",
+    )
+    p.add_argument(
+        "--keypoints",
+        action="append",
+        default=[],
+        help="with --data: hand keypoints (21-point pose CSV, COCO or VIA JSON) for "
+        "the segmentation and landmark stages, e.g. "
+        "../shared/data/handpose/keypoints21.csv",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="epochs of each region run")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training overrides passed to training/table.py, e.g. "
+        "landmarks.epochs=80 segmentation.rounds=1",
+    )
+    p.set_defaults(func=cmd_demo)
+
+
 def cmd_demo(args) -> int:
+    """``tf-boneage demo``: the whole system on the embedded default (or ``--data``), see
+    :mod:`tf_boneage.demo`."""
     from tf_boneage import demo
 
     return demo.run(args)
 
 
+def _add_contact_sheet(sub) -> None:
+    """The ``contact-sheet`` subparser."""
+    p = sub.add_parser("contact-sheet", help="raw -> mask -> equalised -> registered -> regions")
+    _chain_args(p)
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--n", type=int, default=8, help="number of images")
+    p.add_argument("--ids", nargs="*", default=None, help="these ids only")
+    p.add_argument("--pose", action="store_true", help="pose-annotated images, draw the pose")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_contact_sheet)
+
+
 def cmd_contact_sheet(args) -> int:
+    """``tf-boneage contact-sheet``: raw -> mask -> equalised -> registered -> regions of a
+    few films, as one PNG."""
     import cv2
 
     from tf_boneage.preprocessing import contact_sheet
@@ -460,22 +751,9 @@ def _chain_args(p) -> None:
     )
 
 
-def cmd_train(args) -> int:
-    from tf_boneage.training import stage_main
-
-    return stage_main(args.stage)(args.args)
-
-
-def build_parser() -> argparse.ArgumentParser:
+def _add_train(sub) -> None:
+    """The ``train`` subparser."""
     from tf_boneage.training import STAGES
-
-    parser = argparse.ArgumentParser(prog="tf-boneage", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show TensorFlow's C++ start-up lines (cuInit, oneDNN, ...)",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
         "train",
@@ -487,250 +765,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER, help="the stage's arguments")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("synth", help="generate the embedded synthetic dataset")
-    p.add_argument("--out", default="boneage_synth", help="output folder (default %(default)s)")
-    p.add_argument("--n", type=int, default=1000, help="number of images (default %(default)s)")
-    p.add_argument("--size", type=_size, default=(256, 256), help="N or HxW pixels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="PNG bit depth")
-    p.add_argument(
-        "--format",
-        nargs="+",
-        default=None,
-        choices=("png8", "png16", "dicom12-mono1", "dicom16-mono2"),
-        help="file formats used in turn (DICOMs carry sex and dates; mono1 = stored inverted)",
-    )
-    p.add_argument(
-        "--size-range",
-        type=_range,
-        default=None,
-        metavar="LO-HI",
-        help="film heights drawn in LO-HI px, aspect 0.7-0.95 (instead of --size)",
-    )
-    p.add_argument(
-        "--holdout",
-        type=_parse_holdout,
-        default=None,
-        help="hold-outs, e.g. val=150,test=150 (default 15%% each)",
-    )
-    p.add_argument("--workers", type=int, default=None, help="processes (default 2)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("manifest", help="validate RSNA CSVs / folders into a canonical manifest")
-    p.add_argument("sources", nargs="*", help="folders with labels.csv and images/ (rsna100)")
-    p.add_argument("--csv", action="append", default=[], help="an RSNA CSV (any layout)")
-    p.add_argument("--images", action="append", default=[], help="image folder of each --csv")
-    p.add_argument(
-        "--split",
-        choices=("train", "val", "test"),
-        default=None,
-        help="split of every row (default from the CSV layout)",
-    )
-    p.add_argument("--out", required=True, help="canonical manifest CSV to write")
-    p.add_argument(
-        "--lenient",
+def cmd_train(args) -> int:
+    """``tf-boneage train STAGE ARGS``: one stage's ``main`` of :mod:`tf_boneage.training`,
+    as ``training/STAGE.py`` runs it."""
+    from tf_boneage.training import stage_main
+
+    return stage_main(args.stage)(args.args)
+
+
+#: every subcommand's parser, in the order ``--help`` lists them (each defined beside its handler)
+SUBCOMMANDS = (
+    _add_train,
+    _add_synth,
+    _add_manifest,
+    _add_preprocess,
+    _add_contact_sheet,
+    _add_demo,
+    _add_predict,
+    _add_reexport,
+    _add_tflite,
+    _add_evaluate_tflite,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tf-boneage`` parser: the global ``--verbose`` and one subparser per entry of
+    :data:`SUBCOMMANDS`."""
+    parser = argparse.ArgumentParser(prog="tf-boneage", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--verbose",
         action="store_true",
-        help="skip bad rows and write a report instead of stopping",
+        help="show TensorFlow's C++ start-up lines (cuInit, oneDNN, ...)",
     )
-    p.add_argument("--report", default=None, help="skipped-rows report (lenient mode)")
-    p.add_argument(
-        "--check-images",
-        choices=("none", "exists", "header", "decode"),
-        default="header",
-        help="how hard to check each image (default %(default)s)",
-    )
-    p.add_argument(
-        "--holdout",
-        type=_parse_holdout,
-        default=None,
-        help="hold out from train rows, e.g. val=1000 (the paper's)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the split hash")
-    p.add_argument(
-        "--previous-split",
-        default=None,
-        help="earlier split file: its ids keep their split (alone: reproduce that split, new "
-        "ids shared out in its proportions)",
-    )
-    p.add_argument(
-        "--refine",
-        type=_parse_refine,
-        default=None,
-        metavar="FROM:NAME=N",
-        help="carve new hold-outs out of split FROM, e.g. val:test=500",
-    )
-    p.add_argument("--split-out", default=None, help="write the ids-only split definition here")
-    p.add_argument(
-        "--landmarks",
-        action="append",
-        default=[],
-        help="VIA JSON, COCO keypoint JSON or 21-point pose CSV to attach",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.set_defaults(func=cmd_manifest)
-
-    p = sub.add_parser("preprocess", help="run the preprocessing chain into a cache")
-    _chain_args(p)
-    p.add_argument("--out", required=True, help="cache folder (resumable)")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--limit", type=int, default=None, help="first N rows only")
-    p.add_argument(
-        "--region-sizes",
-        type=_region_sizes,
-        default=None,
-        help="crop size per region (default A=104x80,B=48x64,C=64x72)",
-    )
-    p.set_defaults(func=cmd_preprocess)
-
-    p = sub.add_parser("contact-sheet", help="raw -> mask -> equalised -> registered -> regions")
-    _chain_args(p)
-    p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--n", type=int, default=8, help="number of images")
-    p.add_argument("--ids", nargs="*", default=None, help="these ids only")
-    p.add_argument("--pose", action="store_true", help="pose-annotated images, draw the pose")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_contact_sheet)
-
-    p = sub.add_parser("demo", help="the whole chain on the embedded default (or --data)")
-    p.add_argument("--out", default="demo_run", help="working folder (default %(default)s)")
-    p.add_argument("--data", default=None, help="an RSNA-layout folder instead (labels.csv)")
-    p.add_argument(
-        "--models",
-        default=None,
-        help="TF Serving model root (default OUT/saved_models: the demo's models stay beside "
-        "its run, apart from the shipped model)",
-    )
-    p.add_argument("--name", default="boneage", help="exported model name")
-    p.add_argument(
-        "--preset",
-        default="synthetic",
-        choices=("synthetic", "paper"),
-        help="synthetic: 128 px phantoms, small networks (default); paper: full-size phantoms "
-        "(1,500-3,000 px, PNG 8/16 bit and DICOM), the paper's networks and frame, one short "
-        "epoch each",
-    )
-    p.add_argument(
-        "--n", type=int, default=None, help="phantoms (default 640; 80 with --preset paper)"
-    )
-    p.add_argument(
-        "--eval-limit",
-        type=int,
-        default=None,
-        help="test images for the TFLite table (default 60; 16 with --preset paper)",
-    )
-    p.add_argument(
-        "--tflite",
-        nargs="+",
-        default=["float32", "float16"],
-        choices=["float32", "float16", "dynamic", "int8"],
-        help="TFLite variants to export and check (default: %(default)s; each adds ~30 s)",
-    )
-    p.add_argument(
-        "--split",
-        default=None,
-        help="with --data: a split file (id,split) whose ids keep their split, e.g. "
-        "data_manifests/rsna100_split.csv",
-    )
-    p.add_argument(
-        "--keypoints",
-        action="append",
-        default=[],
-        help="with --data: hand keypoints (21-point pose CSV, COCO or VIA JSON) for "
-        "the segmentation and landmark stages, e.g. "
-        "../shared/data/handpose/keypoints21.csv",
-    )
-    p.add_argument("--epochs", type=int, default=None, help="epochs of each region run")
-    p.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="training overrides passed to training/table.py, e.g. "
-        "landmarks.epochs=80 segmentation.rounds=1",
-    )
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("predict", help="bone age of image files, folders and DICOM files")
-    p.add_argument("inputs", nargs="+", help="files or folders (recursive)")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="saved_models/NAME or a version folder (default: the shipped boneage_rsna100)",
-    )
-    p.add_argument(
-        "--sex", choices=("M", "F", "m", "f"), default=None, help="sex for files without PatientSex"
-    )
-    p.add_argument(
-        "--chronological-age",
-        default=None,
-        help="months (126) or years+months (10y6m); default from DICOM dates",
-    )
-    p.add_argument("--out", default=None, help="results.csv or results.json")
-    p.add_argument(
-        "--labels",
-        default=None,
-        help="CSV with per-image sex (columns id or file, sex or male; optional "
-        "chronological_age or birth_date + study_date, and boneage: the true age)",
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="give an age to images QC rejects too (marked in flags)",
-    )
-    p.add_argument("--overlay", default=None, help="folder for one overlay PNG per image")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser(
-        "reexport",
-        help="rebuild an export from itself with this code (a graph change without retraining)",
-    )
-    p.add_argument(
-        "model",
-        nargs="?",
-        default=None,
-        help="saved_models/NAME or a version folder (default: the shipped boneage_rsna100)",
-    )
-    p.add_argument("--out", required=True, help="model folder the new version goes into")
-    p.add_argument("--version", type=int, default=None, help="default: the next free one")
-    p.set_defaults(func=cmd_reexport)
-
-    p = sub.add_parser("tflite", help="convert an exported SavedModel to TFLite variants")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="saved_models/NAME (newest version) or a version folder (default: the shipped "
-        "boneage_rsna100)",
-    )
-    p.add_argument(
-        "--variants",
-        nargs="+",
-        default=["float32", "float16", "dynamic", "int8"],
-        choices=("float32", "float16", "dynamic", "int8"),
-    )
-    p.add_argument("--manifest", default=None, help="representative images for int8")
-    p.add_argument("--representative", type=int, default=64, help="images for int8")
-    p.add_argument("--out", default=None, help="default saved_models/tflite/NAME/VERSION")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_tflite)
-
-    p = sub.add_parser("evaluate-tflite", help="MAE, parity, latency and size of .tflite files")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="the SavedModel the .tflite files came from (reference; default: the shipped "
-        "boneage_rsna100)",
-    )
-    p.add_argument("--tflite-dir", default=None, help="default saved_models/tflite/NAME/VERSION")
-    p.add_argument("--manifest", required=True, help="labelled images")
-    p.add_argument("--split", default=None, help="only rows of this split (e.g. test)")
-    p.add_argument("--limit", type=int, default=None, help="first N rows")
-    p.add_argument("--threads", type=int, default=None, help="LiteRT threads")
-    p.add_argument("--out", default=None, help="markdown table (and .csv of predictions)")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_evaluate_tflite)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 
