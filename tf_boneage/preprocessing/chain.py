@@ -258,6 +258,22 @@ def upright_matrix(points: tf.Tensor, true_size: tf.Tensor, side: int) -> tf.Ten
     return warp.invert_affine(to_true) @ turn @ to_true
 
 
+@dataclasses.dataclass
+class _Oriented:
+    """A batch after the orientation step: the films as chosen (turned back is done by the
+    landmark and registration steps; inverted films are inverted here), their cleaned masks
+    and U-Net probabilities at the U-Net's size, the quarter turns (B,) int32, inversions (B,)
+    bool, the classifier's confidence (B,) and the original sizes (B, 2) as the film stands."""
+
+    images: tf.Tensor
+    masks: tf.Tensor
+    probs: tf.Tensor
+    turns: tf.Tensor
+    inverted: tf.Tensor
+    confidence: tf.Tensor
+    original_size: tf.Tensor | None
+
+
 class Preprocessor(tf.Module):
     """Runs the chain on a batch of decoded images (B, H, W, 1) float32 in [0, 1].
 
@@ -506,89 +522,116 @@ class Preprocessor(tf.Module):
         :func:`grey_range`), ``region_A`` / ``region_B`` / ``region_C`` crops and the QC numbers.
         """
         images = tf.cast(images, tf.float32)
-        n = tf.shape(images)[:1]
-        turns, inverted = tf.zeros(n, tf.int32), tf.zeros(n, tf.bool)
-        confidence = tf.ones(n, tf.float32)
         if self.config.orient and self.orient_model is not None:
-            from tf_boneage.preprocessing import orientation
-
-            turns, inverted, confidence = orientation.classify(
-                self.orient_model, images, self.config.orient_margin
-            )
-            chosen = tf.where(inverted[:, None, None, None], 1.0 - images, images)
-            probs = self.upright_probs(chosen, turns)
-            if self.outline is not None:  # the classifier proposes, the outline accepts
-                # only when it proposes a change for some film of the batch: a film proposed
-                # as given is kept as given by the check anyway (the same fit twice), and the
-                # check costs a U-Net and two landmark passes (0.3 s on a full-size film)
-                proposed = (turns != 0) | inverted
-                trusted = tf.zeros_like(proposed)
-                if self.config.orient_trust is not None:  # a sure classifier stands alone
-                    trusted = proposed & (confidence >= self.config.orient_trust)
-                keep, as_given = tf.cond(
-                    tf.reduce_any(proposed & ~trusted),
-                    lambda: self._keep_as_given(
-                        images, probs, turns, inverted, original_size, upright_size
-                    ),
-                    lambda: (tf.ones_like(inverted), probs),
-                )
-                keep &= ~trusted
-                probs = tf.where(keep[:, None, None, None], as_given, probs)
-                turns = tf.where(keep, tf.zeros_like(turns), turns)
-                inverted = tf.logical_and(inverted, tf.logical_not(keep))
-                chosen = tf.where(inverted[:, None, None, None], 1.0 - images, images)
-            images = chosen
-            masks = mask.clean_mask(probs)
-            if upright_size and original_size is not None:
-                original_size = _turned_size(original_size, turns)
+            o = self._orient_by_classifier(images, original_size, upright_size)
         elif self.config.orient:
-            probs, turns, inverted, as_given = self.orient(images)
-            if self.outline is not None:  # turn only when the registration fits better
-                keep, _ = self._keep_as_given(
-                    images, probs, turns, inverted, original_size, upright_size, as_given
-                )
-                probs = tf.where(keep[:, None, None, None], as_given, probs)
-                turns = tf.where(keep, tf.zeros_like(turns), turns)
-                inverted = tf.logical_and(inverted, tf.logical_not(keep))
-            images = tf.where(inverted[:, None, None, None], 1.0 - images, images)
-            if self.orient_unet is not None:  # scored small: the chosen film at full size
-                probs = self.upright_probs(images, turns)
-            masks = mask.clean_mask(probs)
-            if upright_size and original_size is not None:
-                original_size = _turned_size(original_size, turns)
+            o = self._orient_by_mask_mass(images, original_size, upright_size)
         else:
+            n = tf.shape(images)[:1]
             masks, probs = self.segment(images)
-        enhanced = self.enhance(images, masks)
+            o = _Oriented(
+                images,
+                masks,
+                probs,
+                tf.zeros(n, tf.int32),
+                tf.zeros(n, tf.bool),
+                tf.ones(n, tf.float32),
+                original_size,
+            )
+        enhanced = self.enhance(o.images, o.masks)
         if landmarks is None:
             landmarks = self.landmarks(
-                enhanced, turns if self.config.orient else None, original_size
+                enhanced, o.turns if self.config.orient else None, o.original_size
             )
-        size = tf.shape(images)[1:3]
-        forward, right = registration.registration_matrix(
-            landmarks, size, self.config.frame, original_size
-        )
+        size = tf.shape(o.images)[1:3]
         frame = self.config.frame
+        forward, right = registration.registration_matrix(landmarks, size, frame, o.original_size)
         registered = regions.warp_affine(enhanced, warp.invert_affine(forward), frame.size)
         out = {
-            "mask": masks,
+            "mask": o.masks,
             "enhanced": enhanced,
             "landmarks": landmarks,
             "registered": registered,
             "forward": forward,
             "right": right,
-            "quarter_turns": turns,
-            "inverted": inverted,
-            "orientation_confidence": confidence,
-            "occupancy": occupancy(registered),
-            "content": content(registered),
-            "sharpness": sharpness(images, masks),
-            "black_map": black_map(images, forward, frame),
-            "grey_range": grey_range(images),
+            "quarter_turns": o.turns,
+            "inverted": o.inverted,
+            "orientation_confidence": o.confidence,
+            **self._image_measures(o.images, o.masks, registered, forward),
         }
         for name, crop_size in self.config.region_sizes.items():
             out[f"region_{name}"] = regions.extract(enhanced, forward, name, crop_size, frame)
-        out.update(self.qc(masks, probs, landmarks, size, original_size))
+        out.update(self.qc(o.masks, o.probs, landmarks, size, o.original_size))
         return out
+
+    def _orient_by_classifier(self, images, original_size, upright_size) -> _Oriented:
+        """The orientation step with the classifier: its proposal (turns, inversion), checked
+        against the canonical outline when the chain has one, unless the classifier is at
+        least ``config.orient_trust`` sure (:meth:`_keep_as_given`); the chosen film's mask."""
+        from tf_boneage.preprocessing import orientation
+
+        turns, inverted, confidence = orientation.classify(
+            self.orient_model, images, self.config.orient_margin
+        )
+        chosen = tf.where(inverted[:, None, None, None], 1.0 - images, images)
+        probs = self.upright_probs(chosen, turns)
+        if self.outline is not None:  # the classifier proposes, the outline accepts
+            # only when it proposes a change for some film of the batch: a film proposed
+            # as given is kept as given by the check anyway (the same fit twice), and the
+            # check costs a U-Net and two landmark passes (0.3 s on a full-size film)
+            proposed = (turns != 0) | inverted
+            trusted = tf.zeros_like(proposed)
+            if self.config.orient_trust is not None:  # a sure classifier stands alone
+                trusted = proposed & (confidence >= self.config.orient_trust)
+            keep, as_given = tf.cond(
+                tf.reduce_any(proposed & ~trusted),
+                lambda: self._keep_as_given(
+                    images, probs, turns, inverted, original_size, upright_size
+                ),
+                lambda: (tf.ones_like(inverted), probs),
+            )
+            keep &= ~trusted
+            probs = tf.where(keep[:, None, None, None], as_given, probs)
+            turns = tf.where(keep, tf.zeros_like(turns), turns)
+            inverted = tf.logical_and(inverted, tf.logical_not(keep))
+            chosen = tf.where(inverted[:, None, None, None], 1.0 - images, images)
+        if upright_size and original_size is not None:
+            original_size = _turned_size(original_size, turns)
+        masks = mask.clean_mask(probs)
+        return _Oriented(chosen, masks, probs, turns, inverted, confidence, original_size)
+
+    def _orient_by_mask_mass(self, images, original_size, upright_size) -> _Oriented:
+        """The orientation step without a classifier: the U-Net's largest mask over the
+        film's eight orientations (:meth:`orient`), turned only when the registration then
+        fits the canonical outline better (when the chain has one)."""
+        probs, turns, inverted, as_given = self.orient(images)
+        if self.outline is not None:  # turn only when the registration fits better
+            keep, _ = self._keep_as_given(
+                images, probs, turns, inverted, original_size, upright_size, as_given
+            )
+            probs = tf.where(keep[:, None, None, None], as_given, probs)
+            turns = tf.where(keep, tf.zeros_like(turns), turns)
+            inverted = tf.logical_and(inverted, tf.logical_not(keep))
+        images = tf.where(inverted[:, None, None, None], 1.0 - images, images)
+        if self.orient_unet is not None:  # scored small: the chosen film at full size
+            probs = self.upright_probs(images, turns)
+        if upright_size and original_size is not None:
+            original_size = _turned_size(original_size, turns)
+        confidence = tf.ones(tf.shape(images)[:1], tf.float32)
+        return _Oriented(
+            images, mask.clean_mask(probs), probs, turns, inverted, confidence, original_size
+        )
+
+    def _image_measures(self, images, masks, registered, forward) -> dict:
+        """The QC measures of the film and of its registration: ``occupancy`` and ``content``
+        of the frame, ``sharpness``, ``black_map`` and ``grey_range`` of the film."""
+        return {
+            "occupancy": occupancy(registered),
+            "content": content(registered),
+            "sharpness": sharpness(images, masks),
+            "black_map": black_map(images, forward, self.config.frame),
+            "grey_range": grey_range(images),
+        }
 
 
 def load(
