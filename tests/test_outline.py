@@ -258,10 +258,14 @@ def test_image_limits_by_hand_and_errors():
 def test_predict_says_why_an_image_is_rejected():
     from tf_boneage.inference import predict
 
-    base = {"mask_area": 0.3, "landmark_plausibility": 1.0, "registration_fit": 0.8}
-    base |= {"registration_ok": 1.0, "sharpness": 0.6, "black_share": 0.01}
-    ok = {**base, "sharpness_ok": 1.0, "exposure_ok": 1.0}
+    ok = {"mask_area": 0.3, "landmark_plausibility": 1.0, "registration_fit": 0.8}
+    ok |= {"registration_ok": 1.0, "sharpness": 0.6, "black_share": 0.01}
+    ok |= {"sharpness_ok": 1.0, "exposure_ok": 1.0, "mask_ok": 1.0, "landmarks_ok": 1.0}
+    ok |= {"content_match": 0.9, "content_ok": 1.0, "grey_range": 0.5, "grey_range_ok": 1.0}
+    ok |= {"certainty_ok": 1.0, "bone_age_std": 9.0}
     assert predict.reason_of(ok) == ""
+    with pytest.raises(KeyError, match="content_ok"):  # every QC output is the graph's own
+        predict.reason_of({k: v for k, v in ok.items() if k != "content_ok"})
     dark = {**ok, "black_share": 0.4, "exposure_ok": 0.0}
     assert predict.reason_of(dark) == "under-exposed: 40 % of the hand is black"
     doubt = {**dark, "black_share": 0.05, "certainty_ok": 0.0}
@@ -287,7 +291,7 @@ def test_predict_says_why_an_image_is_rejected():
     (flag,) = predict.certainty_flags(unsure)
     assert flag.startswith("uncertain") and "std 24 months" in flag
     assert predict.certainty_flags({**unsure, "certainty_ok": 1.0}) == []
-    assert predict.certainty_flags(ok) == []  # an export without the check
+    assert predict.certainty_flags(ok) == []
 
 
 def test_range_limit_by_hand_and_errors():

@@ -180,22 +180,22 @@ def test_qc_reasons():
     assert predict.qc_reason(0.01, 1.0, 0.0, False).startswith(
         "not a hand radiograph: no hand found"
     )
-    # one film's graph outputs: older graphs without the fit still work
-    old = {"mask_area": 0.3, "landmark_plausibility": 1.0}
-    assert predict.reason_of(old) == ""
-    new = {**old, "registration_fit": 0.5, "registration_ok": 0.0}
-    assert predict.reason_of(new).startswith("registration failed")
-    # a graph that holds its own limits decides, whatever this module's defaults say
-    small = {"mask_area": 0.02, "landmark_plausibility": 0.5}
-    assert predict.reason_of(small).startswith("not a hand radiograph")  # the defaults
-    assert predict.reason_of({**small, "mask_ok": 1.0, "landmarks_ok": 1.0}) == ""
-    held = {**old, "mask_ok": 0.0, "landmarks_ok": 1.0}
+    # one film's graph outputs: the graph's own decisions, whatever this module's defaults say
+    good = {"mask_area": 0.3, "landmark_plausibility": 1.0, "registration_fit": 0.8}
+    good |= {k: 1.0 for k in ("registration_ok", "sharpness_ok", "exposure_ok", "mask_ok")}
+    good |= {k: 1.0 for k in ("landmarks_ok", "content_ok", "grey_range_ok", "certainty_ok")}
+    good |= {"sharpness": 0.6, "black_share": 0.0, "content_match": 0.9, "grey_range": 0.5}
+    assert predict.reason_of(good) == ""
+    bad_fit = {**good, "registration_fit": 0.5, "registration_ok": 0.0}
+    assert predict.reason_of(bad_fit).startswith("registration failed")
+    small = {**good, "mask_area": 0.02, "landmark_plausibility": 0.5}
+    assert predict.reason_of(small) == ""  # the graph's limits said yes
+    held = {**good, "mask_ok": 0.0}
     assert predict.reason_of(held).startswith("not a hand radiograph: no hand found")
-    assert "checks failed" in predict.reason_of({**old, "mask_ok": 1.0, "landmarks_ok": 0.0})
+    assert "checks failed" in predict.reason_of({**good, "landmarks_ok": 0.0})
 
 
 def test_orientation_flags():
-    assert predict.orientation_flags({}) == []
     assert predict.orientation_flags({"quarter_turns": 0.0, "inverted": 0.0}) == []
     flags = predict.orientation_flags({"quarter_turns": 3.0, "inverted": 1.0})
     assert flags == [

@@ -130,3 +130,13 @@ def test_a_wheel_carries_the_shipped_model_where_locate_looks(tmp_path):
         "1/saved_model.pb", "1/fingerprint.pb", "1/variables/variables.index",
         "1/assets.extra/tf_boneage.json", "MODEL_CARD.md")}  # fmt: skip
     assert want == set(share)
+
+
+def test_an_export_of_another_format_is_refused_with_the_command_that_remakes_it(
+    exported, tmp_path
+):
+    old = _install(exported, tmp_path / "old", "1", format=None)
+    with pytest.raises(ValueError, match="format None .*training/export.py"):
+        shipped.resolve(old, say=None)
+    r = run_cli("predict", tmp_path / "x.png", "--model", old, "--sex", "F")
+    assert r.returncode == 2 and "export it again" in r.stderr

@@ -341,7 +341,7 @@ def _model_and_tflite_dir(model_arg: str, tflite_dir: str | None):
 
     try:
         model = resolve_model(model_arg)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None, None
     default = Path("saved_models") / "tflite" / model.parent.name / model.name

@@ -101,9 +101,8 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
             male=tf.constant(part["male"].astype("float32").to_numpy()),
         )
         for k in keys:
-            if k in out:  # older exports lack the interval and the registration fit
-                got[k].append(np.asarray(out[k]))
-    return {k: np.concatenate(v) for k, v in got.items() if v}
+            got[k].append(np.asarray(out[k]))
+    return {k: np.concatenate(v) for k, v in got.items()}
 
 
 #: the share of the fitting films each image check (sharpness, black share) turns away
@@ -317,7 +316,7 @@ def calibrate(
     factor = np.where(male, scales["male"], scales["female"])
     if len(rows) >= 50:  # on rows alone: the networks trained on the extra QC films
         limit = std_limit(out["bone_age_std"] * factor)
-        report["certainty_qc"] = {"max_std": limit}  # exports before 2026-12-03: registration_qc
+        report["certainty_qc"] = {"max_std": limit}
         graph.set_std_limit(limit)
     table = interval.fit(truth, out["bone_age_months"], out["bone_age_std"], male)
     graph.set_interval_scale(table)

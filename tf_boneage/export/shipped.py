@@ -95,12 +95,18 @@ def resolve(model=None, say: Callable[[str], None] | None = _to_stderr) -> Path:
     """The SavedModel version a run uses: ``model`` (``saved_models/NAME`` or a version
     folder), else the shipped model (:func:`locate`). ``say`` gets the line naming it
     (:func:`describe`) and, for a model trained on the synthetic phantoms, a warning; None:
-    silent. FileNotFoundError when there is no such model."""
+    silent. FileNotFoundError when there is no such model, ValueError for an export of
+    another metadata format (:data:`.saved_model.FORMAT`) than this version reads."""
     from tf_boneage.export import load, saved_model
 
     path = saved_model.resolve(model) if model else locate()
+    meta = load.metadata(path)
+    if meta.get("format") != saved_model.FORMAT:
+        raise ValueError(
+            f"{path}: an export of format {meta.get('format')!r} (this version reads "
+            f"{saved_model.FORMAT}); export it again from its runs with training/export.py"
+        )
     if say is not None:
-        meta = load.metadata(path)
         say(describe(path, meta))
         if trained_on_synthetic(meta):
             say(synthetic_warning(path))

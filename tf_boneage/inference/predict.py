@@ -18,7 +18,6 @@ import tensorflow as tf
 
 from tf_boneage.data import io
 from tf_boneage.export import end_to_end
-from tf_boneage.export.calibration import INTERVAL_Z
 from tf_boneage.inference.gp_standards import sds
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
@@ -252,36 +251,31 @@ def qc_reason(
 
 
 def reason_of(out: dict) -> str:
-    """:func:`qc_reason` of one film's graph outputs (scalars by name; older graphs lack the
-    registration fit, the content match and their own mask / landmark decisions)."""
-    fit = float(out["registration_fit"]) if "registration_fit" in out else None
-    image = None
-    if "sharpness_ok" in out:
-        image = {
-            "exposure_ok": float(out["exposure_ok"]) > 0.5,
-            "sharpness_ok": float(out["sharpness_ok"]) > 0.5,
-            "sharpness": float(out["sharpness"]),
-            "black_share": float(out["black_share"]),
-            "certain": float(out.get("certainty_ok", 1.0)) > 0.5,
-        }
-        if "grey_range_ok" in out:  # exports from 2026-12-02 on
-            image["grey_range_ok"] = float(out["grey_range_ok"]) > 0.5
-            image["grey_range"] = float(out["grey_range"])
-    match = float(out["content_match"]) if "content_match" in out else None
+    """:func:`qc_reason` of one film's graph outputs (scalars by name: every QC output of
+    :data:`~tf_boneage.export.end_to_end.OUTPUTS`, each decision the graph's own)."""
 
-    def flag(key):  # the graph's own decision, when it makes one
-        return float(out[key]) > 0.5 if key in out else None
+    def ok(key: str) -> bool:
+        return float(out[key]) > 0.5
 
+    image = {
+        "exposure_ok": ok("exposure_ok"),
+        "sharpness_ok": ok("sharpness_ok"),
+        "sharpness": float(out["sharpness"]),
+        "black_share": float(out["black_share"]),
+        "certain": ok("certainty_ok"),
+        "grey_range_ok": ok("grey_range_ok"),
+        "grey_range": float(out["grey_range"]),
+    }
     return qc_reason(
         float(out["mask_area"]),
         float(out["landmark_plausibility"]),
-        fit,
-        float(out.get("registration_ok", 1.0)) > 0.5,
+        float(out["registration_fit"]),
+        ok("registration_ok"),
         image,
-        match,
-        float(out.get("content_ok", 1.0)) > 0.5,
-        flag("mask_ok"),
-        flag("landmarks_ok"),
+        float(out["content_match"]),
+        ok("content_ok"),
+        ok("mask_ok"),
+        ok("landmarks_ok"),
     )
 
 
@@ -290,7 +284,7 @@ def certainty_flags(out: dict) -> list[str]:
     says its networks disagree on the film more than on all but 0.2 % of ``val`` films: on the
     rsna100 export such films erred by 25 months on average, but they are films of hands,
     and rejecting them would have turned away 1.8 % of good ``test`` films (RESULTS.md)."""
-    if float(out.get("certainty_ok", 1.0)) > 0.5:
+    if float(out["certainty_ok"]) > 0.5:
         return []
     return [
         f"uncertain: the networks disagree on this film (std {float(out['bone_age_std']):.0f} "
@@ -299,21 +293,14 @@ def certainty_flags(out: dict) -> list[str]:
 
 
 def orientation_flags(out: dict) -> list[str]:
-    """What the chain's orientation step corrected, in words (graphs without it: none)."""
+    """What the chain's orientation step corrected, in words (none for an upright film)."""
     flags = []
-    turns = int(round(float(out.get("quarter_turns", 0.0)))) % 4
+    turns = int(round(float(out["quarter_turns"]))) % 4
     if turns:
         flags.append(f"film turned {90 * turns} degrees: corrected")
-    if float(out.get("inverted", 0.0)) > 0.5:
+    if float(out["inverted"]) > 0.5:
         flags.append("film stored inverted (white background): corrected")
     return flags
-
-
-def _bound(out: dict, side: str, fallback: float) -> float:
-    """The model's own 90 % interval bound (inside 0-240 months, calibrated per sex and age
-    band); an export made before it had one: estimate +/- 1.645 std."""
-    key = f"interval_{side}_months"
-    return float(out[key]) if key in out else float(fallback)
 
 
 def row(item: Prepared, out: dict | None, force: bool = False, truth: float | None = None) -> dict:
@@ -333,15 +320,14 @@ def row(item: Prepared, out: dict | None, force: bool = False, truth: float | No
         r.update(status="error", reason=item.error or "model failed")
         return r
     age, std = float(out["bone_age_months"]), float(out["bone_age_std"])
-    fit = float(out["registration_fit"]) if "registration_fit" in out else None
     reason = reason_of(out)
     r.update(
         status="rejected" if reason else "ok",
         reason=reason,
         mask_area=round(float(out["mask_area"]), 4),
         landmark_plausibility=float(out["landmark_plausibility"]),
-        registration_fit=None if fit is None else round(fit, 4),
-        content_match=(round(float(out["content_match"]), 4) if "content_match" in out else None),
+        registration_fit=round(float(out["registration_fit"]), 4),
+        content_match=round(float(out["content_match"]), 4),
     )
     flags = [r["flags"], *orientation_flags(out), *certainty_flags(out)]
     r["flags"] = "; ".join(filter(None, flags))
@@ -353,8 +339,8 @@ def row(item: Prepared, out: dict | None, force: bool = False, truth: float | No
         bone_age_months=round(age, 2),
         bone_age=years_months(age),
         bone_age_std_months=round(std, 2),
-        interval_low_months=round(_bound(out, "low", age - INTERVAL_Z * std), 2),
-        interval_high_months=round(_bound(out, "high", age + INTERVAL_Z * std), 2),
+        interval_low_months=round(float(out["interval_low_months"]), 2),
+        interval_high_months=round(float(out["interval_high_months"]), 2),
     )
     if item.chronological is not None:
         r["ba_minus_ca_months"] = round(age - item.chronological, 2)

@@ -198,11 +198,11 @@ def interval_coverage(model, manifest, split: str = "test", batch: int = 32, off
         ("female", (rows["male"] == False).to_numpy()),  # noqa: E712
     ):
         report[name] = coverage(truth[m], pred[m], std[m])
-        if "interval_low_months" in out:  # the model's own interval (inside 0-240 months)
-            low, high = out["interval_low_months"][m], out["interval_high_months"][m]
-            report[name]["interval_90"] = interval.coverage(truth[m], low, high)
-            report[name]["interval_width"] = float(np.mean(high - low)) if m.any() else 0.0
-            report[name]["interval_in_range"] = float(np.mean((low >= 0) & (high <= 240)))
+        # the model's own interval (inside 0-240 months)
+        low, high = out["interval_low_months"][m], out["interval_high_months"][m]
+        report[name]["interval_90"] = interval.coverage(truth[m], low, high)
+        report[name]["interval_width"] = float(np.mean(high - low)) if m.any() else 0.0
+        report[name]["interval_in_range"] = float(np.mean((low >= 0) & (high <= 240)))
     runs = load.metadata(path).get("runs")
     if offline is None and runs and (Path(runs) / "region" / ENSEMBLE_TABLE).is_file():
         offline = runs  # the table the model was exported from, where it still is

@@ -163,38 +163,17 @@ def training_record(preset: str, manifest, runs, commit: str | None = None) -> d
 def chain_of_runs(runs, preset: str, unet=None) -> ChainSpec:
     """The chain the region networks of ``runs`` were trained on: ``runs/cache/chain.json``,
     checked against the U-Net and landmark files this export would load (refused when their
-    weights differ). A cache older than ``chain.json`` falls back to the preset's ``chain``
-    section, said in a warning; a preset without ``chain.image_size`` is then refused."""
+    weights differ). A cache without ``chain.json`` is refused: rebuild it. ``preset`` is
+    not read: the recorded chain, not the preset of today, is what the networks learnt from."""
     from tf_boneage.export import end_to_end
 
     runs = Path(runs)
     marks = runs / "landmarks" / "landmarks.keras"
     recorded = runs / "cache" / CHAIN_FILE
     if not recorded.is_file():
-        spec = config_lib.read_preset(preset)
-        chain = spec.get("chain", {})
-        missing = [k for k in ("image_size", "frame") if k not in chain]
-        if missing:
-            raise ValueError(
-                f"{recorded} missing and preset {preset!r} has no chain {missing}: "
-                "rebuild the cache (tf-boneage preprocess / training/table.py) to record it"
-            )
-        print(
-            f"warning: {recorded} missing (a cache built before chain.json): the chain's "
-            f"settings come from preset {preset!r}"
-        )
-        path = end_to_end.unet_of_runs(runs, unet)
-        return ChainSpec.describe(
-            path,
-            marks if marks.is_file() else None,
-            0,  # filled from the loaded models by run()
-            0,
-            chain["frame"],
-            spec["regions"],
-            chain["image_size"],
-            chain.get("assume_aspect"),
-            chain.get("orient", False),
-            chain.get("orient_size"),
+        raise ValueError(
+            f"{recorded} missing: the cache does not say which chain built it; rebuild it "
+            "(tf-boneage preprocess, or training/table.py into a new folder)"
         )
     spec = ChainSpec.read(recorded)
     path = Path(unet) if unet else Path(spec.unet)
