@@ -240,3 +240,22 @@ def test_unknown_subcommands_and_flags_are_named():
     assert unknown_in_command("python training/nothing.py", cache) == [
         "no script training/nothing.py"
     ]
+
+
+#: modules whose docstrings carry runnable examples (a user's first calls)
+EXAMPLES = (
+    "tf_boneage.models.unet",
+    "tf_boneage.models.landmarks",
+    "tf_boneage.models.region",
+    "tf_boneage.models.orientation",
+    "tf_boneage.training.config",
+)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_the_docstring_examples_run(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result

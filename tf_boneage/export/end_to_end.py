@@ -216,6 +216,17 @@ class BoneAgeGraph(tf.Module):
             (:meth:`chain_bytes`).
         assume_aspect: width / height of the originals when the inputs were squashed to a
             square (the 100 px data: 0.74); ``None``: the decoded image's own shape.
+
+    Outputs: the dict of the module docstring, each (B, ...) float32 (ages in months).
+    Built from a ``training/table.py`` folder by :func:`from_runs`, or from an export alone by
+    :func:`tf_boneage.export.rebuild.rebuild`; written for TF Serving by
+    :func:`tf_boneage.export.saved_model.export_end_to_end`.
+
+    Example:
+        >>> from tf_boneage.export import rebuild, shipped
+        >>> graph = rebuild.rebuild(shipped.locate())  # doctest: +SKIP
+        >>> out = graph.predict_bytes(tf.constant([png_bytes]), tf.constant([1.0]))  # doctest: +SKIP
+        >>> float(out["bone_age_months"][0]), float(out["interval_high_months"][0])  # doctest: +SKIP
     """
 
     def __init__(

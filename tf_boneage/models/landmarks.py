@@ -34,6 +34,13 @@ class LandmarkNet(keras.Model):
     Input: float (B, H, W, C) in [0, 1]. Output: float32 (B, 6) = (x, y) of middle-finger tip,
     thumb tip, capitate in normalised image coordinates (fractions of width / height). Train
     with MSE and Adam, as the paper.
+
+    Example:
+        >>> import numpy as np
+        >>> from tf_boneage.models import LandmarkNet
+        >>> net = LandmarkNet((96, 96, 1), filters=(16, 32, 64, 128, 128))
+        >>> net(np.zeros((1, 96, 96, 1), "float32")).shape  # tip, thumb, capitate (x, y)
+        TensorShape([1, 6])
     """
 
     def __init__(

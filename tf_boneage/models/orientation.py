@@ -32,6 +32,12 @@ class OrientationNet(keras.Model):
 
     Input: float (B, s, s, 1) in [0, 1], the film squashed to a square. Output: float32
     (B, 8) class probabilities (softmax).
+
+    Example:
+        >>> import numpy as np
+        >>> from tf_boneage.models import OrientationNet
+        >>> OrientationNet((64, 64, 1))(np.zeros((1, 64, 64, 1), "float32")).shape
+        TensorShape([1, 8])
     """
 
     def __init__(self, input_shape=(64, 64, 1), filters=(16, 32, 64, 128), dropout=0.2, **kwargs):

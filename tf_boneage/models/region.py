@@ -72,7 +72,16 @@ class RegionNet(keras.Model):
         pool_padding: ``"valid"`` (authors) or ``"same"``.
 
     Inputs: ``image`` float (B, H, W, C) in [0, 1] (and ``male`` (B, 1) with ``sex_input``).
-    Output: float32 (B, 1) bone age in months.
+    Output: float32 (B, 1) bone age in months. The classification head is a 240-bin softmax
+    read out as its expected value by the registered ``ExpectedValue`` layer.
+
+    Example:
+        >>> import numpy as np
+        >>> from tf_boneage.models import RegionNet
+        >>> net = RegionNet((48, 64, 1), head="classification", pool_padding="same",
+        ...                 filters=(16, 32, 64, 64, 128, 192), dense_units=512)
+        >>> net(np.zeros((2, 48, 64, 1), "float32")).shape  # months
+        TensorShape([2, 1])
     """
 
     def __init__(

@@ -42,6 +42,16 @@ class UNet(keras.Model):
 
     Input: float (B, H, W, C) images in [0, 1]. Output: float32 (B, H, W, 1) mask
     probabilities (sigmoid).
+
+    The hand segmentation of Iglovikov et al. (DLMIA 2018), after Ronneberger et al. (MICCAI
+    2015); trained with ``BCEJaccardLoss`` (BCE - log Jaccard).
+
+    Example:
+        >>> import numpy as np
+        >>> from tf_boneage.models import UNet
+        >>> net = UNet((96, 96, 1), depth=4, base_filters=16)
+        >>> net(np.zeros((2, 96, 96, 1), "float32")).shape
+        TensorShape([2, 96, 96, 1])
     """
 
     def __init__(

@@ -309,7 +309,27 @@ def _coerce(value: str, hint):
 
 
 def load(cls, preset: str | None = None, file: str | None = None, overrides=()):
-    """Build a config: defaults < preset < YAML file < ``key=value`` overrides; validated."""
+    """Build a config: defaults < preset < YAML file < ``key=value`` overrides; validated
+    (:class:`ConfigError` names the key and what it must be).
+
+    Args:
+        cls: a config class (:class:`RegionConfig`, :class:`SegmentationConfig`,
+            :class:`LandmarkConfig`, :class:`OrientationConfig`); its ``SECTION`` names the
+            preset's section.
+        preset: ``"paper"``, ``"rsna100"``, ``"synthetic"`` or None.
+        file: a YAML file of the same keys, or None.
+        overrides: ``"KEY=VALUE"`` strings (YAML values: ``filters=[16,32]``).
+
+    Example:
+        >>> from tf_boneage.training import config
+        >>> import pathlib, tempfile
+        >>> manifest = pathlib.Path(tempfile.mkdtemp()) / "manifest.csv"
+        >>> _ = manifest.write_text("id,image_path,boneage,male,split")
+        >>> sets = [f"manifest={manifest}", "region=B", "epochs=3"]
+        >>> cfg = config.load(config.RegionConfig, "rsna100", None, sets)
+        >>> cfg.region, cfg.epochs, cfg.learning_rate
+        ('B', 3, 0.0003)
+    """
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict = {}
     if preset is not None:

@@ -27,6 +27,17 @@ class Task:
         config: the stage's typed config (:mod:`tf_boneage.training.config`); it must have
             ``learning_rate`` and ``batch_size`` (per replica).
         strategy: the ``tf.distribute`` strategy the job runs under.
+
+    :func:`tf_boneage.training.loop.run` builds the model, optimizer and inputs under the
+    strategy's scope and trains epoch by epoch, resumably (``model.fit``, or ``strategy.run``
+    of :meth:`train_step` when the task sets ``custom_step`` or runs multi-worker), after the
+    pattern of TF Model Garden's ``base_task.Task``.
+
+    Example:
+        >>> from tf_boneage.training import config, region, runtime  # doctest: +SKIP
+        >>> cfg = config.load(config.RegionConfig, "rsna100", None,
+        ...                   ["manifest=runs/cache/manifest.csv", "region=B"])  # doctest: +SKIP
+        >>> region.run(cfg)  # builds region.RegionTask and runs the loop  # doctest: +SKIP
     """
 
     def __init__(self, config, strategy: tf.distribute.Strategy):
