@@ -127,3 +127,25 @@ def test_turned_and_mirrored_films_stay_within_the_cards_robustness(model, share
             costs[(turns, mirror)] = (after / before - 1, len(ok))
     worst = {k: v for k, v in costs.items() if v[0] > limit}
     assert not worst, costs
+
+
+def test_card_rows_by_hand():
+    frame = golden.table(
+        [
+            {"file": "1.png", "sex": "M", "true_bone_age_months": 30.0, "status": "ok",
+             "bone_age_months": 32.0},
+            {"file": "2.png", "sex": "F", "true_bone_age_months": 70.0, "status": "ok",
+             "bone_age_months": 66.0},
+            {"file": "3.png", "sex": "F", "true_bone_age_months": 200.0, "status": "rejected",
+             "bone_age_months": 230.0},
+        ]
+    )  # fmt: skip
+    rows = {r["films"]: r for r in golden.card_rows(frame)}
+    assert rows["all"]["mae_all"][0] == pytest.approx(12.0)  # (2 + 4 + 30) / 3
+    assert rows["all"]["mae_accepted"][0] == pytest.approx(3.0)
+    assert rows["girls"]["n"] == 2 and rows["girls"]["accepted"] == 1
+    assert rows["0-5 years"]["mae_all"][0] == pytest.approx(2.0)
+    assert rows["5-10 years"]["mae_all"][0] == pytest.approx(4.0)
+    assert rows["10-14 years"]["n"] == 0 and rows["10-14 years"]["mae_all"] is None
+    assert rows["14-20 years"]["mae_accepted"] is None
+    assert "| girls | 2 | 17.00 [" in golden.card_markdown(frame)

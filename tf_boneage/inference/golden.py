@@ -86,6 +86,54 @@ def moved(golden: pd.DataFrame, now: pd.DataFrame, tolerance: float = TOLERANCE)
     return lines
 
 
+#: the age bands of the model card (years)
+CARD_BANDS = ((0, 5), (5, 10), (10, 14), (14, 20))
+
+
+def card_rows(frame: pd.DataFrame) -> list[dict]:
+    """MAE (months) with its bootstrap 95 % interval for every film, the boys, the girls and
+    each band of :data:`CARD_BANDS` (by the true age), on all films and on the films QC
+    accepts: ``[{"films": label, "n": ..., "all": (mae, low, high), "accepted": (...)}]``."""
+    from tf_boneage.evaluation import bootstrap_mae
+
+    groups = [("all", frame), ("boys", frame[frame["male"]]), ("girls", frame[~frame["male"]])]
+    for lo, hi in CARD_BANDS:
+        years = frame["true_bone_age_months"] / 12.0
+        groups.append((f"{lo}-{hi} years", frame[(years >= lo) & (years < hi)]))
+    rows = []
+    for label, part in groups:
+        errors = (part["bone_age_months"] - part["true_bone_age_months"]).abs()
+        ok = errors[part["status"] == "ok"]
+        rows.append(
+            {
+                "films": label,
+                "n": len(part),
+                "accepted": len(ok),
+                "mae_all": bootstrap_mae(errors.to_numpy()) if len(part) else None,
+                "mae_accepted": bootstrap_mae(ok.to_numpy()) if len(ok) else None,
+            }
+        )
+    return rows
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value[0]:.2f} [{value[1]:.1f}-{value[2]:.1f}]"
+
+
+def card_markdown(frame: pd.DataFrame) -> str:
+    """:func:`card_rows` as a Markdown table."""
+    lines = [
+        "| films | n | MAE, all films [95 %] | accepted by QC | MAE, accepted [95 %] |",
+        "|---|---|---|---|---|",
+    ]
+    for r in card_rows(frame):
+        lines.append(
+            f"| {r['films']} | {r['n']} | {_cell(r['mae_all'])} | {r['accepted']} | "
+            f"{_cell(r['mae_accepted'])} |"
+        )
+    return "\n".join(lines)
+
+
 def predict_table(model, reqs: list, batch_size: int = 16) -> pd.DataFrame:
     """The golden columns of ``reqs`` read by the SavedModel version ``model`` through
     ``predict``'s path."""
@@ -120,6 +168,7 @@ def main(argv=None) -> int:
     }
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
+    print(card_markdown(frame))
     return 0
 
 
