@@ -1,34 +1,47 @@
-"""Input pipeline throughput on full-size PNGs: the tf.data pipeline (parallel decode + resize
-+ in-graph batch augmentation) against the same work in a single Python generator with cv2,
-and against the training step of the region model it feeds (paper size, 500 x 375).
+"""Does the input keep up with a GPU? Images/s of each stage's pipeline on this machine's
+cores, with the augmentation moved into the train step, next to what one A100 and one H100
+would consume (from the measured FLOPs, mixed precision at 40 % of peak), and how many host
+cores each GPU needs to be fed.
 
-    python benchmarks/input_pipeline.py [--images DIR] [--n 48] [--batch 8]
+    python benchmarks/input_pipeline.py [--images DIR] [--n 60] [--batch 32] [--epochs 3]
 
-Images: ``../shared/data/registered60/images`` (1600 x 2080 RSNA PNGs) when present, otherwise
-``--n`` synthetic phantoms of 2080 x 1600 written to a temporary folder.
+Films: ``../shared/data/registered60/images`` (1600 x 2080 RSNA PNGs) when present, otherwise
+``--n`` synthetic phantoms of 2080 x 1600. Pipelines, each consumed for ``--epochs`` passes
+(the first of a stored pipeline writes its store and is not timed):
+
+- segmentation input: full-size PNG decoded and resized to 512 x 512 every epoch;
+- region crops (paper size, 500 x 375, and rsna100's region A, 104 x 80): written as 8-bit
+  PNGs as the preprocessing cache writes them, then read by ``region_dataset`` decoding every
+  epoch, and from the decoded store (``PipelineConfig.decoded``);
+- the augmentation the train step now runs on the device (warp, degradations, exposure),
+  here on this CPU, for scale.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import os
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
-import keras
-import numpy as np
 import pandas as pd
-from common import best_rate, machine, table
+import tensorflow as tf
+from common import machine, table
 
-from tf_boneage.data.augment import AffineRange
+from tf_boneage.data.augment import AffineRange, BatchAugmenter, Degradation
 from tf_boneage.data.pipeline import PipelineConfig, region_dataset
 
-SIZE = (500, 375)
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "registered60" / "images"
+#: training GFLOPs per image (3 x forward; BENCHMARKS.md, benchmarks/models.py)
+TRAIN_GFLOPS = {"U-Net 512 x 512": 89.4, "region A 500 x 375": 19.2, "region A 104 x 80": 0.95}
+#: dense float16 tensor-core peaks (TFLOP/s), sustained at 40 %
+GPUS = {"A100": 312.0, "H100 SXM": 989.0}
+SUSTAINED = 0.4
 
 
-def _images(folder: Path | None, n: int, tmp: Path) -> list[str]:
+def _films(folder: Path | None, n: int, tmp: Path) -> list[str]:
     if folder is None and REAL.is_dir():
         folder = REAL
     if folder is not None:
@@ -39,79 +52,111 @@ def _images(folder: Path | None, n: int, tmp: Path) -> list[str]:
     return sorted(str(p) for p in (tmp / "images").glob("*.png"))
 
 
-def cv2_generator(paths, batch, ranges: AffineRange, seed=0):
-    """The same work as the tf.data pipeline, in plain Python: read, resize, augment, batch."""
-    rng = np.random.default_rng(seed)
-    h, w = SIZE
-    for start in range(0, len(paths), batch):
-        out = []
-        for p in paths[start : start + batch]:
-            img = cv2.imread(p, cv2.IMREAD_UNCHANGED)
-            if img.ndim == 3:
-                img = cv2.cvtColor(
-                    img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-                )
-            img = img.astype(np.float32)
-            img /= 65535.0 if img.max() > 255 else 255.0
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-            angle = rng.uniform(-ranges.rotation, ranges.rotation)
-            scale = rng.uniform(*ranges.scale)
-            m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale)
-            m[:, 2] += rng.uniform(-ranges.shift, ranges.shift, 2) * (w, h)
-            out.append(cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR))
-        yield np.stack(out)[..., None]
+def _crops(films: list[str], size: tuple[int, int], out: Path) -> list[str]:
+    """Each film resized to ``size`` and written as an 8-bit PNG (as the cache writes crops)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for f in films:
+        img = cv2.imread(f, cv2.IMREAD_GRAYSCALE)
+        crop = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        path = out / Path(f).name
+        cv2.imwrite(str(path), crop)
+        paths.append(str(path))
+    return paths
+
+
+def _rate(make, epochs: int, skip_first: bool = False) -> float:
+    """Images/s over ``epochs`` passes of ``make()`` (a dataset per epoch)."""
+    images, seconds = 0, 0.0
+    for epoch in range(epochs + int(skip_first)):
+        start = time.perf_counter()
+        n = sum(int(tf.shape(b[1])[0]) for b in make(epoch))
+        if skip_first and epoch == 0:
+            continue
+        images += n
+        seconds += time.perf_counter() - start
+    return images / seconds
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=Path, default=None)
-    parser.add_argument("--n", type=int, default=48)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--n", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--copies", type=int, default=20, help="crop rows per film")
     args = parser.parse_args(argv)
+    cores = os.cpu_count()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths = _images(args.images, args.n, Path(tmp))
-        n = len(paths)
-        manifest = pd.DataFrame(
-            {"image_path": paths, "boneage": 100.0, "male": pd.array([True] * n, dtype="boolean")}
+        tmp = Path(tmp)
+        films = _films(args.images, args.n, tmp / "films")
+
+        def frame(paths, copies=1):
+            paths = list(paths) * copies
+            male = pd.array([True] * len(paths), dtype="boolean")
+            return pd.DataFrame({"image_path": paths, "boneage": 100.0, "male": male})
+
+        def pipe(manifest, size, **kw):
+            return lambda epoch: region_dataset(
+                manifest,
+                PipelineConfig(image_size=size, batch_size=args.batch, seed=epoch, **kw),
+            )
+
+        seg = frame(films)
+        rows.append(
+            {
+                "pipeline": "full-size film -> 512 x 512 (segmentation input), decoded every epoch",
+                "images/s": _rate(pipe(seg, (512, 512)), 1),
+                "feeds": "U-Net 512 x 512",
+            }
         )
-        ranges = AffineRange(rotation=15, scale=(0.9, 1.1), shift=0.05)
-        cfg = PipelineConfig(
-            image_size=SIZE, batch_size=args.batch, shuffle=False, augment=True, affine=ranges
+        for size, model in (((500, 375), "region A 500 x 375"), ((104, 80), "region A 104 x 80")):
+            crops = frame(_crops(films, size, tmp / f"crops{size[0]}"), args.copies)
+            rows.append(
+                {
+                    "pipeline": f"crops {size[0]} x {size[1]}, PNG decoded every epoch",
+                    "images/s": _rate(pipe(crops, size), args.epochs),
+                    "feeds": model,
+                }
+            )
+            store = str(tmp / f"store{size[0]}")
+            rows.append(
+                {
+                    "pipeline": f"crops {size[0]} x {size[1]}, from the decoded store",
+                    "images/s": _rate(pipe(crops, size, decoded=store), args.epochs, True),
+                    "feeds": model,
+                }
+            )
+        augmenter = BatchAugmenter(
+            AffineRange(10, (0.9, 1.1), 0.05), degrade=Degradation(0.25, 0.5, 0.25)
         )
-        ds = region_dataset(manifest, cfg)
-
-        def consume_tf():
-            for _ in ds:
-                pass
-
-        def consume_cv2():
-            for _ in cv2_generator(paths, args.batch, ranges):
-                pass
-
-        tf_rate = best_rate(consume_tf, n, repeats=2)
-        cv_rate = best_rate(consume_cv2, n, repeats=2, warmup=0)
-        from tf_boneage.models import RegionNet
-
-        model = RegionNet((*SIZE, 1))
-        model.compile(keras.optimizers.Adam(1e-4), loss="mae", jit_compile=False)
-        x = np.random.default_rng(0).random((args.batch, *SIZE, 1), dtype=np.float32)
-        y = np.full((args.batch, 1), 100.0, np.float32)
-        step_rate = best_rate(lambda: model.train_on_batch(x, y), args.batch, repeats=2)
-        keras.backend.clear_session()
-    h, w = cv2.imread(paths[0], cv2.IMREAD_UNCHANGED).shape[:2]
-    rows = [
-        {"what": "tf.data: parallel decode + resize + in-graph augment", "img/s": tf_rate},
-        {"what": "Python generator with cv2 (same work, one process)", "img/s": cv_rate},
-        {"what": "region net training step (500x375, paper size)", "img/s": step_rate},
-    ]
-    print(f"machine: {machine()}; {n} PNGs of {w}x{h} -> {SIZE[1]}x{SIZE[0]}; batch {args.batch}")
-    print(table(rows, ["what", "img/s"]))
-    print(
-        f"\ntf.data / cv2 generator: {tf_rate / cv_rate:.2f}x; "
-        f"tf.data / training step: {tf_rate / step_rate:.1f}x "
-        f"({'the GPU-less step is the bottleneck' if tf_rate > step_rate else 'input-bound'})"
-    )
-    return 0 if math.isfinite(tf_rate) else 1
+        batch = {"image": tf.random.uniform([args.batch, 500, 375, 1])}
+        step = tf.function(lambda b, s: augmenter(b, s)["image"])
+        step(batch, tf.constant([1, 2], tf.int64))
+        start, reps = time.perf_counter(), 5
+        for k in range(reps):
+            step(batch, tf.constant([k, 2], tf.int64)).numpy()
+        rows.append(
+            {
+                "pipeline": "the train step's augmentation of 500 x 375 crops, on this CPU",
+                "images/s": reps * args.batch / (time.perf_counter() - start),
+                "feeds": "region A 500 x 375",
+            }
+        )
+    for r in rows:
+        on_device = "augmentation" in r["pipeline"]  # runs on the GPU, not on host cores
+        for gpu, peak in GPUS.items():
+            appetite = peak * 1e3 * SUSTAINED / TRAIN_GFLOPS[r["feeds"]]
+            r[f"{gpu} eats img/s"] = appetite
+            cores_needed = appetite / (r["images/s"] / cores)
+            r[f"{gpu}: cores to feed"] = "(on the GPU)" if on_device else cores_needed
+    columns = ["pipeline", "images/s", "feeds"]
+    for gpu in GPUS:
+        columns += [f"{gpu} eats img/s", f"{gpu}: cores to feed"]
+    print(f"machine: {machine()}; {len(films)} films; batch {args.batch}")
+    print(table(rows, columns))
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,13 @@ scale, a shift and an optional horizontal mirror, builds the forward 3x3 matrix 
 index -> output index), and warps with ``F^-1`` (``ImageProjectiveTransformV3`` maps output
 points to input points: the 8 numbers ``a0, a1, a2, b0, b1, b2, c0, c1`` are the first 8 entries
 of ``F^-1`` with the last one 1). Landmarks move with ``F``. Randomness is stateless: the same
-``seed`` (shape (2,) int) gives the same transform on every run.
+``seed`` (shape (2,) int) gives the same transform on every run, wherever it runs.
+
+Every draw is per image of the batch the seed belongs to. A replica that holds only some rows
+of that batch (``tf.distribute`` splits a global batch) passes ``rows`` (:class:`Rows`: their
+positions and the batch's size) and gets exactly the draws of its rows, so augmenting on the
+replicas' devices inside the train step gives the tensors the ``tf.data`` pipeline would have
+made (:func:`attach_rows` adds what it needs to each batch).
 """
 
 from __future__ import annotations
@@ -18,9 +24,47 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import keras
 import numpy as np
 import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """Which rows of the seeded batch a (replica's) batch holds: ``index`` (B,) int32 positions
+    and ``total`` (scalar int32) the seeded batch's size."""
+
+    index: tf.Tensor
+    total: tf.Tensor
+
+
+def uniform(shape_batch, seed, lo, hi, rows: Rows | None = None, dtype=tf.float32) -> tf.Tensor:
+    """Per-image stateless uniform draws (B,) in [lo, hi): of the whole batch of
+    ``shape_batch`` images, or with ``rows`` the draws of those rows of the seeded batch."""
+    if rows is None:
+        return tf.random.stateless_uniform([shape_batch], seed, lo, hi, dtype=dtype)
+    whole = tf.random.stateless_uniform([rows.total], seed, lo, hi, dtype=dtype)
+    return tf.gather(whole, rows.index)
+
+
+def attach_rows(batch: dict, seed) -> dict:
+    """``batch`` (a dict of (B, ...) tensors) with ``aug``: the batch's ``seed`` on every row
+    (B, 2) int64, each row's ``index`` (B,) and the batch's size ``total`` on every row (B,),
+    so that any split of the batch along its rows can augment itself (:func:`rows_of`)."""
+    n = tf.shape(next(iter(batch.values())))[0]
+    aug = {
+        "seed": tf.tile(tf.cast(seed, tf.int64)[None], [n, 1]),
+        "index": tf.range(n, dtype=tf.int32),
+        "total": tf.fill([n], n),
+    }
+    return {**batch, "aug": aug}
+
+
+def rows_of(aug: dict) -> tuple[tf.Tensor, Rows]:
+    """``(seed (2,), rows)`` of an ``aug`` dict of :func:`attach_rows`, possibly a replica's
+    share of the batch (an empty share draws nothing)."""
+    seed = tf.reduce_max(aug["seed"], axis=0)
+    total = tf.maximum(tf.reduce_max(aug["total"]), 0)
+    return seed, Rows(tf.cast(aug["index"], tf.int32), tf.cast(total, tf.int32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,18 +88,20 @@ class AffineRange:
             raise ValueError(f"mirror must be a probability, got {self.mirror!r}")
 
 
-def random_affine(batch: int, height: int, width: int, seed, ranges: AffineRange) -> tf.Tensor:
+def random_affine(
+    batch: int, height: int, width: int, seed, ranges: AffineRange, rows: Rows | None = None
+) -> tf.Tensor:
     """Forward matrices (input index -> output index), float32 (batch, 3, 3)."""
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
 
-    def uniform(k, lo, hi):
-        return tf.random.stateless_uniform([batch], seeds[k], lo, hi)
+    def draw(k, lo, hi):
+        return uniform(batch, seeds[k], lo, hi, rows)
 
-    angle = uniform(0, -ranges.rotation, ranges.rotation) * (math.pi / 180.0)
-    scale = uniform(1, ranges.scale[0], ranges.scale[1])
-    tx = uniform(2, -ranges.shift, ranges.shift) * width
-    ty = uniform(3, -ranges.shift, ranges.shift) * height
-    flip = tf.where(uniform(4, 0.0, 1.0) < ranges.mirror, -1.0, 1.0)
+    angle = draw(0, -ranges.rotation, ranges.rotation) * (math.pi / 180.0)
+    scale = draw(1, ranges.scale[0], ranges.scale[1])
+    tx = draw(2, -ranges.shift, ranges.shift) * width
+    ty = draw(3, -ranges.shift, ranges.shift) * height
+    flip = tf.where(draw(4, 0.0, 1.0) < ranges.mirror, -1.0, 1.0)
     return affine_matrix(angle, scale, tx, ty, flip, height, width)
 
 
@@ -177,22 +223,22 @@ def blur(images: tf.Tensor, amount: tf.Tensor, orders: tuple[int, int] = (2, 2))
     return images + a * (blurred - images)
 
 
-def random_degradation(images: tf.Tensor, seed, degrade: Degradation) -> tf.Tensor:
+def random_degradation(
+    images: tf.Tensor, seed, degrade: Degradation, rows: Rows | None = None
+) -> tf.Tensor:
     """:func:`underexpose` and :func:`blur` each image with ``degrade``'s probabilities and
     uniform strengths (stateless: the same ``seed``, shape (2,) int, gives the same result)."""
     batch = tf.shape(images)[0]
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
 
-    def uniform(k, hi=1.0):
-        return tf.random.stateless_uniform([batch], seeds[k], 0.0, hi)
+    def draw(k, hi=1.0):
+        return uniform(batch, seeds[k], 0.0, hi, rows)
 
     if degrade.underexposed > 0:
-        black = uniform(1, degrade.max_black) * tf.cast(
-            uniform(0) < degrade.underexposed, "float32"
-        )
+        black = draw(1, degrade.max_black) * tf.cast(draw(0) < degrade.underexposed, "float32")
         images = underexpose(images, black)
     if degrade.blurred > 0:
-        amount = uniform(3) * tf.cast(uniform(2) < degrade.blurred, "float32")
+        amount = draw(3) * tf.cast(draw(2) < degrade.blurred, "float32")
         images = blur(images, amount, blur_orders(degrade.blur_scale))
     return images
 
@@ -201,55 +247,77 @@ def random_degradation(images: tf.Tensor, seed, degrade: Degradation) -> tf.Tens
 BRIGHTNESS = 0.1
 
 
-def photometric_layers(seed: int = 0, brightness: float = BRIGHTNESS, contrast: float = 0.2):
-    """Keras preprocessing layers for exposure changes on images in [0, 1]."""
-    return [
-        keras.layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=seed),
-        keras.layers.RandomContrast(contrast, value_range=(0.0, 1.0), seed=seed + 1),
-    ]
+#: the default range of the photometric contrast factor (1 +/- this)
+CONTRAST = 0.2
+
+
+def random_photometric(
+    images: tf.Tensor, seed, brightness: float, contrast: float, rows: Rows | None = None
+) -> tf.Tensor:
+    """Exposure changes of images (B, H, W, C) in [0, 1], per image: a brightness shift
+    uniform in +/- ``brightness`` of the grey range, then the contrast scaled about the
+    image's mean by a factor uniform in 1 +/- ``contrast``, each clipped to [0, 1] (a film
+    shifted down clips its darkest pixels to black, as an under-exposed one). Stateless."""
+    batch = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+    shape = [-1, 1, 1, 1]
+    if brightness > 0:
+        delta = uniform(batch, seeds[0], -brightness, brightness, rows)
+        images = tf.clip_by_value(images + tf.reshape(delta, shape), 0.0, 1.0)
+    if contrast > 0:
+        factor = tf.reshape(uniform(batch, seeds[1], 1.0 - contrast, 1.0 + contrast, rows), shape)
+        mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+        images = tf.clip_by_value((images - mean) * factor + mean, 0.0, 1.0)
+    return images
 
 
 class BatchAugmenter:
     """Augments a batch dict in graph: ``image`` (B, H, W, 1) and, when present, ``mask``
     (B, H, W, 1, nearest-neighbour) and ``landmarks`` (B, 6, normalised) with one matrix each.
+    Stateless: a batch and its seed give the same tensors in a ``tf.data`` map or on a
+    replica's device in the train step (with ``rows``: that replica's share of the batch).
 
     Args:
         ranges: geometric ranges; ``None`` for no geometric augmentation.
-        photometric: apply the Keras brightness / contrast layers to ``image``.
-        seed: integer seed of the photometric layers.
-        brightness: the photometric brightness shift's range, a share of the grey range (a
-            film shifted down clips its darkest pixels to black, as an under-exposed one).
+        photometric: brightness / contrast changes of ``image`` (:func:`random_photometric`).
+        brightness: the brightness shift's range, a share of the grey range.
+        contrast: the contrast factor's range (1 +/- ``contrast``).
         degrade: under-exposure and blur of ``image`` (:func:`random_degradation`), after the
-            geometric warp and before the photometric layers; ``None`` for none.
+            geometric warp and before the photometric changes; ``None`` for none.
     """
 
     def __init__(
         self,
         ranges: AffineRange | None = AffineRange(),
         photometric=True,
-        seed=0,
         degrade: Degradation | None = None,
         brightness: float = BRIGHTNESS,
+        contrast: float = CONTRAST,
     ):
         self.ranges = ranges
         self.degrade = degrade if degrade is not None and degrade.active else None
-        self.layers = photometric_layers(seed, brightness) if photometric else []
+        self.brightness = float(brightness) if photometric else 0.0
+        self.contrast = float(contrast) if photometric else 0.0
 
-    def __call__(self, batch: dict, seed) -> dict:
+    def __call__(self, batch: dict, seed, rows: Rows | None = None) -> dict:
         out = dict(batch)
         image = batch["image"]
         height, width = int(image.shape[1]), int(image.shape[2])
+        seed = tf.cast(seed, tf.int64)
         if self.ranges is not None:
-            forward = random_affine(tf.shape(image)[0], height, width, seed, self.ranges)
+            forward = random_affine(tf.shape(image)[0], height, width, seed, self.ranges, rows)
             out["image"] = warp(image, forward)
             if "mask" in batch:
                 out["mask"] = warp(batch["mask"], forward, "NEAREST")
             if "landmarks" in batch:
                 out["landmarks"] = transform_points(batch["landmarks"], forward, height, width)
         if self.degrade is not None:
-            twin = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 7)
-            out["image"] = random_degradation(out["image"], twin, self.degrade)
-        for layer in self.layers:
-            out["image"] = layer(out["image"], training=True)
+            twin = tf.random.experimental.stateless_fold_in(seed, 7)
+            out["image"] = random_degradation(out["image"], twin, self.degrade, rows)
+        if self.brightness > 0 or self.contrast > 0:
+            light = tf.random.experimental.stateless_fold_in(seed, 11)
+            out["image"] = random_photometric(
+                out["image"], light, self.brightness, self.contrast, rows
+            )
         out["image"] = tf.clip_by_value(out["image"], 0.0, 1.0)
         return out

@@ -2,8 +2,11 @@
 
 Every builder: file paths and labels -> seeded shuffle of the rows -> parallel native decode
 (:func:`tf_boneage.data.io.decode_image_bytes`, DICOM through ``tf.numpy_function``) -> resize
-to ``config.image_size`` -> batch -> in-graph batch augmentation
-(:class:`tf_boneage.data.augment.BatchAugmenter`) -> prefetch. The shuffle holds file names,
+to ``config.image_size`` -> batch -> prefetch. With ``augment`` each batch gets its seed, and
+the stage's :class:`tf_boneage.data.augment.BatchAugmenter` runs either here, in the
+``tf.data`` graph on the host (``device_augment=False``), or in the train step on the replicas'
+devices (``device_augment=True``, how the stages train): the batches then carry an ``aug``
+dict (:func:`tf_boneage.data.augment.attach_rows`) as a third element, ``(x, y, aug)``. The shuffle holds file names,
 never decoded images, so memory is set by the batch and not by the number of films (a buffer
 of decoded 500 x 375 crops of 12,611 films would be 9.5 GB). With ``cache`` the decoded images
 are cached and shuffled after the cache instead (that buffer then holds them all: for sets
@@ -28,7 +31,13 @@ import pandas as pd
 import tensorflow as tf
 
 from tf_boneage.data import io
-from tf_boneage.data.augment import BRIGHTNESS, AffineRange, BatchAugmenter, Degradation
+from tf_boneage.data.augment import (
+    BRIGHTNESS,
+    AffineRange,
+    BatchAugmenter,
+    Degradation,
+    attach_rows,
+)
 from tf_boneage.data.manifest import LANDMARK_COLUMNS
 from tf_boneage.preprocessing import warp
 
@@ -51,6 +60,11 @@ class PipelineConfig:
         photometric: brightness / contrast augmentation on top of the geometric one.
         brightness: range of the photometric brightness shift (a share of the grey range).
         degrade: under-exposure and blur of training crops (``None``: none).
+        device_augment: leave the augmentation to the train step (the batches carry their
+            seed rows as a third element); False: augment in the pipeline.
+        decoded: a folder for the region pipeline's store of decoded 8-bit films
+            (:mod:`tf_boneage.data.decoded`): decoded once, read back by rows in every epoch
+            (the same batches as decoding each time); None: decode every epoch.
         deterministic: fixed order and augmentation (slower; for tests).
         drop_remainder: drop the last incomplete batch.
     """
@@ -65,6 +79,8 @@ class PipelineConfig:
     photometric: bool = True
     brightness: float = BRIGHTNESS
     degrade: Degradation | None = None
+    device_augment: bool = False
+    decoded: str | None = None
     deterministic: bool = False
     drop_remainder: bool = False
 
@@ -112,17 +128,21 @@ def _rows(slices, n: int, cfg: PipelineConfig) -> tf.data.Dataset:
     return ds
 
 
-def _finish(ds: tf.data.Dataset, n: int, cfg: PipelineConfig, augmenter) -> tf.data.Dataset:
-    if cfg.cache:
-        ds = ds.cache() if cfg.cache is True else ds.cache(str(cfg.cache))
-        if cfg.shuffle:
-            ds = ds.shuffle(max(n, 1), seed=cfg.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
+def _finish(
+    ds: tf.data.Dataset, n: int, cfg: PipelineConfig, augmenter, batched: bool = False
+) -> tf.data.Dataset:
+    """Cache, shuffle and batch (unless ``batched``), then each batch's seed and its
+    augmentation (or, ``device_augment``, its seed rows), prefetched."""
+    if not batched:
+        if cfg.cache:
+            ds = ds.cache() if cfg.cache is True else ds.cache(str(cfg.cache))
+            if cfg.shuffle:
+                ds = ds.shuffle(max(n, 1), seed=cfg.seed, reshuffle_each_iteration=True)
+        ds = ds.batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
     if augmenter is not None:
         seeds = tf.data.Dataset.random(seed=cfg.seed, rerandomize_each_iteration=True).batch(2)
-        # sequential when deterministic: the Keras photometric layers carry seed state
-        parallel = {} if cfg.deterministic else {"num_parallel_calls": AUTOTUNE}
-        ds = tf.data.Dataset.zip(ds, seeds).map(augmenter, **parallel)
+        step = attach_rows if cfg.device_augment else augmenter
+        ds = tf.data.Dataset.zip(ds, seeds).map(step, num_parallel_calls=AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = cfg.deterministic
     return ds.with_options(options).prefetch(AUTOTUNE)
@@ -132,12 +152,18 @@ def _augmenter(cfg: PipelineConfig):
     if not cfg.augment:
         return None
     return BatchAugmenter(
-        cfg.affine,
-        photometric=cfg.photometric,
-        seed=cfg.seed,
-        degrade=cfg.degrade,
-        brightness=cfg.brightness,
+        cfg.affine, photometric=cfg.photometric, degrade=cfg.degrade, brightness=cfg.brightness
     )
+
+
+def augmenter_of(cfg: PipelineConfig) -> BatchAugmenter | None:
+    """The augmentation a pipeline of ``cfg`` applies (or leaves to the train step)."""
+    return _augmenter(cfg)
+
+
+def _split(batch: dict, x, y):
+    """``(x, y)``, or ``(x, y, aug)`` when the batch carries its augmentation rows."""
+    return (x, y, batch["aug"]) if "aug" in batch else (x, y)
 
 
 def _require(manifest: pd.DataFrame, columns, stage: str) -> pd.DataFrame:
@@ -166,7 +192,7 @@ def segmentation_dataset(manifest: pd.DataFrame, cfg: PipelineConfig) -> tf.data
         **_map_kw(cfg),
     )
     ds = _finish(ds, len(rows), cfg, _augmenter(cfg))
-    return ds.map(lambda b: (b["image"], b["mask"]))
+    return ds.map(lambda b: _split(b, b["image"], b["mask"]))
 
 
 def landmark_dataset(manifest: pd.DataFrame, cfg: PipelineConfig) -> tf.data.Dataset:
@@ -178,13 +204,21 @@ def landmark_dataset(manifest: pd.DataFrame, cfg: PipelineConfig) -> tf.data.Dat
         lambda p, y: {"image": load_image(p, cfg.image_size), "landmarks": y}, **_map_kw(cfg)
     )
     ds = _finish(ds, len(rows), cfg, _augmenter(cfg))
-    return ds.map(lambda b: (b["image"], b["landmarks"]))
+    return ds.map(lambda b: _split(b, b["image"], b["landmarks"]))
 
 
 def region_dataset(manifest: pd.DataFrame, cfg: PipelineConfig) -> tf.data.Dataset:
-    """({"image", "male"}, boneage in months) batches; rows of unknown sex are refused."""
+    """({"image", "male"}, boneage in months) batches; rows of unknown sex are refused. With
+    ``cfg.decoded`` the films are read from their decoded store when they can be
+    (:func:`_region_from_store`)."""
     rows = _require(manifest, ["image_path", "boneage", "male"], "region")
     male = rows["male"].astype("float32").to_numpy(np.float32)[:, None]
+    if cfg.decoded and not cfg.cache:
+        from tf_boneage.data import decoded
+
+        store = decoded.open_store(rows["image_path"], cfg.image_size, cfg.decoded)
+        if store is not None:
+            return _region_from_store(rows, male, store, cfg)
     ds = _rows(
         (rows["image_path"].to_numpy(str), male, rows["boneage"].to_numpy(np.float32)),
         len(rows),
@@ -195,4 +229,29 @@ def region_dataset(manifest: pd.DataFrame, cfg: PipelineConfig) -> tf.data.Datas
         **_map_kw(cfg),
     )
     ds = _finish(ds, len(rows), cfg, _augmenter(cfg))
-    return ds.map(lambda b: ({"image": b["image"], "male": b["male"]}, b["boneage"]))
+    return ds.map(lambda b: _split(b, {"image": b["image"], "male": b["male"]}, b["boneage"]))
+
+
+def _region_from_store(rows, male, store, cfg: PipelineConfig) -> tf.data.Dataset:
+    """:func:`region_dataset` from a store of the decoded films (uint8 rows, in the order of
+    ``rows``): the same shuffle of the rows, batches and seeds as decoding each epoch, the
+    images gathered a batch at a time from the store."""
+    from tf_boneage.data.decoded import reader
+
+    h, w = cfg.image_size
+    pixels_of = reader(store)
+    index = np.arange(len(rows), dtype=np.int64)
+    ds = _rows((index, male, rows["boneage"].to_numpy(np.float32)), len(rows), cfg)
+    ds = ds.batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
+
+    def gather(i):
+        return pixels_of[i]
+
+    def read(i, s, y):
+        pixels = tf.numpy_function(gather, [i], tf.uint8, stateful=False)
+        image = tf.cast(tf.ensure_shape(pixels, [None, h, w, 1]), tf.float32) / 255.0
+        return {"image": image, "male": s, "boneage": y}
+
+    ds = ds.map(read, num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic or None)
+    ds = _finish(ds, len(rows), cfg, _augmenter(cfg), batched=True)
+    return ds.map(lambda b: _split(b, {"image": b["image"], "male": b["male"]}, b["boneage"]))

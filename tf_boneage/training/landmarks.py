@@ -22,7 +22,13 @@ import pandas as pd
 import tensorflow as tf
 
 from tf_boneage.data import io, manifest
-from tf_boneage.data.augment import AffineRange, BatchAugmenter, Degradation
+from tf_boneage.data.augment import (
+    AffineRange,
+    BatchAugmenter,
+    Degradation,
+    attach_rows,
+    rows_of,
+)
 from tf_boneage.data.manifest import LANDMARK_COLUMNS
 from tf_boneage.models import LandmarkNet
 from tf_boneage.models.batchnorm import batch_for, recalibrate
@@ -141,7 +147,6 @@ class LandmarkTask(Task):
         self.augmenter = BatchAugmenter(
             AffineRange(rotation=config.rotation, scale=(0.85, 1.15), shift=0.08, mirror=0.5),
             photometric=True,
-            seed=config.seed,
             degrade=Degradation(underexposed=config.underexposed),
         )
 
@@ -161,8 +166,11 @@ class LandmarkTask(Task):
     def build_losses(self):
         return "mse"
 
-    def _augment(self, images, points, seed):
-        b = self.augmenter({"image": images, "landmarks": points}, seed)
+    def augment(self, x, y, aug):
+        """One warp of the images and their points, darkening and exposure, on the replica's
+        device."""
+        seed, rows = rows_of(aug)
+        b = self.augmenter({"image": x, "landmarks": y}, seed, rows)
         return b["image"], b["landmarks"]
 
     def _gather(self, index):
@@ -186,8 +194,9 @@ class LandmarkTask(Task):
         return (self.x[clean[i : i + size]] for i in range(0, len(clean), size))
 
     def build_inputs(self, split, epoch=0):
-        """Batches of (images (B, s, s, 1) float32, points (B, 6) float32): positions are
-        shuffled and batched, the images read per batch (never the whole split at once)."""
+        """Batches of (images (B, s, s, 1) float32, points (B, 6) float32), and for ``train``
+        their augmentation rows (``aug``: augmented in the train step): positions are shuffled
+        and batched, the images read per batch (never the whole split at once)."""
         ds = tf.data.Dataset.from_tensor_slices(np.flatnonzero(self.part == split))
         if split != "train":
             return ds.batch(eval_batch(self.x.shape[1:])).map(self._gather)
@@ -195,7 +204,12 @@ class LandmarkTask(Task):
         ds = ds.shuffle(1000, seed=seed).batch(self.global_batch, drop_remainder=True)
         ds = ds.map(self._gather)
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
-        return tf.data.Dataset.zip(ds, seeds).map(lambda xy, s: self._augment(*xy, s)).prefetch(2)
+
+        def with_rows(xy, s):  # augmented in the train step (:meth:`augment`)
+            b = attach_rows({"image": xy[0], "landmarks": xy[1]}, s)
+            return b["image"], b["landmarks"], b["aug"]
+
+        return tf.data.Dataset.zip(ds, seeds).map(with_rows).prefetch(2)
 
 
 def run(cfg: config_lib.LandmarkConfig) -> dict:

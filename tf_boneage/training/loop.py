@@ -46,14 +46,14 @@ def distributed_epoch(
     dist = strategy.experimental_distribute_dataset(dataset.with_options(options))
 
     @tf.function
-    def step(x, y):
-        per_replica = strategy.run(lambda x, y: task.train_step(model, x, y), args=(x, y))
+    def step(*batch):  # (x, y) or (x, y, aug): the augmentation runs on each replica
+        per_replica = strategy.run(lambda *b: task.train_step(model, *b), args=batch)
         return strategy.reduce("SUM", per_replica, axis=None)
 
     total, steps = 0.0, 0
     bar = tqdm(desc=label, unit="step", leave=False, mininterval=1.0, disable=None)
-    for x, y in dist:
-        total += float(step(x, y))
+    for batch in dist:
+        total += float(step(*batch))
         steps += 1
         bar.update(1)
         bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
@@ -222,6 +222,8 @@ def run(
             rate = float(model.optimizer.learning_rate.numpy())
             _write_scalars(out / "tensorboard", epoch, results, rate)
         else:
+            if len(train.element_spec) == 3:  # (x, y, aug): augmented in the train step
+                model.train_step = task.fit_step(model)
             history = model.fit(
                 train,
                 validation_data=val,
@@ -237,6 +239,7 @@ def run(
             )
             results = {k: v[-1] for k, v in history.history.items()}
             loss = float(results["val_loss"])
+            model.__dict__.pop("train_step", None)  # the class's own again (saving)
         print(_epoch_line(epoch, epochs, results, time.perf_counter() - start), flush=True)
         if state["best"] is None or loss < state["best"]:
             state["best"], state["wait"] = loss, 0

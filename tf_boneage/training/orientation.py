@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_boneage.data import manifest
-from tf_boneage.data.augment import AffineRange, BatchAugmenter, photometric_layers
+from tf_boneage.data.augment import AffineRange, BatchAugmenter, attach_rows, rows_of, uniform
 from tf_boneage.models.orientation import CLASSES, OrientationNet
 from tf_boneage.preprocessing import orientation, warp
 from tf_boneage.training import config as config_lib
@@ -59,10 +59,10 @@ class OrientationTask(Task):
         self.x, self.part = x, part
         self.augmenter = BatchAugmenter(
             AffineRange(rotation=config.rotation, scale=(0.85, 1.15), shift=0.08, mirror=0.5),
-            photometric=False,
-            seed=config.seed,
+            photometric=True,
+            brightness=config.exposure,
+            contrast=config.exposure,
         )
-        self.augmenter.layers = photometric_layers(config.seed, config.exposure, config.exposure)
 
     def build_model(self):
         cfg = self.config
@@ -79,12 +79,14 @@ class OrientationTask(Task):
         per = keras.losses.sparse_categorical_crossentropy(tf.reshape(y, [-1]), pred)
         return per, pred
 
-    def _augment(self, images, seed):
+    def augment(self, x, y, aug):
+        """Warp and exposure of the upright films, then each turned or inverted into a class
+        drawn at random (the labels ``y`` are made here), on the replica's device."""
+        seed, rows = rows_of(aug)
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
-        images = self.augmenter({"image": images}, seeds[0])["image"]
-        classes = tf.random.stateless_uniform(
-            tf.shape(images)[:1], seeds[1], 0, CLASSES, dtype=tf.int32
-        )
+        images = self.augmenter({"image": x}, seeds[0], rows)["image"]
+        n = tf.shape(images)[0]
+        classes = uniform(n, seeds[1], 0, CLASSES, rows, dtype=tf.int32)
         return orientation.make(images, classes), classes
 
     def build_inputs(self, split, epoch=0):
@@ -97,7 +99,12 @@ class OrientationTask(Task):
         ds = tf.data.Dataset.from_tensor_slices(films).shuffle(len(films), seed=seed)
         ds = ds.batch(self.global_batch, drop_remainder=True)
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
-        return tf.data.Dataset.zip(ds, seeds).map(self._augment).prefetch(2)
+
+        def with_rows(films, s):  # classes made in the train step (:meth:`augment`)
+            b = attach_rows({"image": films}, s)
+            return b["image"], tf.zeros(tf.shape(films)[:1], tf.int32), b["aug"]
+
+        return tf.data.Dataset.zip(ds, seeds).map(with_rows).prefetch(2)
 
 
 def evaluate(model, films: np.ndarray, batch: int = 256, margin: float | None = None) -> dict:

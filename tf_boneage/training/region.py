@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from tf_boneage.data import manifest as manifest_lib
-from tf_boneage.data.augment import AffineRange, Degradation, blur_orders
-from tf_boneage.data.pipeline import PipelineConfig, region_dataset
+from tf_boneage.data.augment import AffineRange, Degradation, blur_orders, rows_of
+from tf_boneage.data.pipeline import PipelineConfig, augmenter_of, region_dataset
 from tf_boneage.evaluation import format_report, mae_report
 from tf_boneage.models import RegionNet
 from tf_boneage.models.age_losses import soft_bin_cross_entropy
@@ -122,6 +122,7 @@ class RegionTask(Task):
         if cfg.blurred:
             scale, orders = self.degrade.blur_scale, blur_orders(self.degrade.blur_scale)
             print(f"blur: crops enlarged {scale[0]:.2f} x {scale[1]:.2f}, binomial orders {orders}")
+        self.augmenter = augmenter_of(self._train_pipeline(0))
         # model -> the same model with its bin logits as a second output (weak: a model
         # that is gone takes its probe with it)
         self._probes = weakref.WeakKeyDictionary()
@@ -173,7 +174,31 @@ class RegionTask(Task):
     def _select(self, ds):
         if self.config.sex == "input":
             return ds
-        return ds.map(lambda x, y: ({"image": x["image"]}, y))
+        return ds.map(lambda x, *rest: ({"image": x["image"]}, *rest))
+
+    def _train_pipeline(self, epoch: int) -> PipelineConfig:
+        """The training pipeline of ``epoch``: the cache's crops decoded once into a store
+        beside it (``CACHE/decoded/``, :mod:`tf_boneage.data.decoded`), augmentation left
+        to the train step."""
+        cfg = self.config
+        store = str(Path(cfg.manifest).parent / "decoded") if cfg.input == "cache" else None
+        return PipelineConfig(
+            decoded=store,
+            image_size=tuple(cfg.image_size),
+            batch_size=self.global_batch,
+            seed=cfg.seed + epoch,
+            augment=True,
+            affine=self.affine,
+            degrade=self.degrade,
+            device_augment=True,
+            drop_remainder=True,
+        )
+
+    def augment(self, x, y, aug):
+        """Affine warp, degradations and exposure of the crops, on the replica's device."""
+        seed, rows = rows_of(aug)
+        image = self.augmenter({"image": x["image"]}, seed, rows)["image"]
+        return {**x, "image": image}, y
 
     def _clean(self, rows):
         pc = PipelineConfig(
@@ -182,21 +207,12 @@ class RegionTask(Task):
         return self._select(region_dataset(rows, pc))
 
     def build_inputs(self, split, epoch=0):
-        """``train`` (augmented, per epoch), ``val``, ``holdout`` (val and test rows, in
+        """``train`` (per epoch, ``(x, y, aug)``: augmented in the train step), ``val``, ``holdout`` (val and test rows, in
         order) or ``calibration`` (2,048 clean training images in random order: the first rows
         of a manifest are not a fair sample; recalibrating on them cost 1.3 months)."""
         cfg = self.config
         if split == "train":
-            pc = PipelineConfig(
-                image_size=tuple(cfg.image_size),
-                batch_size=self.global_batch,
-                seed=cfg.seed + epoch,
-                augment=True,
-                affine=self.affine,
-                degrade=self.degrade,
-                drop_remainder=True,
-            )
-            return self._select(region_dataset(self.train, pc))
+            return self._select(region_dataset(self.train, self._train_pipeline(epoch)))
         if split == "val":
             return self._clean(self.val)
         if split == "holdout":

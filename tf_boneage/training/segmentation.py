@@ -26,8 +26,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from tf_boneage.data import io, manifest, split
-from tf_boneage.data.augment import AffineRange
-from tf_boneage.data.pipeline import PipelineConfig, segmentation_dataset
+from tf_boneage.data.augment import AffineRange, rows_of
+from tf_boneage.data.pipeline import PipelineConfig, augmenter_of, segmentation_dataset
 from tf_boneage.models import BCEJaccardLoss, DiceCoefficient, JaccardIndex, UNet
 from tf_boneage.models.batchnorm import batch_for, clean_batches, recalibrate
 from tf_boneage.preprocessing import pose
@@ -205,6 +205,26 @@ class SegmentationTask(Task):
             rotation=config.rotation, scale=(0.85, 1.15), shift=0.08, mirror=0.5
         )
         self._val = None
+        self.augmenter = augmenter_of(self._train_pipeline(0))
+
+    def _train_pipeline(self, epoch: int) -> PipelineConfig:
+        """The training pipeline of ``epoch``: augmentation left to the train step."""
+        return PipelineConfig(
+            image_size=self.size,
+            batch_size=self.global_batch,
+            seed=self.config.seed + epoch,
+            augment=True,
+            affine=self.affine,
+            brightness=self.config.brightness,
+            device_augment=True,
+            drop_remainder=True,
+        )
+
+    def augment(self, x, y, aug):
+        """One warp of image and mask, and the image's exposure, on the replica's device."""
+        seed, rows = rows_of(aug)
+        out = self.augmenter({"image": x, "mask": y}, seed, rows)
+        return out["image"], out["mask"]
 
     def build_model(self):
         cfg = self.config
@@ -236,16 +256,7 @@ class SegmentationTask(Task):
 
     def build_inputs(self, split, epoch=0):
         if split == "train":
-            pc = PipelineConfig(
-                image_size=self.size,
-                batch_size=self.global_batch,
-                seed=self.config.seed + epoch,
-                augment=True,
-                affine=self.affine,
-                brightness=self.config.brightness,
-                drop_remainder=True,
-            )
-            return segmentation_dataset(self.train, pc)
+            return segmentation_dataset(self.train, self._train_pipeline(epoch))
         if self._val is None:
             pc = PipelineConfig(
                 image_size=self.size, batch_size=self.global_batch, shuffle=False, cache=True

@@ -134,11 +134,21 @@ class Task:
         the model's output."""
         return self._per_sample(model, x, y, training=True)[0]
 
-    def train_step(self, model: keras.Model, x, y) -> tf.Tensor:
-        """One replica's step under ``strategy.run``: forward, loss scaled to the global batch,
-        gradients, update. Returns this replica's share of the mean loss (sum it over replicas).
-        The single-process path uses Keras' own ``Model.train_step`` (``model.fit``) unless
-        :attr:`custom_step`."""
+    def augment(self, x, y, aug: dict):
+        """The stage's training augmentation of one (replica's) batch, on its device: ``aug``
+        the batch's seed rows (:func:`tf_boneage.data.augment.attach_rows`); returns the
+        augmented ``(x, y)``. Stages whose train batches carry ``aug`` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} has no device augmentation")
+
+    def train_step(self, model: keras.Model, x, y, aug: dict | None = None) -> tf.Tensor:
+        """One replica's step under ``strategy.run``: the stage's augmentation on the
+        replica's device (:meth:`augment`, when the batch carries ``aug``), forward, loss
+        scaled to the global batch, gradients, update. Returns this replica's share of the
+        mean loss (sum it over replicas). The single-process path uses Keras' own
+        ``Model.train_step`` (``model.fit``) unless :attr:`custom_step`, with the same
+        augmentation before it (:meth:`fit_step`)."""
+        if aug is not None:
+            x, y = self.augment(x, y, aug)
         replicas = self.strategy.num_replicas_in_sync
         with tf.GradientTape() as tape:
             per = self.training_loss(model, x, y)
@@ -151,6 +161,17 @@ class Task:
         # a LossScaleOptimizer unscales the gradients and skips a step that overflowed
         model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
+
+    def fit_step(self, model: keras.Model):
+        """Keras' ``model.train_step`` for ``model.fit`` over batches ``(x, y, aug)``: the
+        stage's :meth:`augment` on the replica's device, then Keras' own step."""
+        keras_step = type(model).train_step.__get__(model)
+
+        def step(data):
+            x, y, aug = data
+            return keras_step(self.augment(x, y, aug))
+
+        return step
 
     def validation_step(self, model: keras.Model, x, y) -> tuple[float, int]:
         """Summed loss and number of images of one validation batch (a batch-level loss is
