@@ -172,3 +172,22 @@ def test_the_decoded_store_gives_the_batches_of_decoding_every_epoch(table, tmp_
     assert len(list(tmp_path.glob("*.npy"))) == 2
     # films that would need a resize are decoded as before, no store
     assert decoded.open_store(table["image_path"], (32, 24), tmp_path / "none") is None
+
+
+@pytest.mark.slow
+def test_the_gpu_smoke_check_runs_every_stage_on_the_cpu_and_says_so():
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    r = subprocess.run(
+        [sys.executable, "gpu_smoke.py"], cwd=bench, capture_output=True, text=True, timeout=900
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "no GPU on this machine" in r.stdout
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ")][1:]
+    stages = [line.split("|")[1].strip() for line in rows]
+    assert stages == ["segmentation", "landmarks", "orientation", "region A", "region B",
+                      "region C"]  # fmt: skip
+    for line in rows:  # films/s measured, the input's share in [0, 1]
+        films, waiting = (float(v) for v in line.split("|")[2:4])
+        assert films > 0 and 0 <= waiting <= 1

@@ -212,7 +212,10 @@ def run(
         reseed_dropout(model, epoch)
         start = time.perf_counter()
         train = task.build_inputs("train", epoch)
-        if is_multi_worker(strategy) or task.custom_step:
+        # batches (x, y, aug) under several replicas: Keras' fit would take aug for sample
+        # weights and cast them; our own strategy.run step augments each replica's rows
+        device_rows = len(train.element_spec) == 3 and strategy.num_replicas_in_sync > 1
+        if is_multi_worker(strategy) or task.custom_step or device_rows:
             label = f"epoch {epoch + 1}/{epochs}"
             train_loss = distributed_epoch(task, model, train, label)
             recalibrate_for_validation(task, model, recalibration)
