@@ -172,17 +172,17 @@ def main(argv=None) -> int:
 def interval_coverage(model, manifest, split: str = "test", batch: int = 32, offline=None) -> dict:
     """How honest is an exported model's uncertainty? Runs the end-to-end SavedModel
     (``serving_default``: image bytes + sex; ``model`` = ``saved_models/NAME`` or a version)
-    over the ``split`` rows of ``manifest`` and reports, overall and by sex, the MAE (months),
+    over the ``split`` rows of ``manifest`` (``model`` None: the shipped model) and reports, overall and by sex, the MAE (months),
     the mean ``bone_age_std`` and how often the truth falls inside estimate +/- z * std for
     the nominal 68 % (z = 1) and 90 % (z = 1.645, what ``tf-boneage predict`` prints).
     ``offline``: the table folder the model was exported from (default: the one its
     metadata names, if it is there) to compare with film by film (:func:`offline_agreement`)."""
 
     from tf_boneage.data.manifest import load_manifest
-    from tf_boneage.export import interval, load, saved_model
+    from tf_boneage.export import interval, load, saved_model, shipped
     from tf_boneage.export.calibration import coverage, predict_rows
 
-    path = saved_model.resolve(model)
+    path = saved_model.resolve(model) if model else shipped.locate()
     fn = load.saved_model(path).signatures["serving_default"]
     rows = load_manifest(manifest)
     rows = rows[rows["split"] == split].reset_index(drop=True)
@@ -271,7 +271,9 @@ def coverage_lines(report: dict) -> list[str]:
 def coverage_main(argv=None) -> int:
     """``training/interval_coverage.py`` / ``tf-boneage train coverage``."""
     parser = argparse.ArgumentParser(description=interval_coverage.__doc__.split("\n")[0])
-    parser.add_argument("--model", default="saved_models/boneage")
+    parser.add_argument(
+        "--model", default=None, help="saved_models/NAME or a version (default: the shipped one)"
+    )
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch", type=int, default=32)
