@@ -157,6 +157,8 @@ def unknown_in_command(command: str, cache: dict) -> list[str]:
             return [f"no subcommand {sub!r}"]
         if sub == "train":
             stage = rest[1] if len(rest) > 1 else ""
+            if stage.isupper():  # a placeholder: tf-boneage train STAGE ...
+                return []
             if stage not in STAGES:
                 return [f"no training stage {stage!r}"]
             key = f"train {stage}"

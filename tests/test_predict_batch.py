@@ -31,12 +31,13 @@ def _write(folder: Path, names, seed=7):
 
 def test_a_rejected_row_has_no_age_unless_forced():
     item = predict.Prepared(Path("x.png"), male=True, sex_source="--sex")
-    out = {
-        "bone_age_months": 100.0,
-        "bone_age_std": 10.0,
-        "mask_area": 0.01,
-        "landmark_plausibility": 1.0,
-    }
+    out = {"bone_age_months": 100.0, "bone_age_std": 10.0, "mask_area": 0.01}
+    out |= {"interval_low_months": 80.0, "interval_high_months": 120.0}
+    out |= {"landmark_plausibility": 1.0, "registration_fit": 0.9, "content_match": 0.9}
+    out |= {"sharpness": 0.6, "black_share": 0.0, "grey_range": 0.5, "mask_ok": 0.0}
+    out |= {"quarter_turns": 0.0, "inverted": 0.0}
+    out |= {k: 1.0 for k in ("landmarks_ok", "registration_ok", "content_ok", "sharpness_ok")}
+    out |= {k: 1.0 for k in ("exposure_ok", "grey_range_ok", "certainty_ok")}
     r = predict.row(item, out)
     assert r["status"] == "rejected" and r["reason"].startswith(
         "not a hand radiograph: no hand found"
@@ -47,10 +48,11 @@ def test_a_rejected_row_has_no_age_unless_forced():
     assert forced["status"] == "rejected" and forced["bone_age_months"] == 100.0
     assert "QC rejected: age given by --force" in forced["flags"]
     assert forced["true_bone_age_months"] == 90.0
-    ok = predict.row(item, {**out, "mask_area": 0.3})
+    ok = predict.row(item, {**out, "mask_area": 0.3, "mask_ok": 1.0})
     assert ok["status"] == "ok" and ok["bone_age_months"] == 100.0 and ok["flags"] == ""
     # networks that disagree: the age is given, and flagged
-    unsure = predict.row(item, {**out, "mask_area": 0.3, "certainty_ok": 0.0, "bone_age_std": 31})
+    unsure = {**out, "mask_area": 0.3, "mask_ok": 1.0, "certainty_ok": 0.0, "bone_age_std": 31}
+    unsure = predict.row(item, unsure)
     assert unsure["status"] == "ok" and unsure["bone_age_months"] == 100.0
     assert (
         unsure["flags"].startswith("uncertain: the networks disagree")

@@ -101,7 +101,7 @@ def resolve(model=None, say: Callable[[str], None] | None = _to_stderr) -> Path:
 
     path = saved_model.resolve(model) if model else locate()
     meta = load.metadata(path)
-    if meta.get("format") != saved_model.FORMAT:
+    if meta and meta.get("format") != saved_model.FORMAT:  # {}: a per-stage export
         raise ValueError(
             f"{path}: an export of format {meta.get('format')!r} (this version reads "
             f"{saved_model.FORMAT}); export it again from its runs with training/export.py"
