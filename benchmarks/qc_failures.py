@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from tf_boneage.data import io
 from tf_boneage.data.manifest import load_manifest
-from tf_boneage.export import load, outline, saved_model
+from tf_boneage.export import load, outline, rebuild, saved_model
 from tf_boneage.inference import failures, predict
 from tf_boneage.preprocessing import chain as chain_lib
 
@@ -187,8 +187,9 @@ def main(argv=None) -> int:
     spec = meta["chain"]
     decoded = loaded.signatures["decode"](image_bytes=tf.constant(data))
     images, sizes = decoded["images"], decoded["original_size"]
+    nets = rebuild.rebuild(version).preprocessor  # the export's own networks, from itself
     make = lambda orient: chain_lib.load(  # noqa: E731
-        spec["unet"], spec["landmarks"], spec["frame"], spec["region_sizes"], orient
+        nets.unet, nets.landmark_model, spec["frame"], spec["region_sizes"], orient
     )
     pre = make(spec.get("orient", False))
     rng = np.random.default_rng(args.seed)

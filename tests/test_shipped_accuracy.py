@@ -18,6 +18,9 @@ from tf_boneage.inference import golden
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "boneage_rsna100_test.csv"
 CARD = ROOT / "saved_models" / shipped.NAME / "MODEL_CARD.md"
+#: the model card's worst cost of a quarter turn or flip on the films QC accepts (+6 %, 200
+#: `test` films, benchmarks/robustness.py) plus the spread of a 20-film MAE ratio
+ORIENTATION_COST_LIMIT = 0.06 + 0.20
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +106,7 @@ def test_turned_and_mirrored_films_stay_within_the_cards_robustness(model, share
     from tf_boneage.export import load
     from tf_boneage.inference import batch
 
-    limit = json.loads(GOLDEN.with_suffix(".json").read_text())["orientation_cost_limit"]
+    limit = ORIENTATION_COST_LIMIT
     reqs = golden.requests(shared_data, ROOT / golden.SPLIT_FILE, limit=20)
     ref = golden.read(GOLDEN).set_index("id")
     costs = {}
