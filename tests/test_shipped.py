@@ -140,3 +140,15 @@ def test_an_export_of_another_format_is_refused_with_the_command_that_remakes_it
         shipped.resolve(old, say=None)
     r = run_cli("predict", tmp_path / "x.png", "--model", old, "--sex", "F")
     assert r.returncode == 2 and "export it again" in r.stderr
+
+
+def test_roots_of_a_checkout_and_of_a_prefix_install(tmp_path):
+    checkout = tmp_path / "repo"
+    (checkout / "tf_boneage" / "export").mkdir(parents=True)
+    (checkout / "setup.cfg").write_text("")
+    here = checkout / "tf_boneage" / "export" / "shipped.py"
+    assert shipped.roots(here)[0] == checkout / "saved_models"
+    prefix = tmp_path / "prefix"
+    here = prefix / "lib" / "python3.11" / "site-packages" / "tf_boneage" / "export" / "shipped.py"
+    found = shipped.roots(here)
+    assert prefix / shipped.SHARE in found and checkout / "saved_models" not in found

@@ -27,15 +27,22 @@ TRAINING_DATA = {
 }
 
 
-def roots() -> list[Path]:
+def roots(here: Path | None = None) -> list[Path]:
     """Folders that may hold the shipped model, in the order they are searched: the source
     checkout this package was imported from (``saved_models/`` beside ``tf_boneage/``), then
-    the environment's and the user's ``share/tf_boneage/saved_models``."""
-    checkout = Path(__file__).resolve().parents[2]
+    the environment's, the user's and the installing prefix's
+    ``share/tf_boneage/saved_models``."""
+    here = Path(here or __file__).resolve()
+    checkout = here.parents[2]
     found = []
     if (checkout / "setup.cfg").is_file():
         found.append(checkout / "saved_models")
-    for prefix in (sys.prefix, site.getuserbase()):
+    # the environment's prefix, the user's, and the prefix this package was installed under
+    # (PREFIX/lib/pythonX.Y/site-packages/tf_boneage/export/shipped.py: pip --prefix)
+    prefixes = [sys.prefix, site.getuserbase()]
+    if len(here.parents) > 5 and here.parents[4].name == "lib":
+        prefixes.append(str(here.parents[5]))
+    for prefix in dict.fromkeys(prefixes):
         found.append(Path(prefix) / SHARE)
     return found
 
