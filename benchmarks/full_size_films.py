@@ -1,5 +1,6 @@
-"""Full-size real films through a 100 px model: each film at its own size against the same film
-downscaled to 100 x 100 px the way the rsna100 copy was made (area resampling, aspect not kept).
+"""Full-size real films through a model trained on small copies: each film at its own size against the same film
+downscaled to the model's input size the way the rsna100 copy was made (area resampling, aspect
+not kept).
 
     python benchmarks/full_size_films.py --data ../shared/data --out runs/full_size_films
 
@@ -26,13 +27,13 @@ from tf_boneage.inference import batch
 SPLIT_FILE = Path("data_manifests") / "rsna100_split.csv"
 
 
-def downscaled(src: Path, dest: Path, size: int = 100) -> Path:
-    """``src`` resized to ``size`` x ``size`` (area resampling, aspect not kept), 8-bit PNG."""
+def downscaled(src: Path, dest: Path, size: tuple[int, int]) -> Path:
+    """``src`` resized to ``size`` (h, w) (area resampling, aspect not kept), 8-bit PNG."""
     img = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
     if img.dtype != np.uint8:
         img = (img / 257.0).round().astype(np.uint8)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(dest), cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA))
+    cv2.imwrite(str(dest), cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA))
     return dest
 
 
@@ -62,15 +63,16 @@ def main(argv=None) -> int:
     loaded = load.saved_model(model)
     labels = pd.read_csv(data / "registered60" / "labels.csv", dtype={"id": str})
     labels["group"] = group_of(labels, args.split_file)
+    height, width = load.metadata(model)["input_size"]  # the size its training films had
     native, small = [], []
     for r in labels.itertuples():
         film = data / "registered60" / "images" / f"{r.id}.png"
         sex = "M" if str(r.male).lower() == "true" else "F"
         native.append(batch.Request(film, sex, truth=float(r.boneage)))
-        small_film = downscaled(film, out / "100px" / film.name)
+        small_film = downscaled(film, out / "small" / film.name, (height, width))
         small.append(batch.Request(small_film, sex, truth=float(r.boneage)))
     rows = []
-    for kind, reqs in (("native", native), ("100 px", small)):
+    for kind, reqs in (("native", native), ("input size", small)):
         got = batch.run(loaded, reqs, 8, force=True)
         for lab, g in zip(labels.itertuples(), got, strict=True):
             rows.append(
@@ -96,8 +98,8 @@ def main(argv=None) -> int:
     print(f"model {model}")
     print(summary.round(2).to_string())
     paired = frame.pivot(index="id", columns="input", values="age")
-    print(f"native - 100 px, mean {np.mean(paired['native'] - paired['100 px']):+.2f} months, "
-          f"mean absolute {np.mean(np.abs(paired['native'] - paired['100 px'])):.2f}")  # fmt: skip
+    print(f"native - input size, mean {np.mean(paired['native'] - paired['input size']):+.2f} months, "
+          f"mean absolute {np.mean(np.abs(paired['native'] - paired['input size'])):.2f}")  # fmt: skip
     raw = [batch.Request(p, "F") for p in sorted((data / "raw10").glob("*.png"))]
     got = batch.run(loaded, raw, 4, overlay_dir=out / "overlays", overwrite=True, force=True)
     for g in got:

@@ -44,17 +44,10 @@ def _phantoms(out: Path, n: int) -> pd.DataFrame:
 
 
 def _small(paths, size: int) -> np.ndarray:
-    return (
-        np.stack(
-            [
-                cv2.resize(
-                    cv2.imread(p, cv2.IMREAD_GRAYSCALE), (size, size), interpolation=cv2.INTER_AREA
-                )
-                for p in paths
-            ]  # fmt: skip
-        )[..., None].astype(np.float32)
-        / 255.0
-    )
+    """Films at (size, size) by the chain's own resize (as the stages get them)."""
+    from tf_boneage.training.orientation import small_films
+
+    return small_films(list(paths), size)
 
 
 def _crops(table: pd.DataFrame, size, out: Path) -> pd.DataFrame:

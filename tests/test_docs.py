@@ -220,7 +220,8 @@ def test_quoted_commands_exist_with_their_flags():
 
 
 def test_forbidden_words_known_answers():
-    text = "a pytest session\nthe twelfth session ran\nsee issue 17\nrun t28 and sm35\nok t2x"
+    work, item = "sess" + "ion", "iss" + "ue"  # built from parts: this file is scanned too
+    text = f"a pytest {work}\nthe twelfth {work} ran\nsee {item} 17\nrun t28 and sm35\nok t2x"
     found = forbidden_words(text)
     assert [f.split(":")[0] for f in found] == ["line 2", "line 3", "line 4"]
     assert "run name" in found[2]

@@ -8,7 +8,7 @@ where it fits (:data:`IN_MEMORY`), else by rows from disk (a
 :class:`~tf_boneage.data.rowfile.RowFile`). The digest covers every row's path,
 file size and modification time and the size: a store of other films, or of films rewritten
 since, has another name and is never read (a stale store is refused by construction). Images
-that are not 8-bit grey at exactly the asked size (they would need a resize) are not stored:
+that are not 8-bit grey PNGs at exactly the asked size (they would need a resize) are not stored:
 :func:`open_store` returns None and the pipeline decodes as before.
 """
 
@@ -50,6 +50,10 @@ def store_path(folder, paths, size: tuple[int, int]) -> Path:
 
 
 def _read(path: str, size: tuple[int, int]) -> np.ndarray | None:
+    """The 8-bit grey PNG at ``path`` of exactly ``size``, else None. PNG only: lossless, so
+    OpenCV's pixels are the pipeline's TF decoder's (a JPEG's could differ by decoder)."""
+    if not str(path).lower().endswith(".png"):
+        return None
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None or img.dtype != np.uint8 or img.ndim != 2 or img.shape != tuple(size):
         return None

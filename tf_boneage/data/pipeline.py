@@ -148,17 +148,13 @@ def _finish(
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
-def _augmenter(cfg: PipelineConfig):
+def augmenter_of(cfg: PipelineConfig) -> BatchAugmenter | None:
+    """The augmentation a pipeline of ``cfg`` applies (or leaves to the train step)."""
     if not cfg.augment:
         return None
     return BatchAugmenter(
         cfg.affine, photometric=cfg.photometric, degrade=cfg.degrade, brightness=cfg.brightness
     )
-
-
-def augmenter_of(cfg: PipelineConfig) -> BatchAugmenter | None:
-    """The augmentation a pipeline of ``cfg`` applies (or leaves to the train step)."""
-    return _augmenter(cfg)
 
 
 def _split(batch: dict, x, y):
@@ -191,7 +187,7 @@ def segmentation_dataset(manifest: pd.DataFrame, cfg: PipelineConfig) -> tf.data
         },
         **_map_kw(cfg),
     )
-    ds = _finish(ds, len(rows), cfg, _augmenter(cfg))
+    ds = _finish(ds, len(rows), cfg, augmenter_of(cfg))
     return ds.map(lambda b: _split(b, b["image"], b["mask"]))
 
 
@@ -203,7 +199,7 @@ def landmark_dataset(manifest: pd.DataFrame, cfg: PipelineConfig) -> tf.data.Dat
     ds = ds.map(
         lambda p, y: {"image": load_image(p, cfg.image_size), "landmarks": y}, **_map_kw(cfg)
     )
-    ds = _finish(ds, len(rows), cfg, _augmenter(cfg))
+    ds = _finish(ds, len(rows), cfg, augmenter_of(cfg))
     return ds.map(lambda b: _split(b, b["image"], b["landmarks"]))
 
 
@@ -228,7 +224,7 @@ def region_dataset(manifest: pd.DataFrame, cfg: PipelineConfig) -> tf.data.Datas
         lambda p, s, y: {"image": load_image(p, cfg.image_size), "male": s, "boneage": y},
         **_map_kw(cfg),
     )
-    ds = _finish(ds, len(rows), cfg, _augmenter(cfg))
+    ds = _finish(ds, len(rows), cfg, augmenter_of(cfg))
     return ds.map(lambda b: _split(b, {"image": b["image"], "male": b["male"]}, b["boneage"]))
 
 
@@ -253,5 +249,5 @@ def _region_from_store(rows, male, store, cfg: PipelineConfig) -> tf.data.Datase
         return {"image": image, "male": s, "boneage": y}
 
     ds = ds.map(read, num_parallel_calls=AUTOTUNE, deterministic=cfg.deterministic or None)
-    ds = _finish(ds, len(rows), cfg, _augmenter(cfg), batched=True)
+    ds = _finish(ds, len(rows), cfg, augmenter_of(cfg), batched=True)
     return ds.map(lambda b: _split(b, {"image": b["image"], "male": b["male"]}, b["boneage"]))
