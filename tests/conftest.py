@@ -16,7 +16,12 @@ SHARED_DATA = Path(
 
 #: session fixtures that train or export: every test using one runs in the same pytest-xdist
 #: worker (``--dist loadgroup`` in setup.cfg), so each is built once per run, not once per worker
-HEAVY_FIXTURES = {"demo_run": "demo", "exported": "export", "loaded_export": "export"}
+HEAVY_FIXTURES = {
+    "demo_run": "demo",
+    "exported": "export",
+    "loaded_export": "export",
+    "served": "serve",
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook, in each worker)

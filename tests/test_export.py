@@ -13,13 +13,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import serving_emulator
 import tensorflow as tf
 from cli_run import run_cli
 from tiny_graph import INPUT, PARAMS, SIZES, _graph, _images, _keras_path, _png
 
 from tf_boneage.export import saved_model, serving_client
 from tf_boneage.export.end_to_end import BoneAgeGraph
+from tf_boneage.serve import tf_serving
 from tf_boneage.models import RegionNet
 
 
@@ -108,7 +108,7 @@ def test_rest_row_and_columnar_formats(exported, loaded_export):
     b64 = [base64.b64encode(_png(i)).decode() for i in images]
     body = serving_client.rest_request([_png(i) for i in images], [1, 0])
     assert body["instances"][0] == {"image_bytes": {"b64": b64[0]}, "male": 1.0}
-    status, doc = serving_emulator.rest_predict(loaded, json.dumps(body))
+    status, doc = tf_serving.rest_predict(loaded, json.dumps(body))
     assert status == 200 and len(doc["predictions"]) == 2
     assert set(doc["predictions"][0]) >= {
         "bone_age_months",
@@ -121,7 +121,7 @@ def test_rest_row_and_columnar_formats(exported, loaded_export):
     assert all(p["bone_age_std"] >= 0 for p in doc["predictions"])
     body = serving_client.rest_request([_png(i) for i in images], [1, 0], columnar=True)
     assert body["inputs"]["image_bytes"] == [{"b64": b} for b in b64]
-    status, doc = serving_emulator.rest_predict(loaded, body)
+    status, doc = tf_serving.rest_predict(loaded, body)
     assert status == 200
     outputs = serving_client.rest_outputs(doc)
     np.testing.assert_allclose(outputs["bone_age_months"], got, atol=1e-5)
@@ -152,7 +152,7 @@ def test_rest_row_and_columnar_formats(exported, loaded_export):
 )
 def test_bad_rest_requests_get_a_400_with_a_reason(loaded_export, body, message):
     loaded = loaded_export
-    status, doc = serving_emulator.rest_predict(
+    status, doc = tf_serving.rest_predict(
         loaded, body if isinstance(body, str) else json.dumps(body)
     )
     assert status == 400 and message in doc["error"], doc
@@ -166,15 +166,15 @@ def test_grpc_predict_request(exported, loaded_export):
     images = _images(2, seed=1)
     ref = _keras_path(graph, images, [0.0, 1.0])
     request = serving_client.grpc_request([_png(i) for i in images], [0.0, 1.0])
-    response = serving_emulator.grpc_predict(loaded, request)
+    response = tf_serving.grpc_predict(loaded, request)
     assert response.model_spec.name == "boneage"
     got = serving_client.grpc_outputs(response)["bone_age_months"]
     np.testing.assert_allclose(got, ref["bone_age_months"], atol=1e-3)
     bad = predict_pb2.PredictRequest()
     bad.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([1.0, 2.0]))
     bad.inputs["male"].CopyFrom(tf.make_tensor_proto([0.0, 1.0]))
-    with pytest.raises(serving_emulator.RequestError, match="image_bytes"):
-        serving_emulator.grpc_predict(loaded, bad)
+    with pytest.raises(tf_serving.RequestError, match="image_bytes"):
+        tf_serving.grpc_predict(loaded, bad)
 
 
 @pytest.mark.slow

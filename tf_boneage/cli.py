@@ -6,6 +6,7 @@
 * ``tf-boneage preprocess``: the preprocessing chain over a manifest into a resumable cache.
 * ``tf-boneage contact-sheet``: raw -> mask -> equalised -> registered -> regions, as a PNG.
 * ``tf-boneage train STAGE ...``: one stage of :mod:`tf_boneage.training` (as ``training/``).
+* ``tf-boneage serve``: a local page and TF Serving's REST API for reading films.
 * ``tf-boneage demo``, ``predict``, ``reexport``, ``tflite``, ``evaluate-tflite``: see ``--help``.
 
 Each subcommand has its parser (``_add_NAME``) beside its handler (``cmd_NAME``).
@@ -774,6 +775,76 @@ def cmd_train(args) -> int:
     return stage_main(args.stage)(args.args)
 
 
+def _add_serve(sub) -> None:
+    """The ``serve`` subparser."""
+    p = sub.add_parser(
+        "serve", help="a local page and REST endpoint (TF Serving's dialect) for reading films"
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="saved_models/NAME or a version folder (default: the shipped boneage_rsna100)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default %(default)s: this computer only)",
+    )
+    p.add_argument("--port", type=int, default=8501, help="default %(default)s (TF Serving's)")
+    p.add_argument(
+        "--name", default=None, help="model name in /v1/models/NAME (default: its folder)"
+    )
+    p.add_argument("--max-mb", type=float, default=64.0, help="request body cap (default 64 MB)")
+    p.add_argument(
+        "--max-megapixels", type=float, default=50.0, help="film size cap (default 50 MP)"
+    )
+    p.add_argument(
+        "--max-waiting", type=int, default=16, help="requests queued before 503 (default 16)"
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    """``tf-boneage serve``: the page, ``/predict`` and TF Serving's REST URLs over one
+    SavedModel (:mod:`tf_boneage.serve`), until interrupted."""
+    import ipaddress
+
+    import uvicorn
+
+    from tf_boneage.serve.app import Settings, create_app
+
+    for name in ("max_mb", "max_megapixels", "max_waiting"):
+        if getattr(args, name) <= 0:
+            print(f"error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
+            return 2
+    try:
+        loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = False
+    settings = Settings(args.max_mb, args.max_megapixels, args.max_waiting)
+    try:
+        app = create_app(args.model, args.name, settings, say=lambda t: print(t, file=sys.stderr))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    server = app.state.server
+    if not loopback:
+        print(
+            f"WARNING: listening on {args.host}: anyone who can reach this machine can send "
+            "films and read ages; there is no authentication or encryption",
+            file=sys.stderr,
+        )
+    url_host = args.host if ":" not in args.host else f"[{args.host}]"
+    print(
+        f"serving {server.name} version {server.version} at http://{url_host}:{args.port}/ "
+        f"(TF Serving REST: /v1/models/{server.name}:predict); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 #: every subcommand's parser, in the order ``--help`` lists them (each defined beside its handler)
 SUBCOMMANDS = (
     _add_train,
@@ -783,6 +854,7 @@ SUBCOMMANDS = (
     _add_contact_sheet,
     _add_demo,
     _add_predict,
+    _add_serve,
     _add_reexport,
     _add_tflite,
     _add_evaluate_tflite,

@@ -144,7 +144,7 @@ def _looks_inverted(pixels: np.ndarray) -> bool:
     border = np.concatenate(
         [pixels[:bh].ravel(), pixels[-bh:].ravel(), pixels[:, :bw].ravel(), pixels[:, -bw:].ravel()]
     )
-    centre = pixels[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
+    centre = pixels[h // 4 : max(h // 4 + 1, 3 * h // 4), w // 4 : max(w // 4 + 1, 3 * w // 4)]
     return float(np.median(border)) > 0.5 and float(np.median(border)) > float(centre.mean())
 
 

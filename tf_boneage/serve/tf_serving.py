@@ -1,23 +1,30 @@
-"""TF Serving's request/response contract, answered by a loaded SavedModel.
+"""TF Serving's REST and gRPC contract, answered by a loaded SavedModel.
 
-No ``tensorflow_model_server`` binary runs here, so this module maps requests onto a signature
-the way TF Serving's REST and gRPC front ends do, to test our exports against the exact
-formats users send (https://www.tensorflow.org/tfx/serving/api_rest):
+No ``tensorflow_model_server`` binary runs on a laptop of many users (nor here), so this module
+maps requests onto a signature the way TF Serving's front ends do
+(https://www.tensorflow.org/tfx/serving/api_rest): ``tf-boneage serve`` answers TF Serving's
+URLs with it, and the tests check our exports against the exact formats users send.
 
 - REST row format ``{"instances": [{"image_bytes": {"b64": "..."}, "male": 1}, ...]}`` ->
   ``{"predictions": [{output: value, ...}, ...]}``;
 - REST columnar format ``{"inputs": {"image_bytes": [{"b64": "..."}], "male": [1]}}`` ->
   ``{"outputs": {output: [values]}}``;
+- ``GET /v1/models/NAME[/versions/V]`` (:func:`status_body`) and ``.../metadata``
+  (:func:`metadata_body`); the URL grammar in :func:`parse_path`;
 - gRPC ``tensorflow.serving.PredictRequest`` -> ``PredictResponse``.
 
-Errors come back as TF Serving's ``{"error": "..."}`` body with HTTP status 400. Test code
-only: the client side (request builders) is :mod:`tf_boneage.export.serving_client`.
+Errors come back as TF Serving's ``{"error": "..."}`` body: 400 for a bad request, 404 for a
+model, version or URL it does not serve. The client side (request builders) is
+:mod:`tf_boneage.export.serving_client`.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -155,3 +162,93 @@ def grpc_predict(loaded, request):
     for k, v in out.items():
         response.outputs[k].CopyFrom(tf.make_tensor_proto(v))
     return response
+
+
+class NotFound(LookupError):
+    """A URL, model or version TF Serving would answer with 404 Not Found."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A parsed TF Serving REST path: model ``name``, ``version`` (None: the latest) and
+    ``verb`` ("status", "metadata" or "predict")."""
+
+    name: str
+    version: int | None
+    verb: str
+
+
+_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+    r"(?P<tail>/metadata|:predict|:classify|:regress)?/?$"
+)
+
+
+def parse_path(path: str) -> Target:
+    """``/v1/models/NAME[/versions/V][/metadata | :predict]`` -> :class:`Target`.
+
+    Raises:
+        NotFound: a path outside TF Serving's REST grammar, a version label (we serve none),
+            a non-numeric version, or ``:classify`` / ``:regress`` (signatures we do not
+            export).
+    """
+    m = _PATH.match(path)
+    if not m:
+        raise NotFound(f"Malformed request: {path}")
+    if m["label"] is not None:
+        raise NotFound(f"Unrecognized servable version label: {m['label']}")
+    version = m["version"]
+    if version is not None and not version.isdigit():
+        raise NotFound(f"Malformed request: {path}")
+    tail = m["tail"] or ""
+    if tail in (":classify", ":regress"):
+        raise NotFound(f"{tail[1:]}: this model exports only predict signatures")
+    verb = {"": "status", "/metadata": "metadata", ":predict": "predict"}[tail]
+    return Target(m["name"], None if version is None else int(version), verb)
+
+
+def check_served(target: Target, name: str, version: int) -> None:
+    """Raise :class:`NotFound` with TF Serving's text unless ``target`` asks for the one
+    model ``name`` at ``version`` (or its latest) that this process serves."""
+    if target.name != name:
+        wanted = (
+            f"Latest({target.name})"
+            if target.version is None
+            else (f"Specific({target.name}, {target.version})")
+        )
+        raise NotFound(f"Servable not found for request: {wanted}")
+    if target.version is not None and target.version != version:
+        raise NotFound(f"Servable not found for request: Specific({name}, {target.version})")
+
+
+def status_body(version: int) -> dict:
+    """TF Serving's ``GetModelStatus`` answer for one loaded version."""
+    return {
+        "model_version_status": [
+            {
+                "version": str(version),
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
+    }
+
+
+def metadata_body(version_dir: str | Path, name: str, version: int) -> dict:
+    """TF Serving's ``GetModelMetadata`` answer: the SavedModel's signature defs, read from
+    its ``saved_model.pb`` (TF Serving's JSON rendering of the proto)."""
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((Path(version_dir) / "saved_model.pb").read_bytes())
+    graph = proto.meta_graphs[0]
+    signatures = {
+        key: json_format.MessageToDict(graph.signature_def[key])
+        for key in sorted(graph.signature_def)
+        if not key.startswith("__")  # TF's internal __saved_model_init_op
+    }
+    return {
+        "model_spec": {"name": name, "signature_name": "", "version": str(version)},
+        "metadata": {"signature_def": {"signature_def": signatures}},
+    }
