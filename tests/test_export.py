@@ -19,8 +19,8 @@ from tiny_graph import INPUT, PARAMS, SIZES, _graph, _images, _keras_path, _png
 
 from tf_boneage.export import saved_model, serving_client
 from tf_boneage.export.end_to_end import BoneAgeGraph
-from tf_boneage.serve import tf_serving
 from tf_boneage.models import RegionNet
+from tf_boneage.serve import tf_serving
 
 
 def test_layout_metadata_and_atomic_versions(exported, tmp_path):
@@ -100,15 +100,34 @@ assert not any(m.startswith("tf_boneage") for m in sys.modules)
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), ref["bone_age_months"], atol=1e-3)
 
 
-def test_rest_row_and_columnar_formats(exported, loaded_export):
+@pytest.fixture(params=["in-process", "http"])
+def rest(request, exported, loaded_export):
+    """``body -> (status, JSON answer)`` of a REST ``:predict`` call on the tiny export:
+    TF Serving's front end called directly, or over HTTP through ``tf-boneage serve``'s app."""
+    if request.param == "in-process":
+        return lambda body: tf_serving.rest_predict(loaded_export, body)
+    from starlette.testclient import TestClient
+
+    from tf_boneage.serve.app import create_app
+
+    client = TestClient(create_app(exported[1], name="boneage", say=None))
+
+    def post(body):
+        text = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        r = client.post("/v1/models/boneage:predict", content=text)
+        return r.status_code, r.json()
+
+    return post
+
+
+def test_rest_row_and_columnar_formats(exported, rest):
     graph, path = exported[:2]
-    loaded = loaded_export
     images = _images(2)
     ref = _keras_path(graph, images, [1.0, 0.0])
     b64 = [base64.b64encode(_png(i)).decode() for i in images]
     body = serving_client.rest_request([_png(i) for i in images], [1, 0])
     assert body["instances"][0] == {"image_bytes": {"b64": b64[0]}, "male": 1.0}
-    status, doc = tf_serving.rest_predict(loaded, json.dumps(body))
+    status, doc = rest(json.dumps(body))
     assert status == 200 and len(doc["predictions"]) == 2
     assert set(doc["predictions"][0]) >= {
         "bone_age_months",
@@ -121,7 +140,7 @@ def test_rest_row_and_columnar_formats(exported, loaded_export):
     assert all(p["bone_age_std"] >= 0 for p in doc["predictions"])
     body = serving_client.rest_request([_png(i) for i in images], [1, 0], columnar=True)
     assert body["inputs"]["image_bytes"] == [{"b64": b} for b in b64]
-    status, doc = tf_serving.rest_predict(loaded, body)
+    status, doc = rest(body)
     assert status == 200
     outputs = serving_client.rest_outputs(doc)
     np.testing.assert_allclose(outputs["bone_age_months"], got, atol=1e-5)
@@ -150,11 +169,8 @@ def test_rest_row_and_columnar_formats(exported, loaded_export):
         ("{not json", "JSON parse error"),
     ],
 )
-def test_bad_rest_requests_get_a_400_with_a_reason(loaded_export, body, message):
-    loaded = loaded_export
-    status, doc = tf_serving.rest_predict(
-        loaded, body if isinstance(body, str) else json.dumps(body)
-    )
+def test_bad_rest_requests_get_a_400_with_a_reason(rest, body, message):
+    status, doc = rest(body if isinstance(body, str) else json.dumps(body))
     assert status == 400 and message in doc["error"], doc
 
 
