@@ -432,6 +432,53 @@ def test_segmentation_and_landmark_scripts_on_the_synthetic_default(synth_dir, t
 
 
 @pytest.mark.slow
+def test_region_runs_train_two_at_a_time_in_processes_of_one_thread(demo_run, tmp_path):
+    """The table's region step with ``region_workers=2`` on a copy of the demo's table (its
+    cache): two runs trained at once in spawned processes of one thread, each finished with
+    its predictions, metrics and log; one row of steps.csv covers both, the children's CPU
+    seconds counted; a second call finds them done."""
+    import re
+    import shutil
+
+    from conftest import DEMO_ARGS
+
+    from tf_boneage.training import table as table_lib
+
+    result, run, _ = demo_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "table"
+    shutil.copytree(run / "table", out, ignore=shutil.ignore_patterns("region", "steps.csv"))
+    manifest = run / "synth" / "manifest.csv"
+    sets = list(DEMO_ARGS[DEMO_ARGS.index("--set") + 1 :])
+    only = ["B_reg_male", "B_cls_male"]  # the same rows: one decoded store, written by both
+    said = _in_process(
+        lambda argv: table_lib.run(
+            "synthetic", manifest, out, 1, only=only, sets=sets, until="regions",
+            region_workers=2,
+        ),
+        [],
+    )  # fmt: skip
+    assert said.returncode is None, said.stderr[-3000:]
+    for name in only:
+        assert (out / "region" / name / "predictions.csv").is_file()
+        assert "region B" in (out / "region" / name / "train.log").read_text()
+    assert not list((out / "cache").rglob("*.partial"))
+    children = re.findall(r"region (\w+): (\d+) s, (\d+) CPU s, val MAE", said.stdout)
+    assert sorted(c[0] for c in children) == sorted(only), said.stdout
+    steps = pd.read_csv(out / "steps.csv")
+    row = steps[steps["step"] == "region networks (2, 2 at a time)"]
+    assert len(row) == 1, steps
+    assert float(row["cpu_seconds"].iloc[0]) >= 0.9 * sum(int(c[2]) for c in children)
+    again = _in_process(
+        lambda argv: table_lib.run(
+            "synthetic", manifest, out, 1, only=only, sets=sets, until="regions",
+            region_workers=2,
+        ),
+        [],
+    )  # fmt: skip
+    assert again.stdout.count(": done (") == 3 + len(only), again.stdout
+
+
 def test_driver_resumes_the_demo_table_and_exports_it(demo_run, tmp_path):
     """training/table.py on the table the pytest session's demo trained (in process): every run of the
     demo there, every step skipped when run again by the driver; training/export.py refuses

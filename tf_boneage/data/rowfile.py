@@ -18,13 +18,14 @@ import numpy as np
 
 
 class RowWriter:
-    """Write an (N, ...) float32 array row block by row block to ``path`` (``path.partial``
-    until :meth:`close`, then renamed: a file at ``path`` is always complete)."""
+    """Write an (N, ...) float32 array row block by row block to ``path`` (``path.PID.partial``
+    until :meth:`close`, then renamed: a file at ``path`` is always complete, and two processes
+    writing the same store, as region runs trained at once may, never write one file)."""
 
     def __init__(self, path, shape: tuple, dtype=np.float32):
         self.path = Path(path)
         self.shape, self.dtype = tuple(int(v) for v in shape), np.dtype(dtype)
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
         self.file = open(self.partial, "wb")  # noqa: SIM115  (open until close())
         header = {"descr": self.dtype.str, "fortran_order": False, "shape": self.shape}
         np.lib.format.write_array_header_1_0(self.file, header)

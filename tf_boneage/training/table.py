@@ -77,8 +77,9 @@ def split_sets(sets) -> dict[str, list[str]]:
 class Steps:
     """Numbered, timed steps with one line each; a failing step raises :class:`StepError`
     naming the step and its own message. With ``report`` (a CSV path) each finished step
-    appends a row: step, wall seconds, CPU seconds of this process (all its threads), time of
-    day; a resumed run adds its rows below the first call's, so the file sums a run's cost."""
+    appends a row: step, wall seconds, CPU seconds of this process (all its threads) and of
+    the child processes it waited for (:func:`cpu_seconds`), time of day; a resumed run adds
+    its rows below the first call's, so the file sums a run's cost."""
 
     def __init__(self, total: int, log: list | None = None, report: Path | None = None):
         self.total, self.done = total, 0
@@ -88,7 +89,7 @@ class Steps:
     def __call__(self, title: str, fn, *args, **kwargs):
         self.done += 1
         print(f"\n== [{self.done}/{self.total}] {title}", flush=True)
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu = time.perf_counter(), cpu_seconds()
         try:
             result = fn(*args, **kwargs)
         except StepError as exc:
@@ -97,7 +98,7 @@ class Steps:
             raise StepError(f"step '{title}': {exc}") from exc
         seconds = time.perf_counter() - start
         self.log.append((title, seconds))
-        self._write(title, seconds, time.process_time() - cpu)
+        self._write(title, seconds, cpu_seconds() - cpu)
         print(f"   {title}: {seconds:.0f} s", flush=True)
         return result
 
@@ -115,6 +116,15 @@ class Steps:
                 writer.writerow(["step", "seconds", "cpu_seconds", "finished"])
             stamp = datetime.datetime.now().isoformat(timespec="seconds")
             writer.writerow([title, f"{seconds:.1f}", f"{cpu:.1f}", stamp])
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process (all threads) plus those of its ended, waited-for child
+    processes (region runs in :mod:`.workers`, pools of the data steps)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def run_epochs(spec_run, epochs: int, both_share: float) -> int:
@@ -198,11 +208,15 @@ def run(
     figures=None,
     log: list | None = None,
     until: str | None = None,
+    region_workers: int | None = None,
 ) -> dict | None:
     """Every step of the module docstring into ``out``; returns the table document
     (``OUT/region/table/table.json``). ``log`` collects ``(step title, seconds)``. ``until``
     (one of :data:`STAGES`) stops after that step and returns None: e.g. ``"cache"`` prepares
-    the registered regions for ablation runs without training or evaluating the table."""
+    the registered regions for ablation runs without training or evaluating the table.
+    ``region_workers`` (default: the preset's ``table.region_workers``, else 1): region runs
+    trained at once, each in its own process on one thread (:mod:`.workers`); one step of
+    ``steps.csv`` then covers them all."""
     if until is not None and until not in STAGES:
         raise StepError(f"until={until!r}: one of {', '.join(STAGES)}")
     spec = config_lib.read_preset(preset)
@@ -215,12 +229,16 @@ def run(
     heads = tuple(table.get("heads", ("regression", "classification")))
     both_share = float(table.get("both_sexes_epoch_share", 1.0))
     runs = [r for r in table_runs(regions, heads) if only is None or r.name in only]
+    workers = int(region_workers or table.get("region_workers", 1))
+    if workers < 1:
+        raise StepError(f"region_workers={workers}: at least 1")
     if not 0 < both_share <= 1:
         raise StepError(f"table.both_sexes_epoch_share={both_share}: a share in (0, 1]")
     classifier = bool(spec.get("chain", {}).get("orient")) and "orientation" in spec
     if classifier and not cache_wants_classifier(out / "cache"):
         classifier = False
-    steps = Steps(6 + classifier + len(runs), log, out / "steps.csv")
+    region_steps = len(runs) if workers == 1 else 1
+    steps = Steps(6 + classifier + region_steps, log, out / "steps.csv")
     started = time.perf_counter()
 
     def load(cls, *overrides):
@@ -253,6 +271,7 @@ def run(
     if until == "cache":
         return None
     sizes = spec["regions"]
+    jobs = []
     for spec_run in runs:
         raw = spec_run.input == "raw"
         cfg = load(
@@ -263,7 +282,14 @@ def run(
             f"image_size={size_text(sizes[spec_run.region])}",
             *spec_run.overrides(),
         )
-        steps(f"region {spec_run.name}", region.run, cfg)
+        jobs.append((spec_run.name, cfg))
+    if workers == 1:
+        for name, cfg in jobs:
+            steps(f"region {name}", region.run, cfg)
+    elif jobs:
+        from tf_boneage.training.workers import run_regions
+
+        steps(f"region networks ({len(jobs)}, {workers} at a time)", run_regions, jobs, workers)
     if until == "regions":
         return None
     steps("ensemble", ensemble.run, out / "region", float(table.get("prior_rows", PRIOR_ROWS)))
@@ -297,6 +323,13 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--figures", default=None, help="folder for the table's plots")
     parser.add_argument(
+        "--region-workers",
+        type=int,
+        default=None,
+        help="region runs trained at once, each in its own process on one CPU thread "
+        "(default: the preset's table.region_workers, else 1)",
+    )
+    parser.add_argument(
         "--until",
         default=None,
         choices=STAGES,
@@ -315,6 +348,7 @@ def main(argv=None) -> int:
         sets=args.set,
         figures=args.figures,
         until=args.until,
+        region_workers=args.region_workers,
         hint="; fix it and run the same command again to resume",
     )
     return 0
