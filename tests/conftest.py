@@ -20,7 +20,9 @@ HEAVY_FIXTURES = {
     "demo_run": "demo",
     "exported": "export",
     "loaded_export": "export",
-    "served": "serve",
+    # the shipped model, loaded once per worker (tf_boneage.export.load caches it)
+    "served": "shipped",
+    "shipped_model": "shipped",
 }
 
 

@@ -24,14 +24,14 @@ ORIENTATION_COST_LIMIT = 0.06 + 0.20
 
 
 @pytest.fixture(scope="module")
-def model() -> Path:
+def shipped_model() -> Path:
     return shipped.locate()
 
 
-def test_the_shipped_model_is_in_the_checkout_and_intact(model):
-    assert model == ROOT / "saved_models" / shipped.NAME / "1"
-    assert saved_model.verify(model) == []
-    meta = json.loads((model / "assets.extra" / saved_model.METADATA_FILE).read_text())
+def test_the_shipped_model_is_in_the_checkout_and_intact(shipped_model):
+    assert shipped_model == ROOT / "saved_models" / shipped.NAME / "1"
+    assert saved_model.verify(shipped_model) == []
+    meta = json.loads((shipped_model / "assets.extra" / saved_model.METADATA_FILE).read_text())
     assert meta["name"] == shipped.NAME and meta["training"]["preset"] == "rsna100"
     assert meta["training"]["counts"] == {"test": 500, "train": 10464, "val": 500}
     assert not shipped.trained_on_synthetic(meta)
@@ -65,10 +65,10 @@ def test_moved_names_each_film_that_moved_or_changed_its_verdict():
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_predict_on_every_test_film_reproduces_the_golden_file(model, shared_data):
+def test_predict_on_every_test_film_reproduces_the_golden_file(shipped_model, shared_data):
     reqs = golden.requests(shared_data, ROOT / golden.SPLIT_FILE)
     assert len(reqs) == 500
-    now = golden.predict_table(model, reqs)
+    now = golden.predict_table(shipped_model, reqs)
     ref = golden.read(GOLDEN)
     summary = json.loads(GOLDEN.with_suffix(".json").read_text())
     assert golden.mae(now) == pytest.approx(summary["mae_all_films"], abs=0.05)
@@ -77,13 +77,13 @@ def test_predict_on_every_test_film_reproduces_the_golden_file(model, shared_dat
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_a_chain_changed_on_purpose_is_caught_by_the_golden_file(model, shared_data):
+def test_a_chain_changed_on_purpose_is_caught_by_the_golden_file(shipped_model, shared_data):
     """The shipped graph rebuilt with one landmark look instead of its two: the golden file
     names the films whose age moved by more than half a month."""
     from tf_boneage.export import rebuild
     from tf_boneage.inference import batch
 
-    graph = rebuild.rebuild(model)
+    graph = rebuild.rebuild(shipped_model)
     pre = graph.preprocessor
     assert pre.config.landmark_passes == 2
     pre.config = dataclasses.replace(pre.config, landmark_passes=1)
@@ -97,7 +97,9 @@ def test_a_chain_changed_on_purpose_is_caught_by_the_golden_file(model, shared_d
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_turned_and_mirrored_films_stay_within_the_cards_robustness(model, shared_data, tmp_path):
+def test_turned_and_mirrored_films_stay_within_the_cards_robustness(
+    shipped_model, shared_data, tmp_path
+):
     """20 `test` films in all 8 orientations (4 quarter turns, each also mirrored): on the
     films QC accepts, the MAE against the same films untouched within the card's worst
     quarter-turn or flip cost plus the noise of 20 films."""
@@ -121,7 +123,7 @@ def test_turned_and_mirrored_films_stay_within_the_cards_robustness(model, share
                 path.parent.mkdir(exist_ok=True)
                 cv2.imwrite(str(path), np.ascontiguousarray(img))
                 made.append(dataclasses.replace(q, path=path))
-            now = golden.table(batch.run(load.saved_model(model), made, 20, force=True))
+            now = golden.table(batch.run(load.saved_model(shipped_model), made, 20, force=True))
             ok = now[now["status"] == "ok"]
             untouched = ref.loc[ok["id"], "bone_age_months"].to_numpy()
             truth = ok["true_bone_age_months"].to_numpy()

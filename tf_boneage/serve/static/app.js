@@ -114,8 +114,8 @@ async function readAll() {
 
 function intervalAxis(row) {
   // an age axis 0-20 years with the 90 % interval as a band and the age as a mark
-  const W = 360, H = 46, pad = 12, top = 8, maxMonths = 240;
-  const x = (m) => pad + (W - 2 * pad) * Math.min(Math.max(m, 0), maxMonths) / maxMonths;
+  const W = 380, H = 46, left = 12, right = 40, top = 8, maxMonths = 240;
+  const x = (m) => left + (W - left - right) * Math.min(Math.max(m, 0), maxMonths) / maxMonths;
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
@@ -135,6 +135,7 @@ function intervalAxis(row) {
     add("line", { x1: x(12 * y), x2: x(12 * y), y1: top + 6, y2: top + 14, class: "tick" });
     add("text", { x: x(12 * y), y: top + 30, class: "label" }, `${y}`);
   }
+  add("text", { x: W - 2, y: top + 14, class: "unit" }, "years");
   add("rect", { x: x(row.interval_low_months), y: top + 3,
     width: Math.max(1, x(row.interval_high_months) - x(row.interval_low_months)), height: 14, class: "band" });
   add("line", { x1: x(row.bone_age_months), x2: x(row.bone_age_months), y1: top, y2: top + 20, class: "age" });
@@ -162,11 +163,14 @@ function showResult(item, row) {
     card.append(el("p", { class: "interval" },
       `90 % interval: ${row.interval_low_months.toFixed(0)}-${row.interval_high_months.toFixed(0)} months`));
     card.append(intervalAxis(row));
-    if (row.sds_greulich_pyle !== null && row.sds_greulich_pyle !== undefined) {
-      const sign = (v) => (v >= 0 ? "+" : "") + v.toFixed(v === row.sds_greulich_pyle ? 2 : 1);
+    const dated = row.sds_greulich_pyle !== null && row.sds_greulich_pyle !== undefined;
+    card.append(el("p", { class: "legend" }, "bar: bone age; band: 90 % interval"
+      + (dated ? "; dot: chronological age" : "")));
+    if (dated) {
+      const signed = (v, digits) => (v >= 0 ? "+" : "") + v.toFixed(digits);
       card.append(el("p", { class: "sds" },
         `Chronological age ${yearsMonths(row.chronological_age_months)}; bone age minus chronological age `
-        + `${sign(row.ba_minus_ca_months)} months; SDS ${sign(row.sds_greulich_pyle)}`));
+        + `${signed(row.ba_minus_ca_months, 1)} months; SDS ${signed(row.sds_greulich_pyle, 2)}`));
     }
   }
   card.append(verdict(row));
