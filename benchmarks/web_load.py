@@ -30,25 +30,13 @@ from pathlib import Path
 
 from common import machine, table
 
+from tf_boneage.serve.client import multipart
+
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _multipart(film: Path, fields: dict) -> tuple[bytes, str]:
-    boundary = "tfboneagebench"
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields.items()
-    ]
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="{film.name}"\r\n\r\n'
-    ).encode()
-    body = b"".join(parts) + head + film.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def _send(url: str, body: bytes, kind: str) -> tuple[int, float]:
@@ -97,7 +85,7 @@ def _phantom(base: str, tmp: Path) -> tuple[Path, str]:
         ph = phantom(seed)
         film.write_bytes(io.png16_bytes(ph.image))
         sex = "M" if ph.male else "F"
-        body, kind = _multipart(film, {"sex": sex})
+        body, kind = multipart(film, {"sex": sex})
         req = urllib.request.Request(base + "/predict", body, {"content-type": kind})
         with urllib.request.urlopen(req, timeout=600) as r:
             if json.loads(r.read())["status"] == "ok":
@@ -137,7 +125,7 @@ def main(argv=None) -> int:
                 {"instances": [{"image_bytes": {"b64": base64.b64encode(film.read_bytes()).decode()},
                                 "male": float(sex == "M")}]}
             ).encode()  # fmt: skip
-            page_body, page_kind = _multipart(film, {"sex": sex})
+            page_body, page_kind = multipart(film, {"sex": sex})
             film_text = f"{film.name} ({film.stat().st_size / 1e3:.0f} kB, sex {sex})"
             rows = []
             for label, url, body, kind in (

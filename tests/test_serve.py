@@ -75,6 +75,16 @@ def test_a_film_gets_the_same_row_as_predict_files(served, tmp_path):
     assert overlay is not None and overlay.shape[0] >= 300 and overlay.shape[1] > overlay.shape[0]
 
 
+def test_the_standard_library_upload_reads_as_a_browser_upload(served):
+    from tf_boneage.serve.client import multipart
+
+    client, _, _, film, sex = served
+    body, kind = multipart(film, {"sex": sex, "chronological_age": "10y"})
+    row = client.post("/predict", content=body, headers={"content-type": kind}).json()
+    ref = _post(client, film.read_bytes(), name=film.name, sex=sex, chronological_age="10y")
+    assert row == ref.json() and row["file"] == film.name
+
+
 def test_dates_give_ba_minus_ca_and_sds(served):
     client, _, _, film, sex = served
     r = _post(client, film.read_bytes(), sex=sex, birth_date="2010-01-01", study_date="2020-01-01")

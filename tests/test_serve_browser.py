@@ -28,6 +28,7 @@ import pytest
 from serve_films import SEEDS, non_hand, phantom
 
 from tf_boneage.inference import predict
+from tf_boneage.serve.client import multipart
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,19 +225,8 @@ def _artifact(name: str) -> Path:
 
 
 def _post_file(base: str, path: Path, fields: dict) -> dict:
-    boundary = "tfboneageboundary"
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields.items()
-    ]
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="{path.name}"\r\nContent-Type: image/png\r\n\r\n'
-    ).encode()
-    body = b"".join(parts) + head + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(
-        base + "/predict", body, {"content-type": f"multipart/form-data; boundary={boundary}"}
-    )
+    body, kind = multipart(path, fields)
+    req = urllib.request.Request(base + "/predict", body, {"content-type": kind})
     with urllib.request.urlopen(req, timeout=120) as r:
         return json.loads(r.read())
 
