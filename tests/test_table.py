@@ -53,6 +53,22 @@ def test_a_share_outside_0_1_is_refused_before_any_work(monkeypatch, tmp_path, s
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("given", "preset_value"), [(0, 2), (-1, 2), (None, 0)])
+def test_fewer_than_one_region_worker_is_refused_before_any_work(
+    monkeypatch, tmp_path, given, preset_value
+):
+    from tf_boneage.training import config as config_lib
+
+    preset = config_lib.read_preset("synthetic")
+    preset["table"] = {**preset["table"], "region_workers": preset_value}
+    monkeypatch.setattr(config_lib, "read_preset", lambda name: preset)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,age_months\n")
+    with pytest.raises(table_lib.StepError, match="region_workers"):
+        table_lib.run("synthetic", manifest, tmp_path / "out", region_workers=given)
+    assert not (tmp_path / "out").exists()
+
+
 def test_steps_report_appends_each_finished_step_and_keeps_a_resumed_call(tmp_path):
     report = tmp_path / "run" / "steps.csv"
     log = []

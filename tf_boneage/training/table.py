@@ -229,7 +229,7 @@ def run(
     heads = tuple(table.get("heads", ("regression", "classification")))
     both_share = float(table.get("both_sexes_epoch_share", 1.0))
     runs = [r for r in table_runs(regions, heads) if only is None or r.name in only]
-    workers = int(region_workers or table.get("region_workers", 1))
+    workers = int(table.get("region_workers", 1) if region_workers is None else region_workers)
     if workers < 1:
         raise StepError(f"region_workers={workers}: at least 1")
     if not 0 < both_share <= 1:
