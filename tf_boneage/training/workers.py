@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from tf_boneage.training.runtime import StepError
@@ -70,7 +70,7 @@ def run_regions(jobs: list, workers: int, say=print) -> dict[str, dict | None]:
             pending[pool.submit(_child, cfg, log)] = (name, log)
         say(f"   {len(todo)} region runs, {workers} at a time on one thread each (logs: train.log)")
         while pending:
-            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 name, log = pending.pop(future)
                 error = future.exception()
