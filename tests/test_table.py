@@ -39,34 +39,33 @@ def test_rsna100_preset_halves_the_both_sexes_runs_only():
     assert got["A_reg_both"] == table["epochs"] // 2
 
 
-@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
-def test_a_share_outside_0_1_is_refused_before_any_work(monkeypatch, tmp_path, share):
+def _refused_before_any_work(monkeypatch, tmp_path, table: dict, match: str, **kwargs):
+    """The synthetic preset with ``table`` keys changed: ``table.run`` raises a StepError
+    matching ``match`` and writes nothing."""
     from tf_boneage.training import config as config_lib
 
     preset = config_lib.read_preset("synthetic")
-    preset["table"] = {**preset["table"], "both_sexes_epoch_share": share}
+    preset["table"] = {**preset["table"], **table}
     monkeypatch.setattr(config_lib, "read_preset", lambda name: preset)
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,age_months\n")
-    with pytest.raises(table_lib.StepError, match="both_sexes_epoch_share"):
-        table_lib.run("synthetic", manifest, tmp_path / "out")
+    with pytest.raises(table_lib.StepError, match=match):
+        table_lib.run("synthetic", manifest, tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
+def test_a_share_outside_0_1_is_refused_before_any_work(monkeypatch, tmp_path, share):
+    table = {"both_sexes_epoch_share": share}
+    _refused_before_any_work(monkeypatch, tmp_path, table, "both_sexes_epoch_share")
 
 
 @pytest.mark.parametrize(("given", "preset_value"), [(0, 2), (-1, 2), (None, 0)])
 def test_fewer_than_one_region_worker_is_refused_before_any_work(
     monkeypatch, tmp_path, given, preset_value
 ):
-    from tf_boneage.training import config as config_lib
-
-    preset = config_lib.read_preset("synthetic")
-    preset["table"] = {**preset["table"], "region_workers": preset_value}
-    monkeypatch.setattr(config_lib, "read_preset", lambda name: preset)
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("path,age_months\n")
-    with pytest.raises(table_lib.StepError, match="region_workers"):
-        table_lib.run("synthetic", manifest, tmp_path / "out", region_workers=given)
-    assert not (tmp_path / "out").exists()
+    table = {"region_workers": preset_value}
+    _refused_before_any_work(monkeypatch, tmp_path, table, "region_workers", region_workers=given)
 
 
 def test_steps_report_appends_each_finished_step_and_keeps_a_resumed_call(tmp_path):
