@@ -157,6 +157,37 @@ def test_content_match_tells_hands_from_junk_through_the_chain():
     assert (np.r_[upside_down, junk] < lo_match).mean() >= 0.95, (upside_down, junk, lo_match)
 
 
+def test_step_share_by_hand():
+    from tf_boneage.preprocessing.chain import step_share
+
+    full = tf.ones((1, 4, 4, 1))
+    # rows 0 0 .1 .1 .2 .2 .3 .3 (columns equal): down the columns nothing changes; across,
+    # places 1-5 are textured (|x[i+2] - x[i-1]| >= 0.1) and places 2 and 4 flat: 2 of 5
+    row = np.array([0, 0, 0.1, 0.1, 0.2, 0.2, 0.3, 0.3], np.float32)
+    img = np.tile(row, (8, 1))[None, ..., None]
+    assert float(step_share(tf.constant(img), full)[0]) == pytest.approx(0.4)
+    # the same film turned a quarter: the same places, down the columns
+    turned = np.ascontiguousarray(np.rot90(img[0, ..., 0]))[None, ..., None]
+    assert float(step_share(tf.constant(turned), full)[0]) == pytest.approx(0.4)
+    # a ramp has no flat place; half a 16-bit step of noise parts no equal pair
+    ramp = np.tile(np.arange(8, dtype=np.float32) / 20, (8, 1))[None, ..., None]
+    assert float(step_share(tf.constant(ramp), full)[0]) == 0.0
+    noise = np.random.default_rng(1).uniform(-0.5, 0.5, img.shape).astype(np.float32) / 65535
+    assert float(step_share(tf.constant(img + noise), full)[0]) == pytest.approx(0.4)
+    # outside the hand does not count; nothing textured (or a film of 1 pixel): 0
+    left = np.zeros((1, 4, 4, 1), np.float32)
+    left[0, :, :2] = 1.0  # the hand: pixels 0-3 of each row, so places 1-3 (2 is flat)
+    assert float(step_share(tf.constant(img), tf.constant(left))[0]) == pytest.approx(1 / 3)
+    assert float(step_share(tf.zeros((1, 8, 8, 1)), full)[0]) == 0.0
+    assert float(step_share(tf.ones((1, 1, 1, 1)), full)[0]) == 0.0
+    # random detail scaled up 3 times by repeating pixels: 2 of 3 places flat
+    rng = np.random.default_rng(0)
+    small = rng.random((1, 20, 20, 1)).astype(np.float32)
+    up = np.repeat(np.repeat(small, 3, 1), 3, 2)
+    assert float(step_share(tf.constant(small), full)[0]) < 0.05
+    assert float(step_share(tf.constant(up), full)[0]) == pytest.approx(2 / 3, abs=0.03)
+
+
 def test_sharpness_and_black_share_by_hand():
     from tf_boneage.preprocessing.chain import black_share, sharpness
 
@@ -275,6 +306,10 @@ def test_predict_says_why_an_image_is_rejected():
     blurred = {**ok, "sharpness": 0.31, "sharpness_ok": 0.0}
     reason = predict.reason_of(blurred)
     assert reason.startswith("low resolution") and "0.31" in reason
+    stepped = {**ok, "step_share": 0.64, "steps_ok": 0.0}
+    reason = predict.reason_of(stepped)
+    assert reason.startswith("low resolution") and "scaled up" in reason and "0.64" in reason
+    assert predict.reason_of({**stepped, "steps_ok": 1.0}) == ""
     # a registered image that does not look like a hand: said before low resolution
     junk = {**blurred, "content_match": 0.12, "content_ok": 0.0}
     reason = predict.reason_of(junk)

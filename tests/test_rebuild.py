@@ -83,3 +83,30 @@ def test_an_export_without_a_record_or_of_another_format_is_refused(exported, tm
     record.unlink()
     with pytest.raises(ValueError, match="cannot be rebuilt from itself"):
         rebuild.rebuild(copy)
+
+
+def test_an_export_older_than_a_qc_limit_is_rebuilt_and_the_limit_fitted(exported, tmp_path):
+    from tiny_graph import _labelled_rows
+
+    from tf_boneage.export import calibration
+
+    copy = tmp_path / "1"
+    shutil.copytree(exported[1], copy)
+    graph = rebuild.rebuild(copy)
+    del graph.qc_max_steps  # the export as written before the graph had this limit
+    tf.train.Checkpoint(graph).write(str(copy / "variables" / "variables"))
+
+    older = rebuild.rebuild(copy)
+    assert older.unfitted_limits == ["qc_max_steps"]
+    assert float(older.qc_max_steps.numpy()) == 1.0  # passes every film until fitted
+    assert rebuild.rebuild(exported[1]).unfitted_limits == []
+    with pytest.raises(ValueError, match=r"holds no qc_max_steps .*--manifest"):
+        rebuild.reexport(copy, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+
+    rows = _labelled_rows(tmp_path, 50, seed=8)
+    fitted = calibration.fit_later_limits(older, rows, batch=25)
+    steps = calibration.predict_rows(older.predict_bytes, rows, 25)["step_share"]
+    assert fitted == {"qc_max_steps": calibration.step_limit(steps)}
+    assert float(older.qc_max_steps.numpy()) == pytest.approx(fitted["qc_max_steps"])
+    assert older.unfitted_limits == []

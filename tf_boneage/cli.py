@@ -569,6 +569,12 @@ def _add_reexport(sub) -> None:
     )
     p.add_argument("--out", required=True, help="model folder the new version goes into")
     p.add_argument("--version", type=int, default=None, help="default: the next free one")
+    p.add_argument(
+        "--manifest",
+        default=None,
+        help="the manifest of the model's training data: fits the QC limits the export does "
+        "not hold yet (on its val films and QC train films)",
+    )
     p.set_defaults(func=cmd_reexport)
 
 
@@ -579,7 +585,7 @@ def cmd_reexport(args) -> int:
 
     try:
         source = saved_model.resolve(args.model) if args.model else resolve_model(None)
-        path = rebuild.reexport(source, args.out, args.version)
+        path = rebuild.reexport(source, args.out, args.version, args.manifest)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -89,6 +89,7 @@ def predict_rows(fn, rows, batch: int = 32, desc: str = "predict") -> dict:
         "registration_fit",
         "content_match",
         "sharpness",
+        "step_share",
         "black_share",
         "grey_range",
         "certainty_ok",
@@ -174,6 +175,35 @@ def range_limit(grey, share: float = IMAGE_REJECT_SHARE) -> float:
     below half the range of the flattest good film has lost most of its grey levels). Raises
     ``ValueError`` with fewer than 50 films."""
     return fitted_quantile(grey, share, "grey range") / 2
+
+
+def step_limit(steps, share: float = IMAGE_REJECT_SHARE) -> float:
+    """The largest step share accepted (:func:`~tf_boneage.preprocessing.chain.step_share`):
+    the ``1 - share`` quantile (``inverted_cdf``) of a labelled split's films' step shares (N,),
+    at most 1. Raises ``ValueError`` with fewer than 50 films."""
+    return min(1.0, max(fitted_quantile(steps, 1 - share, "step share limit"), 1e-6))
+
+
+def fit_later_limits(graph, rows, qc_rows=None, batch: int = 32) -> dict:
+    """Fit the QC limits ``graph.unfitted_limits`` names (an older export rebuilt by
+    :func:`~tf_boneage.export.rebuild.rebuild`: limits the graph gained after it was written)
+    on labelled manifest ``rows`` (``val``) and ``qc_rows`` (more good films, never ``test``),
+    as :func:`calibrate` fits them. Returns ``{limit: value}``; the list is emptied."""
+    import tensorflow as tf
+
+    names = list(getattr(graph, "unfitted_limits", []))
+    if not names:
+        return {}
+    films = rows if qc_rows is None else pd.concat([rows, qc_rows], ignore_index=True)
+    out = predict_rows(tf.function(graph.predict_bytes, reduce_retracing=True), films, batch)
+    fitted = {}
+    for name in names:
+        if name != "qc_max_steps":
+            raise ValueError(f"no way to fit the QC limit {name!r}")
+        fitted[name] = step_limit(out["step_share"])
+        graph.set_step_limit(fitted[name])
+    graph.unfitted_limits = []
+    return fitted
 
 
 def std_limit(std, share: float = STD_REJECT_SHARE) -> float:
@@ -292,6 +322,9 @@ def calibrate(
         grey = both("grey_range") if "grey_range" in out else np.ones_like(sharp)
         least = range_limit(grey) if "grey_range" in out else 0.0
         graph.set_image_limits(low, high, least, doubt)
+        steps = both("step_share")
+        max_steps = step_limit(steps)
+        graph.set_step_limit(max_steps)
         qc = {
             **(qc or {}),
             "qc_films": int(len(qc_films)),
@@ -299,8 +332,9 @@ def calibrate(
             "max_black_share": high,
             "doubt_black_share": doubt,
             "min_grey_range": least,
+            "max_step_share": max_steps,
             "rejected_by_image_checks": float(
-                ((sharp < low) | (black > high) | (grey < least)).mean()
+                ((sharp < low) | (black > high) | (grey < least) | (steps > max_steps)).mean()
             ),
         }
     truth, male = rows["boneage"].to_numpy(float), rows["male"].to_numpy().astype(bool)

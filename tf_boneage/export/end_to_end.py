@@ -37,6 +37,10 @@ Outputs per image (float32 unless said):
   has tissue) that the film shows black (clipped by under-exposure); ``sharpness_ok`` and
   ``exposure_ok`` (B,) 0 / 1: inside the limits fitted on ``val`` (1 while none are fitted;
   :func:`exposure_ok`);
+- ``step_share`` (B,) in [0, 1]: the share of the places inside the hand where the film
+  changes that hold two equal neighbouring pixels (a film scaled up by repeating pixels changes
+  in steps; :func:`~tf_boneage.preprocessing.chain.step_share`), and ``steps_ok`` (B,) 0 / 1:
+  at or below the largest share fitted on ``val`` (1 while none is fitted);
 - ``grey_range`` (B,) in [0, 1]: the spread of the film's grey levels (99th minus 1st
   percentile), and ``grey_range_ok`` (B,) 0 / 1: at or above the least range fitted on
   ``val`` (a film darkened or brightened until it clipped, or a uniform grey image, has
@@ -101,7 +105,14 @@ OUTPUTS = (
     "grey_range",
     "grey_range_ok",
     "certainty_ok",
+    "step_share",
+    "steps_ok",
 )
+
+#: QC limits the graph gained after exports had been written, with the value that passes every
+#: film: :func:`~tf_boneage.export.rebuild.rebuild` gives an older export the value and names
+#: it as not fitted, so that a re-export fits it (``tf-boneage reexport --manifest``)
+LATER_LIMITS = {"qc_max_steps": 1.0}
 
 
 def exposure_ok(black, certain, max_black, doubt_black):
@@ -275,6 +286,10 @@ class BoneAgeGraph(tf.Module):
         self.qc_max_black = tf.Variable(1.0, trainable=False, name="qc_max_black")
         # above this black share a film whose networks disagree is under-exposed too (1: off)
         self.qc_doubt_black = tf.Variable(1.0, trainable=False, name="qc_doubt_black")
+        # the largest step share of a film accepted (1: every film, until fitted)
+        self.qc_max_steps = tf.Variable(
+            LATER_LIMITS["qc_max_steps"], trainable=False, name="qc_max_steps"
+        )
         # the least grey range of a film accepted (0: every film, until fitted)
         self.qc_min_range = tf.Variable(0.0, trainable=False, name="qc_min_range")
         # the largest (calibrated) bone_age_std accepted, months (until fitted: every film)
@@ -300,6 +315,12 @@ class BoneAgeGraph(tf.Module):
         self.qc_max_black.assign(float(max_black))
         self.qc_min_range.assign(float(min_range))
         self.qc_doubt_black.assign(1.0 if doubt_black is None else float(doubt_black))
+
+    def set_step_limit(self, max_steps: float) -> None:
+        """Set the largest step share accepted (in (0, 1]; 1: every film)."""
+        if not 0 < max_steps <= 1:
+            raise ValueError(f"step share limit out of range (0, 1]: {max_steps}")
+        self.qc_max_steps.assign(float(max_steps))
 
     def set_std_limit(self, max_std: float) -> None:
         """Set the largest ``bone_age_std`` accepted (months, > 0)."""
@@ -432,6 +453,7 @@ class BoneAgeGraph(tf.Module):
             occupancy=tf.TensorSpec([*outline.SIZE, 1], tf.float32),
             content=tf.TensorSpec([*outline.SIZE, 1], tf.float32),
             sharpness=tf.TensorSpec([], tf.float32),
+            step_share=tf.TensorSpec([], tf.float32),
             black_map=tf.TensorSpec([*outline.SIZE, 1], tf.float32),
             grey_range=tf.TensorSpec([], tf.float32),
         )
@@ -440,7 +462,7 @@ class BoneAgeGraph(tf.Module):
     def _predict_keys(self) -> tuple[str, ...]:
         qc = ("mask_area", "mask_confidence", "landmark_plausibility", "landmarks", "right")
         qc += ("quarter_turns", "inverted", "orientation_confidence", "occupancy", "content")
-        qc += ("sharpness", "black_map", "grey_range")
+        qc += ("sharpness", "step_share", "black_map", "grey_range")
         return (*(f"region_{r}" for r in self._regions()), *qc)
 
     def predict_decoded(
@@ -497,6 +519,8 @@ class BoneAgeGraph(tf.Module):
             "grey_range": out["grey_range"],
             "grey_range_ok": tf.cast(out["grey_range"] >= self.qc_min_range, tf.float32),
             "certainty_ok": tf.cast(certain, tf.float32),
+            "step_share": out["step_share"],
+            "steps_ok": tf.cast(out["step_share"] <= self.qc_max_steps, tf.float32),
         }
 
     def heatmap(self, crops: dict, male: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

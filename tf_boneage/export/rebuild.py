@@ -96,9 +96,12 @@ def read_record(version_dir) -> dict:
 def rebuild(version_dir):
     """A :class:`~.end_to_end.BoneAgeGraph` equal to the export at ``version_dir`` (a version
     folder), built by the code installed now, every variable restored from the export.
-    ``graph.stage_models`` names its networks as :func:`.end_to_end.from_runs` does."""
+    ``graph.stage_models`` names its networks as :func:`.end_to_end.from_runs` does. A QC
+    limit of :data:`~.end_to_end.LATER_LIMITS` the export does not hold gets the value that
+    passes every film and is named in ``graph.unfitted_limits`` (every other variable must
+    match)."""
     import tf_boneage.models  # noqa: F401  (registers the custom layers)
-    from tf_boneage.export.end_to_end import BoneAgeGraph, members_from_spec
+    from tf_boneage.export.end_to_end import LATER_LIMITS, BoneAgeGraph, members_from_spec
     from tf_boneage.preprocessing import chain
 
     version_dir = Path(version_dir)
@@ -124,7 +127,12 @@ def rebuild(version_dir):
     graph = BoneAgeGraph(pre, members, doc["params"], doc["input_size"], doc["assume_aspect"])
     if doc["outline_in_chain"]:
         pre.outline = graph.outline
-    status = tf.train.Checkpoint(graph).read(str(version_dir / "variables" / "variables"))
+    variables = str(version_dir / "variables" / "variables")
+    saved = {key.split("/")[0] for key, _ in tf.train.list_variables(variables)}
+    unfitted = [name for name in LATER_LIMITS if name not in saved]
+    for name in unfitted:  # untracked while reading: everything else must match
+        delattr(graph, name)
+    status = tf.train.Checkpoint(graph).read(variables)
     try:
         status.assert_existing_objects_matched()
     except AssertionError as exc:
@@ -133,16 +141,25 @@ def rebuild(version_dir):
             "export it again from its training runs (training/export.py)"
         ) from None
     status.expect_partial()
+    for name in unfitted:  # the value that passes every film, until fitted
+        setattr(graph, name, tf.Variable(LATER_LIMITS[name], trainable=False, name=name))
+    graph.unfitted_limits = unfitted
     graph.stage_models = {k: v for k, v in nets.items() if k != "orientation"}
     if "orientation" in nets:
         graph.stage_models["orientation"] = nets["orientation"]
     return graph
 
 
-def reexport(version_dir, model_dir, version: int | None = None) -> Path:
+def reexport(
+    version_dir, model_dir, version: int | None = None, manifest=None, fit_split: str = "val"
+) -> Path:
     """:func:`rebuild` the export at ``version_dir`` and write it as a new version of
     ``model_dir`` (atomically, never over an existing one) with the same metadata, plus
-    ``reexported_from`` (the source folder and its ``saved_model.pb`` SHA-256)."""
+    ``reexported_from`` (the source folder and its ``saved_model.pb`` SHA-256). QC limits the
+    export does not hold (``graph.unfitted_limits``) are fitted on ``manifest``'s
+    ``fit_split`` films and its QC ``train`` films
+    (:func:`~tf_boneage.export.calibration.fit_later_limits`) and written to the metadata as
+    ``refitted_limits``; without a ``manifest`` such an export is refused (``ValueError``)."""
     from tf_boneage.export import load, saved_model
     from tf_boneage.preprocessing.spec import sha256
 
@@ -155,4 +172,26 @@ def reexport(version_dir, model_dir, version: int | None = None) -> Path:
         "saved_model_sha256": sha256(version_dir / "saved_model.pb"),
     }
     graph = rebuild(version_dir)
+    if graph.unfitted_limits:
+        if manifest is None:
+            raise ValueError(
+                f"{version_dir} holds no {', '.join(graph.unfitted_limits)} (QC limits added "
+                "since it was exported): give the manifest of its training data (--manifest) "
+                "to fit them"
+            )
+        meta["refitted_limits"] = _fit_limits(graph, manifest, fit_split)
     return saved_model.export_end_to_end(graph, model_dir, version, meta)
+
+
+def _fit_limits(graph, manifest, fit_split: str) -> dict:
+    """Fit ``graph.unfitted_limits`` on ``manifest``'s ``fit_split`` and QC ``train`` films."""
+    from tf_boneage.data.manifest import load_manifest
+    from tf_boneage.export import calibration
+
+    table = load_manifest(manifest)
+    rows = table[table["split"] == fit_split].reset_index(drop=True)
+    if not len(rows):
+        raise ValueError(f"{manifest}: no {fit_split!r} films to fit the QC limits on")
+    fitted = calibration.fit_later_limits(graph, rows, calibration.qc_extra_rows(table))
+    fitted["films"] = f"{fit_split} {len(rows)} + train {len(calibration.qc_extra_rows(table))}"
+    return fitted

@@ -206,7 +206,8 @@ def qc_reason(
     """Why QC rejects a film, in words ("" if it does not), the first of: a film with too
     little grey range left (badly exposed; ``image``: the graph's ``grey_range_ok`` and
     ``grey_range``), no hand in the mask (not a hand radiograph), an under-exposed film
-    (``image``: the graph's ``exposure_ok``, ``sharpness_ok``, ``sharpness``,
+    (``image``: the graph's ``exposure_ok``, ``sharpness_ok``, ``sharpness``, ``steps_ok``,
+    ``step_share``,
     ``black_share`` and ``certain``, its ``certainty_ok``), a registered image that does not look like a hand (``match`` /
     ``match_ok``: the graph's ``content_match`` / ``content_ok``: not a hand radiograph, or a
     hand registered wrongly), a low-resolution
@@ -235,6 +236,11 @@ def qc_reason(
             "not a hand radiograph, or a hand registered wrongly: the registered image does "
             "not look like a hand" + (f" (content match {match:.2f})" if match is not None else "")
         )
+    if not image.get("steps_ok", True):
+        return (
+            "low resolution: the film was scaled up from a smaller image (its pixels repeat "
+            f"in steps; step share {image['step_share']:.2f})"
+        )
     if not image.get("sharpness_ok", True):
         return (
             "low resolution: the film has little fine detail (scaled up from a smaller "
@@ -261,6 +267,8 @@ def reason_of(out: dict) -> str:
         "exposure_ok": ok("exposure_ok"),
         "sharpness_ok": ok("sharpness_ok"),
         "sharpness": float(out["sharpness"]),
+        "steps_ok": ok("steps_ok") if "steps_ok" in out else True,
+        "step_share": float(out.get("step_share", 0.0)),
         "black_share": float(out["black_share"]),
         "certain": ok("certainty_ok"),
         "grey_range_ok": ok("grey_range_ok"),

@@ -72,6 +72,42 @@ def sharpness(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
     return tf.math.divide_no_nan(fine, coarse)
 
 
+#: a pixel step "textured" for :func:`step_share`: the film changes by at least this much over
+#: the three pixels around it (4 grey levels of 255)
+STEP_TEXTURE = 4.0 / 255.0
+#: neighbouring pixels closer than this (half a grey level of 255) are equal for
+#: :func:`step_share` (half a 16-bit step of noise does not part them)
+STEP_EQUAL = 0.5 / 255.0
+
+
+def _steps(x: tf.Tensor, hand: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Along the width of ``x`` (B, H, W, 1): per film, how many textured places inside
+    ``hand`` (B, H, W, 1) hold two equal neighbours, and how many textured places there are
+    (both (B,)). Place i, between pixels i and i + 1, is textured when |x[i+2] - x[i-1]| >=
+    :data:`STEP_TEXTURE`; its neighbours are equal when |x[i+1] - x[i]| < :data:`STEP_EQUAL`."""
+    step = tf.abs(x[:, :, 2:-1] - x[:, :, 1:-2])
+    span = tf.abs(x[:, :, 3:] - x[:, :, :-3])
+    textured = tf.cast(span >= STEP_TEXTURE, tf.float32) * hand[:, :, 1:-2]
+    equal = tf.cast(step < STEP_EQUAL, tf.float32) * textured
+    return tf.reduce_sum(equal, [1, 2, 3]), tf.reduce_sum(textured, [1, 2, 3])
+
+
+def step_share(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+    """How much of the film is made of repeated pixels: among the places inside the hand where
+    the film changes (:func:`_steps`, along rows and columns), the share where two neighbouring
+    pixels are equal. A film scaled up from a smaller image by repeating pixels (nearest
+    neighbour, or area resampling upwards) changes in steps: about (f - 1) / f of its places
+    are flat, f the factor (0.5 from half the size, 0.67 from a third), while it keeps fine
+    detail at block edges that :func:`sharpness` reads as sharp; 200 rsna100 ``val`` films:
+    0.03 to 0.20, median 0.06. ``images`` (B, H, W, 1), ``masks`` (B, s, s, 1) -> (B,) in
+    [0, 1] (0 where nothing changes)."""
+    x = tf.cast(images, tf.float32)
+    hand = mask.at_size(masks, tf.shape(x)[1:3])
+    across, n_across = _steps(x, hand)
+    down, n_down = _steps(tf.transpose(x, [0, 2, 1, 3]), tf.transpose(hand, [0, 2, 1, 3]))
+    return tf.math.divide_no_nan(across + down, n_across + n_down)
+
+
 def black_share(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
     """The share of the hand's pixels that are black (:data:`BLACK`): under-exposure clipped
     them and what they showed is gone. (B, H, W, 1), (B, s, s, 1) -> (B,)."""
@@ -518,8 +554,8 @@ class Preprocessor(tf.Module):
         (B, 6), ``registered`` (B, frame h, frame w, 1), ``forward`` (B, 3, 3), ``right``
         (B,), ``quarter_turns`` (B,) int32 and ``inverted`` (B,) bool (all 0 / False unless
         ``config.orient``), ``occupancy`` and ``content`` (B, 52, 40, 1) (:func:`occupancy`, :func:`content`), ``black_map`` (B, 52, 40, 1)
-        (:func:`black_map`), ``sharpness`` and ``grey_range`` (B,) (:func:`sharpness`,
-        :func:`grey_range`), ``region_A`` / ``region_B`` / ``region_C`` crops and the QC numbers.
+        (:func:`black_map`), ``sharpness``, ``step_share`` and ``grey_range`` (B,)
+        (:func:`sharpness`, :func:`step_share`, :func:`grey_range`), ``region_A`` / ``region_B`` / ``region_C`` crops and the QC numbers.
         """
         images = tf.cast(images, tf.float32)
         if self.config.orient and self.orient_model is not None:
@@ -624,11 +660,13 @@ class Preprocessor(tf.Module):
 
     def _image_measures(self, images, masks, registered, forward) -> dict:
         """The QC measures of the film and of its registration: ``occupancy`` and ``content``
-        of the frame, ``sharpness``, ``black_map`` and ``grey_range`` of the film."""
+        of the frame, ``sharpness``, ``step_share``, ``black_map`` and ``grey_range`` of the
+        film."""
         return {
             "occupancy": occupancy(registered),
             "content": content(registered),
             "sharpness": sharpness(images, masks),
+            "step_share": step_share(images, masks),
             "black_map": black_map(images, forward, self.config.frame),
             "grey_range": grey_range(images),
         }

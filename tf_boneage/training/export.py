@@ -395,7 +395,9 @@ def _print_registration_qc(report: dict, split: str) -> None:
         print(
             f"image QC: least sharpness {q['min_sharpness']:.3f}, largest black share "
             f"{q['max_black_share']:.3f} (with disagreeing networks "
-            f"{q.get('doubt_black_share', float('nan')):.3f}), least grey range {q.get('min_grey_range', 0):.3f} (reject {100 * q['rejected_by_image_checks']:.1f} % "
+            f"{q.get('doubt_black_share', float('nan')):.3f}), least grey range "
+            f"{q.get('min_grey_range', 0):.3f}, largest step share "
+            f"{q.get('max_step_share', 1):.3f} (reject {100 * q['rejected_by_image_checks']:.1f} % "
             f"of {q.get('qc_films', '?')} films: {split} and train)"
         )
     certainty = report.get("certainty_qc", {})
