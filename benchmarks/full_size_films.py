@@ -9,7 +9,9 @@ authors' group) is read both ways through ``predict``'s path (``force``: a rejec
 its age beside its verdict); MAE by group: RSNA's own test films (never seen by any rsna100
 model), films of our ``test`` split, and RSNA training films our models learnt from at 100 px.
 ``raw10`` (unlabelled raw films) is read at its own size with overlays written to
-``OUT/overlays`` to be looked at. Per-film rows go to ``OUT/films.csv``.
+``OUT/overlays`` to be looked at. Per-film rows go to ``OUT/films.csv``. ``--turns`` also
+reads each ``registered60`` film turned at its own size and then downscaled (a film taken
+turned: the small copy is resampled once, by the downscale) against the same films untouched.
 """
 
 from __future__ import annotations
@@ -37,6 +39,40 @@ def downscaled(src: Path, dest: Path, size: tuple[int, int]) -> Path:
     return dest
 
 
+def turned_copy(src: Path, dest: Path, degrees: float, size: tuple[int, int]) -> Path:
+    """``src`` turned by ``degrees`` at its own size (one Lanczos resampling, square pixels:
+    a film taken turned) and then downscaled as :func:`downscaled` does, 8-bit PNG."""
+    from tf_boneage.data import io
+    from tf_boneage.inference import robustness
+
+    img = robustness.rotate(io.load_image(src), degrees)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    small = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(dest), np.round(np.clip(small, 0, 1) * 255).astype(np.uint8))
+    return dest
+
+
+def turn_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per turn of ``frame`` (rows of :func:`main`: input ``turned D``), the films QC accepts
+    turned against the same films untouched at the input size: MAE both ways and the change."""
+    base = frame[frame["input"] == "input size"].set_index("id")["error"]
+    rows = []
+    for kind, part in frame[frame["input"].str.startswith("turned")].groupby("input", sort=False):
+        ok = part[part["status"] == "ok"]
+        same = base.loc[ok["id"]]
+        rows.append(
+            {
+                "turn": kind.removeprefix("turned "),
+                "films": len(part),
+                "accepted": len(ok),
+                "MAE turned": round(float(ok["error"].mean()), 2),
+                "MAE untouched": round(float(same.mean()), 2),
+                "change": f"{100 * (ok['error'].mean() / same.mean() - 1):+.0f} %",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def group_of(labels: pd.DataFrame, split_csv) -> pd.Series:
     """``rsna test`` / ``our test`` / ``rsna100 train or val`` for each registered60 film."""
     splits = pd.read_csv(split_csv, dtype={"id": str}).set_index("id")["split"]
@@ -57,6 +93,14 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None, help="default: the shipped model")
     parser.add_argument("--split-file", default=str(SPLIT_FILE))
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--turns",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also read each film turned by these degrees at its own size, then downscaled "
+        "(films taken turned), against the same films untouched",
+    )
     args = parser.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     model = shipped.resolve(args.model)
@@ -71,8 +115,20 @@ def main(argv=None) -> int:
         native.append(batch.Request(film, sex, truth=float(r.boneage)))
         small_film = downscaled(film, out / "small" / film.name, (height, width))
         small.append(batch.Request(small_film, sex, truth=float(r.boneage)))
+    kinds = [("native", native), ("input size", small)]
+    for degrees in args.turns:
+        reqs = [
+            batch.Request(
+                turned_copy(r.path, out / f"turned{degrees:+g}" / r.path.name, degrees,
+                            (height, width)),
+                r.sex,
+                truth=r.truth,
+            )
+            for r in native
+        ]  # fmt: skip
+        kinds.append((f"turned {degrees:+g}", reqs))
     rows = []
-    for kind, reqs in (("native", native), ("input size", small)):
+    for kind, reqs in kinds:
         got = batch.run(loaded, reqs, 8, force=True)
         for lab, g in zip(labels.itertuples(), got, strict=True):
             rows.append(
@@ -100,6 +156,8 @@ def main(argv=None) -> int:
     paired = frame.pivot(index="id", columns="input", values="age")
     print(f"native - input size, mean {np.mean(paired['native'] - paired['input size']):+.2f} months, "
           f"mean absolute {np.mean(np.abs(paired['native'] - paired['input size'])):.2f}")  # fmt: skip
+    if args.turns:
+        print(turn_table(frame).to_string(index=False))
     raw = [batch.Request(p, "F") for p in sorted((data / "raw10").glob("*.png"))]
     got = batch.run(loaded, raw, 4, overlay_dir=out / "overlays", overwrite=True, force=True)
     for g in got:

@@ -11,7 +11,9 @@ chain (the U-Net and landmark files its metadata names) and scored against the o
 content template and their thresholds read from the SavedModel (caught: below either), and
 counted as failed when the registered film correlates
 below 0.5 with the export's own registration of it (caught % is of those); noise, gradients, documents and photograph-like scenes
-through ``serving_default``. The outline and the threshold were fitted at export on ``train``
+through ``serving_default``; the first ``--upscaled`` good films made from an image 1/2, 1/3,
+1/4 and 1/6 of their size scaled back up by each kernel (nearest, bilinear, bicubic, area,
+Lanczos: ``robustness.upscaled``), caught when ``predict`` rejects them for any reason. The outline and the threshold were fitted at export on ``train``
 and ``val``; this reports on ``--split`` (``test``). The ``--fit-split`` films (``val``) are
 served too, so that a second table shows what other shares of them turned away by the
 registration checks would buy (:func:`tf_boneage.inference.failures.tradeoff`); every film's
@@ -35,7 +37,7 @@ from tqdm import tqdm
 from tf_boneage.data import io
 from tf_boneage.data.manifest import load_manifest
 from tf_boneage.export import load, outline, rebuild, saved_model
-from tf_boneage.inference import failures, predict
+from tf_boneage.inference import failures, predict, robustness
 from tf_boneage.preprocessing import chain as chain_lib
 
 
@@ -69,6 +71,12 @@ def main(argv=None) -> int:
     parser.add_argument("--model", required=True, help="saved_models/NAME or a version")
     split_arguments(parser, "test", 500)
     parser.add_argument("--not-hands", type=int, default=50, help="films of each kind")
+    parser.add_argument(
+        "--upscaled",
+        type=int,
+        default=100,
+        help="good films made from a smaller image scaled up, of each kernel and factor",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--fit-split", default="val", help="the split the thresholds fit")
@@ -252,6 +260,17 @@ def main(argv=None) -> int:
             _row(f"not a hand: {kind}", len(out), [bool(r) for r in reasons], fits, reasons)
         )
         record(kind, *scores(out))
+
+    originals = [io.load_image(p) for p in rows["image_path"].head(args.upscaled)]
+    for name in robustness.select(["upscaled *"]):
+        films = [robustness.transformed(img, name, args.seed, k) for k, img in enumerate(originals)]
+        out = _serve(fn, films, male[: len(films)], args.batch)
+        reasons = [predict.reason_of(o) for o in out]
+        fits = [float(o["registration_fit"]) for o in out]
+        table.append(
+            _row(f"{name} (good films)", len(out), [bool(r) for r in reasons], fits, reasons)
+        )
+        record(name, *scores(out))
 
     frame = pd.DataFrame(table)
     per_film = pd.DataFrame(scored)

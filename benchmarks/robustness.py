@@ -34,7 +34,12 @@ def main(argv=None) -> int:
     split_arguments(parser, "test", 100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--only", nargs="*", default=None, help="these transforms only")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help='these transforms only (shell wildcards: "upscaled *", "rotate*")',
+    )
     parser.add_argument(
         "--aspect",
         type=float,
@@ -59,7 +64,9 @@ def main(argv=None) -> int:
     aspect = args.aspect or load.metadata(version).get("chain", {}).get("assume_aspect")
     print(f"small rotations on films of aspect {aspect or 'as stored'}")
     films = [io.load_image(p) for p in rows["image_path"]]
-    names = args.only or list(robustness.TRANSFORMS)
+    names = robustness.select(args.only)
+    if "untouched" not in names:  # every change is paired with the same films untouched
+        names.insert(0, "untouched")
     records = []
     started = time.perf_counter()
     for name in tqdm(names, desc="transforms"):

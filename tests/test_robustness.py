@@ -31,6 +31,32 @@ def test_exposure_and_resolution_by_hand():
     assert half.shape == checker.shape and half.std() < 0.1 * checker.std()  # detail gone
 
 
+def test_upscaled_films_are_a_smaller_image_scaled_back_by_each_kernel():
+    rng = np.random.default_rng(2)
+    img = rng.random((12, 18)).astype(np.float32)
+    near = robustness.transformed(img, "upscaled nearest 1/3", 0, 0)
+    assert near.shape == img.shape
+    # a 4 x 6 image (each pixel the mean of a 3 x 3 block) with every pixel repeated 3 x 3
+    blocks = img.reshape(4, 3, 6, 3).mean((1, 3))
+    np.testing.assert_allclose(near, np.repeat(np.repeat(blocks, 3, 0), 3, 1), atol=1e-6)
+    smooth = robustness.transformed(img, "upscaled bilinear 1/3", 0, 0)
+    assert np.abs(np.diff(smooth, axis=1)).mean() < np.abs(np.diff(near, axis=1)).mean()
+    names = robustness.select(["upscaled *"])
+    assert len(names) == 20 and "upscaled lanczos 1/6" in names
+    for name in names:  # every kernel keeps the size and the range
+        out = robustness.transformed(img, name, 0, 0)
+        assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1, name
+    assert robustness.select(["upscaled * 1/2", "rotate +1?"]) == [
+        "rotate +10",
+        "rotate +15",
+        *(f"upscaled {k} 1/2" for k in robustness.UPSCALE_KERNELS),
+    ]
+    with pytest.raises(ValueError, match="no transform matches 'sharpened'"):
+        robustness.select(["sharpened"])
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        robustness.upscaled(img, 2, "gaussian")
+
+
 def test_rotation_by_30_degrees_keeps_size_and_moves_the_content():
     img = np.zeros((100, 80), np.float32)
     img[10:20, 35:45] = 1.0  # a bright square near the top centre

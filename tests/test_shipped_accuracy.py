@@ -29,7 +29,7 @@ def shipped_model() -> Path:
 
 
 def test_the_shipped_model_is_in_the_checkout_and_intact(shipped_model):
-    assert shipped_model == ROOT / "saved_models" / shipped.NAME / "1"
+    assert shipped_model == ROOT / "saved_models" / shipped.NAME / "2"
     assert saved_model.verify(shipped_model) == []
     meta = json.loads((shipped_model / "assets.extra" / saved_model.METADATA_FILE).read_text())
     assert meta["name"] == shipped.NAME and meta["training"]["preset"] == "rsna100"

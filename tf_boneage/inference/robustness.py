@@ -87,6 +87,30 @@ def _resolution(img: np.ndarray, factor: float) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+#: how a smaller image is scaled back up in the ``upscaled`` transforms: name -> OpenCV flag
+UPSCALE_KERNELS = {
+    "nearest": cv2.INTER_NEAREST,
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
+#: the ``upscaled`` transforms' factors: the film is made from an image 1 / f of its size
+UPSCALE_FACTORS = (2, 3, 4, 6)
+
+
+def upscaled(img: np.ndarray, factor: int, kernel: str) -> np.ndarray:
+    """A film (H, W) made from an image ``1 / factor`` of its size (area average) scaled back
+    up to (H, W) with ``kernel`` (:data:`UPSCALE_KERNELS`): a thumbnail, a screenshot or a PACS
+    preview enlarged. Clipped to [0, 1] (bicubic and Lanczos ring past the range)."""
+    if kernel not in UPSCALE_KERNELS:
+        raise ValueError(f"kernel must be one of {sorted(UPSCALE_KERNELS)}, got {kernel!r}")
+    h, w = img.shape
+    size = (max(1, round(w / factor)), max(1, round(h / factor)))
+    small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    return np.clip(cv2.resize(small, (w, h), interpolation=UPSCALE_KERNELS[kernel]), 0.0, 1.0)
+
+
 def _burn_text(img: np.ndarray, text: str, where: str, rng) -> np.ndarray:
     """Bright burned-in text (a laterality marker or a label) in a corner."""
     h, w = img.shape
@@ -105,8 +129,12 @@ def _burn_text(img: np.ndarray, text: str, where: str, rng) -> np.ndarray:
 #: the turns in degrees, one resampling each (a small rotation of a film stored squashed to a
 #: square is a rotation plus a shear of its pixels, so these act at the film's proportions)
 PHYSICAL = {
+    "rotate +10": (10,),
+    "rotate -10": (-10,),
     "rotate +15": (15,),
     "rotate -15": (-15,),
+    "rotate +20": (20,),
+    "rotate -20": (-20,),
     "rotate +30": (30,),
     "rotate -30": (-30,),
     # a control, not an acquisition difference: the resampling of a +30 rotation without the
@@ -140,7 +168,26 @@ TRANSFORMS = {
     "resolution x0.25": lambda img, rng: _resolution(img, 0.25),
     "laterality marker": lambda img, rng: _burn_text(img, "L", "top right", rng),
     "burned-in text": lambda img, rng: _burn_text(img, "ID 0042 HAND PA", "bottom left", rng),
+    **{
+        f"upscaled {kernel} 1/{f}": (lambda img, rng, f=f, k=kernel: upscaled(img, f, k))
+        for f in UPSCALE_FACTORS
+        for kernel in UPSCALE_KERNELS
+    },
 }
+
+
+def select(patterns) -> list[str]:
+    """The names of :data:`TRANSFORMS` matching any of ``patterns`` (shell wildcards:
+    ``"upscaled * 1/3"``, ``"rotate*"``), in the table's order; ``None``: every one. A pattern
+    matching nothing raises ``ValueError`` naming it."""
+    if patterns is None:
+        return list(TRANSFORMS)
+    import fnmatch
+
+    for pattern in patterns:
+        if not fnmatch.filter(TRANSFORMS, pattern):
+            raise ValueError(f"no transform matches {pattern!r}")
+    return [n for n in TRANSFORMS if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 
 def transformed(
