@@ -213,6 +213,32 @@ def test_random_degradation_probabilities_and_seed():
     assert (np.abs(both - img.numpy()).max(axis=(1, 2, 3)) > 1e-6).all()
 
 
+def test_noise_stays_inside_the_hand_within_its_amplitude_and_splits_by_rows():
+    rng = np.random.default_rng(2)
+    img = rng.uniform(0.2, 0.8, (6, 8, 8, 1)).astype(np.float32)
+    img[:, :, :3] = 0.0  # background: never noised (the outline does not move)
+    seed = tf.constant([5, 6], tf.int64)
+    amp = tf.constant([0.0, 0.01, 0.02, 0.03, 0.04, 0.05])
+    out = augment.add_noise(tf.constant(img), amp, seed).numpy()
+    moved = np.abs(out - img).max(axis=(1, 2, 3))
+    assert moved[0] == 0 and (moved[1:] > 0).all()
+    assert (moved <= amp.numpy() + 1e-7).all() and (moved[1:] > 0.8 * amp.numpy()[1:]).all()
+    assert (out[:, :, :3] == 0).all()
+    # rows 4 and 1 of the seeded batch, as a replica holding them draws them
+    rows = augment.Rows(tf.constant([4, 1]), tf.constant(6))
+    part = augment.add_noise(tf.constant(img[[4, 1]]), tf.gather(amp, [4, 1]), seed, rows)
+    np.testing.assert_array_equal(part.numpy(), out[[4, 1]])
+    # in the degradation: off by default, about half the crops at 0.5; the other draws kept
+    crops = tf.constant(rng.uniform(0.1, 0.9, (64, 8, 8, 1)).astype(np.float32))
+    plain = augment.Degradation(underexposed=0.5)
+    noisy = augment.Degradation(underexposed=0.5, noisy=0.5, max_noise=0.04)
+    a = augment.random_degradation(crops, seed, plain).numpy()
+    b = augment.random_degradation(crops, seed, noisy).numpy()
+    changed = np.abs(b - a).max(axis=(1, 2, 3))
+    assert 15 < (changed > 0).sum() < 49 and changed.max() <= 0.04 + 1e-6
+    assert not augment.Degradation(noisy=1.0, max_noise=0.0).active
+
+
 def test_augmenter_degrades_only_when_asked():
     batch = {"image": tf.constant(np.full((4, 8, 8, 1), 0.6, np.float32))}
     plain = augment.BatchAugmenter(None, photometric=False, degrade=augment.Degradation())
@@ -231,6 +257,8 @@ def test_augmenter_degrades_only_when_asked():
         ({"blurred": -0.1}, "blurred"),
         ({"blur_scale": (0.0, 1.0)}, "blur_scale"),
         ({"max_black": 1.0}, "max_black"),
+        ({"noisy": 2.0}, "noisy"),
+        ({"max_noise": 1.0}, "max_noise"),
     ],
 )
 def test_invalid_degradation(kwargs, bad):

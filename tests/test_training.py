@@ -63,6 +63,8 @@ def _in_process(main, *args):
         ("batch_size=many", "batch_size"),
         ("underexposed=1.5", "underexposed"),
         ("blurred=-0.2", "blurred"),
+        ("noisy=1.5", "noisy"),
+        ("max_noise=1.0", "max_noise"),
     ],
 )
 def test_bad_config_values_name_the_key(tmp_path, override, key):

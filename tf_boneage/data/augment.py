@@ -165,16 +165,23 @@ class Degradation:
     do to the few pixels a growth plate spans: :func:`blur`). ``blur_scale``: (rows, cols)
     factor by which the crop was enlarged from the film's frame to the network's input; the
     blur is 3x3 at 1 and widens so that it stays the same blur of the frame (variance 0.5 px
-    of the frame, :func:`blur_orders`).
+    of the frame, :func:`blur_orders`). ``noisy``: probability of noise inside the hand, each
+    pixel uniform in +/- an amplitude drawn uniform in ``[0, max_noise]`` (a share of the grey
+    range): what a film's own small changes (JPEG, 8-bit rounding, one resampling) become after
+    the chain's histogram equalisation stretches its few grey levels (:func:`add_noise`).
     """
 
     underexposed: float = 0.0
     max_black: float = 0.5
     blurred: float = 0.0
     blur_scale: tuple[float, float] = (1.0, 1.0)
+    noisy: float = 0.0
+    max_noise: float = 8.0 / 255.0
 
     def __post_init__(self):
-        for name in ("underexposed", "blurred"):
+        if not 0 <= self.max_noise < 1:
+            raise ValueError(f"max_noise must be in [0, 1), got {self.max_noise!r}")
+        for name in ("underexposed", "blurred", "noisy"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be a probability, got {getattr(self, name)!r}")
         if not 0 <= self.max_black < 1:
@@ -184,7 +191,7 @@ class Degradation:
 
     @property
     def active(self) -> bool:
-        return self.underexposed > 0 or self.blurred > 0
+        return self.underexposed > 0 or self.blurred > 0 or (self.noisy > 0 and self.max_noise > 0)
 
 
 def underexpose(images: tf.Tensor, black: tf.Tensor) -> tf.Tensor:
@@ -223,11 +230,29 @@ def blur(images: tf.Tensor, amount: tf.Tensor, orders: tuple[int, int] = (2, 2))
     return images + a * (blurred - images)
 
 
+def add_noise(images: tf.Tensor, amplitude: tf.Tensor, seed, rows: Rows | None = None):
+    """Equalised crops (B, H, W, C) in [0, 1], 0 outside the hand, with each hand pixel moved
+    by uniform noise in +/- ``amplitude`` (B,) and clipped to [0, 1]; the background stays 0
+    (the hand's outline does not move). Stateless; with ``rows``, those rows' noise of the
+    seeded batch (each row's noise does not depend on how the batch is split)."""
+    shape = tf.shape(images)
+    if rows is None:
+        unit = tf.random.stateless_uniform(shape, seed, -1.0, 1.0, dtype=images.dtype)
+    else:
+        whole = tf.concat([[rows.total], shape[1:]], 0)
+        unit = tf.gather(
+            tf.random.stateless_uniform(whole, seed, -1.0, 1.0, images.dtype), rows.index
+        )
+    a = tf.reshape(tf.cast(amplitude, images.dtype), [-1, 1, 1, 1])
+    moved = tf.clip_by_value(images + a * unit, 0.0, 1.0)
+    return tf.where(images > 0, moved, images)
+
+
 def random_degradation(
     images: tf.Tensor, seed, degrade: Degradation, rows: Rows | None = None
 ) -> tf.Tensor:
-    """:func:`underexpose` and :func:`blur` each image with ``degrade``'s probabilities and
-    uniform strengths (stateless: the same ``seed``, shape (2,) int, gives the same result)."""
+    """:func:`underexpose`, :func:`blur` and :func:`add_noise` each image with ``degrade``'s
+    probabilities and uniform strengths (stateless: the same ``seed``, shape (2,) int, gives the same result)."""
     batch = tf.shape(images)[0]
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
 
@@ -240,6 +265,13 @@ def random_degradation(
     if degrade.blurred > 0:
         amount = draw(3) * tf.cast(draw(2) < degrade.blurred, "float32")
         images = blur(images, amount, blur_orders(degrade.blur_scale))
+    if degrade.noisy > 0 and degrade.max_noise > 0:  # its own seeds: the draws above unchanged
+        noise = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 13), 3
+        )
+        on = uniform(batch, noise[0], 0.0, 1.0, rows) < degrade.noisy
+        amplitude = uniform(batch, noise[1], 0.0, degrade.max_noise, rows) * tf.cast(on, "float32")
+        images = add_noise(images, amplitude, noise[2], rows)
     return images
 
 

@@ -10,7 +10,7 @@ calibration factors) from the export's own ``variables/``; :func:`reexport` writ
 as a new version. No copy of the weights is kept beside a SavedModel: the SavedModel is the
 copy.
 
-    tf-boneage reexport saved_models/boneage_rsna100/1 --out build/saved_models/boneage_rsna100
+    tf-boneage reexport saved_models/boneage_rsna100/2 --out build/saved_models/boneage_rsna100
 """
 
 from __future__ import annotations

@@ -53,6 +53,10 @@ class RegionConfig:
     # black) or blurred (as by resampling a rotated film): data.augment.Degradation
     underexposed: float = 0.0
     blurred: float = 0.0
+    # probability that a training crop gets noise inside the hand of up to max_noise (a share
+    # of the grey range) per pixel: data.augment.Degradation
+    noisy: float = 0.0
+    max_noise: float = 8.0 / 255.0
     seed: int = 0
     strategy: str = "default"  # default | mirrored | multi-worker
     # float32 | mixed_float16 | mixed_bfloat16 (GPUs / TPUs; heads and losses stay float32)
@@ -105,9 +109,11 @@ class RegionConfig:
             raise ConfigError("bin_loss_weight", self.bin_loss_weight, ">= 0 (0 = MAE alone)")
         if self.head != "classification":  # no bins: a regression run records 0
             self.bin_loss_weight = 0.0
-        for key in ("underexposed", "blurred"):
+        for key in ("underexposed", "blurred", "noisy"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(key, getattr(self, key), "a probability in [0, 1]")
+        if not 0 <= self.max_noise < 1:
+            raise ConfigError("max_noise", self.max_noise, "a share of the grey range in [0, 1)")
         if not self.bin_sigma > 0:
             raise ConfigError("bin_sigma", self.bin_sigma, "> 0 months")
         if not 0 < self.learning_rate < 1:

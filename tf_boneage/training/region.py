@@ -118,6 +118,8 @@ class RegionTask(Task):
             underexposed=cfg.underexposed,
             blurred=cfg.blurred,
             blur_scale=enlargement(cfg) if cfg.blurred else (1.0, 1.0),
+            noisy=cfg.noisy,
+            max_noise=cfg.max_noise,
         )
         if cfg.blurred:
             scale, orders = self.degrade.blur_scale, blur_orders(self.degrade.blur_scale)
