@@ -11,6 +11,13 @@ by 0.5-2 degrees either way (Lanczos), or a slight blur (a Gaussian of 0.3-0.6 p
 8 bits. Writes ``OUT/images/ID.png`` (or ``.jpg``) and ``OUT/manifest.csv``: the manifest's
 rows with ``id`` suffixed ``_p``, the copy's path and the change made, ready for ``tf-boneage
 preprocess``. Nothing of the source is changed.
+
+``--combine CACHE ...`` instead joins the manifests of caches built by one chain (their
+``chain.json`` must be equal) into ``OUT/manifest.csv`` with absolute paths, beside a copy of
+that ``chain.json``: the training manifest of a region run on the films and their copies.
+
+    python training/perturbed_copies.py --combine runs/table/cache runs/perturbed/cache \
+        --out runs/perturbed/combined
 """
 
 from __future__ import annotations
@@ -28,6 +35,32 @@ from tf_boneage.data.manifest import load_manifest
 from tf_boneage.inference import robustness
 
 CHANGES = ("jpeg", "noise", "shift", "turn", "blur")
+PATH_COLUMNS = ("image_path", "mask_path", "region_A_path", "region_B_path", "region_C_path")
+
+
+def combine(caches, out: Path) -> pd.DataFrame:
+    """The manifests of ``caches`` (folders) joined, paths made absolute; ``OUT/manifest.csv``
+    and ``OUT/chain.json`` written. Raises ``ValueError`` when their chains differ."""
+    chains = [(Path(c) / "chain.json").read_text() for c in caches]
+    if any(c != chains[0] for c in chains):
+        raise ValueError(f"the caches {caches} were not built by one chain (chain.json differs)")
+    parts = []
+    for cache in caches:
+        part = pd.read_csv(Path(cache) / "manifest.csv", dtype={"id": str})
+        for column in PATH_COLUMNS:
+            if column in part:
+                part[column] = [
+                    str((Path(cache) / p).resolve()) if isinstance(p, str) else p
+                    for p in part[column]
+                ]
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True)
+    if table["id"].duplicated().any():
+        raise ValueError(f"ids repeat across {caches}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "chain.json").write_text(chains[0])
+    table.to_csv(out / "manifest.csv", index=False)
+    return table
 
 
 def changed(img: np.ndarray, rng: np.random.Generator) -> tuple[str, np.ndarray | bytes]:
@@ -59,12 +92,21 @@ def changed(img: np.ndarray, rng: np.random.Generator) -> tuple[str, np.ndarray 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--manifest")
+    parser.add_argument("--combine", nargs="+", default=None, help="cache folders to join")
     parser.add_argument("--split", default="train")
     parser.add_argument("--sex", choices=("male", "female", "both"), default="both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.combine:
+        table = combine(args.combine, Path(args.out))
+        print(
+            f"{len(table)} rows of {len(args.combine)} caches -> {Path(args.out) / 'manifest.csv'}"
+        )
+        return 0
+    if not args.manifest:
+        parser.error("--manifest is required (or --combine)")
     table = load_manifest(args.manifest)
     rows = table[table["split"] == args.split]
     if args.sex != "both":
