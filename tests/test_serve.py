@@ -55,7 +55,7 @@ def test_the_page_and_its_assets_come_from_this_server_only(served):
         assert all("www.w3.org/2000/svg" in u for u in urls), urls
     assert 'src="http' not in page.text and 'href="http' not in page.text
     info = client.get("/api/model").json()
-    assert info["name"] == shipped.NAME and info["version"] == 1
+    assert info["name"] == shipped.NAME and info["version"] == int(shipped.locate().name)
     assert info["columns"] == list(predict.COLUMNS) and not info["synthetic"]
 
 
@@ -226,7 +226,8 @@ def test_tf_serving_rest_answers_as_the_savedmodel_does(served):
     got = r.json()["predictions"][0]["bone_age_months"]
     assert got == pytest.approx(float(direct["bone_age_months"][0]), abs=1e-4)
     columnar = serving_client.rest_request([film.read_bytes()], [1.0], columnar=True)
-    r = client.post("/v1/models/boneage_rsna100/versions/1:predict", json=columnar)
+    version = shipped.locate().name
+    r = client.post(f"/v1/models/boneage_rsna100/versions/{version}:predict", json=columnar)
     assert serving_client.rest_outputs(r.json())["bone_age_months"][0] == pytest.approx(got)
     bad = client.post("/v1/models/boneage_rsna100:predict", content=b"{not json")
     assert bad.status_code == 400 and "JSON parse error" in bad.json()["error"]
@@ -234,15 +235,20 @@ def test_tf_serving_rest_answers_as_the_savedmodel_does(served):
 
 def test_tf_serving_status_metadata_and_404s(served):
     client = served[0]
-    assert client.get("/v1/models/boneage_rsna100").json() == tf_serving.status_body(1)
-    assert client.get("/v1/models/boneage_rsna100/versions/1").status_code == 200
+    version = int(shipped.locate().name)  # the one version the server holds
+    assert client.get("/v1/models/boneage_rsna100").json() == tf_serving.status_body(version)
+    assert client.get(f"/v1/models/boneage_rsna100/versions/{version}").status_code == 200
     meta = client.get("/v1/models/boneage_rsna100/metadata").json()
     sig = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert set(sig["inputs"]) == {"image_bytes", "male"} and "bone_age_months" in sig["outputs"]
-    assert meta["model_spec"] == {"name": "boneage_rsna100", "signature_name": "", "version": "1"}
+    spec = {"name": "boneage_rsna100", "signature_name": "", "version": str(version)}
+    assert meta["model_spec"] == spec
     for url, words in (
         ("/v1/models/other", "Latest(other)"),
-        ("/v1/models/boneage_rsna100/versions/2", "Specific(boneage_rsna100, 2)"),
+        (
+            f"/v1/models/boneage_rsna100/versions/{version + 1}",
+            f"Specific(boneage_rsna100, {version + 1})",
+        ),
         ("/v1/models/boneage_rsna100/labels/stable", "version label"),
         ("/v1/models/boneage_rsna100/versions/x", "Malformed"),
     ):
