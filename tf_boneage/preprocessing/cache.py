@@ -11,7 +11,7 @@ built the cache (:mod:`~tf_boneage.preprocessing.spec`).
 
 A chain with the orientation step (``orient``) is checked against a canonical outline: the U-Net's
 mask mass alone cannot tell an upright film from its inverse or its turns once the U-Net was
-trained on turned and inverted films (the issue-18 run's U-Net turned 12-19 % and inverted 30 %
+trained on turned and inverted films (such a U-Net, on rsna100, turned 12-19 % and inverted 30 %
 of upright RSNA films when it decided alone, and its region networks learnt from those crops).
 Before the first film, the cache fits ``outline.npy``, the mean registered occupancy of up to
 :data:`OUTLINE_FILMS` training films run through the chain **as given** (orientation off), and
@@ -69,7 +69,7 @@ def original_sizes(table: pd.DataFrame, aspect: float | None) -> tuple[np.ndarra
     ``upright_size``). With an assumed width/height ``aspect`` every film gets (1000, 1000 *
     aspect), even one whose manifest row has ``orig_h`` / ``orig_w``: the graph serves a film
     from its bytes alone and assumes the aspect, so the cache registers as it will (the
-    issue-18 cache used the 508 known sizes of rsna100, 25 of them test films, and its crops
+    rsna100 cache once used the 508 known sizes of rsna100, 25 of them test films, and its crops
     differed from the graph's there). Without ``aspect``: ``orig_h`` / ``orig_w`` (NaN where
     unknown)."""
     n = len(table)
