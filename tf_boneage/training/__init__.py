@@ -19,6 +19,7 @@ module                 owns
 ``ablation``           runs compared on ``val`` with bootstrap intervals
 ``posthoc``            a finished run's predictions another way (weights, test-time views)
 ``reports``            a table run's small text reports, kept in a repository
+``perturbed_copies``   invisibly changed copies of a split's films; caches of one chain joined
 =====================  =====================================================================
 
 Every stage has ``run(...)`` (the library call) and ``main(argv)`` (the command line); the
@@ -43,6 +44,7 @@ STAGES = {
     "posthoc": ("posthoc", "main"),
     "errors": ("errors", "main"),
     "reports": ("reports", "main"),
+    "perturbed-copies": ("perturbed_copies", "main"),
 }
 
 
