@@ -91,3 +91,9 @@ def write_rows(out, header: str, rows: list[dict]) -> None:
 
     frame = pd.DataFrame(rows)
     write_report(out, header, table(rows, list(frame.columns)), frame)
+
+
+def shifted_one_pixel(img: np.ndarray) -> np.ndarray:
+    """Film ``img`` (H, W) moved one pixel to the right, its first column repeated: a change
+    nobody can see (the stability benchmarks)."""
+    return np.concatenate([img[:, :1], img[:, :-1]], axis=1)

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from common import split_arguments, split_rows
+from common import shifted_one_pixel, split_arguments, split_rows
 
 import tf_boneage.models  # noqa: F401  (registers the custom layers)
 from tf_boneage.data import io
@@ -36,10 +36,6 @@ def _jpeg(img: np.ndarray) -> np.ndarray:
         ".jpg", np.round(img * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 95]
     )
     return cv2.imdecode(data[1], cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
-
-
-def _shift(img: np.ndarray) -> np.ndarray:
-    return np.concatenate([img[:, :1], img[:, :-1]], axis=1)
 
 
 def main(argv=None) -> int:
@@ -82,7 +78,7 @@ def main(argv=None) -> int:
             "untouched": base[f"region_{region}"],
             "+/- 1 grey level, landmarks held": crops(level, base["landmarks"])[f"region_{region}"],
             "JPEG quality 95": crops([_jpeg(f) for f in films])[f"region_{region}"],
-            "1-pixel shift": crops([_shift(f) for f in films])[f"region_{region}"],
+            "1-pixel shift": crops([shifted_one_pixel(f) for f in films])[f"region_{region}"],
         }
         for name, head in heads.items():
             for change, c in variants.items():

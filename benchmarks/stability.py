@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from common import split_arguments, split_rows
+from common import shifted_one_pixel, split_arguments, split_rows
 
 from tf_boneage.data import io
 from tf_boneage.export import load, saved_model
@@ -42,12 +42,8 @@ def _png8(img: np.ndarray) -> bytes:
     return cv2.imencode(".png", np.round(np.clip(img, 0, 1) * 255).astype(np.uint8))[1].tobytes()
 
 
-def _shift(img: np.ndarray) -> np.ndarray:
-    return np.concatenate([img[:, :1], img[:, :-1]], axis=1)
-
-
 CHANGES = {
-    "1-pixel shift": lambda img: robustness.png16(_shift(img)),
+    "1-pixel shift": lambda img: robustness.png16(shifted_one_pixel(img)),
     "1-degree turn": lambda img: robustness.png16(robustness.rotate(img, 1.0)),
     "JPEG quality 95": lambda img: cv2.imencode(
         ".jpg", np.round(img * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 95]
@@ -95,8 +91,8 @@ def explain(path, rows, batch: int) -> pd.DataFrame:
         films = [io.load_image(p) for p in part["image_path"]]
         male = part["male"].astype("float32").to_numpy()
         base, marks = _held(graph, [_png8(f) for f in films], male)
-        shifted = marks.numpy().copy()
-        shifted[:, 0::2] += 1.0 / graph.input_size[1] if graph.input_size else 0.0
+        shifted = marks.numpy().copy()  # normalised: one pixel is 1 / the film's width
+        shifted[:, 0::2] += 1.0 / np.array([f.shape[1] for f in films], np.float32)[:, None]
         level = [np.clip(f + rng.integers(-1, 2, f.shape) / 255.0, 0, 1) for f in films]
         cases = {
             "JPEG quality 95, landmarks held": (CHANGES["JPEG quality 95"], marks, 0.0),

@@ -72,3 +72,10 @@ def test_interval_halves_rank_is_never_narrower_and_covers_near_nominal():
     assert conformal["mean width (months)"] >= plain["mean width (months)"]
     assert conformal["covers %"] >= plain["covers %"]
     assert 85 <= plain["covers %"] <= 95 and 85 <= conformal["covers %"] <= 95
+
+
+def test_a_film_shifted_by_one_pixel_repeats_its_first_column():
+    import numpy as np
+
+    img = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(common.shifted_one_pixel(img), [[0, 0, 1], [3, 3, 4]])

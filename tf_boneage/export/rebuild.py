@@ -192,6 +192,7 @@ def _fit_limits(graph, manifest, fit_split: str) -> dict:
     rows = table[table["split"] == fit_split].reset_index(drop=True)
     if not len(rows):
         raise ValueError(f"{manifest}: no {fit_split!r} films to fit the QC limits on")
-    fitted = calibration.fit_later_limits(graph, rows, calibration.qc_extra_rows(table))
-    fitted["films"] = f"{fit_split} {len(rows)} + train {len(calibration.qc_extra_rows(table))}"
+    extra = calibration.qc_extra_rows(table)
+    fitted = calibration.fit_later_limits(graph, rows, extra)
+    fitted["films"] = f"{fit_split} {len(rows)} + train {len(extra)}"
     return fitted

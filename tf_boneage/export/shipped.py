@@ -71,7 +71,7 @@ def trained_on_synthetic(meta: dict) -> bool:
 def describe(path, meta: dict) -> str:
     """One line naming the model a run uses: name, version, training data, resolution, e.g.
     ``model boneage_rsna100 version 2: RSNA 2017 training films, 100 px copy (10,464 films);
-    films resized to 100x100 px (saved_models/boneage_rsna100/1)``."""
+    films resized to 100x100 px (saved_models/boneage_rsna100/2)``."""
     path = Path(path)
     training = meta.get("training") or {}
     preset = training.get("preset", meta.get("preset"))
